@@ -1,0 +1,194 @@
+//! Builds the application from configuration and serves it until a shutdown future ends.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::clock::SharedClock;
+use crate::config::{Backend, Config};
+use crate::db::Db;
+use crate::directory::orgs;
+use crate::http::{self, AppState};
+use crate::security::{load_or_create_key_file, Cipher, DataKey};
+use crate::tracking::Ledger;
+
+pub struct App {
+    pub state: AppState,
+    ledger_task: JoinHandle<()>,
+}
+
+impl App {
+    /// Connects, migrates, loads the data key, makes sure the deployment's organisation
+    /// exists and starts the ledger writer.
+    pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<App> {
+        let db = Db::connect(&config.database_url).await?;
+        db.migrate().await?;
+        let cipher = load_cipher(&config)?;
+        let tz = config.org_timezone()?;
+        let org = orgs::ensure_default(&db, clock.now_ms(), tz)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the default organisation: {e}"))?;
+        let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone());
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+            clock,
+            cipher,
+            ledger,
+            default_org: Arc::new(org),
+            metrics: crate::telemetry::metrics_handle(),
+        };
+        Ok(App { state, ledger_task })
+    }
+
+    pub fn router(&self) -> Router {
+        http::router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish, drains the
+    /// ledger queue and closes the database.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App { state, ledger_task } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_task = metrics_listener.map(|l| {
+            let router = http::metrics_router(state.clone());
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(l, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+            })
+        });
+        let router = http::router(state.clone());
+        let db = state.db.clone();
+        drop(state);
+        tracing::info!(addr = %listener.local_addr()?, "closeloop listening");
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+        let _ = stop_tx.send(true);
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        // Every request handle is gone now, so the writer sees its queue close once it
+        // has written what was queued.
+        let _ = ledger_task.await;
+        db.close().await;
+        tracing::info!("closeloop stopped");
+        Ok(())
+    }
+}
+
+/// The data key: configured, or (SQLite only) generated into an owner-only file next to
+/// the database on first start.
+fn load_cipher(config: &Config) -> anyhow::Result<Cipher> {
+    let old = config
+        .security
+        .old_data_keys
+        .iter()
+        .map(|k| DataKey::from_base64(k.expose()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("security.old_data_keys")?;
+    let active = match &config.security.data_key {
+        Some(k) => DataKey::from_base64(k.expose()).context("security.data_key")?,
+        None => {
+            anyhow::ensure!(
+                config.backend() == Backend::Sqlite,
+                "security.data_key is required with PostgreSQL"
+            );
+            match sqlite_key_file(&config.database_url) {
+                Some(path) => {
+                    let (key, created) = load_or_create_key_file(&path)?;
+                    if created {
+                        tracing::warn!(
+                            path = %path.display(),
+                            key_id = key.id(),
+                            "no security.data_key configured: generated a new data key into an owner-only file; \
+                             back it up, data encrypted under it is unreadable without it"
+                        );
+                    } else {
+                        tracing::info!(path = %path.display(), key_id = key.id(), "data key loaded from file");
+                    }
+                    key
+                }
+                None => {
+                    tracing::warn!(
+                        "in-memory database without security.data_key: using a throw-away data key"
+                    );
+                    DataKey::generate()
+                }
+            }
+        }
+    };
+    Ok(Cipher::new(active, old))
+}
+
+/// `sqlite://dir/closeloop.db?mode=rwc` → `dir/closeloop.db.key`; None for in-memory.
+fn sqlite_key_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    Some(PathBuf::from(format!("{path}.key")))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_key_file;
+    use std::path::PathBuf;
+
+    #[test]
+    fn key_file_sits_beside_the_database() {
+        assert_eq!(
+            sqlite_key_file("sqlite://closeloop.db"),
+            Some(PathBuf::from("closeloop.db.key"))
+        );
+        assert_eq!(
+            sqlite_key_file("sqlite:///var/lib/cl/x.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/cl/x.db.key"))
+        );
+        assert_eq!(sqlite_key_file("sqlite::memory:"), None);
+    }
+}

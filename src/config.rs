@@ -1,0 +1,541 @@
+//! Configuration: defaults → `closeloop.toml` → `CLOSELOOP_*` environment (`__` nests).
+//!
+//! Every value is validated once here; the rest of the program trusts `Config`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Environment variables with the `CLOSELOOP_` prefix that are not configuration keys.
+const NOT_KEYS: [&str; 2] = ["CONFIG", "TEST_POSTGRES_URL"];
+
+/// A configured secret: never printed, serialised as `"[redacted]"`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(#[serde(deserialize_with = "secret_from_scalar")] SecretString);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(SecretString::from(value.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// Environment values are parsed as TOML scalars, so a numeric secret arrives as a number.
+fn secret_from_scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    Ok(SecretString::from(scalar_string(d)?))
+}
+
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+    })
+}
+
+fn opt_scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    scalar_string(d).map(Some)
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// How platforms and browsers reach this server (OAuth redirects, card links).
+    pub public_url: String,
+    pub database_url: String,
+    /// Time zone of the deployment's own organisation.
+    pub timezone: String,
+    /// Peers whose `X-Forwarded-For` header is believed for the client IP.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Optional private listener for `/metrics`; when unset `/metrics` is on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    pub security: SecurityConfig,
+    pub storage: StorageConfig,
+    pub wecom: Option<WecomConfig>,
+    pub dingtalk: Option<DingtalkConfig>,
+    pub feishu: Option<FeishuConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            database_url: "sqlite://closeloop.db".into(),
+            timezone: "Asia/Shanghai".into(),
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
+            max_body_bytes: 1024 * 1024,
+            security: SecurityConfig::default(),
+            storage: StorageConfig::default(),
+            wecom: None,
+            dingtalk: None,
+            feishu: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Base64 AES-256 key encrypting sensitive fields at rest.
+    pub data_key: Option<Secret>,
+    /// Previous keys, kept to decrypt and look up data written before a rotation.
+    pub old_data_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `local` (a folder) is the only kind so far.
+    pub kind: String,
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: "local".into(),
+            path: PathBuf::from("blobs"),
+        }
+    }
+}
+
+fn default_skew() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WecomConfig {
+    #[serde(deserialize_with = "scalar_string")]
+    pub corp_id: String,
+    #[serde(deserialize_with = "scalar_string")]
+    pub agent_id: String,
+    /// The self-built app's secret.
+    pub secret: Secret,
+    /// 客户联系 secret.
+    pub contact_secret: Option<Secret>,
+    /// 公费电话 secret.
+    pub dial_secret: Option<Secret>,
+    pub token: Secret,
+    pub encoding_aes_key: Secret,
+    #[serde(default = "WecomConfig::default_api_base")]
+    pub api_base: String,
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+impl WecomConfig {
+    fn default_api_base() -> String {
+        "https://qyapi.weixin.qq.com".into()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DingtalkConfig {
+    #[serde(deserialize_with = "scalar_string")]
+    pub app_key: String,
+    pub app_secret: Secret,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub agent_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub corp_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub robot_code: Option<String>,
+    pub token: Secret,
+    pub aes_key: Secret,
+    pub card_callback_secret: Option<Secret>,
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub card_template_id: Option<String>,
+    #[serde(default = "DingtalkConfig::default_api_base")]
+    pub api_base: String,
+    #[serde(default = "DingtalkConfig::default_oapi_base")]
+    pub oapi_base: String,
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+impl DingtalkConfig {
+    fn default_api_base() -> String {
+        "https://api.dingtalk.com".into()
+    }
+    fn default_oapi_base() -> String {
+        "https://oapi.dingtalk.com".into()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeishuConfig {
+    #[serde(deserialize_with = "scalar_string")]
+    pub app_id: String,
+    pub app_secret: Secret,
+    pub verification_token: Option<Secret>,
+    pub encrypt_key: Option<Secret>,
+    #[serde(default = "FeishuConfig::default_api_base")]
+    pub api_base: String,
+    #[serde(default = "FeishuConfig::default_accounts_base")]
+    pub accounts_base: String,
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+impl FeishuConfig {
+    fn default_api_base() -> String {
+        "https://open.feishu.cn".into()
+    }
+    fn default_accounts_base() -> String {
+        "https://accounts.feishu.cn".into()
+    }
+}
+
+/// One configuration problem, naming the key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}`: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which database a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any) and the environment, then validates.
+    ///
+    /// `path` is the explicit `--config`/`CLOSELOOP_CONFIG`; without it `closeloop.toml`
+    /// in the working directory is read when present.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::new(
+                        "config",
+                        format!("file {} does not exist", p.display()),
+                    ));
+                }
+                figment = figment.merge(Toml::file_exact(p));
+            }
+            None => figment = figment.merge(Toml::file_exact("closeloop.toml")),
+        }
+        Self::from_figment(figment.merge(env_provider()))
+    }
+
+    /// Builds a configuration from a TOML string plus the environment (tests, demo).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .merge(env_provider());
+        Self::from_figment(figment)
+    }
+
+    /// Builds a configuration from a TOML string alone, ignoring the environment.
+    pub fn from_toml_only(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let key = if e.path.is_empty() {
+                "(root)".to_string()
+            } else {
+                e.path.join(".")
+            };
+            ConfigError::new(key, e.kind.to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let backend = Backend::from_url(&self.database_url).ok_or_else(|| {
+            ConfigError::new(
+                "database_url",
+                "must start with sqlite:// or postgres:// (or postgresql://)",
+            )
+        })?;
+        self.org_timezone()?;
+        let url = self.public_url.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            return Err(ConfigError::new(
+                "public_url",
+                "must be an absolute http:// or https:// address",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
+        }
+        if let Some(m) = self.metrics_listen {
+            if m == self.listen {
+                return Err(ConfigError::new(
+                    "metrics_listen",
+                    "must differ from `listen` (leave it unset to serve /metrics on `listen`)",
+                ));
+            }
+        }
+        if backend == Backend::Postgres && self.security.data_key.is_none() {
+            return Err(ConfigError::new(
+                "security.data_key",
+                "is required with PostgreSQL: every replica must share the same key \
+                 (generate one with `openssl rand -base64 32`)",
+            ));
+        }
+        if let Some(k) = &self.security.data_key {
+            crate::security::DataKey::from_base64(k.expose())
+                .map_err(|e| ConfigError::new("security.data_key", e.to_string()))?;
+        }
+        for (i, k) in self.security.old_data_keys.iter().enumerate() {
+            crate::security::DataKey::from_base64(k.expose()).map_err(|e| {
+                ConfigError::new(format!("security.old_data_keys[{i}]"), e.to_string())
+            })?;
+        }
+        if self.storage.kind != "local" {
+            return Err(ConfigError::new(
+                "storage.kind",
+                "only `local` is supported",
+            ));
+        }
+        if let Some(w) = &self.wecom {
+            non_empty("wecom.corp_id", &w.corp_id)?;
+            if !w.agent_id.chars().all(|c| c.is_ascii_digit()) || w.agent_id.is_empty() {
+                return Err(ConfigError::new(
+                    "wecom.agent_id",
+                    "must be the numeric AgentId",
+                ));
+            }
+            non_empty("wecom.secret", w.secret.expose())?;
+            non_empty("wecom.token", w.token.expose())?;
+            if w.encoding_aes_key.expose().len() != 43 {
+                return Err(ConfigError::new(
+                    "wecom.encoding_aes_key",
+                    "must be the 43-character EncodingAESKey",
+                ));
+            }
+            base_url("wecom.api_base", &w.api_base)?;
+        }
+        if let Some(d) = &self.dingtalk {
+            non_empty("dingtalk.app_key", &d.app_key)?;
+            non_empty("dingtalk.app_secret", d.app_secret.expose())?;
+            non_empty("dingtalk.token", d.token.expose())?;
+            if d.aes_key.expose().len() != 43 {
+                return Err(ConfigError::new(
+                    "dingtalk.aes_key",
+                    "must be the 43-character aes_key",
+                ));
+            }
+            base_url("dingtalk.api_base", &d.api_base)?;
+            base_url("dingtalk.oapi_base", &d.oapi_base)?;
+        }
+        if let Some(f) = &self.feishu {
+            non_empty("feishu.app_id", &f.app_id)?;
+            non_empty("feishu.app_secret", f.app_secret.expose())?;
+            if f.verification_token.is_none() && f.encrypt_key.is_none() {
+                return Err(ConfigError::new(
+                    "feishu.verification_token",
+                    "set verification_token or encrypt_key (or both) to authenticate events",
+                ));
+            }
+            base_url("feishu.api_base", &f.api_base)?;
+            base_url("feishu.accounts_base", &f.accounts_base)?;
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        Backend::from_url(&self.database_url).expect("validated at load")
+    }
+
+    pub fn org_timezone(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            ConfigError::new(
+                "timezone",
+                format!(
+                    "`{}` is not an IANA time zone such as Asia/Shanghai",
+                    self.timezone
+                ),
+            )
+        })
+    }
+
+    /// The effective configuration as TOML with every secret shown as `[redacted]`.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = redact_url_password(&self.database_url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// The database URL may hold a password, so Debug shows the redacted form.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted_toml())
+    }
+}
+
+/// `CLOSELOOP_WECOM__CORP_ID` → `wecom.corp_id`.
+fn env_provider() -> Env {
+    Env::prefixed("CLOSELOOP_").split("__").ignore(&NOT_KEYS)
+}
+
+fn non_empty(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.trim().is_empty() {
+        Err(ConfigError::new(key, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn base_url(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.starts_with("http://") || v.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            "must be an http:// or https:// base address",
+        ))
+    }
+}
+
+/// Database URLs may carry a password; show the rest.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::from_toml_only("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://closeloop.db");
+        assert_eq!(c.timezone, "Asia/Shanghai");
+        assert_eq!(c.backend(), Backend::Sqlite);
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let e = Config::from_toml_only("timezone = \"Mars/Base\"").unwrap_err();
+        assert_eq!(e.key, "timezone");
+        let e = Config::from_toml_only("listen = \"nope\"").unwrap_err();
+        assert_eq!(e.key, "listen");
+        let e = Config::from_toml_only("[wecom]\ncorp_id = \"ww1\"\n").unwrap_err();
+        assert!(e.key.starts_with("wecom"), "{e}");
+        let e = Config::from_toml_only("databse_url = \"x\"").unwrap_err();
+        assert!(e.problem.contains("databse_url"), "{e}");
+    }
+
+    #[test]
+    fn postgres_requires_a_data_key() {
+        let e = Config::from_toml_only("database_url = \"postgres://u@h/db\"").unwrap_err();
+        assert_eq!(e.key, "security.data_key");
+    }
+
+    #[test]
+    fn secrets_are_redacted_everywhere() {
+        let text = r#"
+            database_url = "postgres://app:hunter2@db:5432/cl"
+            [security]
+            data_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+            [wecom]
+            corp_id = "ww0123"
+            agent_id = 1000002
+            secret = "topsecretvalue"
+            token = "tok123"
+            encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+            max_clock_skew = "0"
+        "#;
+        let c = Config::from_toml_only(text).unwrap();
+        let shown = c.redacted_toml();
+        for secret in ["hunter2", "AAECAwQF", "topsecretvalue", "tok123", "jWmYm7"] {
+            assert!(!shown.contains(secret), "{secret} leaked in:\n{shown}");
+            assert!(
+                !format!("{c:?}").contains(secret),
+                "{secret} leaked in Debug"
+            );
+        }
+        assert!(shown.contains("app:[redacted]@db:5432"));
+        let w = c.wecom.unwrap();
+        assert_eq!(w.agent_id, "1000002");
+        assert_eq!(w.max_clock_skew, Duration::ZERO);
+        assert_eq!(w.api_base, "https://qyapi.weixin.qq.com");
+    }
+}

@@ -1,0 +1,568 @@
+//! Customers (companies), their contacts (people) and who owned them when.
+//!
+//! Phone numbers are normalised to E.164, encrypted at rest, and findable through a keyed
+//! hash; e-mail addresses are encrypted too. Reads return masked values only.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::access::audit::{self, AuditEntry};
+use crate::access::Actor;
+use crate::db::{new_id, Arg, Db, Select, Tx};
+use crate::directory::users::{self, bind_all, in_list};
+use crate::error::{Error, Result};
+use crate::page::{Page, PageRequest};
+use crate::security::{mask_phone, normalize_phone, Cipher};
+use crate::validate;
+
+pub const PHONE_CONTEXT: &str = "contact_phones.phone";
+pub const EMAIL_CONTEXT: &str = "contacts.email";
+/// Numbers written without a country code are read as Chinese numbers.
+pub const DEFAULT_REGION: &str = "CN";
+pub const TIERS: [&str; 3] = ["A", "B", "C"];
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewContact {
+    pub name: String,
+    pub title: Option<String>,
+    pub email: Option<String>,
+    /// Any common spelling; stored as E.164 (numbers without +/00 are read as CN).
+    #[serde(default)]
+    pub phones: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCustomer {
+    pub name: String,
+    /// `A`, `B` or `C`.
+    pub tier: Option<String>,
+    /// User id of the owning rep.
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub contacts: Vec<NewContact>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerPatch {
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    /// New owner; the hand-over is kept in the ownership history.
+    pub owner: Option<String>,
+    /// Why the owner changed: `reassigned` (default) or `leaver_handover` (离职继承).
+    pub owner_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Phone {
+    pub id: String,
+    /// Masked for display, e.g. `+86 138****8000`.
+    pub masked: String,
+    pub valid: bool,
+    pub invalid_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Contact {
+    pub id: String,
+    pub name: String,
+    pub title: Option<String>,
+    /// Masked, e.g. `z***@example.com`.
+    pub email_masked: Option<String>,
+    pub phones: Vec<Phone>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Customer {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub tier: Option<String>,
+    pub owner: Option<String>,
+    pub contacts: Vec<Contact>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Ownership {
+    pub user: String,
+    pub from: String,
+    pub until: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CustomerFilter {
+    /// Owner's user id.
+    pub owner: Option<String>,
+    pub tier: Option<String>,
+    /// Finds customers having a contact with this number (any spelling).
+    pub phone: Option<String>,
+}
+
+fn check_tier(t: Option<&str>) -> Result<Option<String>> {
+    match t {
+        None | Some("") => Ok(None),
+        Some(t) if TIERS.contains(&t) => Ok(Some(t.to_string())),
+        Some(_) => Err(Error::invalid("tier must be A, B or C")),
+    }
+}
+
+fn mask_email(e: &str) -> String {
+    match e.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+struct CheckedContact {
+    name: String,
+    title: Option<String>,
+    email: Option<String>,
+    phones: Vec<String>,
+}
+
+fn check_contact(c: &NewContact) -> Result<CheckedContact> {
+    let name = validate::text("contact name", &c.name, 100)?;
+    let title = validate::opt_text("contact title", c.title.as_deref(), 100)?;
+    let email = validate::opt_text("contact email", c.email.as_deref(), 254)?;
+    if let Some(e) = &email {
+        let ok = e
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'));
+        if !ok {
+            return Err(Error::invalid("contact email is not an e-mail address"));
+        }
+    }
+    if c.phones.len() > 10 {
+        return Err(Error::invalid("a contact has at most 10 phone numbers"));
+    }
+    let mut phones = Vec::new();
+    for p in &c.phones {
+        let e164 = normalize_phone(p, DEFAULT_REGION)
+            .map_err(|e| Error::invalid(format!("contact phone: {e}")))?;
+        if !phones.contains(&e164) {
+            phones.push(e164);
+        }
+    }
+    Ok(CheckedContact {
+        name,
+        title,
+        email,
+        phones,
+    })
+}
+
+async fn insert_contact(
+    tx: &mut Tx,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    customer_id: &str,
+    c: &CheckedContact,
+) -> Result<String> {
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO contacts (id, org_id, customer_id, name, title, email_enc, email_masked, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(customer_id)
+    .bind(&c.name)
+    .bind(&c.title)
+    .bind(c.email.as_ref().map(|e| cipher.encrypt(EMAIL_CONTEXT, e)))
+    .bind(c.email.as_deref().map(mask_email))
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    for p in &c.phones {
+        sqlx::query(
+            "INSERT INTO contact_phones (id, org_id, contact_id, phone_enc, phone_hash, phone_masked, valid, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
+        )
+        .bind(new_id())
+        .bind(org_id)
+        .bind(&id)
+        .bind(cipher.encrypt(PHONE_CONTEXT, p))
+        .bind(cipher.lookup_hash(PHONE_CONTEXT, p))
+        .bind(mask_phone(p))
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(id)
+}
+
+async fn check_owner(tx: &mut Tx, org_id: &str, owner: Option<&str>) -> Result<Option<String>> {
+    let Some(o) = owner else { return Ok(None) };
+    let o = validate::id("owner", o)?;
+    if !users::exists_in(tx, org_id, &o).await? {
+        return Err(Error::UnknownReference(format!(
+            "owner `{o}` does not exist"
+        )));
+    }
+    Ok(Some(o))
+}
+
+pub async fn create(
+    db: &Db,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    new: NewCustomer,
+) -> Result<Customer> {
+    let name = validate::text("name", &new.name, 200)?;
+    let tier = check_tier(new.tier.as_deref())?;
+    if new.contacts.len() > 50 {
+        return Err(Error::invalid("at most 50 contacts per request"));
+    }
+    let contacts = new
+        .contacts
+        .iter()
+        .map(check_contact)
+        .collect::<Result<Vec<_>>>()?;
+    let id = new_id();
+    let mut tx = db.begin().await?;
+    let owner = check_owner(&mut tx, org_id, new.owner.as_deref()).await?;
+    sqlx::query(
+        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(&name)
+    .bind(&tier)
+    .bind(&owner)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(o) = &owner {
+        open_ownership(&mut tx, &id, o, now_ms, "created").await?;
+    }
+    for c in &contacts {
+        insert_contact(&mut tx, cipher, now_ms, org_id, &id, c).await?;
+    }
+    audit::record(
+        &mut tx,
+        now_ms,
+        AuditEntry {
+            org_id: Some(org_id),
+            actor_kind: actor.kind,
+            actor_id: actor.id.as_deref(),
+            action: "customer.create",
+            target_kind: Some("customer"),
+            target_id: Some(&id),
+            detail: serde_json::json!({"contacts": contacts.len()}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, org_id, &id).await
+}
+
+async fn open_ownership(
+    tx: &mut Tx,
+    customer_id: &str,
+    user_id: &str,
+    now_ms: i64,
+    reason: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO customer_owners (id, customer_id, user_id, from_at, until_at, reason) \
+         VALUES ($1, $2, $3, $4, NULL, $5)",
+    )
+    .bind(new_id())
+    .bind(customer_id)
+    .bind(user_id)
+    .bind(now_ms)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn add_contact(
+    db: &Db,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    customer_id: &str,
+    new: NewContact,
+) -> Result<Customer> {
+    let c = check_contact(&new)?;
+    let mut tx = db.begin().await?;
+    if !exists_in(&mut tx, org_id, customer_id).await? {
+        return Err(Error::NotFound { what: "customer" });
+    }
+    let contact_id = insert_contact(&mut tx, cipher, now_ms, org_id, customer_id, &c).await?;
+    sqlx::query("UPDATE customers SET updated_at = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        now_ms,
+        AuditEntry {
+            org_id: Some(org_id),
+            actor_kind: actor.kind,
+            actor_id: actor.id.as_deref(),
+            action: "contact.create",
+            target_kind: Some("contact"),
+            target_id: Some(&contact_id),
+            detail: serde_json::json!({"customer": customer_id}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, org_id, customer_id).await
+}
+
+pub async fn update(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    id: &str,
+    patch: CustomerPatch,
+) -> Result<Customer> {
+    let mut tx = db.begin().await?;
+    let current = sqlx::query("SELECT owner_user_id FROM customers WHERE id = $1 AND org_id = $2")
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound { what: "customer" })?;
+    let current_owner: Option<String> = current.get("owner_user_id");
+    let mut changed: Vec<&str> = Vec::new();
+    if let Some(n) = &patch.name {
+        let n = validate::text("name", n, 200)?;
+        sqlx::query("UPDATE customers SET name = $1 WHERE id = $2")
+            .bind(n)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        changed.push("name");
+    }
+    if let Some(t) = &patch.tier {
+        let t = check_tier(Some(t))?;
+        sqlx::query("UPDATE customers SET tier = $1 WHERE id = $2")
+            .bind(t)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        changed.push("tier");
+    }
+    let reason = patch.owner_reason.as_deref().unwrap_or("reassigned");
+    if !["reassigned", "leaver_handover"].contains(&reason) {
+        return Err(Error::invalid(
+            "owner_reason must be `reassigned` or `leaver_handover`",
+        ));
+    }
+    if let Some(o) = &patch.owner {
+        let o = check_owner(&mut tx, org_id, Some(o)).await?;
+        if o != current_owner {
+            sqlx::query("UPDATE customer_owners SET until_at = $1 WHERE customer_id = $2 AND until_at IS NULL")
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(o) = &o {
+                open_ownership(&mut tx, id, o, now_ms, reason).await?;
+            }
+            sqlx::query("UPDATE customers SET owner_user_id = $1 WHERE id = $2")
+                .bind(&o)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            changed.push("owner");
+        }
+    }
+    sqlx::query("UPDATE customers SET updated_at = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        now_ms,
+        AuditEntry {
+            org_id: Some(org_id),
+            actor_kind: actor.kind,
+            actor_id: actor.id.as_deref(),
+            action: "customer.update",
+            target_kind: Some("customer"),
+            target_id: Some(id),
+            detail: serde_json::json!({"fields": changed}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, org_id, id).await
+}
+
+pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM customers WHERE id = $1 AND org_id = $2")
+            .bind(id)
+            .bind(org_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some(),
+    )
+}
+
+pub async fn ownership_history(db: &Db, org_id: &str, id: &str) -> Result<Vec<Ownership>> {
+    let mut tx = db.pool.begin().await?;
+    if !exists_in(&mut tx, org_id, id).await? {
+        return Err(Error::NotFound { what: "customer" });
+    }
+    let rows = sqlx::query(
+        "SELECT user_id, from_at, until_at, reason FROM customer_owners \
+         WHERE customer_id = $1 ORDER BY from_at, id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .iter()
+        .map(|r| Ownership {
+            user: r.get("user_id"),
+            from: crate::clock::rfc3339(r.get("from_at")),
+            until: r
+                .get::<Option<i64>, _>("until_at")
+                .map(crate::clock::rfc3339),
+            reason: r.get("reason"),
+        })
+        .collect())
+}
+
+pub async fn get(db: &Db, org_id: &str, id: &str) -> Result<Customer> {
+    let mut sel = Select::new();
+    sel.and("org_id = {}", Arg::Text(org_id.into()))
+        .and("id = {}", Arg::Text(id.into()));
+    load(db, &sel, "LIMIT {limit}", 1)
+        .await?
+        .pop()
+        .ok_or(Error::NotFound { what: "customer" })
+}
+
+pub async fn list(
+    db: &Db,
+    cipher: &Cipher,
+    org_id: &str,
+    filter: &CustomerFilter,
+    page: &PageRequest,
+) -> Result<Page<Customer>> {
+    let mut sel = Select::new();
+    sel.and("org_id = {}", Arg::Text(org_id.into()));
+    if let Some(after) = &page.after {
+        sel.and("id > {}", Arg::Text(after.clone()));
+    }
+    if let Some(o) = &filter.owner {
+        sel.and("owner_user_id = {}", Arg::Text(o.clone()));
+    }
+    if let Some(t) = &filter.tier {
+        sel.and("tier = {}", Arg::Text(t.clone()));
+    }
+    if let Some(p) = &filter.phone {
+        let e164 = normalize_phone(p, DEFAULT_REGION)
+            .map_err(|e| Error::invalid(format!("phone: {e}")))?;
+        let hashes = cipher.lookup_hashes(PHONE_CONTEXT, &e164);
+        let marks = vec!["{}"; hashes.len()].join(", ");
+        sel.and_all(
+            &format!(
+                "id IN (SELECT c.customer_id FROM contacts c JOIN contact_phones p ON p.contact_id = c.id \
+                 WHERE p.org_id = {{}} AND p.phone_hash IN ({marks}))"
+            ),
+            std::iter::once(Arg::Text(org_id.into()))
+                .chain(hashes.into_iter().map(Arg::Text))
+                .collect(),
+        );
+    }
+    let rows = load(db, &sel, "ORDER BY id LIMIT {limit}", page.limit + 1).await?;
+    Ok(Page::from_rows(rows, page, |c| &c.id))
+}
+
+async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<Customer>> {
+    let sql = sel.sql(
+        "SELECT id, org_id, name, tier, owner_user_id, created_at, updated_at FROM customers",
+        tail,
+    );
+    let rows = sel
+        .bind(sqlx::query(&sql))
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut customers: Vec<Customer> = rows
+        .iter()
+        .map(|r| Customer {
+            id: r.get("id"),
+            org_id: r.get("org_id"),
+            name: r.get("name"),
+            tier: r.get("tier"),
+            owner: r.get("owner_user_id"),
+            contacts: Vec::new(),
+            created_at: crate::clock::rfc3339(r.get("created_at")),
+            updated_at: crate::clock::rfc3339(r.get("updated_at")),
+        })
+        .collect();
+    if customers.is_empty() {
+        return Ok(customers);
+    }
+    let ids: Vec<String> = customers.iter().map(|c| c.id.clone()).collect();
+    let marks = in_list(ids.len());
+    let sql = format!(
+        "SELECT id, customer_id, name, title, email_masked FROM contacts WHERE customer_id IN ({marks}) ORDER BY id"
+    );
+    let contact_rows = bind_all(sqlx::query(&sql), &ids)
+        .fetch_all(&db.pool)
+        .await?;
+    let sql = format!(
+        "SELECT p.id, p.contact_id, p.phone_masked, CAST(p.valid AS BIGINT) AS valid, p.invalid_reason FROM contact_phones p \
+         JOIN contacts c ON c.id = p.contact_id WHERE c.customer_id IN ({marks}) ORDER BY p.id"
+    );
+    let mut phones: HashMap<String, Vec<Phone>> = HashMap::new();
+    for r in bind_all(sqlx::query(&sql), &ids)
+        .fetch_all(&db.pool)
+        .await?
+    {
+        phones.entry(r.get("contact_id")).or_default().push(Phone {
+            id: r.get("id"),
+            masked: r.get("phone_masked"),
+            valid: r.get::<i64, _>("valid") != 0,
+            invalid_reason: r.get("invalid_reason"),
+        });
+    }
+    let mut contacts: HashMap<String, Vec<Contact>> = HashMap::new();
+    for r in &contact_rows {
+        let id: String = r.get("id");
+        contacts
+            .entry(r.get("customer_id"))
+            .or_default()
+            .push(Contact {
+                phones: phones.remove(&id).unwrap_or_default(),
+                id,
+                name: r.get("name"),
+                title: r.get("title"),
+                email_masked: r.get("email_masked"),
+            });
+    }
+    for c in &mut customers {
+        c.contacts = contacts.remove(&c.id).unwrap_or_default();
+    }
+    Ok(customers)
+}

@@ -1,0 +1,4 @@
+//! Organisations and their people: users, typed platform identities, roles, superiors.
+
+pub mod orgs;
+pub mod users;

@@ -1,0 +1,529 @@
+//! Users: people of an organisation with roles, department, region, several direct
+//! superiors, and typed platform identities (one person may be linked across platforms).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::access::audit::{self, AuditEntry};
+use crate::access::Actor;
+use crate::db::{self, new_id, Arg, Db, Select, Tx};
+use crate::error::{Error, Result};
+use crate::page::{Page, PageRequest};
+use crate::validate;
+
+pub const ROLES: [&str; 8] = [
+    "sales", "presales", "delivery", "finance", "legal", "manager", "admin", "security",
+];
+
+/// The id kinds each platform issues for a person.
+pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
+    match platform {
+        "wecom" => Some(&["userid", "open_userid"]),
+        "dingtalk" => Some(&["userid", "unionid"]),
+        "feishu" => Some(&["user_id", "open_id", "union_id"]),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// `wecom`, `dingtalk` or `feishu`.
+    pub platform: String,
+    /// wecom: userid | open_userid; dingtalk: userid | unionid; feishu: user_id | open_id | union_id.
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub department: Option<String>,
+    pub region: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Ids of the user's direct superiors.
+    #[serde(default)]
+    pub superiors: Vec<String>,
+    #[serde(default)]
+    pub identities: Vec<Identity>,
+}
+
+/// Fields left out stay as they are; lists given replace the stored ones.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub department: Option<String>,
+    pub region: Option<String>,
+    /// `active` or `left` (离职).
+    pub status: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub superiors: Option<Vec<String>>,
+    pub identities: Option<Vec<Identity>>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct User {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub department: Option<String>,
+    pub region: Option<String>,
+    pub status: String,
+    pub roles: Vec<String>,
+    pub superiors: Vec<String>,
+    pub identities: Vec<Identity>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Only users holding this role.
+    pub role: Option<String>,
+    /// With `identity_kind` and `identity_value`: the user behind a platform id.
+    pub platform: Option<String>,
+    pub identity_kind: Option<String>,
+    pub identity_value: Option<String>,
+}
+
+fn check_roles(roles: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for r in roles {
+        if !ROLES.contains(&r.as_str()) {
+            return Err(Error::invalid(format!(
+                "unknown role `{r}`; roles are {}",
+                ROLES.join(", ")
+            )));
+        }
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn check_identities(ids: &[Identity]) -> Result<Vec<Identity>> {
+    let mut out: Vec<Identity> = Vec::new();
+    for i in ids {
+        let kinds = identity_kinds(&i.platform).ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown platform `{}`; use wecom, dingtalk or feishu",
+                i.platform
+            ))
+        })?;
+        if !kinds.contains(&i.kind.as_str()) {
+            return Err(Error::invalid(format!(
+                "identity kind `{}` is not one of {} for {}",
+                i.kind,
+                kinds.join(", "),
+                i.platform
+            )));
+        }
+        let value = validate::text("identity value", &i.value, 128)?;
+        let id = Identity {
+            platform: i.platform.clone(),
+            kind: i.kind.clone(),
+            value,
+        };
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Superiors must be other users of the same organisation.
+async fn check_superiors(
+    tx: &mut Tx,
+    org_id: &str,
+    user_id: &str,
+    sups: &[String],
+) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for s in sups {
+        let s = validate::id("superior", s)?;
+        if s == user_id {
+            return Err(Error::invalid("a user cannot be their own superior"));
+        }
+        if !exists_in(tx, org_id, &s).await? {
+            return Err(Error::UnknownReference(format!(
+                "superior `{s}` does not exist"
+            )));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 AND org_id = $2")
+            .bind(id)
+            .bind(org_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some(),
+    )
+}
+
+async fn write_roles(tx: &mut Tx, user_id: &str, roles: &[String]) -> Result<()> {
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for r in roles {
+        sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(r)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn write_superiors(tx: &mut Tx, user_id: &str, sups: &[String]) -> Result<()> {
+    sqlx::query("DELETE FROM user_superiors WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for s in sups {
+        sqlx::query("INSERT INTO user_superiors (user_id, superior_id) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(s)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn write_identities(
+    tx: &mut Tx,
+    org_id: &str,
+    user_id: &str,
+    ids: &[Identity],
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query("DELETE FROM user_identities WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for i in ids {
+        let res = sqlx::query(
+            "INSERT INTO user_identities (org_id, platform, kind, value, user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(org_id)
+        .bind(&i.platform)
+        .bind(&i.kind)
+        .bind(&i.value)
+        .bind(user_id)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if db::is_unique_violation(&e) => {
+                return Err(Error::Conflict(format!(
+                    "{} {} `{}` already belongs to another user",
+                    i.platform, i.kind, i.value
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    new: NewUser,
+) -> Result<User> {
+    let name = validate::text("name", &new.name, 100)?;
+    let department = validate::opt_text("department", new.department.as_deref(), 200)?;
+    let region = validate::opt_text("region", new.region.as_deref(), 100)?;
+    let roles = check_roles(&new.roles)?;
+    let identities = check_identities(&new.identities)?;
+    let id = new_id();
+    let mut tx = db.begin().await?;
+    let superiors = check_superiors(&mut tx, org_id, &id, &new.superiors).await?;
+    sqlx::query(
+        "INSERT INTO users (id, org_id, name, department, region, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $6)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(&name)
+    .bind(&department)
+    .bind(&region)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    write_roles(&mut tx, &id, &roles).await?;
+    write_superiors(&mut tx, &id, &superiors).await?;
+    write_identities(&mut tx, org_id, &id, &identities, now_ms).await?;
+    audit::record(
+        &mut tx,
+        now_ms,
+        AuditEntry {
+            org_id: Some(org_id),
+            actor_kind: actor.kind,
+            actor_id: actor.id.as_deref(),
+            action: "user.create",
+            target_kind: Some("user"),
+            target_id: Some(&id),
+            detail: serde_json::json!({"roles": roles}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, org_id, &id).await
+}
+
+pub async fn update(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    id: &str,
+    patch: UserPatch,
+) -> Result<User> {
+    let mut tx = db.begin().await?;
+    if !exists_in(&mut tx, org_id, id).await? {
+        return Err(Error::NotFound { what: "user" });
+    }
+    let mut changed: Vec<&str> = Vec::new();
+    if let Some(n) = &patch.name {
+        let n = validate::text("name", n, 100)?;
+        set_column(&mut tx, "name", Some(n), id).await?;
+        changed.push("name");
+    }
+    if let Some(d) = &patch.department {
+        let d = validate::opt_text("department", Some(d), 200)?;
+        set_column(&mut tx, "department", d, id).await?;
+        changed.push("department");
+    }
+    if let Some(r) = &patch.region {
+        let r = validate::opt_text("region", Some(r), 100)?;
+        set_column(&mut tx, "region", r, id).await?;
+        changed.push("region");
+    }
+    if let Some(s) = &patch.status {
+        if s != "active" && s != "left" {
+            return Err(Error::invalid("status must be `active` or `left`"));
+        }
+        set_column(&mut tx, "status", Some(s.clone()), id).await?;
+        changed.push("status");
+    }
+    if let Some(r) = &patch.roles {
+        let roles = check_roles(r)?;
+        write_roles(&mut tx, id, &roles).await?;
+        changed.push("roles");
+    }
+    if let Some(s) = &patch.superiors {
+        let sups = check_superiors(&mut tx, org_id, id, s).await?;
+        write_superiors(&mut tx, id, &sups).await?;
+        changed.push("superiors");
+    }
+    if let Some(i) = &patch.identities {
+        let ids = check_identities(i)?;
+        write_identities(&mut tx, org_id, id, &ids, now_ms).await?;
+        changed.push("identities");
+    }
+    sqlx::query("UPDATE users SET updated_at = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        now_ms,
+        AuditEntry {
+            org_id: Some(org_id),
+            actor_kind: actor.kind,
+            actor_id: actor.id.as_deref(),
+            action: "user.update",
+            target_kind: Some("user"),
+            target_id: Some(id),
+            detail: serde_json::json!({"fields": changed}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, org_id, id).await
+}
+
+/// `column` is always one of a fixed set chosen by the caller above, never user input.
+async fn set_column(
+    tx: &mut Tx,
+    column: &'static str,
+    value: Option<String>,
+    id: &str,
+) -> Result<()> {
+    sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
+        .bind(value)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(db: &Db, org_id: &str, id: &str) -> Result<User> {
+    let mut sel = Select::new();
+    sel.and("org_id = {}", Arg::Text(org_id.into()))
+        .and("id = {}", Arg::Text(id.into()));
+    let mut users = load(db, &sel, "LIMIT {limit}", 1).await?;
+    users.pop().ok_or(Error::NotFound { what: "user" })
+}
+
+pub async fn list(
+    db: &Db,
+    org_id: &str,
+    filter: &UserFilter,
+    page: &PageRequest,
+) -> Result<Page<User>> {
+    let mut sel = Select::new();
+    sel.and("org_id = {}", Arg::Text(org_id.into()));
+    if let Some(after) = &page.after {
+        sel.and("id > {}", Arg::Text(after.clone()));
+    }
+    if let Some(role) = &filter.role {
+        sel.and(
+            "id IN (SELECT user_id FROM user_roles WHERE role = {})",
+            Arg::Text(role.clone()),
+        );
+    }
+    match (
+        &filter.platform,
+        &filter.identity_kind,
+        &filter.identity_value,
+    ) {
+        (Some(p), Some(k), Some(v)) => {
+            sel.and_all(
+                "id IN (SELECT user_id FROM user_identities \
+                 WHERE platform = {} AND kind = {} AND value = {})",
+                vec![
+                    Arg::Text(p.clone()),
+                    Arg::Text(k.clone()),
+                    Arg::Text(v.clone()),
+                ],
+            );
+        }
+        (None, None, None) => {}
+        _ => {
+            return Err(Error::invalid(
+                "platform, identity_kind and identity_value go together",
+            ))
+        }
+    }
+    let users = load(db, &sel, "ORDER BY id LIMIT {limit}", page.limit + 1).await?;
+    Ok(Page::from_rows(users, page, |u| &u.id))
+}
+
+async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<User>> {
+    let sql = sel.sql(
+        "SELECT id, org_id, name, department, region, status, created_at, updated_at FROM users",
+        tail,
+    );
+    let rows = sel
+        .bind(sqlx::query(&sql))
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut users: Vec<User> = rows
+        .iter()
+        .map(|r| User {
+            id: r.get("id"),
+            org_id: r.get("org_id"),
+            name: r.get("name"),
+            department: r.get("department"),
+            region: r.get("region"),
+            status: r.get("status"),
+            roles: Vec::new(),
+            superiors: Vec::new(),
+            identities: Vec::new(),
+            created_at: crate::clock::rfc3339(r.get("created_at")),
+            updated_at: crate::clock::rfc3339(r.get("updated_at")),
+        })
+        .collect();
+    if users.is_empty() {
+        return Ok(users);
+    }
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    let placeholders = in_list(ids.len());
+    let mut roles: HashMap<String, Vec<String>> = HashMap::new();
+    let mut sups: HashMap<String, Vec<String>> = HashMap::new();
+    let mut idents: HashMap<String, Vec<Identity>> = HashMap::new();
+
+    let sql = format!(
+        "SELECT user_id, role FROM user_roles WHERE user_id IN ({placeholders}) ORDER BY role"
+    );
+    for r in bind_all(sqlx::query(&sql), &ids)
+        .fetch_all(&db.pool)
+        .await?
+    {
+        roles
+            .entry(r.get("user_id"))
+            .or_default()
+            .push(r.get("role"));
+    }
+    let sql = format!(
+        "SELECT user_id, superior_id FROM user_superiors WHERE user_id IN ({placeholders}) ORDER BY superior_id"
+    );
+    for r in bind_all(sqlx::query(&sql), &ids)
+        .fetch_all(&db.pool)
+        .await?
+    {
+        sups.entry(r.get("user_id"))
+            .or_default()
+            .push(r.get("superior_id"));
+    }
+    let sql = format!(
+        "SELECT user_id, platform, kind, value FROM user_identities WHERE user_id IN ({placeholders}) \
+         ORDER BY platform, kind, value"
+    );
+    for r in bind_all(sqlx::query(&sql), &ids)
+        .fetch_all(&db.pool)
+        .await?
+    {
+        idents.entry(r.get("user_id")).or_default().push(Identity {
+            platform: r.get("platform"),
+            kind: r.get("kind"),
+            value: r.get("value"),
+        });
+    }
+    for u in &mut users {
+        u.roles = roles.remove(&u.id).unwrap_or_default();
+        u.superiors = sups.remove(&u.id).unwrap_or_default();
+        u.identities = idents.remove(&u.id).unwrap_or_default();
+    }
+    Ok(users)
+}
+
+/// `$1, $2, …, $n` for an `IN (…)` list.
+pub fn in_list(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    values: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for v in values {
+        q = q.bind(v.as_str());
+    }
+    q
+}

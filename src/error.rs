@@ -1,0 +1,92 @@
+//! The crate-wide error. Variants a caller can act on map to a status and a stable code;
+//! everything else is an opaque, logged 500 that never leaks internals.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field is missing, of the wrong type, too long or otherwise unusable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The body is not what the endpoint reads (malformed JSON, wrong content type).
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// The request names something (actor, customer, deal) that does not exist.
+    #[error("{0}")]
+    UnknownReference(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The same idempotency key or unique value was used for something different.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::InvalidInput(_) | Error::UnknownReference(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid_input",
+            Error::MalformedBody(_) => "malformed_body",
+            Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::NotFound { .. } => "not_found",
+            Error::UnknownReference(_) => "unknown_reference",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::Conflict(_) => "conflict",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Internal(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            Error::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({"error": {"code": self.code(), "message": message}});
+        (self.status(), Json(body)).into_response()
+    }
+}

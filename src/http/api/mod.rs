@@ -1,0 +1,73 @@
+//! REST API v1: bearer API keys, JSON in and out, cursor paging, OpenAPI document.
+
+mod customers;
+mod deals;
+mod events;
+mod users;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", get(users::get).patch(users::update))
+        .route("/customers", get(customers::list).post(customers::create))
+        .route(
+            "/customers/{id}",
+            get(customers::get).patch(customers::update),
+        )
+        .route(
+            "/customers/{id}/contacts",
+            axum::routing::post(customers::add_contact),
+        )
+        .route("/customers/{id}/owners", get(customers::owners))
+        .route("/leads", get(deals::list_leads).post(deals::create_lead))
+        .route("/deals", get(deals::list).post(deals::create))
+        .route("/deals/{id}", get(deals::get).patch(deals::update))
+        .route("/events", get(events::list).post(events::record))
+        .route("/events/{id}", get(events::get))
+}
+
+/// The error body every endpoint answers with on failure.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// `{"code": "...", "message": "..."}`
+    #[schema(value_type = Object)]
+    error: serde_json::Value,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "closeloop API", version = "1", description = "Tracking ledger, directory, customers and deals of a closeloop server. Authenticate with `Authorization: Bearer <API key>` (create one with `closeloop apikey create`). Lists answer `{\"items\": [...], \"next_cursor\": \"...\" | null}`; errors answer `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`."),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    paths(
+        users::list, users::create, users::get, users::update,
+        customers::list, customers::create, customers::get, customers::update,
+        customers::add_contact, customers::owners,
+        deals::list_leads, deals::create_lead,
+        deals::list, deals::create, deals::get, deals::update,
+        events::list, events::record, events::get,
+    ),
+    components(schemas(ErrorBody))
+)]
+pub struct ApiDoc;

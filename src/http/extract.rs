@@ -1,0 +1,98 @@
+//! Extractors that turn every rejection into the API's JSON error shape.
+
+use std::net::IpAddr;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::access::{apikeys, Principal};
+use crate::error::Error;
+
+/// JSON body; malformed JSON is 400, a well-formed body of the wrong shape is 422,
+/// a body over the limit is 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::JsonDataError(e)) => Err(Error::InvalidInput(e.body_text())),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(Error::MalformedBody(e.body_text())),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::MalformedBody(
+                "expected a request with Content-Type: application/json".into(),
+            )),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge(
+                "request body is larger than the configured max_body_bytes".into(),
+            )),
+            Err(e) => Err(Error::MalformedBody(e.body_text())),
+        }
+    }
+}
+
+/// Query string; a wrong value is 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(Error::InvalidInput(e.body_text()))
+            }
+            Err(e) => Err(Error::InvalidInput(e.body_text())),
+        }
+    }
+}
+
+/// The client's IP as resolved by the `client_ip` middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientIp>()
+            .copied()
+            .unwrap_or(ClientIp(None)))
+    }
+}
+
+/// `Authorization: Bearer <key>` → the key's principal.
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                Error::Unauthenticated("missing Authorization: Bearer <API key>".into())
+            })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                Error::Unauthenticated("Authorization must be `Bearer <API key>`".into())
+            })?;
+        apikeys::authenticate(&state.db, state.clock.now_ms(), key).await
+    }
+}

@@ -1,0 +1,151 @@
+//! HTTP transport: routing, extractors, middleware. Handlers are thin; rules live in the
+//! capability modules.
+
+pub mod api;
+mod extract;
+mod ops;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ipnet::IpNet;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::directory::orgs::Org;
+use crate::error::Error;
+use crate::security::Cipher;
+use crate::tracking::Ledger;
+
+pub use extract::{ApiJson, ApiQuery, ClientIp};
+
+/// Cheap handles shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub cipher: Cipher,
+    pub ledger: Ledger,
+    pub default_org: Arc<Org>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The public router. `/metrics` is on it unless `metrics_listen` moves it elsewhere.
+pub fn router(state: AppState) -> Router {
+    let trusted = Arc::new(state.config.trusted_proxies.clone());
+    let mut app = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .nest("/api/v1", api::router())
+        .fallback(|| async { Error::NotFound { what: "route" } });
+    if state.config.metrics_listen.is_none() {
+        app = app.route("/metrics", get(ops::metrics));
+    }
+    app.layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(trusted, client_ip))
+        .with_state(state)
+}
+
+/// The private metrics router for `metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+}
+
+/// Request count and latency by matched route (never the raw URI: it can hold
+/// signatures and tokens), and one debug log line per request.
+async fn observe(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = start.elapsed();
+    let labels = [
+        ("method", method.clone()),
+        ("route", route.clone()),
+        ("status", status.clone()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    tracing::debug!(%method, %route, %status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
+    response
+}
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy, in which
+/// case the right-most `X-Forwarded-For` entry not itself a trusted proxy.
+async fn client_ip(
+    State(trusted): State<Arc<Vec<IpNet>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let ip = peer.map(|p| resolve_client_ip(p, req.headers(), &trusted));
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await.into_response()
+}
+
+pub fn resolve_client_ip(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(v) = value.to_str() else { return peer };
+        for part in v.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.4".parse().unwrap();
+        assert_eq!(
+            resolve_client_ip(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(resolve_client_ip(stranger, &h, &trusted), stranger);
+        h.insert("x-forwarded-for", "not-an-ip".parse().unwrap());
+        assert_eq!(resolve_client_ip(proxy, &h, &trusted), proxy);
+    }
+}

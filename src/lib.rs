@@ -1,0 +1,28 @@
+//! closeloop: a self-hosted server that makes enterprise chat (WeCom, DingTalk, Feishu)
+//! the place where a sales process is recorded, verified and coordinated.
+//!
+//! `main.rs` only parses the command line; everything else is here so tests run the
+//! real server on `127.0.0.1:0`.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod customers;
+pub mod db;
+pub mod demo;
+pub mod directory;
+pub mod error;
+pub mod http;
+pub mod page;
+pub mod pipeline;
+pub mod security;
+pub mod telemetry;
+pub mod tracking;
+pub mod validate;
+
+pub use app::App;
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,45 @@
+//! Small input checks shared by the API's create/update paths.
+
+use crate::error::{Error, Result};
+
+/// A required, trimmed text field of at most `max` characters.
+pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(Error::invalid(format!("{field} must not be empty")));
+    }
+    if v.chars().count() > max {
+        return Err(Error::invalid(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    if v.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+/// An optional text field; an empty string clears it.
+pub fn opt_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => text(field, v, max).map(Some),
+    }
+}
+
+/// An identifier passed by the caller (ids are UUIDs; anything longer is wrong).
+pub fn id(field: &str, value: &str) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::invalid(format!("{field} is not a valid id")));
+    }
+    Ok(v.to_string())
+}
