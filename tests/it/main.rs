@@ -1,1 +1,8 @@
+//! The one integration-test binary. Every test starts the real server on 127.0.0.1:0
+//! with a database of its own: a fresh SQLite file, or — when
+//! `CLOSELOOP_TEST_POSTGRES_URL` is set — a fresh schema on that PostgreSQL server.
 
+mod helpers;
+
+mod api_events;
+mod ops;
