@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-10}"
-PG_URL="${CLOSELOOP_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+PG_URL="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 cargo build --release --quiet --bin closeloop --example loadgen
 BIN=target/release/closeloop
 LOAD=target/release/examples/loadgen

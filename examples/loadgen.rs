@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    #[arg(long, env = "CLOSELOOP_BENCH_KEY")]
+    #[arg(long, env = "LOADGEN_KEY")]
     key: String,
     /// Closed loop with this many concurrent workers.
     #[arg(long, conflicts_with = "rate")]
@@ -161,16 +161,25 @@ async fn setup(client: &reqwest::Client, args: &Args) -> anyhow::Result<(String,
             .json(&body)
             .send()
     };
-    let user: Value = post("/api/v1/users", json!({"name": "压测销售", "roles": ["sales"]}))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let user: Value = post(
+        "/api/v1/users",
+        json!({"name": "压测销售", "roles": ["sales"]}),
+    )
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
     let actor = user["id"].as_str().unwrap_or_default().to_string();
-    let customer: Value = post("/api/v1/customers", json!({"name": "压测客户", "owner": actor}))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok((actor, customer["id"].as_str().unwrap_or_default().to_string()))
+    let customer: Value = post(
+        "/api/v1/customers",
+        json!({"name": "压测客户", "owner": actor}),
+    )
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    Ok((
+        actor,
+        customer["id"].as_str().unwrap_or_default().to_string(),
+    ))
 }

@@ -135,6 +135,24 @@ impl Default for StorageConfig {
     }
 }
 
+/// A duration as `"5m"`, `"90s"`, `"0"`, or a bare number of seconds (environment values
+/// arrive as numbers).
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = scalar_string(d)?;
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration such as \"5m\" or \"0\": {e}"
+        ))
+    })
+}
+
+fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
 fn default_skew() -> Duration {
     Duration::from_secs(300)
 }
@@ -156,7 +174,11 @@ pub struct WecomConfig {
     pub encoding_aes_key: Secret,
     #[serde(default = "WecomConfig::default_api_base")]
     pub api_base: String,
-    #[serde(default = "default_skew", with = "humantime_serde")]
+    #[serde(
+        default = "default_skew",
+        deserialize_with = "duration",
+        serialize_with = "show_duration"
+    )]
     pub max_clock_skew: Duration,
 }
 
@@ -187,7 +209,11 @@ pub struct DingtalkConfig {
     pub api_base: String,
     #[serde(default = "DingtalkConfig::default_oapi_base")]
     pub oapi_base: String,
-    #[serde(default = "default_skew", with = "humantime_serde")]
+    #[serde(
+        default = "default_skew",
+        deserialize_with = "duration",
+        serialize_with = "show_duration"
+    )]
     pub max_clock_skew: Duration,
 }
 
@@ -212,7 +238,11 @@ pub struct FeishuConfig {
     pub api_base: String,
     #[serde(default = "FeishuConfig::default_accounts_base")]
     pub accounts_base: String,
-    #[serde(default = "default_skew", with = "humantime_serde")]
+    #[serde(
+        default = "default_skew",
+        deserialize_with = "duration",
+        serialize_with = "show_duration"
+    )]
     pub max_clock_skew: Duration,
 }
 
@@ -504,6 +534,17 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_text_or_seconds() {
+        let base = "[feishu]\napp_id = \"cli_x\"\napp_secret = \"s\"\nverification_token = \"v\"\n";
+        let c = Config::from_toml_only(&format!("{base}max_clock_skew = \"90s\"")).unwrap();
+        assert_eq!(c.feishu.unwrap().max_clock_skew, Duration::from_secs(90));
+        let c = Config::from_toml_only(base).unwrap();
+        assert_eq!(c.feishu.unwrap().max_clock_skew, Duration::from_secs(300));
+        let e = Config::from_toml_only(&format!("{base}max_clock_skew = \"soon\"")).unwrap_err();
+        assert_eq!(e.key, "feishu.max_clock_skew");
+    }
+
+    #[test]
     fn postgres_requires_a_data_key() {
         let e = Config::from_toml_only("database_url = \"postgres://u@h/db\"").unwrap_err();
         assert_eq!(e.key, "security.data_key");
@@ -521,7 +562,7 @@ mod tests {
             secret = "topsecretvalue"
             token = "tok123"
             encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
-            max_clock_skew = "0"
+            max_clock_skew = 0
         "#;
         let c = Config::from_toml_only(text).unwrap();
         let shown = c.redacted_toml();
@@ -533,6 +574,7 @@ mod tests {
             );
         }
         assert!(shown.contains("app:[redacted]@db:5432"));
+        assert!(shown.contains("max_clock_skew = \"0s\""), "{shown}");
         let w = c.wecom.unwrap();
         assert_eq!(w.agent_id, "1000002");
         assert_eq!(w.max_clock_skew, Duration::ZERO);

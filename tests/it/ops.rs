@@ -152,7 +152,7 @@ async fn serve_stops_cleanly_on_sigterm_and_serves_metrics_on_its_own_listener()
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_closeloop"))
+    let child = Command::new(env!("CARGO_BIN_EXE_closeloop"))
         .args(["serve", "--config"])
         .arg(&config)
         .env_remove("CLOSELOOP_TEST_POSTGRES_URL")
