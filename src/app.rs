@@ -14,11 +14,17 @@ use crate::config::{Backend, Config};
 use crate::db::Db;
 use crate::directory::orgs;
 use crate::http::{self, AppState};
+use crate::jobs::schedule::{self, Every, Misfire, ScheduleSpec};
+use crate::jobs::worker::default_owner;
+use crate::jobs::{cleanup, Registry, Worker, WorkerConfig};
 use crate::security::{load_or_create_key_file, Cipher, DataKey};
 use crate::tracking::Ledger;
+use crate::webhooks;
 
 pub struct App {
     pub state: AppState,
+    /// The job worker of this process (stepped by tests, looped by `serve`).
+    pub worker: Worker,
     ledger_task: JoinHandle<()>,
 }
 
@@ -34,6 +40,7 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the default organisation: {e}"))?;
         let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone());
+        let worker = build_worker(&db, &clock, &cipher, &config, &org).await?;
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -43,7 +50,11 @@ impl App {
             default_org: Arc::new(org),
             metrics: crate::telemetry::metrics_handle(),
         };
-        Ok(App { state, ledger_task })
+        Ok(App {
+            state,
+            worker,
+            ledger_task,
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -58,8 +69,17 @@ impl App {
         metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let App { state, ledger_task } = self;
+        let App {
+            state,
+            worker,
+            ledger_task,
+        } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let worker_task = state
+            .config
+            .jobs
+            .worker
+            .then(|| tokio::spawn(worker.run(stop_rx.clone())));
         let metrics_task = metrics_listener.map(|l| {
             let router = http::metrics_router(state.clone());
             let mut rx = stop_rx.clone();
@@ -79,11 +99,21 @@ impl App {
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown({
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown.await;
+                // The worker stops claiming while the last requests finish.
+                let _ = stop_tx.send(true);
+            }
+        })
         .await
         .context("HTTP server failed")?;
         let _ = stop_tx.send(true);
         if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        if let Some(t) = worker_task {
             let _ = t.await;
         }
         // Every request handle is gone now, so the writer sees its queue close once it
@@ -93,6 +123,72 @@ impl App {
         tracing::info!("closeloop stopped");
         Ok(())
     }
+}
+
+/// The job kinds this process runs and the built-in schedules.
+async fn build_worker(
+    db: &Db,
+    clock: &SharedClock,
+    cipher: &Cipher,
+    config: &Config,
+    org: &orgs::Org,
+) -> anyhow::Result<Worker> {
+    let client = reqwest::Client::builder()
+        .timeout(
+            config
+                .jobs
+                .timeout
+                .saturating_sub(std::time::Duration::from_secs(1))
+                .max(std::time::Duration::from_secs(1)),
+        )
+        .user_agent(concat!("closeloop/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut registry = Registry::new();
+    registry.register(
+        webhooks::KIND,
+        webhooks::Deliver {
+            db: db.clone(),
+            clock: clock.clone(),
+            cipher: cipher.clone(),
+            client,
+        },
+    );
+    registry.register(
+        cleanup::KIND,
+        cleanup::Cleanup {
+            db: db.clone(),
+            clock: clock.clone(),
+        },
+    );
+    schedule::upsert(
+        db,
+        clock.now_ms(),
+        &ScheduleSpec {
+            id: "jobs.cleanup".into(),
+            org_id: None,
+            kind: cleanup::KIND.into(),
+            payload: serde_json::json!({}),
+            every: Every::Cron("30 3 * * *".into()),
+            timezone: org.timezone,
+            misfire: Misfire::Once,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot register the cleanup schedule: {e}"))?;
+    let jc = &config.jobs;
+    Ok(Worker::new(
+        db.clone(),
+        clock.clone(),
+        registry,
+        WorkerConfig {
+            concurrency: jc.concurrency,
+            lease: jc.lease,
+            timeout: jc.timeout,
+            poll_interval: jc.poll_interval,
+            owner: default_owner(),
+        },
+    ))
 }
 
 /// The data key: configured, or (SQLite only) generated into an owner-only file next to

@@ -44,6 +44,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Inspect and re-drive durable jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Start a demonstration server on a local SQLite database with sample data.
     Demo(DemoArgs),
 }
@@ -83,6 +86,25 @@ pub enum ApikeyCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest last.
+    List {
+        /// queued, running, done or dead
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Queue a dead job again with a fresh set of attempts.
+    Retry {
+        /// Job id.
+        id: String,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the demo serves.
@@ -116,6 +138,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apikey(cmd) => {
             let config = Config::load(cli.config.as_deref())?;
             apikey(config, cmd).await
+        }
+        Command::Jobs(cmd) => {
+            let config = Config::load(cli.config.as_deref())?;
+            jobs(config, cmd).await
         }
         Command::Demo(args) => crate::demo::run(args).await,
     }
@@ -213,6 +239,50 @@ async fn apikey(config: Config, cmd: ApikeyCommand) -> anyhow::Result<()> {
                 };
                 println!("{}\t{}\t{}\t{}\t{}", k.id, k.prefix, k.role, k.name, state);
             }
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn jobs(config: Config, cmd: JobsCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    match cmd {
+        JobsCommand::List {
+            status,
+            kind,
+            limit,
+        } => {
+            let page = crate::page::PageParams {
+                limit: Some(limit),
+                cursor: None,
+            }
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--limit: {e}"))?;
+            let filter = crate::jobs::JobFilter { status, kind };
+            let jobs = crate::jobs::list(&db, None, &filter, &page)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("id\tkind\tstatus\tattempts\trun_at\tlast_error");
+            for j in jobs.items {
+                println!(
+                    "{}\t{}\t{}\t{}/{}\t{}\t{}",
+                    j.id,
+                    j.kind,
+                    j.status,
+                    j.attempts,
+                    j.max_attempts,
+                    j.run_at,
+                    j.last_error.unwrap_or_default()
+                );
+            }
+        }
+        JobsCommand::Retry { id } => {
+            crate::jobs::retry_dead(&db, SystemClock.now_ms(), None, &id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("job {id} queued again");
         }
     }
     db.close().await;

@@ -85,6 +85,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub security: SecurityConfig,
     pub storage: StorageConfig,
+    pub jobs: JobsConfig,
     pub wecom: Option<WecomConfig>,
     pub dingtalk: Option<DingtalkConfig>,
     pub feishu: Option<FeishuConfig>,
@@ -102,6 +103,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             security: SecurityConfig::default(),
             storage: StorageConfig::default(),
+            jobs: JobsConfig::default(),
             wecom: None,
             dingtalk: None,
             feishu: None,
@@ -151,6 +153,36 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 
 fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// The durable job worker of this process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Run a worker in this process; `false` makes an API-only replica.
+    pub worker: bool,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub poll_interval: Duration,
+    /// How long a claimed job stays with its worker before another may take it.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub lease: Duration,
+    /// Longest single run; must be shorter than `lease`.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            worker: true,
+            concurrency: 8,
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(120),
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 fn default_skew() -> Duration {
@@ -308,7 +340,11 @@ impl Config {
                 }
                 figment = figment.merge(Toml::file_exact(p));
             }
-            None => figment = figment.merge(Toml::file_exact("closeloop.toml")),
+            // Only the working directory: `Toml::file` would also search parent folders.
+            None if Path::new("closeloop.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("closeloop.toml"))
+            }
+            None => {}
         }
         Self::from_figment(figment.merge(env_provider()))
     }
@@ -382,6 +418,24 @@ impl Config {
             crate::security::DataKey::from_base64(k.expose()).map_err(|e| {
                 ConfigError::new(format!("security.old_data_keys[{i}]"), e.to_string())
             })?;
+        }
+        if !(1..=256).contains(&self.jobs.concurrency) {
+            return Err(ConfigError::new(
+                "jobs.concurrency",
+                "must be between 1 and 256",
+            ));
+        }
+        if self.jobs.poll_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "jobs.poll_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if self.jobs.timeout >= self.jobs.lease {
+            return Err(ConfigError::new(
+                "jobs.timeout",
+                "must be shorter than jobs.lease, or a slow run could finish after losing its lease",
+            ));
         }
         if self.storage.kind != "local" {
             return Err(ConfigError::new(

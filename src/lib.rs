@@ -16,12 +16,15 @@ pub mod demo;
 pub mod directory;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod page;
 pub mod pipeline;
+pub mod platform;
 pub mod security;
 pub mod telemetry;
 pub mod tracking;
 pub mod validate;
+pub mod webhooks;
 
 pub use app::App;
 pub use config::Config;

@@ -28,6 +28,34 @@ impl Actor {
     }
 }
 
+impl Actor {
+    /// Records what this actor did to `target` (kind, id) in the caller's transaction.
+    pub async fn audit(
+        &self,
+        tx: &mut crate::db::Tx,
+        at_ms: i64,
+        org_id: &str,
+        action: &str,
+        target: (&str, &str),
+        detail: serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
+        audit::record(
+            tx,
+            at_ms,
+            audit::AuditEntry {
+                org_id: Some(org_id),
+                actor_kind: self.kind,
+                actor_id: self.id.as_deref(),
+                action,
+                target_kind: Some(target.0),
+                target_id: Some(target.1),
+                detail,
+            },
+        )
+        .await
+    }
+}
+
 impl Principal {
     pub fn actor(&self) -> Actor {
         Actor {

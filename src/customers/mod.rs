@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::audit::{self, AuditEntry};
 use crate::access::Actor;
 use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users::{self, bind_all, in_list};
@@ -253,20 +252,16 @@ pub async fn create(
     for c in &contacts {
         insert_contact(&mut tx, cipher, now_ms, org_id, &id, c).await?;
     }
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "customer.create",
-            target_kind: Some("customer"),
-            target_id: Some(&id),
-            detail: serde_json::json!({"contacts": contacts.len()}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "customer.create",
+            ("customer", &id),
+            serde_json::json!({"contacts": contacts.len()}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, org_id, &id).await
 }
@@ -312,20 +307,16 @@ pub async fn add_contact(
         .bind(customer_id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "contact.create",
-            target_kind: Some("contact"),
-            target_id: Some(&contact_id),
-            detail: serde_json::json!({"customer": customer_id}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "contact.create",
+            ("contact", &contact_id),
+            serde_json::json!({"customer": customer_id}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, org_id, customer_id).await
 }
@@ -395,20 +386,16 @@ pub async fn update(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "customer.update",
-            target_kind: Some("customer"),
-            target_id: Some(id),
-            detail: serde_json::json!({"fields": changed}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "customer.update",
+            ("customer", id),
+            serde_json::json!({"fields": changed}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, org_id, id).await
 }

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::audit::{self, AuditEntry};
 use crate::access::Actor;
 use crate::db::{self, new_id, Arg, Db, Select, Tx};
 use crate::error::{Error, Result};
@@ -272,20 +271,16 @@ pub async fn create(
     write_roles(&mut tx, &id, &roles).await?;
     write_superiors(&mut tx, &id, &superiors).await?;
     write_identities(&mut tx, org_id, &id, &identities, now_ms).await?;
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "user.create",
-            target_kind: Some("user"),
-            target_id: Some(&id),
-            detail: serde_json::json!({"roles": roles}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "user.create",
+            ("user", &id),
+            serde_json::json!({"roles": roles}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, org_id, &id).await
 }
@@ -345,20 +340,16 @@ pub async fn update(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "user.update",
-            target_kind: Some("user"),
-            target_id: Some(id),
-            detail: serde_json::json!({"fields": changed}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "user.update",
+            ("user", id),
+            serde_json::json!({"fields": changed}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, org_id, id).await
 }

@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::audit::{self, AuditEntry};
 use crate::access::Actor;
 use crate::customers;
 use crate::db::{new_id, Arg, Db, Select, Tx};
@@ -170,20 +169,16 @@ pub async fn create_lead(
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "lead.create",
-            target_kind: Some("lead"),
-            target_id: Some(&id),
-            detail: serde_json::json!({"customer": customer, "source_channel": channel}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "lead.create",
+            ("lead", &id),
+            serde_json::json!({"customer": customer, "source_channel": channel}),
+        )
+        .await?;
     tx.commit().await?;
     Ok(Lead {
         id,
@@ -297,20 +292,16 @@ pub async fn create_deal(
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "deal.create",
-            target_kind: Some("deal"),
-            target_id: Some(&id),
-            detail: serde_json::json!({"customer": customer}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "deal.create",
+            ("deal", &id),
+            serde_json::json!({"customer": customer}),
+        )
+        .await?;
     tx.commit().await?;
     get_deal(db, org_id, &id).await
 }
@@ -379,20 +370,16 @@ pub async fn update_deal(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        now_ms,
-        AuditEntry {
-            org_id: Some(org_id),
-            actor_kind: actor.kind,
-            actor_id: actor.id.as_deref(),
-            action: "deal.update",
-            target_kind: Some("deal"),
-            target_id: Some(id),
-            detail: serde_json::json!({"fields": changed}),
-        },
-    )
-    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "deal.update",
+            ("deal", id),
+            serde_json::json!({"fields": changed}),
+        )
+        .await?;
     tx.commit().await?;
     get_deal(db, org_id, id).await
 }

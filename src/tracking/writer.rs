@@ -12,6 +12,7 @@ use super::{check, from_row, point_fields, NewPoint, Recorded, TrackingPoint};
 use crate::clock::SharedClock;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
+use crate::webhooks::Subscribers;
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
@@ -150,14 +151,20 @@ async fn write_batch(db: &Db, clock: &SharedClock, batch: &mut Vec<Job>) {
 async fn write_all(db: &Db, clock: &SharedClock, jobs: &[Job]) -> Result<Vec<Result<Recorded>>> {
     let mut tx = db.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
+    let mut subscribers = Subscribers::default();
     for job in jobs {
-        results.push(write_one(&mut tx, clock, job).await?);
+        results.push(write_one(&mut tx, clock, &mut subscribers, job).await?);
     }
     tx.commit().await?;
     Ok(results)
 }
 
-async fn write_one(tx: &mut Tx, clock: &SharedClock, job: &Job) -> Result<Result<Recorded>> {
+async fn write_one(
+    tx: &mut Tx,
+    clock: &SharedClock,
+    subscribers: &mut Subscribers,
+    job: &Job,
+) -> Result<Result<Recorded>> {
     let p = &job.point;
     let id = new_id();
     let at = clock.now_ms();
@@ -187,7 +194,7 @@ async fn write_one(tx: &mut Tx, clock: &SharedClock, job: &Job) -> Result<Result
     .await?
     .rows_affected();
     if inserted == 1 {
-        return Ok(Ok(Recorded::Created(TrackingPoint {
+        let point = TrackingPoint {
             id,
             actor: p.actor.clone(),
             customer: p.customer.clone(),
@@ -201,7 +208,10 @@ async fn write_one(tx: &mut Tx, clock: &SharedClock, job: &Job) -> Result<Result
             user_agent: p.user_agent.clone(),
             payload: p.payload.clone(),
             verification: "not_applicable".into(),
-        })));
+        };
+        // Deliveries commit with the point: a point is never without its webhooks.
+        subscribers.enqueue_point(tx, at, &p.org_id, &point).await?;
+        return Ok(Ok(Recorded::Created(point)));
     }
     // The key was used before: answer with the first result if it is the same request.
     let row = sqlx::query(concat!(

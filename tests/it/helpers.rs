@@ -19,6 +19,8 @@ pub struct TestApp {
     /// An admin API key of the default organisation.
     pub key: String,
     pub database_url: String,
+    /// The app's job worker, not looping: tests step it.
+    pub worker: closeloop::jobs::Worker,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -61,7 +63,14 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     } else {
         String::new()
     };
-    let toml = format!("database_url = \"{database_url}\"\n{extra}\n[security]\n{data_key}\n");
+    // Tests step the worker themselves unless they ask for the loop.
+    let jobs = if extra.contains("[jobs]") {
+        ""
+    } else {
+        "[jobs]\nworker = false\n"
+    };
+    let toml =
+        format!("database_url = \"{database_url}\"\n{extra}\n{jobs}[security]\n{data_key}\n");
     let config = Config::from_toml_only(&toml).expect("test config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -69,6 +78,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         .await
         .expect("build app");
     let db = app.state.db.clone();
+    let worker = app.worker.clone();
     let org_id = app.state.default_org.id.clone();
     let (_, key) = apikeys::create(
         &db,
@@ -93,6 +103,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         org_id,
         key,
         database_url,
+        worker,
         stop: Some(stop),
         server: Some(server),
         _dir: dir,
@@ -212,4 +223,29 @@ pub async fn error_code(res: reqwest::Response) -> (u16, String, String) {
             .unwrap_or_default()
             .to_string(),
     )
+}
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: i64) -> Arc<ManualClock> {
+        Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(start_ms)))
+    }
+
+    pub fn advance(&self, d: std::time::Duration) {
+        self.0
+            .fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl closeloop::clock::Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        closeloop::clock::from_ms(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }

@@ -4,5 +4,9 @@
 
 mod helpers;
 
+mod api_directory;
 mod api_events;
+mod cli;
+mod jobs;
 mod ops;
+mod webhooks;

@@ -1,5 +1,6 @@
 //! REST API v1: bearer API keys, JSON in and out, cursor paging, OpenAPI document.
 
+mod admin;
 mod customers;
 mod deals;
 mod events;
@@ -32,6 +33,16 @@ pub fn router() -> Router<AppState> {
         .route("/deals/{id}", get(deals::get).patch(deals::update))
         .route("/events", get(events::list).post(events::record))
         .route("/events/{id}", get(events::get))
+        .route("/jobs", get(admin::list_jobs))
+        .route("/jobs/{id}/retry", axum::routing::post(admin::retry_job))
+        .route(
+            "/webhooks",
+            get(admin::list_webhooks).post(admin::create_webhook),
+        )
+        .route(
+            "/webhooks/{id}",
+            axum::routing::delete(admin::delete_webhook),
+        )
 }
 
 /// The error body every endpoint answers with on failure.
@@ -67,6 +78,8 @@ impl Modify for BearerAuth {
         deals::list_leads, deals::create_lead,
         deals::list, deals::create, deals::get, deals::update,
         events::list, events::record, events::get,
+        admin::list_jobs, admin::retry_job,
+        admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
     ),
     components(schemas(ErrorBody))
 )]

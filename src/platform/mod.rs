@@ -1,0 +1,2 @@
+//! The chat platforms. Each hides behind one interface (later issues); here live the
+//! pieces that need no network: callback signatures and encryption.

@@ -1,0 +1,335 @@
+//! Outbound webhooks: an integration (a CRM, a data warehouse) subscribes to ledger
+//! events and receives each as a signed POST.
+//!
+//! A delivery is a durable job enqueued in the same transaction as the tracking point,
+//! so no committed point is ever missed. Sending is at least once (a crash between the
+//! send and its record resends; receivers dedupe on `X-Closeloop-Delivery`); the
+//! delivery record in our database is written exactly once, in the job's fenced
+//! completing transaction.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use sqlx::Row;
+
+use crate::access::Actor;
+use crate::db::{new_id, Db, Tx};
+use crate::error::{Error, Result};
+use crate::jobs::{self, BoxFuture, ClaimedJob, Handler, JobError, NewJob};
+use crate::security::Cipher;
+use crate::tracking::TrackingPoint;
+
+pub const KIND: &str = "webhook.deliver";
+pub const POINT_CREATED: &str = "tracking_point.created";
+pub const EVENTS: [&str; 1] = [POINT_CREATED];
+const SECRET_CONTEXT: &str = "webhooks.secret";
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// Where to POST; http:// or https://.
+    pub url: String,
+    /// Event types; `tracking_point.created` is the one so far.
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub active: bool,
+    pub created_at: String,
+    /// Returned once, on creation: the HMAC-SHA256 key for `X-Closeloop-Signature`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+pub async fn create(
+    db: &Db,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    new: NewWebhook,
+) -> Result<Webhook> {
+    let url = new.url.trim().to_string();
+    let parsed = reqwest::Url::parse(&url).map_err(|_| Error::invalid("url is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none()
+        || url.len() > 2000
+    {
+        return Err(Error::invalid("url must be an http:// or https:// address"));
+    }
+    if new.events.is_empty() {
+        return Err(Error::invalid("events must name at least one event type"));
+    }
+    for e in &new.events {
+        if !EVENTS.contains(&e.as_str()) {
+            return Err(Error::invalid(format!(
+                "unknown event `{e}`; known: {}",
+                EVENTS.join(", ")
+            )));
+        }
+    }
+    let mut raw = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let secret = format!("whsec_{}", hex::encode(raw));
+    let id = new_id();
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO webhooks (id, org_id, url, secret_enc, events, active, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(&url)
+    .bind(cipher.encrypt(SECRET_CONTEXT, &secret))
+    .bind(new.events.join(","))
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "webhook.create",
+            ("webhook", &id),
+            json!({"url": url, "events": new.events}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Webhook {
+        id,
+        url,
+        events: new.events,
+        active: true,
+        created_at: crate::clock::rfc3339(now_ms),
+        secret: Some(secret),
+    })
+}
+
+pub async fn list(db: &Db, org_id: &str) -> Result<Vec<Webhook>> {
+    let rows = sqlx::query(
+        "SELECT id, url, events, CAST(active AS BIGINT) AS active, created_at FROM webhooks \
+         WHERE org_id = $1 ORDER BY id",
+    )
+    .bind(org_id)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Webhook {
+            id: r.get("id"),
+            url: r.get("url"),
+            events: r
+                .get::<String, _>("events")
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+            active: r.get::<i64, _>("active") != 0,
+            created_at: crate::clock::rfc3339(r.get("created_at")),
+            secret: None,
+        })
+        .collect())
+}
+
+/// Stops deliveries; queued ones give up when they run.
+pub async fn deactivate(db: &Db, now_ms: i64, org_id: &str, actor: &Actor, id: &str) -> Result<()> {
+    let mut tx = db.begin().await?;
+    let n = sqlx::query("UPDATE webhooks SET active = 0 WHERE id = $1 AND org_id = $2")
+        .bind(id)
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound { what: "webhook" });
+    }
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "webhook.deactivate",
+            ("webhook", id),
+            json!({}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Active subscribers of one organisation, looked up once per ledger batch.
+#[derive(Default)]
+pub struct Subscribers {
+    by_org: HashMap<String, Vec<String>>,
+}
+
+impl Subscribers {
+    /// Enqueues a delivery of `point` to every subscriber, inside the point's transaction.
+    pub async fn enqueue_point(
+        &mut self,
+        tx: &mut Tx,
+        now_ms: i64,
+        org_id: &str,
+        point: &TrackingPoint,
+    ) -> Result<()> {
+        if !self.by_org.contains_key(org_id) {
+            let rows =
+                sqlx::query("SELECT id, events FROM webhooks WHERE org_id = $1 AND active = 1")
+                    .bind(org_id)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            let ids = rows
+                .iter()
+                .filter(|r| {
+                    r.get::<String, _>("events")
+                        .split(',')
+                        .any(|e| e == POINT_CREATED)
+                })
+                .map(|r| r.get::<String, _>("id"))
+                .collect();
+            self.by_org.insert(org_id.to_string(), ids);
+        }
+        for hook in &self.by_org[org_id] {
+            let payload = json!({
+                "webhook_id": hook,
+                "event_id": point.id,
+                "event": {"type": POINT_CREATED, "data": point},
+            });
+            jobs::enqueue(
+                tx,
+                now_ms,
+                NewJob::new(KIND, payload)
+                    .org(org_id)
+                    .dedupe(format!("webhook:{hook}:{}", point.id))
+                    .max_attempts(12),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends one delivery.
+pub struct Deliver {
+    pub db: Db,
+    pub clock: crate::clock::SharedClock,
+    pub cipher: Cipher,
+    pub client: reqwest::Client,
+}
+
+impl Deliver {
+    async fn send(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let hook = job.payload["webhook_id"].as_str().unwrap_or_default();
+        let row = sqlx::query(
+            "SELECT url, secret_enc, CAST(active AS BIGINT) AS active FROM webhooks WHERE id = $1",
+        )
+        .bind(hook)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| JobError::GiveUp("webhook no longer exists".into()))?;
+        if row.get::<i64, _>("active") == 0 {
+            return Err(JobError::GiveUp("webhook was deactivated".into()));
+        }
+        let secret = self
+            .cipher
+            .decrypt(SECRET_CONTEXT, &row.get::<String, _>("secret_enc"))
+            .map_err(|e| JobError::GiveUp(format!("webhook secret unreadable: {e}")))?;
+        let url: String = row.get("url");
+        let body = job.payload["event"].to_string();
+        let timestamp = (self.clock.now_ms() / 1000).to_string();
+        let signature = sign(&secret, &timestamp, &body);
+        let response = self
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-closeloop-event", POINT_CREATED)
+            .header("x-closeloop-delivery", &job.id)
+            .header("x-closeloop-timestamp", &timestamp)
+            .header("x-closeloop-signature", format!("sha256={signature}"))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                JobError::Retry(format!("cannot reach the webhook: {}", without_url(&e)))
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(json!({"status": status.as_u16()}));
+        }
+        if status.as_u16() == 429 {
+            let hint = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(JobError::RateLimited {
+                retry_after: hint,
+                message: "webhook answered 429".into(),
+            });
+        }
+        if status.is_server_error() || status.as_u16() == 408 {
+            return Err(JobError::Retry(format!("webhook answered {status}")));
+        }
+        Err(JobError::GiveUp(format!("webhook answered {status}")))
+    }
+}
+
+/// reqwest errors print the URL, which may carry a token in its query.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+/// `hex(HMAC-SHA256(secret, timestamp + "." + body))`.
+pub fn sign(secret: &str, timestamp: &str, body: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl Handler for Deliver {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.send(job))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        output: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (id, webhook_id, job_id, event_id, status_code, delivered_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(new_id())
+            .bind(job.payload["webhook_id"].as_str().unwrap_or_default())
+            .bind(&job.id)
+            .bind(job.payload["event_id"].as_str().unwrap_or_default())
+            .bind(output["status"].as_i64().unwrap_or_default())
+            .bind(self.clock.now_ms())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+}
