@@ -12,6 +12,7 @@
 //! - **Ordering keys** make jobs of one key run one at a time, in order.
 
 pub mod cleanup;
+mod complete;
 pub mod retry;
 pub mod schedule;
 pub mod worker;

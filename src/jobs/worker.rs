@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::Row;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::complete::{self, Completed, Completion};
 use super::{ClaimedJob, Handler, JobError};
 use crate::clock::SharedClock;
 use crate::config::Backend;
@@ -93,11 +94,16 @@ pub struct Worker {
     clock: SharedClock,
     registry: Arc<Registry>,
     config: WorkerConfig,
+    /// SQLite only: commits finished runs in batches.
+    completer: Option<mpsc::Sender<Completion>>,
 }
 
 impl Worker {
+    /// Must be called inside a Tokio runtime: it starts the completer task.
     pub fn new(db: Db, clock: SharedClock, registry: Registry, config: WorkerConfig) -> Worker {
         Worker {
+            completer: (db.backend == Backend::Sqlite)
+                .then(|| complete::start(db.clone(), clock.clone())),
             db,
             clock,
             registry: Arc::new(registry),
@@ -122,7 +128,7 @@ impl Worker {
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, \
              lease_token = lease_token + 1, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT j.id FROM jobs j \
-               WHERE ((j.status = 'queued' AND j.run_at <= $3) OR (j.status = 'running' AND j.lease_until < $3)) \
+               WHERE j.status = 'queued' AND j.run_at <= $3 \
                  AND j.kind IN ({kinds}) \
                  AND (j.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e \
                       WHERE e.ordering_key = j.ordering_key AND e.id < j.id AND e.status IN ('queued', 'running'))) \
@@ -139,6 +145,15 @@ impl Worker {
             q = q.bind(k.as_str());
         }
         let mut tx = self.db.begin().await?;
+        // A lease that ran out puts its job back in the queue; the claim below then bumps
+        // the token, so the worker that lost it can no longer finish it.
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+             WHERE status = 'running' AND lease_until < $1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let rows = q.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let mut jobs: Vec<ClaimedJob> = rows
@@ -185,7 +200,7 @@ impl Worker {
             };
         }
         let outcome = match result {
-            Ok(output) => self.complete(&*handler, &job, output).await,
+            Ok(output) => self.complete(handler.clone(), &job, output).await,
             Err(e) => self.fail(&job, &e, Some(&*handler)).await,
         };
         let label = match outcome {
@@ -212,38 +227,37 @@ impl Worker {
         }
     }
 
-    /// Marks the job done and applies its effects in one transaction — only if this
-    /// worker still holds the current lease.
-    async fn complete(&self, handler: &dyn Handler, job: &ClaimedJob, output: Value) -> Outcome {
-        let attempt = async {
-            let mut tx = self.db.begin().await?;
-            let now = self.clock.now_ms();
-            let fenced = sqlx::query(
-                "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, finished_at = $1, \
-                 updated_at = $1, output = $2, last_error = NULL \
-                 WHERE id = $3 AND lease_token = $4 AND status = 'running'",
-            )
-            .bind(now)
-            .bind(output.to_string())
-            .bind(&job.id)
-            .bind(job.lease_token)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fenced != 1 {
-                return Ok::<_, JobError>(false);
-            }
-            handler.apply(&mut tx, job, &output).await?;
-            tx.commit().await?;
-            Ok(true)
+    /// Marks the job done and applies its effects — only if this worker still holds the
+    /// current lease — through the group-commit completer.
+    async fn complete(
+        &self,
+        handler: Arc<dyn Handler>,
+        job: &ClaimedJob,
+        output: Value,
+    ) -> Outcome {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let completion = Completion {
+            job: job.clone(),
+            handler: handler.clone(),
+            output,
+            reply,
         };
-        match attempt.await {
-            Ok(true) => Outcome::Done,
-            Ok(false) => {
+        let result = match &self.completer {
+            None => complete::finish_alone(&self.db, &self.clock, &completion).await,
+            Some(completer) => match completer.send(completion).await {
+                Ok(()) => answer.await.unwrap_or_else(|_| {
+                    Completed::Failed(JobError::Retry("completer stopped".into()))
+                }),
+                Err(_) => Completed::Failed(JobError::Retry("completer stopped".into())),
+            },
+        };
+        match result {
+            Completed::Done => Outcome::Done,
+            Completed::LostLease => {
                 tracing::warn!(job = %job.id, kind = %job.kind, "lost the lease before finishing; result discarded");
                 Outcome::LostLease
             }
-            Err(e) => self.fail(job, &e, Some(handler)).await,
+            Completed::Failed(e) => self.fail(job, &e, Some(&*handler)).await,
         }
     }
 

@@ -70,6 +70,12 @@ impl Handler for TestHandler {
         _out: &'a Value,
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
+            if job.payload["apply_fails_once"] == true && job.attempt == 1 {
+                // A failing statement: on PostgreSQL it aborts the surrounding transaction.
+                sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                    .execute(&mut **tx)
+                    .await?;
+            }
             sqlx::query("INSERT INTO test_effects (job_id) VALUES ($1)")
                 .bind(&job.id)
                 .execute(&mut **tx)
@@ -526,4 +532,39 @@ async fn a_cron_schedule_follows_the_org_time_zone() {
         .await
         .unwrap();
     assert_eq!(next - monday_8, 7 * 24 * 3600 * 1000);
+}
+
+#[tokio::test]
+async fn one_failing_completion_does_not_undo_its_batch_neighbours() {
+    let app = spawn_app().await;
+    effects_table(&app.db).await;
+    let clock = ManualClock::new(T0);
+    let script = Arc::new(Scripted::default());
+    let w = worker(&app.db, clock.clone(), script.clone(), "w1");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id = jobs::enqueue_now(
+            &app.db,
+            T0,
+            NewJob::new(
+                "test.job",
+                json!({"name": format!("n{i}"), "apply_fails_once": i == 1}),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        ids.push(id);
+    }
+    assert_eq!(w.run_once().await.unwrap(), 4);
+    for (i, id) in ids.iter().enumerate() {
+        let (status, ..) = status_of(&app.db, id).await;
+        let expected = if i == 1 { "queued" } else { "done" };
+        assert_eq!(status, expected, "job {i}");
+        assert_eq!(effects(&app.db, id).await, i64::from(i != 1));
+    }
+    clock.advance(Duration::from_secs(15));
+    assert_eq!(w.run_once().await.unwrap(), 1);
+    assert_eq!(status_of(&app.db, &ids[1]).await.0, "done");
+    assert_eq!(effects(&app.db, &ids[1]).await, 1);
 }
