@@ -96,6 +96,8 @@ pub struct Worker {
     config: WorkerConfig,
     /// SQLite only: commits finished runs in batches.
     completer: Option<mpsc::Sender<Completion>>,
+    /// When expired leases were last put back in the queue (worker clock, ms).
+    last_reclaim: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Worker {
@@ -104,6 +106,7 @@ impl Worker {
         Worker {
             completer: (db.backend == Backend::Sqlite)
                 .then(|| complete::start(db.clone(), clock.clone())),
+            last_reclaim: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             db,
             clock,
             registry: Arc::new(registry),
@@ -146,14 +149,22 @@ impl Worker {
         }
         let mut tx = self.db.begin().await?;
         // A lease that ran out puts its job back in the queue; the claim below then bumps
-        // the token, so the worker that lost it can no longer finish it.
-        sqlx::query(
-            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 \
-             WHERE status = 'running' AND lease_until < $1",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        // the token, so the worker that lost it can no longer finish it. Leases last
+        // minutes, so looking for expired ones every few seconds is enough (and keeps
+        // each claim from walking the index entries of every job that ever ran).
+        let every = (self.config.lease.as_millis() as i64 / 4).clamp(1, 5_000);
+        let last = self.last_reclaim.load(std::sync::atomic::Ordering::Relaxed);
+        if last == i64::MIN || now - last >= every {
+            self.last_reclaim
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+                 WHERE status = 'running' AND lease_until < $1",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         let rows = q.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let mut jobs: Vec<ClaimedJob> = rows

@@ -122,7 +122,8 @@ impl MsgCipher {
     /// trailing receiver id equals `receiver`. CBC is malleable and there is no MAC: callers
     /// verify the signature first.
     pub(crate) fn open(&self, encrypted: &str, receiver: &str) -> Result<String, CryptoError> {
-        self.open_parts(encrypted, receiver).map(|(_, message)| message)
+        self.open_parts(encrypted, receiver)
+            .map(|(_, message)| message)
     }
 
     /// Like [`open`](Self::open) but also returns the 16-byte random prefix.
@@ -142,7 +143,12 @@ impl MsgCipher {
             .map_err(|_| CryptoError::MalformedCiphertext)?;
 
         let pad = usize::from(buf[buf.len() - 1]);
-        if pad == 0 || pad > PAD_BLOCK || buf[buf.len() - pad..].iter().any(|&b| usize::from(b) != pad) {
+        if pad == 0
+            || pad > PAD_BLOCK
+            || buf[buf.len() - pad..]
+                .iter()
+                .any(|&b| usize::from(b) != pad)
+        {
             return Err(CryptoError::BadPadding);
         }
         let body_end = buf.len() - pad;
@@ -181,9 +187,10 @@ impl MsgCipher {
         // `pad` is 1..=32, so it fits in a byte.
         buf.resize(body_len + pad, pad as u8);
         let total = buf.len();
-        let ciphertext = cbc::Encryptor::<Aes256>::inner_iv_init(self.aes.clone(), (&self.iv).into())
-            .encrypt_padded_mut::<NoPadding>(&mut buf, total)
-            .expect("buffer is padded to whole blocks");
+        let ciphertext =
+            cbc::Encryptor::<Aes256>::inner_iv_init(self.aes.clone(), (&self.iv).into())
+                .encrypt_padded_mut::<NoPadding>(&mut buf, total)
+                .expect("buffer is padded to whole blocks");
         STANDARD.encode(ciphertext)
     }
 }
@@ -223,11 +230,14 @@ pub fn parse_timestamp(s: &str) -> Result<i64, CryptoError> {
     s.parse().map_err(|_| CryptoError::InvalidTimestamp)
 }
 
-/// A fresh random prefix for [`MsgCipher::seal`]: 16 ASCII letters and digits, as the official
-/// samples produce (any bytes would do; the receiver skips them).
+/// A fresh random prefix for the WeCom / DingTalk `encrypt` methods: 16 ASCII letters and
+/// digits, as the official samples produce (any bytes would do; the receiver skips them).
 pub fn random_prefix() -> [u8; 16] {
     let mut prefix = [0u8; 16];
-    for (slot, c) in prefix.iter_mut().zip(rand::thread_rng().sample_iter(Alphanumeric)) {
+    for (slot, c) in prefix
+        .iter_mut()
+        .zip(rand::thread_rng().sample_iter(Alphanumeric))
+    {
         *slot = c;
     }
     prefix
@@ -244,7 +254,12 @@ pub fn random_nonce() -> String {
 
 /// The JS-SDK string to sign, shared by all three platforms (PROTOCOLS §1.6, §2.6, §3.6). The
 /// page URL is signed without its `#fragment`.
-pub(crate) fn jsapi_string_to_sign(ticket: &str, noncestr: &str, timestamp: &str, url: &str) -> String {
+pub(crate) fn jsapi_string_to_sign(
+    ticket: &str,
+    noncestr: &str,
+    timestamp: &str,
+    url: &str,
+) -> String {
     let url = url.split_once('#').map_or(url, |(before, _)| before);
     format!("jsapi_ticket={ticket}&noncestr={noncestr}&timestamp={timestamp}&url={url}")
 }
@@ -289,7 +304,9 @@ mod tests {
         // vector that needs a test.
         let mut counts = std::collections::BTreeMap::new();
         for v in vectors::all() {
-            *counts.entry(v["kind"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+            *counts
+                .entry(v["kind"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
         }
         let expected: std::collections::BTreeMap<String, i32> = [
             ("dingtalk-decrypt", 2),
@@ -308,7 +325,10 @@ mod tests {
 
     #[test]
     fn vendored_vectors_match_the_shared_copy_when_present() {
-        let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/platform-vectors.json");
+        let shared = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/platform-vectors.json"
+        );
         if let Ok(text) = std::fs::read_to_string(shared) {
             let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(serde_json::Value::Array(vectors::all()), theirs);
@@ -322,7 +342,10 @@ mod tests {
             "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
             "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij",
         ] {
-            assert!(STANDARD.decode(format!("{key}=")).is_err(), "strict decoder rejects {key}");
+            assert!(
+                STANDARD.decode(format!("{key}=")).is_err(),
+                "strict decoder rejects {key}"
+            );
             assert!(EncodingAesKey::parse(key).is_ok(), "{key}");
         }
         for v in vectors::all() {
@@ -350,7 +373,11 @@ mod tests {
             "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B-C",
             "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B\u{e9}",
         ] {
-            assert_eq!(EncodingAesKey::parse(bad).unwrap_err(), CryptoError::InvalidEncodingAesKey, "{bad:?}");
+            assert_eq!(
+                EncodingAesKey::parse(bad).unwrap_err(),
+                CryptoError::InvalidEncodingAesKey,
+                "{bad:?}"
+            );
         }
     }
 
@@ -361,7 +388,9 @@ mod tests {
     }
 
     fn cipher() -> MsgCipher {
-        MsgCipher::new(&EncodingAesKey::parse("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR").unwrap())
+        MsgCipher::new(
+            &EncodingAesKey::parse("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR").unwrap(),
+        )
     }
 
     #[test]
@@ -385,7 +414,13 @@ mod tests {
         STANDARD.encode(out)
     }
 
-    fn raw_message(msg: &[u8], receiver: &[u8], declared_len: u32, pad: u8, pad_len: usize) -> Vec<u8> {
+    fn raw_message(
+        msg: &[u8],
+        receiver: &[u8],
+        declared_len: u32,
+        pad: u8,
+        pad_len: usize,
+    ) -> Vec<u8> {
         let mut raw = vec![b'r'; 16];
         raw.extend_from_slice(&declared_len.to_be_bytes());
         raw.extend_from_slice(msg);
@@ -402,34 +437,65 @@ mod tests {
         assert_eq!(c.open(&seal_raw(&c, ok), "corp").unwrap(), "hello");
         for (pad, pad_len) in [(0u8, 3usize), (33, 3), (4, 3)] {
             let raw = raw_message(b"hello", b"corp", 5, pad, pad_len);
-            assert_eq!(c.open(&seal_raw(&c, raw), "corp").unwrap_err(), CryptoError::BadPadding, "pad {pad}");
+            assert_eq!(
+                c.open(&seal_raw(&c, raw), "corp").unwrap_err(),
+                CryptoError::BadPadding,
+                "pad {pad}"
+            );
         }
         // Pad bytes that disagree with the last one.
         let mut raw = raw_message(b"hello", b"corp", 5, 3, 3);
         let n = raw.len();
         raw[n - 2] = 2;
-        assert_eq!(c.open(&seal_raw(&c, raw), "corp").unwrap_err(), CryptoError::BadPadding);
+        assert_eq!(
+            c.open(&seal_raw(&c, raw), "corp").unwrap_err(),
+            CryptoError::BadPadding
+        );
     }
 
     #[test]
     fn inconsistent_length_and_receiver_are_refused() {
         let c = cipher();
         let too_long = raw_message(b"hello", b"corp", 10, 3, 3);
-        assert_eq!(c.open(&seal_raw(&c, too_long), "corp").unwrap_err(), CryptoError::BadLength);
+        assert_eq!(
+            c.open(&seal_raw(&c, too_long), "corp").unwrap_err(),
+            CryptoError::BadLength
+        );
         let huge = raw_message(b"hello", b"corp", u32::MAX, 3, 3);
-        assert_eq!(c.open(&seal_raw(&c, huge), "corp").unwrap_err(), CryptoError::BadLength);
+        assert_eq!(
+            c.open(&seal_raw(&c, huge), "corp").unwrap_err(),
+            CryptoError::BadLength
+        );
         let sealed = c.seal("hello", "corp", &random_prefix());
-        assert_eq!(c.open(&sealed, "corq").unwrap_err(), CryptoError::ReceiverMismatch);
-        assert_eq!(c.open(&sealed, "").unwrap_err(), CryptoError::ReceiverMismatch);
+        assert_eq!(
+            c.open(&sealed, "corq").unwrap_err(),
+            CryptoError::ReceiverMismatch
+        );
+        assert_eq!(
+            c.open(&sealed, "").unwrap_err(),
+            CryptoError::ReceiverMismatch
+        );
         let not_utf8 = raw_message(&[0xff, 0xfe, b'l', b'l', b'o'], b"corp", 5, 3, 3);
-        assert_eq!(c.open(&seal_raw(&c, not_utf8), "corp").unwrap_err(), CryptoError::NotUtf8);
+        assert_eq!(
+            c.open(&seal_raw(&c, not_utf8), "corp").unwrap_err(),
+            CryptoError::NotUtf8
+        );
     }
 
     #[test]
     fn malformed_ciphertext_is_refused() {
         let c = cipher();
-        for bad in ["", "not base64!", "AAAA", &STANDARD.encode([0u8; 48][..40].to_vec())] {
-            assert_eq!(c.open(bad, "corp").unwrap_err(), CryptoError::MalformedCiphertext, "{bad:?}");
+        for bad in [
+            "",
+            "not base64!",
+            "AAAA",
+            &STANDARD.encode(&[0u8; 48][..40]),
+        ] {
+            assert_eq!(
+                c.open(bad, "corp").unwrap_err(),
+                CryptoError::MalformedCiphertext,
+                "{bad:?}"
+            );
         }
     }
 
@@ -440,12 +506,24 @@ mod tests {
         let good = hex::encode(digest);
         assert_eq!(verify_hex(&digest, &good), Ok(()));
         assert_eq!(verify_hex(&digest, &good.to_uppercase()), Ok(()));
-        for bad in ["", &good[..39], &format!("{good}0"), &good.replace(&good[..1], "g")] {
-            assert_eq!(verify_hex(&digest, bad), Err(CryptoError::BadSignature), "{bad:?}");
+        for bad in [
+            "",
+            &good[..39],
+            &format!("{good}0"),
+            &good.replace(&good[..1], "g"),
+        ] {
+            assert_eq!(
+                verify_hex(&digest, bad),
+                Err(CryptoError::BadSignature),
+                "{bad:?}"
+            );
         }
         let mut flipped = digest;
         flipped[19] ^= 1;
-        assert_eq!(verify_hex(&digest, &hex::encode(flipped)), Err(CryptoError::BadSignature));
+        assert_eq!(
+            verify_hex(&digest, &hex::encode(flipped)),
+            Err(CryptoError::BadSignature)
+        );
     }
 
     #[test]
@@ -453,7 +531,11 @@ mod tests {
         assert_eq!(parse_timestamp("1409659589"), Ok(1_409_659_589));
         assert_eq!(parse_timestamp("1608001896814"), Ok(1_608_001_896_814));
         for bad in ["", "-1", "+1", " 1", "1.5", "99999999999999999999"] {
-            assert_eq!(parse_timestamp(bad), Err(CryptoError::InvalidTimestamp), "{bad:?}");
+            assert_eq!(
+                parse_timestamp(bad),
+                Err(CryptoError::InvalidTimestamp),
+                "{bad:?}"
+            );
         }
     }
 

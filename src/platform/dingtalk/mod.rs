@@ -1,0 +1,3 @@
+//! DingTalk (钉钉).
+
+pub mod crypto;

@@ -1,0 +1,3 @@
+//! Feishu / Lark (飞书).
+
+pub mod crypto;

@@ -1,0 +1,3 @@
+//! WeCom (企业微信).
+
+pub mod crypto;
