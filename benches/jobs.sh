@@ -12,7 +12,7 @@ BENCH=target/release/examples/jobsbench
 WORK="$(mktemp -d)"
 SCHEMAS=()
 cleanup() {
-  for s in "${SCHEMAS[@]}"; do psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $s CASCADE" 2>/dev/null || true; done
+  for s in "${SCHEMAS[@]}"; do psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
