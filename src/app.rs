@@ -41,7 +41,14 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot create the default organisation: {e}"))?;
         let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone());
         let worker = build_worker(&db, &clock, &cipher, &config, &org).await?;
+        let wecom = match &config.wecom {
+            Some(w) => Some(Arc::new(
+                crate::platform::wecom::inbound::WecomInbound::from_config(w, &org.id)?,
+            )),
+            None => None,
+        };
         let state = AppState {
+            wecom,
             db,
             config: Arc::new(config),
             clock,

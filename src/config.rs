@@ -453,24 +453,16 @@ impl Config {
             }
             non_empty("wecom.secret", w.secret.expose())?;
             non_empty("wecom.token", w.token.expose())?;
-            if w.encoding_aes_key.expose().len() != 43 {
-                return Err(ConfigError::new(
-                    "wecom.encoding_aes_key",
-                    "must be the 43-character EncodingAESKey",
-                ));
-            }
+            crate::platform::crypto::EncodingAesKey::parse(w.encoding_aes_key.expose())
+                .map_err(|e| ConfigError::new("wecom.encoding_aes_key", e.to_string()))?;
             base_url("wecom.api_base", &w.api_base)?;
         }
         if let Some(d) = &self.dingtalk {
             non_empty("dingtalk.app_key", &d.app_key)?;
             non_empty("dingtalk.app_secret", d.app_secret.expose())?;
             non_empty("dingtalk.token", d.token.expose())?;
-            if d.aes_key.expose().len() != 43 {
-                return Err(ConfigError::new(
-                    "dingtalk.aes_key",
-                    "must be the 43-character aes_key",
-                ));
-            }
+            crate::platform::crypto::EncodingAesKey::parse(d.aes_key.expose())
+                .map_err(|e| ConfigError::new("dingtalk.aes_key", e.to_string()))?;
             base_url("dingtalk.api_base", &d.api_base)?;
             base_url("dingtalk.oapi_base", &d.oapi_base)?;
         }

@@ -28,6 +28,9 @@ pub enum Error {
     /// The same idempotency key or unique value was used for something different.
     #[error("{0}")]
     Conflict(String),
+    /// A platform callback failed verification (signature, timestamp window, receiver).
+    #[error("{message}")]
+    CallbackRejected { code: &'static str, message: String },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -47,7 +50,7 @@ impl Error {
             Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthenticated(_) | Error::CallbackRejected { .. } => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -63,6 +66,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::UnknownReference(_) => "unknown_reference",
             Error::Unauthenticated(_) => "unauthenticated",
+            Error::CallbackRejected { code, .. } => code,
             Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod directory;
 pub mod error;
 pub mod http;
+pub mod inbox;
 pub mod jobs;
 pub mod page;
 pub mod pipeline;

@@ -2,6 +2,7 @@
 //! capability modules.
 
 pub mod api;
+mod callbacks;
 mod extract;
 mod ops;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub ledger: Ledger,
     pub default_org: Arc<Org>,
     pub metrics: PrometheusHandle,
+    /// Present when `[wecom]` is configured.
+    pub wecom: Option<Arc<crate::platform::wecom::inbound::WecomInbound>>,
 }
 
 /// The public router. `/metrics` is on it unless `metrics_listen` moves it elsewhere.
@@ -46,6 +49,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .nest("/api/v1", api::router())
+        .route(
+            "/callback/wecom",
+            get(callbacks::wecom_verify)
+                .post(callbacks::wecom_receive)
+                .layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
+        )
         .fallback(|| async { Error::NotFound { what: "route" } });
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(ops::metrics));

@@ -3,5 +3,6 @@
 
 pub mod crypto;
 pub mod dingtalk;
+pub mod event;
 pub mod feishu;
 pub mod wecom;

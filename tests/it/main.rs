@@ -6,6 +6,7 @@ mod helpers;
 
 mod api_directory;
 mod api_events;
+mod callbacks;
 mod cli;
 mod jobs;
 mod ops;

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::access::{Permission, Principal};
 use crate::error::Result;
 use crate::http::{ApiJson, ApiQuery, AppState};
+use crate::inbox::{self, InboxFilter, InboxItem};
 use crate::jobs::{self, JobFilter, JobInfo};
 use crate::page::{Page, PageParams};
 use crate::webhooks::{self, NewWebhook, Webhook};
@@ -76,4 +77,18 @@ pub async fn delete_webhook(
     p.require(Permission::Admin)?;
     webhooks::deactivate(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/platform-events", tag = "admin", params(PageParams, InboxFilter),
+    responses((status = 200, description = "A page of received platform callbacks, oldest first", body = Object)))]
+pub async fn list_platform_events(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<InboxFilter>,
+) -> Result<Json<Page<InboxItem>>> {
+    p.require(Permission::Read)?;
+    Ok(Json(
+        inbox::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
+    ))
 }

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/deals/{id}", get(deals::get).patch(deals::update))
         .route("/events", get(events::list).post(events::record))
         .route("/events/{id}", get(events::get))
+        .route("/platform-events", get(admin::list_platform_events))
         .route("/jobs", get(admin::list_jobs))
         .route("/jobs/{id}/retry", axum::routing::post(admin::retry_job))
         .route(
@@ -78,6 +79,7 @@ impl Modify for BearerAuth {
         deals::list_leads, deals::create_lead,
         deals::list, deals::create, deals::get, deals::update,
         events::list, events::record, events::get,
+        admin::list_platform_events,
         admin::list_jobs, admin::retry_job,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
     ),

@@ -271,6 +271,10 @@ impl<'a> Envelope<'a> {
                     .decode()
                     .map_err(|_| CryptoError::MalformedEnvelope("invalid XML text"))?,
                 Event::Eof => break,
+                // No DTDs: nothing a callback needs, and the door to entity tricks.
+                Event::DocType(_) => {
+                    return Err(CryptoError::MalformedEnvelope("DOCTYPE is not allowed"))
+                }
                 _ => continue,
             };
             let Some(i) = field else { continue };

@@ -1,3 +1,5 @@
 //! WeCom (企业微信).
 
 pub mod crypto;
+pub mod events;
+pub mod inbound;

@@ -1,0 +1,157 @@
+//! The inbox: every accepted platform callback, written before it is acknowledged.
+//!
+//! A unique dedupe key per (organisation, platform, app) makes a platform's retry of the
+//! same event a no-op. Bodies are customer content, so they are stored encrypted; what
+//! the API shows is the summary (the parsed event without personal content).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::db::{new_id, Arg, Db, Select};
+use crate::error::{Error, Result};
+use crate::page::{Page, PageRequest};
+use crate::security::Cipher;
+
+const BODY_CONTEXT: &str = "inbox.body";
+
+pub struct NewEntry<'a> {
+    pub org_id: &'a str,
+    pub platform: &'a str,
+    pub app: &'a str,
+    pub dedupe_key: &'a str,
+    pub event_type: &'a str,
+    pub body: &'a str,
+    pub summary: Value,
+    /// `received`, or `quarantined` for a signed body that could not be parsed.
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// Writes the entry; `None` when an entry with the same dedupe key exists already.
+pub async fn record(
+    db: &Db,
+    cipher: &Cipher,
+    now_ms: i64,
+    e: NewEntry<'_>,
+) -> Result<Option<String>> {
+    let id = new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO inbox (id, org_id, platform, app, dedupe_key, event_type, received_at, body, status, error, summary) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (org_id, platform, app, dedupe_key) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(e.org_id)
+    .bind(e.platform)
+    .bind(e.app)
+    .bind(e.dedupe_key)
+    .bind(e.event_type)
+    .bind(now_ms)
+    .bind(cipher.encrypt(BODY_CONTEXT, e.body))
+    .bind(e.status)
+    .bind(e.error)
+    .bind(e.summary.to_string())
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    Ok((inserted == 1).then_some(id))
+}
+
+/// The stored body of an entry, decrypted (for processing and inspection tools).
+pub async fn body(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<String> {
+    let row = sqlx::query("SELECT body FROM inbox WHERE id = $1 AND org_id = $2")
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(Error::NotFound {
+            what: "platform event",
+        })?;
+    cipher
+        .decrypt(BODY_CONTEXT, &row.get::<String, _>("body"))
+        .map_err(|e| Error::Internal(anyhow::anyhow!("inbox body unreadable: {e}")))
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InboxItem {
+    pub id: String,
+    pub platform: String,
+    pub app: String,
+    /// e.g. `change_external_contact.add_external_contact`, `template_card_event`, `text`.
+    pub event_type: String,
+    pub dedupe_key: String,
+    pub received_at: String,
+    /// `received`, `processed`, `ignored`, `quarantined` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    /// The parsed event without personal content.
+    #[schema(value_type = Object)]
+    pub summary: Value,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InboxFilter {
+    pub platform: Option<String>,
+    /// Exact event type.
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339; received at or after.
+    pub since: Option<String>,
+}
+
+pub async fn list(
+    db: &Db,
+    org_id: &str,
+    f: &InboxFilter,
+    page: &PageRequest,
+) -> Result<Page<InboxItem>> {
+    let mut sel = Select::new();
+    sel.and("org_id = {}", Arg::Text(org_id.into()));
+    if let Some(after) = &page.after {
+        sel.and("id > {}", Arg::Text(after.clone()));
+    }
+    for (col, v) in [
+        ("platform", &f.platform),
+        ("event_type", &f.event_type),
+        ("status", &f.status),
+    ] {
+        if let Some(v) = v {
+            sel.and(&format!("{col} = {{}}"), Arg::Text(v.clone()));
+        }
+    }
+    if let Some(s) = &f.since {
+        let t = chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|_| Error::invalid("since must be an RFC 3339 time"))?;
+        sel.and("received_at >= {}", Arg::Int(t.timestamp_millis()));
+    }
+    let sql = sel.sql(
+        "SELECT id, platform, app, event_type, dedupe_key, received_at, status, error, summary FROM inbox",
+        "ORDER BY id LIMIT {limit}",
+    );
+    let rows = sel
+        .bind(sqlx::query(&sql))
+        .bind(page.limit + 1)
+        .fetch_all(&db.pool)
+        .await?;
+    let items = rows
+        .iter()
+        .map(|r| InboxItem {
+            id: r.get("id"),
+            platform: r.get("platform"),
+            app: r.get("app"),
+            event_type: r.get("event_type"),
+            dedupe_key: r.get("dedupe_key"),
+            received_at: crate::clock::rfc3339(r.get("received_at")),
+            status: r.get("status"),
+            error: r.get("error"),
+            summary: r
+                .get::<Option<String>, _>("summary")
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(Value::Null),
+        })
+        .collect();
+    Ok(Page::from_rows(items, page, |i| &i.id))
+}
