@@ -162,6 +162,26 @@ impl Select {
         self
     }
 
+    /// Adds `column = value` for every filter that is set.
+    pub fn equal_each(&mut self, filters: &[(&str, &Option<String>)]) -> &mut Self {
+        for (column, value) in filters {
+            if let Some(v) = value {
+                self.and(&format!("{column} = {{}}"), Arg::Text(v.clone()));
+            }
+        }
+        self
+    }
+
+    /// The start of every organisation-scoped page: `org_id = … AND id > cursor`.
+    pub fn org_page(org_id: &str, page: &crate::page::PageRequest) -> Select {
+        let mut sel = Select::new();
+        sel.and("org_id = {}", Arg::Text(org_id.into()));
+        if let Some(after) = &page.after {
+            sel.and("id > {}", Arg::Text(after.clone()));
+        }
+        sel
+    }
+
     /// `head` is everything before WHERE; `tail` is ORDER BY / LIMIT. `limit` is bound last.
     pub fn sql(&self, head: &str, tail: &str) -> String {
         let mut sql = head.to_string();

@@ -108,20 +108,12 @@ pub async fn list(
     f: &InboxFilter,
     page: &PageRequest,
 ) -> Result<Page<InboxItem>> {
-    let mut sel = Select::new();
-    sel.and("org_id = {}", Arg::Text(org_id.into()));
-    if let Some(after) = &page.after {
-        sel.and("id > {}", Arg::Text(after.clone()));
-    }
-    for (col, v) in [
+    let mut sel = Select::org_page(org_id, page);
+    sel.equal_each(&[
         ("platform", &f.platform),
         ("event_type", &f.event_type),
         ("status", &f.status),
-    ] {
-        if let Some(v) = v {
-            sel.and(&format!("{col} = {{}}"), Arg::Text(v.clone()));
-        }
-    }
+    ]);
     if let Some(s) = &f.since {
         let t = chrono::DateTime::parse_from_rfc3339(s)
             .map_err(|_| Error::invalid("since must be an RFC 3339 time"))?;

@@ -454,11 +454,7 @@ pub async fn list(
     filter: &CustomerFilter,
     page: &PageRequest,
 ) -> Result<Page<Customer>> {
-    let mut sel = Select::new();
-    sel.and("org_id = {}", Arg::Text(org_id.into()));
-    if let Some(after) = &page.after {
-        sel.and("id > {}", Arg::Text(after.clone()));
-    }
+    let mut sel = Select::org_page(org_id, page);
     if let Some(o) = &filter.owner {
         sel.and("owner_user_id = {}", Arg::Text(o.clone()));
     }

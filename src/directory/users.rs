@@ -383,11 +383,7 @@ pub async fn list(
     filter: &UserFilter,
     page: &PageRequest,
 ) -> Result<Page<User>> {
-    let mut sel = Select::new();
-    sel.and("org_id = {}", Arg::Text(org_id.into()));
-    if let Some(after) = &page.after {
-        sel.and("id > {}", Arg::Text(after.clone()));
-    }
+    let mut sel = Select::org_page(org_id, page);
     if let Some(role) = &filter.role {
         sel.and(
             "id IN (SELECT user_id FROM user_roles WHERE role = {})",

@@ -196,11 +196,7 @@ pub async fn list_leads(
     customer: Option<&str>,
     page: &PageRequest,
 ) -> Result<Page<Lead>> {
-    let mut sel = Select::new();
-    sel.and("org_id = {}", Arg::Text(org_id.into()));
-    if let Some(after) = &page.after {
-        sel.and("id > {}", Arg::Text(after.clone()));
-    }
+    let mut sel = Select::org_page(org_id, page);
     if let Some(c) = customer {
         sel.and("customer_id = {}", Arg::Text(c.into()));
     }
@@ -452,22 +448,14 @@ pub async fn list_deals(
     f: &DealFilter,
     page: &PageRequest,
 ) -> Result<Page<Deal>> {
-    let mut sel = Select::new();
-    sel.and("org_id = {}", Arg::Text(org_id.into()));
-    if let Some(after) = &page.after {
-        sel.and("id > {}", Arg::Text(after.clone()));
-    }
-    for (col, v) in [
+    let mut sel = Select::org_page(org_id, page);
+    sel.equal_each(&[
         ("customer_id", &f.customer),
         ("owner_user_id", &f.owner),
         ("stage", &f.stage),
         ("region", &f.region),
         ("product_line", &f.product_line),
-    ] {
-        if let Some(v) = v {
-            sel.and(&format!("{col} = {{}}"), Arg::Text(v.clone()));
-        }
-    }
+    ]);
     let sql = sel.sql(DEAL_COLUMNS, "ORDER BY id LIMIT {limit}");
     let rows = sel
         .bind(sqlx::query(&sql))

@@ -213,21 +213,13 @@ pub async fn list(
     f: &EventFilter,
     page: &PageRequest,
 ) -> Result<Page<TrackingPoint>> {
-    let mut sel = Select::new();
-    sel.and("org_id = {}", Arg::Text(org_id.into()));
-    if let Some(after) = &page.after {
-        sel.and("id > {}", Arg::Text(after.clone()));
-    }
-    for (col, v) in [
+    let mut sel = Select::org_page(org_id, page);
+    sel.equal_each(&[
         ("customer_id", &f.customer),
         ("actor_user_id", &f.actor),
         ("deal_id", &f.deal),
         ("action", &f.action),
-    ] {
-        if let Some(v) = v {
-            sel.and(&format!("{col} = {{}}"), Arg::Text(v.clone()));
-        }
-    }
+    ]);
     if let Some(s) = &f.since {
         sel.and("occurred_at >= {}", Arg::Int(parse_time("since", s)?));
     }
