@@ -8,20 +8,33 @@
 //!
 //! It creates its own rep and customer through the API, so it needs an admin or
 //! integration key: `loadgen --url http://127.0.0.1:8080 --key clk_… --concurrency 64`.
+//!
+//! With `--wecom-corp`, `--wecom-token` and `--wecom-key` it instead POSTs WeCom
+//! callbacks to `/callback/wecom`: each a distinct text message, encrypted and signed as
+//! WeCom does, acknowledged only after the inbox commit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use closeloop::platform::crypto::EncodingAesKey;
+use closeloop::platform::wecom::crypto::WecomCrypto;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    #[arg(long, env = "LOADGEN_KEY")]
+    #[arg(long, env = "LOADGEN_KEY", default_value = "")]
     key: String,
+    /// WeCom mode: the server's `[wecom] corp_id`.
+    #[arg(long)]
+    wecom_corp: Option<String>,
+    #[arg(long, default_value = "")]
+    wecom_token: String,
+    #[arg(long, default_value = "")]
+    wecom_key: String,
     /// Closed loop with this many concurrent workers.
     #[arg(long, conflicts_with = "rate")]
     concurrency: Option<usize>,
@@ -40,28 +53,18 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let (actor, customer) = setup(&client, &args).await?;
-    let body = Arc::new(
-        json!({"actor": actor, "customer": customer, "action": "已电话沟通", "payload": {"bench": true}})
-            .to_string(),
-    );
-    let url = Arc::new(format!("{}/api/v1/events", args.url));
-    let key = Arc::new(format!("Bearer {}", args.key));
     let errors = Arc::new(AtomicU64::new(0));
-
+    let target = Target::new(&client, &args).await?;
     let send = {
         let client = client.clone();
         let errors = errors.clone();
+        let target = Arc::new(target);
         move || {
-            let req = client
-                .post(url.as_str())
-                .header("authorization", key.as_str())
-                .header("content-type", "application/json")
-                .body(body.as_str().to_owned());
+            let req = target.request(&client);
             let errors = errors.clone();
             async move {
                 match req.send().await {
-                    Ok(r) if r.status().as_u16() == 201 => true,
+                    Ok(r) if r.status().is_success() => true,
                     _ => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         false
@@ -151,6 +154,77 @@ async fn main() -> anyhow::Result<()> {
         errors.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+/// What each request is: a tracking point through the API, or a WeCom callback.
+enum Target {
+    Events {
+        url: String,
+        key: String,
+        body: String,
+    },
+    Wecom {
+        url: String,
+        corp: String,
+        crypto: Box<WecomCrypto>,
+        seq: AtomicU64,
+    },
+}
+
+impl Target {
+    async fn new(client: &reqwest::Client, args: &Args) -> anyhow::Result<Target> {
+        if let Some(corp) = &args.wecom_corp {
+            let key = EncodingAesKey::parse(&args.wecom_key)
+                .map_err(|e| anyhow::anyhow!("--wecom-key: {e}"))?;
+            return Ok(Target::Wecom {
+                url: format!("{}/callback/wecom", args.url),
+                corp: corp.clone(),
+                crypto: Box::new(WecomCrypto::new(
+                    args.wecom_token.as_str(),
+                    key,
+                    corp.clone(),
+                )),
+                seq: AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000_000),
+            });
+        }
+        let (actor, customer) = setup(client, args).await?;
+        Ok(Target::Events {
+            url: format!("{}/api/v1/events", args.url),
+            key: format!("Bearer {}", args.key),
+            body: json!({"actor": actor, "customer": customer, "action": "已电话沟通", "payload": {"bench": true}})
+                .to_string(),
+        })
+    }
+
+    fn request(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
+        match self {
+            Target::Events { url, key, body } => client
+                .post(url)
+                .header("authorization", key)
+                .header("content-type", "application/json")
+                .body(body.clone()),
+            Target::Wecom {
+                url,
+                corp,
+                crypto,
+                seq,
+            } => {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let ts = chrono::Utc::now().timestamp();
+                let plain = format!(
+                    "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[liming]]></FromUserName>\
+                     <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+                     <Content><![CDATA[客户提出价格异议，希望下周安排技术交流。]]></Content><MsgId>{n}</MsgId>\
+                     <AgentID>1000002</AgentID></xml>"
+                );
+                let encrypted = crypto.encrypt_random(&plain);
+                let sig = crypto.signature(&ts.to_string(), "1372623149", &encrypted);
+                client
+                    .post(format!("{url}?msg_signature={sig}&timestamp={ts}&nonce=1372623149"))
+                    .body(format!("<xml><ToUserName><![CDATA[{corp}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"))
+            }
+        }
+    }
 }
 
 async fn setup(client: &reqwest::Client, args: &Args) -> anyhow::Result<(String, String)> {

@@ -14,6 +14,7 @@ use crate::config::{Backend, Config};
 use crate::db::Db;
 use crate::directory::orgs;
 use crate::http::{self, AppState};
+use crate::inbox::InboxWriter;
 use crate::jobs::schedule::{self, Every, Misfire, ScheduleSpec};
 use crate::jobs::worker::default_owner;
 use crate::jobs::{cleanup, Registry, Worker, WorkerConfig};
@@ -26,6 +27,7 @@ pub struct App {
     /// The job worker of this process (stepped by tests, looped by `serve`).
     pub worker: Worker,
     ledger_task: JoinHandle<()>,
+    inbox_task: JoinHandle<()>,
 }
 
 impl App {
@@ -40,6 +42,7 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the default organisation: {e}"))?;
         let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone());
+        let (inbox, inbox_task) = InboxWriter::start(db.clone(), clock.clone());
         let worker = build_worker(&db, &clock, &cipher, &config, &org).await?;
         let wecom = match &config.wecom {
             Some(w) => Some(Arc::new(
@@ -54,6 +57,7 @@ impl App {
             clock,
             cipher,
             ledger,
+            inbox,
             default_org: Arc::new(org),
             metrics: crate::telemetry::metrics_handle(),
         };
@@ -61,6 +65,7 @@ impl App {
             state,
             worker,
             ledger_task,
+            inbox_task,
         })
     }
 
@@ -80,6 +85,7 @@ impl App {
             state,
             worker,
             ledger_task,
+            inbox_task,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let worker_task = state
@@ -126,6 +132,7 @@ impl App {
         // Every request handle is gone now, so the writer sees its queue close once it
         // has written what was queued.
         let _ = ledger_task.await;
+        let _ = inbox_task.await;
         db.close().await;
         tracing::info!("closeloop stopped");
         Ok(())

@@ -8,12 +8,132 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
 use crate::db::{new_id, Arg, Db, Select};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::security::Cipher;
 
 const BODY_CONTEXT: &str = "inbox.body";
+
+/// Group commit for callbacks: concurrent callbacks share one transaction (one fsync),
+/// and each is acknowledged only after that commit.
+#[derive(Clone)]
+pub struct InboxWriter {
+    queue: mpsc::Sender<(Owned, oneshot::Sender<Result<Option<String>>>)>,
+}
+
+const MAX_BATCH: usize = 256;
+
+/// An entry ready to write: the body already encrypted.
+struct Owned {
+    org_id: String,
+    platform: String,
+    app: String,
+    dedupe_key: String,
+    event_type: String,
+    body_enc: String,
+    summary: String,
+    status: String,
+    error: Option<String>,
+}
+
+impl InboxWriter {
+    pub fn start(db: Db, clock: crate::clock::SharedClock) -> (InboxWriter, JoinHandle<()>) {
+        let (queue, mut rx) =
+            mpsc::channel::<(Owned, oneshot::Sender<Result<Option<String>>>)>(4096);
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(x) => batch.push(x),
+                        Err(_) => break,
+                    }
+                }
+                let now = clock.now_ms();
+                let entries: Vec<&Owned> = batch.iter().map(|(e, _)| e).collect();
+                match insert_all(&db, now, &entries).await {
+                    Ok(ids) => {
+                        for ((_, reply), id) in batch.drain(..).zip(ids) {
+                            let _ = reply.send(Ok(id));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inbox batch failed; writing entries one by one");
+                        for (entry, reply) in batch.drain(..) {
+                            let one = insert_all(&db, now, &[&entry])
+                                .await
+                                .map(|mut ids| ids.pop().flatten());
+                            let _ = reply.send(one.map_err(Into::into));
+                        }
+                    }
+                }
+            }
+        });
+        (InboxWriter { queue }, task)
+    }
+
+    /// Writes the entry durably; `None` when an entry with the same dedupe key exists.
+    pub async fn record(&self, cipher: &Cipher, e: NewEntry<'_>) -> Result<Option<String>> {
+        let owned = Owned {
+            org_id: e.org_id.into(),
+            platform: e.platform.into(),
+            app: e.app.into(),
+            dedupe_key: e.dedupe_key.into(),
+            event_type: e.event_type.into(),
+            body_enc: cipher.encrypt(BODY_CONTEXT, e.body),
+            summary: e.summary.to_string(),
+            status: e.status.into(),
+            error: e.error.map(str::to_string),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((owned, reply))
+            .await
+            .map_err(|_| Error::Unavailable("the inbox is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Internal(anyhow::anyhow!("inbox writer stopped")))?
+    }
+}
+
+async fn insert_all(
+    db: &Db,
+    now_ms: i64,
+    entries: &[&Owned],
+) -> Result<Vec<Option<String>>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let mut ids = Vec::with_capacity(entries.len());
+    for e in entries {
+        let id = new_id();
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (id, org_id, platform, app, dedupe_key, event_type, received_at, body, status, error, summary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (org_id, platform, app, dedupe_key) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&e.org_id)
+        .bind(&e.platform)
+        .bind(&e.app)
+        .bind(&e.dedupe_key)
+        .bind(&e.event_type)
+        .bind(now_ms)
+        .bind(&e.body_enc)
+        .bind(&e.status)
+        .bind(&e.error)
+        .bind(&e.summary)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        ids.push((inserted == 1).then_some(id));
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
 
 pub struct NewEntry<'a> {
     pub org_id: &'a str,
@@ -26,36 +146,6 @@ pub struct NewEntry<'a> {
     /// `received`, or `quarantined` for a signed body that could not be parsed.
     pub status: &'a str,
     pub error: Option<&'a str>,
-}
-
-/// Writes the entry; `None` when an entry with the same dedupe key exists already.
-pub async fn record(
-    db: &Db,
-    cipher: &Cipher,
-    now_ms: i64,
-    e: NewEntry<'_>,
-) -> Result<Option<String>> {
-    let id = new_id();
-    let inserted = sqlx::query(
-        "INSERT INTO inbox (id, org_id, platform, app, dedupe_key, event_type, received_at, body, status, error, summary) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (org_id, platform, app, dedupe_key) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(e.org_id)
-    .bind(e.platform)
-    .bind(e.app)
-    .bind(e.dedupe_key)
-    .bind(e.event_type)
-    .bind(now_ms)
-    .bind(cipher.encrypt(BODY_CONTEXT, e.body))
-    .bind(e.status)
-    .bind(e.error)
-    .bind(e.summary.to_string())
-    .execute(&db.pool)
-    .await?
-    .rows_affected();
-    Ok((inserted == 1).then_some(id))
 }
 
 /// The stored body of an entry, decrypted (for processing and inspection tools).

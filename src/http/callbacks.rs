@@ -31,7 +31,7 @@ pub async fn wecom_receive(
     })?;
     let outcome = wecom
         .receive(
-            &s.db,
+            &s.inbox,
             &s.cipher,
             s.clock.now_ms(),
             q.as_deref().unwrap_or_default(),

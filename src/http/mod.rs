@@ -36,6 +36,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub cipher: Cipher,
     pub ledger: Ledger,
+    pub inbox: crate::inbox::InboxWriter,
     pub default_org: Arc<Org>,
     pub metrics: PrometheusHandle,
     /// Present when `[wecom]` is configured.

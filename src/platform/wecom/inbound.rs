@@ -15,9 +15,8 @@ use sha2::{Digest, Sha256};
 use super::crypto::{CallbackQuery, WecomCrypto};
 use super::events;
 use crate::config::{ConfigError, WecomConfig};
-use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::inbox::{self, NewEntry};
+use crate::inbox::{InboxWriter, NewEntry};
 use crate::platform::crypto::{CryptoError, EncodingAesKey};
 use crate::platform::event::{EventKind, InboundEvent};
 use crate::security::Cipher;
@@ -76,7 +75,7 @@ impl WecomInbound {
     /// `POST /callback/wecom`: verify, decrypt, parse, and write to the inbox.
     pub async fn receive(
         &self,
-        db: &Db,
+        inbox: &InboxWriter,
         cipher: &Cipher,
         now_ms: i64,
         raw_query: &str,
@@ -110,23 +109,22 @@ impl WecomInbound {
                 Some(e),
             ),
         };
-        let id = inbox::record(
-            db,
-            cipher,
-            now_ms,
-            NewEntry {
-                org_id: &self.org_id,
-                platform: PLATFORM,
-                app: &self.app,
-                dedupe_key: &dedupe_key,
-                event_type: &entry_type,
-                body: &callback.message,
-                summary,
-                status,
-                error: error.as_deref(),
-            },
-        )
-        .await?;
+        let id = inbox
+            .record(
+                cipher,
+                NewEntry {
+                    org_id: &self.org_id,
+                    platform: PLATFORM,
+                    app: &self.app,
+                    dedupe_key: &dedupe_key,
+                    event_type: &entry_type,
+                    body: &callback.message,
+                    summary,
+                    status,
+                    error: error.as_deref(),
+                },
+            )
+            .await?;
         let outcome = match id {
             None => Received::Duplicate,
             Some(inbox_id) if status == "quarantined" => Received::Quarantined { inbox_id },
