@@ -317,3 +317,154 @@ async fn a_signed_but_unparsable_body_is_quarantined_not_lost() {
     assert_eq!(all.len(), 3);
     assert_eq!(all[2]["status"], "received");
 }
+
+/// `kill -9` while callbacks stream in: every acknowledged callback is in the inbox exactly
+/// once after a restart, and WeCom's retries of everything (acknowledged or not) store
+/// each event once.
+#[tokio::test]
+async fn no_acknowledged_callback_is_lost_or_stored_twice_across_kill_minus_nine() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = crate::helpers::fresh_database(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key_line = if crate::helpers::on_postgres() {
+        format!(
+            "[security]\ndata_key = \"{}\"\n",
+            crate::helpers::TEST_DATA_KEY
+        )
+    } else {
+        String::new()
+    };
+    let config = dir.path().join("closeloop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{db_url}\"\n{}{key_line}",
+            wecom_toml("5m")
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_closeloop"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("CLOSELOOP_TEST_POSTGRES_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let client = reqwest::Client::new();
+    let ready = move |client: reqwest::Client| async move {
+        for _ in 0..150 {
+            if let Ok(r) = client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("server did not become ready");
+    };
+    let mut server = start();
+    ready(client.clone()).await;
+
+    let crypto = std::sync::Arc::new(crypto_for(CORP));
+    let sender = client.clone();
+    let send = move |n: u64| {
+        let client = sender.clone();
+        let crypto = crypto.clone();
+        async move {
+            let ts = now();
+            let plain = format!(
+                "<xml><ToUserName>{CORP}</ToUserName><FromUserName>liming</FromUserName><CreateTime>{ts}</CreateTime>\
+                 <MsgType>text</MsgType><Content>第{n}条</Content><MsgId>{n}</MsgId></xml>"
+            );
+            let encrypted = crypto.encrypt_random(&plain);
+            let sig = crypto.signature(&ts.to_string(), "n", &encrypted);
+            let res = client
+                .post(format!("http://127.0.0.1:{port}/callback/wecom?msg_signature={sig}&timestamp={ts}&nonce=n"))
+                .body(format!("<xml><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            matches!(res, Ok(r) if r.status() == 200)
+        }
+    };
+    // Stream 3,000 callbacks from 16 senders; kill the server part-way.
+    const N: u64 = 3000;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut senders = Vec::new();
+    for _ in 0..16 {
+        let next = next.clone();
+        let acked = acked.clone();
+        let send = send.clone();
+        senders.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n > N {
+                    break;
+                }
+                if send(n).await {
+                    acked.lock().unwrap().push(n);
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked_before_restart: Vec<u64> = acked.lock().unwrap().clone();
+    assert!(
+        acked_before_restart.len() < N as usize,
+        "the kill came too late to test anything"
+    );
+
+    let mut server = start();
+    ready(client.clone()).await;
+    let db = closeloop::db::Db::connect(&db_url).await.unwrap();
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT dedupe_key FROM inbox")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let stored: std::collections::HashSet<String> = stored.into_iter().map(|r| r.0).collect();
+    for n in &acked_before_restart {
+        assert!(
+            stored.contains(&format!("msg:{n}")),
+            "acknowledged callback {n} was lost"
+        );
+    }
+    // WeCom retries everything it did not see acknowledged (and some it did).
+    for n in 1..=N {
+        assert!(send(n).await, "retry of {n} refused");
+    }
+    let (rows, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT), CAST(COUNT(DISTINCT dedupe_key) AS BIGINT) FROM inbox",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rows, distinct),
+        (N as i64, N as i64),
+        "each callback stored exactly once"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
