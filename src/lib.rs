@@ -25,6 +25,7 @@ pub mod security;
 pub mod telemetry;
 pub mod tracking;
 pub mod validate;
+pub mod verification;
 pub mod webhooks;
 
 pub use app::App;

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub database_url: String,
     /// The app's job worker, not looping: tests step it.
     pub worker: closeloop::jobs::Worker,
+    /// The data-key cipher the server loaded.
+    pub cipher: closeloop::security::Cipher,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -79,6 +81,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         .expect("build app");
     let db = app.state.db.clone();
     let worker = app.worker.clone();
+    let cipher = app.state.cipher.clone();
     let org_id = app.state.default_org.id.clone();
     let (_, key) = apikeys::create(
         &db,
@@ -104,6 +107,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         key,
         database_url,
         worker,
+        cipher,
         stop: Some(stop),
         server: Some(server),
         _dir: dir,

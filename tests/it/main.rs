@@ -10,4 +10,5 @@ mod callbacks;
 mod cli;
 mod jobs;
 mod ops;
+mod verification;
 mod webhooks;

@@ -1,0 +1,137 @@
+//! Official call records, platform-neutral. Each record is stored once (unique record
+//! key), with the callee's number normalised, encrypted and hashed like every other phone
+//! number, and linked to the rep (by platform identity) and to the customer's contact (by
+//! the number's keyed hash).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::customers::{DEFAULT_REGION, PHONE_CONTEXT};
+use crate::db::{new_id, Db, Tx};
+use crate::error::Result;
+use crate::platform::event::Platform;
+use crate::security::{mask_phone, normalize_phone, Cipher};
+
+/// One call as a platform reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub platform: Platform,
+    /// Stable identity of the record on its platform.
+    pub record_key: String,
+    /// The caller's platform user id (WeCom userid).
+    pub caller: String,
+    /// The external number called, as the platform gives it.
+    pub callee_phone: Option<String>,
+    pub started_at_ms: i64,
+    /// Talk time in seconds.
+    pub duration_s: i64,
+    pub call_type: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreOutcome {
+    pub inserted: usize,
+    pub duplicates: usize,
+    /// Inserted, but the number matched no contact (or the caller no user).
+    pub unmatched: usize,
+}
+
+/// The user id behind a platform identity of the `userid` kind.
+async fn user_for(
+    tx: &mut Tx,
+    org_id: &str,
+    platform: Platform,
+    platform_id: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query(
+        "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = 'userid' AND value = $3",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(platform_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|r| r.get("user_id")))
+}
+
+/// The contact (and its customer) holding this number, under any known key.
+async fn contact_for(
+    tx: &mut Tx,
+    org_id: &str,
+    hashes: &[String],
+) -> Result<Option<(String, String)>> {
+    for h in hashes {
+        let row = sqlx::query(
+            "SELECT p.contact_id, c.customer_id FROM contact_phones p JOIN contacts c ON c.id = p.contact_id \
+             WHERE p.org_id = $1 AND p.phone_hash = $2 ORDER BY p.id LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(h)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(r) = row {
+            return Ok(Some((r.get("contact_id"), r.get("customer_id"))));
+        }
+    }
+    Ok(None)
+}
+
+/// Stores the records not seen before, in one transaction.
+pub async fn store(
+    db: &Db,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    records: &[CallRecord],
+) -> Result<StoreOutcome> {
+    let mut out = StoreOutcome::default();
+    let mut tx = db.begin().await?;
+    for r in records {
+        let caller_user = user_for(&mut tx, org_id, r.platform, &r.caller).await?;
+        let phone = r
+            .callee_phone
+            .as_deref()
+            .and_then(|p| normalize_phone(p, DEFAULT_REGION).ok());
+        let (contact, customer) = match &phone {
+            Some(p) => contact_for(&mut tx, org_id, &cipher.lookup_hashes(PHONE_CONTEXT, p))
+                .await?
+                .map_or((None, None), |(c, k)| (Some(c), Some(k))),
+            None => (None, None),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO call_records (id, org_id, platform, record_key, caller_platform_id, caller_user_id, \
+             callee_phone_enc, callee_phone_hash, callee_phone_masked, callee_contact_id, customer_id, started_at, \
+             duration_s, call_type, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (org_id, platform, record_key) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(org_id)
+        .bind(r.platform.as_str())
+        .bind(&r.record_key)
+        .bind(&r.caller)
+        .bind(&caller_user)
+        .bind(phone.as_ref().map(|p| cipher.encrypt(PHONE_CONTEXT, p)))
+        .bind(phone.as_ref().map(|p| cipher.lookup_hash(PHONE_CONTEXT, p)))
+        .bind(phone.as_deref().map(mask_phone))
+        .bind(&contact)
+        .bind(&customer)
+        .bind(r.started_at_ms)
+        .bind(r.duration_s.max(0))
+        .bind(&r.call_type)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            out.inserted += 1;
+            if contact.is_none() || caller_user.is_none() {
+                out.unmatched += 1;
+            }
+        } else {
+            out.duplicates += 1;
+        }
+    }
+    tx.commit().await?;
+    metrics::counter!("closeloop_call_records_stored_total").increment(out.inserted as u64);
+    Ok(out)
+}

@@ -1,0 +1,4 @@
+//! Follow-up authenticity: claimed calls are checked against the platforms' official
+//! records. Here: storing those records and linking them to reps and customers.
+
+pub mod calls;
