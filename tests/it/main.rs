@@ -12,3 +12,4 @@ mod jobs;
 mod ops;
 mod verification;
 mod webhooks;
+mod wecom_api;

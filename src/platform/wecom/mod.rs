@@ -1,6 +1,9 @@
 //! WeCom (企业微信).
 
+pub mod api;
 pub mod crypto;
 pub mod dial;
+pub mod emulator;
 pub mod events;
 pub mod inbound;
+pub mod token;

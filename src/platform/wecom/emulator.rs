@@ -1,0 +1,275 @@
+//! A local WeCom server speaking the real API (PROTOCOLS §1.7): tests point closeloop at it,
+//! and `closeloop demo` runs it in place of qyapi.weixin.qq.com. It issues and checks access
+//! tokens, records what it is sent, and fails on request (5xx, timeouts, errcodes).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const GETTOKEN: &str = "/cgi-bin/gettoken";
+const MESSAGE_SEND: &str = "/cgi-bin/message/send";
+const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
+
+/// A fault the emulator injects instead of answering normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// HTTP 500 with a non-JSON body, as a failing gateway answers.
+    Http5xx,
+    /// Answers only after [`Emulator::set_timeout_delay`] (default 30 s): longer than any
+    /// sensible client timeout.
+    Timeout,
+    /// HTTP 200 with this errcode.
+    Errcode(i64),
+}
+
+/// A running WeCom emulator on `127.0.0.1`; stops when dropped.
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+struct Shared {
+    corp_id: String,
+    /// (secret, which) where which is `app`, `contact` or `dial`.
+    secrets: Vec<(String, &'static str)>,
+    state: Mutex<EmulatorState>,
+}
+
+#[derive(Default)]
+struct EmulatorState {
+    tokens: HashMap<String, IssuedToken>,
+    /// The live token per secret: WeCom hands out the same token until it expires.
+    current: HashMap<&'static str, String>,
+    gettoken_calls: usize,
+    messages: Vec<Value>,
+    failures: HashMap<String, VecDeque<Failure>>,
+    timeout_delay: Option<Duration>,
+    next_msgid: u64,
+}
+
+struct IssuedToken {
+    issued: Instant,
+    invalidated: bool,
+}
+
+impl IssuedToken {
+    fn expired(&self) -> bool {
+        self.invalidated || self.issued.elapsed() >= TOKEN_LIFETIME
+    }
+}
+
+impl Emulator {
+    /// Starts serving on `127.0.0.1:0`. `secrets` are the secrets WeCom would accept for
+    /// `corp_id`, each with the kind of app it belongs to (`app`, `contact` or `dial`).
+    pub async fn start(corp_id: impl Into<String>, secrets: Vec<(String, &'static str)>) -> Self {
+        let state = Arc::new(Shared {
+            corp_id: corp_id.into(),
+            secrets,
+            state: Mutex::new(EmulatorState::default()),
+        });
+        let router = Router::new()
+            .route(GETTOKEN, get(gettoken))
+            .route(MESSAGE_SEND, post(message_send))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the WeCom emulator binds a local port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!(error = %e, "WeCom emulator stopped");
+            }
+        });
+        Emulator {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    /// What to configure as `wecom.api_base`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn gettoken_calls(&self) -> usize {
+        self.state.lock().gettoken_calls
+    }
+
+    /// The JSON bodies `message/send` accepted, oldest first.
+    pub fn received_messages(&self) -> Vec<Value> {
+        self.state.lock().messages.clone()
+    }
+
+    /// Makes every token issued so far answer 42001, as WeCom may do early "出于运营需要";
+    /// the next `gettoken` issues a new one.
+    pub fn expire_tokens(&self) {
+        let mut state = self.state.lock();
+        for token in state.tokens.values_mut() {
+            token.invalidated = true;
+        }
+        state.current.clear();
+    }
+
+    /// The next `n` requests to `path` (e.g. `/cgi-bin/message/send`) fail with `failure`.
+    pub fn fail_next(&self, path: &str, n: usize, failure: Failure) {
+        self.state
+            .lock()
+            .failures
+            .entry(path.to_string())
+            .or_default()
+            .extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// How long a [`Failure::Timeout`] keeps the client waiting.
+    pub fn set_timeout_delay(&self, delay: Duration) {
+        self.state.lock().timeout_delay = Some(delay);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, EmulatorState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the next injected failure for `path` and acts it out; `None` means answer
+    /// normally.
+    async fn injected(&self, path: &str) -> Option<Response> {
+        let (failure, delay) = {
+            let mut state = self.lock();
+            let failure = state.failures.get_mut(path)?.pop_front()?;
+            (failure, state.timeout_delay)
+        };
+        Some(match failure {
+            Failure::Http5xx => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+            }
+            Failure::Timeout => {
+                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
+                errcode(-1, "system busy")
+            }
+            Failure::Errcode(code) => errcode(code, errmsg_for(code)),
+        })
+    }
+}
+
+fn errcode(code: i64, msg: &str) -> Response {
+    Json(json!({ "errcode": code, "errmsg": msg })).into_response()
+}
+
+fn errmsg_for(code: i64) -> &'static str {
+    match code {
+        -1 => "system busy",
+        40001 => "invalid credential",
+        40013 => "invalid corpid",
+        40014 => "invalid access_token",
+        41001 => "access_token missing",
+        42001 => "access_token expired",
+        45009 => "reach max api daily quota limit",
+        45033 => "api concurrent out of limit",
+        _ => "emulated error",
+    }
+}
+
+async fn gettoken(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    shared.lock().gettoken_calls += 1;
+    if let Some(failure) = shared.injected(GETTOKEN).await {
+        return failure;
+    }
+    if query.get("corpid") != Some(&shared.corp_id) {
+        return errcode(40013, errmsg_for(40013));
+    }
+    let Some(which) = query.get("corpsecret").and_then(|given| {
+        shared
+            .secrets
+            .iter()
+            .find(|(secret, _)| secret == given)
+            .map(|(_, which)| *which)
+    }) else {
+        return errcode(40001, errmsg_for(40001));
+    };
+    let mut state = shared.lock();
+    let live = state
+        .current
+        .get(which)
+        .filter(|token| state.tokens.get(*token).is_some_and(|t| !t.expired()))
+        .cloned();
+    let token = live.unwrap_or_else(|| {
+        let token = format!("{which}-{}", uuid::Uuid::new_v4().simple());
+        state.tokens.insert(
+            token.clone(),
+            IssuedToken {
+                issued: Instant::now(),
+                invalidated: false,
+            },
+        );
+        state.current.insert(which, token.clone());
+        token
+    });
+    let remaining = state.tokens.get(&token).map_or(TOKEN_LIFETIME, |t| {
+        TOKEN_LIFETIME.saturating_sub(t.issued.elapsed())
+    });
+    Json(json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "access_token": token,
+        "expires_in": remaining.as_secs(),
+    }))
+    .into_response()
+}
+
+async fn message_send(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(MESSAGE_SEND).await {
+        return failure;
+    }
+    let mut state = shared.lock();
+    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
+        return errcode(41001, errmsg_for(41001));
+    };
+    match state.tokens.get(token) {
+        None => return errcode(40014, errmsg_for(40014)),
+        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
+        Some(_) => {}
+    }
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return errcode(47001, "data format error");
+    };
+    state.messages.push(message);
+    state.next_msgid += 1;
+    Json(json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "invaliduser": "",
+        "msgid": format!("emulated-msg-{}", state.next_msgid),
+    }))
+    .into_response()
+}
