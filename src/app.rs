@@ -18,6 +18,8 @@ use crate::inbox::InboxWriter;
 use crate::jobs::schedule::{self, Every, Misfire, ScheduleSpec};
 use crate::jobs::worker::default_owner;
 use crate::jobs::{cleanup, Registry, Worker, WorkerConfig};
+use crate::platform::wecom::api::WecomApi;
+use crate::platform::wecom::dial;
 use crate::security::{load_or_create_key_file, Cipher, DataKey};
 use crate::tracking::Ledger;
 use crate::webhooks;
@@ -165,7 +167,7 @@ async fn build_worker(
             db: db.clone(),
             clock: clock.clone(),
             cipher: cipher.clone(),
-            client,
+            client: client.clone(),
         },
     );
     registry.register(
@@ -175,6 +177,33 @@ async fn build_worker(
             clock: clock.clone(),
         },
     );
+    if let Some(wecom) = config.wecom.as_ref().filter(|w| w.dial_secret.is_some()) {
+        registry.register(
+            dial::KIND,
+            dial::DialPoll {
+                api: WecomApi::from_config(wecom, client.clone(), clock.clone()),
+                db: db.clone(),
+                cipher: cipher.clone(),
+                clock: clock.clone(),
+                org_id: org.id.clone(),
+            },
+        );
+        schedule::upsert(
+            db,
+            clock.now_ms(),
+            &ScheduleSpec {
+                id: format!("{}:{}", dial::KIND, org.id),
+                org_id: Some(org.id.clone()),
+                kind: dial::KIND.into(),
+                payload: serde_json::json!({}),
+                every: Every::Interval(dial::EVERY),
+                timezone: org.timezone,
+                misfire: Misfire::Once,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the call-record poll: {e}"))?;
+    }
     schedule::upsert(
         db,
         clock.now_ms(),

@@ -66,3 +66,99 @@ async fn call_records_are_stored_once_and_linked_by_phone_hash() {
         "callee number stored in the clear"
     );
 }
+
+/// The scheduled 公费电话 poll against the WeCom emulator: pages through the window,
+/// stores each record once, links it, and uses the dial secret's token.
+#[tokio::test]
+async fn dial_records_are_polled_with_paging_and_stored_once() {
+    use closeloop::platform::wecom::emulator::Emulator;
+
+    let emulator = Emulator::start(
+        "wwcl0000000000001",
+        vec![
+            ("app-secret".to_string(), "app"),
+            ("dial-secret".to_string(), "dial"),
+        ],
+    )
+    .await;
+    let app = crate::helpers::spawn_app_with(&format!(
+        "[wecom]\ncorp_id = \"wwcl0000000000001\"\nagent_id = 1000002\nsecret = \"app-secret\"\n\
+         dial_secret = \"dial-secret\"\ntoken = \"QDG6eK\"\n\
+         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\napi_base = \"{}\"\n",
+        emulator.base_url()
+    ))
+    .await;
+    app.create(
+        "/api/v1/users",
+        json!({"name": "李明", "identities": [{"platform": "wecom", "kind": "userid", "value": "liming"}]}),
+    )
+    .await;
+    let customer = app
+        .create(
+            "/api/v1/customers",
+            json!({"name": "华南智造", "contacts": [{"name": "张总", "phones": ["13800138000"]}]}),
+        )
+        .await;
+    let now = chrono::Utc::now().timestamp();
+    let mut records: Vec<serde_json::Value> = (0..149)
+        .map(|i| {
+            json!({"call_time": now - 3600 + i, "total_duration": 1, "call_type": 1,
+                   "caller": {"userid": "liming", "duration": 60},
+                   "callee": [{"phone": format!("1390000{:04}", i), "duration": 60}]})
+        })
+        .collect();
+    records.push(json!({"call_time": now - 60, "call_type": 1, "caller": {"userid": "liming", "duration": 300},
+                        "callee": [{"phone": 13800138000u64, "duration": 296}]}));
+    // Outside the window: not read.
+    records.push(json!({"call_time": now - 3 * 86_400, "call_type": 1, "caller": {"userid": "liming", "duration": 9},
+                        "callee": [{"phone": "13800138000", "duration": 9}]}));
+    emulator.add_dial_records(records);
+
+    let (schedules,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM schedules WHERE kind = 'wecom.dial_poll'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        schedules, 1,
+        "the poll is scheduled when dial_secret is configured"
+    );
+
+    let poll = || async {
+        closeloop::jobs::enqueue_now(
+            &app.db,
+            chrono::Utc::now().timestamp_millis(),
+            closeloop::jobs::NewJob::new("wecom.dial_poll", json!({})).org(&app.org_id),
+        )
+        .await
+        .unwrap();
+        app.worker.drain().await.unwrap();
+    };
+    poll().await;
+    assert_eq!(app.count("call_records").await, 150);
+    let offsets: Vec<i64> = emulator
+        .dial_requests()
+        .iter()
+        .map(|r| r["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, [0, 100]);
+    let (linked,): (i64,) =
+        sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM call_records WHERE customer_id = $1")
+            .bind(customer["id"].as_str().unwrap())
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(linked, 1);
+    poll().await;
+    assert_eq!(
+        app.count("call_records").await,
+        150,
+        "a second poll stores nothing twice"
+    );
+    assert_eq!(
+        app.count("jobs WHERE kind = 'wecom.dial_poll' AND status = 'done'")
+            .await,
+        2
+    );
+}

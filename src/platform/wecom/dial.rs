@@ -1,10 +1,28 @@
 //! 公费电话 dial records (`dial/get_dial_record`, PROTOCOLS.md §1.5) as platform-neutral
 //! call records. A record has no id of its own; call time, caller and callee identify it.
 
-use serde_json::Value;
+use std::time::Duration;
 
+use serde_json::{json, Value};
+
+use super::api::WecomApi;
+use super::token::SecretKind;
+use crate::clock::SharedClock;
+use crate::db::Db;
+use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
 use crate::platform::event::Platform;
-use crate::verification::calls::CallRecord;
+use crate::security::Cipher;
+use crate::verification::calls::{self, CallRecord, StoreOutcome};
+
+pub const KIND: &str = "wecom.dial_poll";
+const PATH: &str = "/cgi-bin/dial/get_dial_record";
+/// Each poll re-reads this much history: records can reach WeCom late, and the overlap
+/// with earlier polls costs nothing (records are stored once).
+pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How often the poll runs.
+pub const EVERY: Duration = Duration::from_secs(600);
+/// A safety stop for one poll (10,000 records).
+const MAX_PAGES: i64 = 100;
 
 /// Most records one request returns; WeCom treats more as 100.
 pub const PAGE_LIMIT: i64 = 100;
@@ -62,6 +80,59 @@ pub fn parse_page(response: &Value) -> Vec<CallRecord> {
 /// Raw records in the page (for paging: a full page means there may be more).
 pub fn page_len(response: &Value) -> usize {
     response["record"].as_array().map_or(0, Vec::len)
+}
+
+/// The scheduled poll: pages through the window and stores what is new.
+pub struct DialPoll {
+    pub api: WecomApi,
+    pub db: Db,
+    pub cipher: Cipher,
+    pub clock: SharedClock,
+    pub org_id: String,
+}
+
+impl DialPoll {
+    async fn poll(&self) -> Result<Value, JobError> {
+        let end = self.clock.now_ms() / 1000;
+        let start = end - WINDOW.as_secs() as i64;
+        let mut total = StoreOutcome::default();
+        let mut pages = 0;
+        for page in 0..MAX_PAGES {
+            let response = self
+                .api
+                .call_json(
+                    SecretKind::Dial,
+                    PATH,
+                    &json!({"start_time": start, "end_time": end, "offset": page * PAGE_LIMIT, "limit": PAGE_LIMIT}),
+                )
+                .await?;
+            pages += 1;
+            let records = parse_page(&response);
+            let stored = calls::store(
+                &self.db,
+                &self.cipher,
+                self.clock.now_ms(),
+                &self.org_id,
+                &records,
+            )
+            .await?;
+            total.inserted += stored.inserted;
+            total.duplicates += stored.duplicates;
+            total.unmatched += stored.unmatched;
+            if (page_len(&response) as i64) < PAGE_LIMIT {
+                break;
+            }
+        }
+        Ok(
+            json!({"pages": pages, "inserted": total.inserted, "duplicates": total.duplicates, "unmatched": total.unmatched}),
+        )
+    }
+}
+
+impl Handler for DialPoll {
+    fn perform<'a>(&'a self, _job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.poll())
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 const GETTOKEN: &str = "/cgi-bin/gettoken";
 const MESSAGE_SEND: &str = "/cgi-bin/message/send";
+const DIAL_RECORD: &str = "/cgi-bin/dial/get_dial_record";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 
 /// A fault the emulator injects instead of answering normally.
@@ -57,6 +58,9 @@ struct EmulatorState {
     failures: HashMap<String, VecDeque<Failure>>,
     timeout_delay: Option<Duration>,
     next_msgid: u64,
+    /// 公费电话 records served by `dial/get_dial_record`.
+    dial_records: Vec<Value>,
+    dial_requests: Vec<Value>,
 }
 
 struct IssuedToken {
@@ -82,6 +86,7 @@ impl Emulator {
         let router = Router::new()
             .route(GETTOKEN, get(gettoken))
             .route(MESSAGE_SEND, post(message_send))
+            .route(DIAL_RECORD, post(dial_record))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -113,6 +118,16 @@ impl Emulator {
     /// The JSON bodies `message/send` accepted, oldest first.
     pub fn received_messages(&self) -> Vec<Value> {
         self.state.lock().messages.clone()
+    }
+
+    /// Adds 公费电话 records (each shaped as in `dial/get_dial_record`'s `record` list).
+    pub fn add_dial_records(&self, records: Vec<Value>) {
+        self.state.lock().dial_records.extend(records);
+    }
+
+    /// The request bodies `dial/get_dial_record` answered, oldest first.
+    pub fn dial_requests(&self) -> Vec<Value> {
+        self.state.lock().dial_requests.clone()
     }
 
     /// Makes every token issued so far answer 42001, as WeCom may do early "出于运营需要";
@@ -272,4 +287,53 @@ async fn message_send(
         "msgid": format!("emulated-msg-{}", state.next_msgid),
     }))
     .into_response()
+}
+
+/// `dial/get_dial_record`: only a token of the 公费电话 secret may read records; the time
+/// window and offset/limit paging behave as documented (limit above 100 counts as 100).
+async fn dial_record(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(DIAL_RECORD).await {
+        return failure;
+    }
+    let mut state = shared.lock();
+    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
+        return errcode(41001, errmsg_for(41001));
+    };
+    match state.tokens.get(token) {
+        None => return errcode(40014, errmsg_for(40014)),
+        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
+        Some(_) => {}
+    }
+    if !token.starts_with("dial-") {
+        return errcode(48002, "api forbidden");
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return errcode(47001, "data format error");
+    };
+    state.dial_requests.push(request.clone());
+    let start = request["start_time"].as_i64().unwrap_or(i64::MIN);
+    let end = request["end_time"].as_i64().unwrap_or(i64::MAX);
+    let offset = request["offset"].as_u64().unwrap_or(0) as usize;
+    let limit = request["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
+    let mut matching: Vec<&Value> = state
+        .dial_records
+        .iter()
+        .filter(|r| {
+            r["call_time"]
+                .as_i64()
+                .is_some_and(|t| t >= start && t <= end)
+        })
+        .collect();
+    matching.sort_by_key(|r| r["call_time"].as_i64());
+    let page: Vec<Value> = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .cloned()
+        .collect();
+    Json(json!({"errcode": 0, "errmsg": "ok", "record": page})).into_response()
 }
