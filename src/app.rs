@@ -177,6 +177,17 @@ async fn build_worker(
             clock: clock.clone(),
         },
     );
+    if let Some(wecom) = &config.wecom {
+        registry.register(
+            crate::cards::DELIVER,
+            crate::platform::wecom::cards::DeliverCard {
+                api: WecomApi::from_config(wecom, client.clone(), clock.clone()),
+                db: db.clone(),
+                clock: clock.clone(),
+                agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
+            },
+        );
+    }
     if let Some(wecom) = config.wecom.as_ref().filter(|w| w.dial_secret.is_some()) {
         registry.register(
             dial::KIND,

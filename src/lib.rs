@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod app;
+pub mod cards;
 pub mod cli;
 pub mod clock;
 pub mod config;

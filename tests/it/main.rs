@@ -7,6 +7,7 @@ mod helpers;
 mod api_directory;
 mod api_events;
 mod callbacks;
+mod cards;
 mod cli;
 mod jobs;
 mod ops;

@@ -278,15 +278,20 @@ async fn message_send(
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
     };
+    let is_card = message["msgtype"] == "template_card";
     state.messages.push(message);
     state.next_msgid += 1;
-    Json(json!({
+    let mut answer = json!({
         "errcode": 0,
         "errmsg": "ok",
         "invaliduser": "",
         "msgid": format!("emulated-msg-{}", state.next_msgid),
-    }))
-    .into_response()
+    });
+    // Template cards come back with the one-shot code that may update them (72 h).
+    if is_card {
+        answer["response_code"] = json!(format!("emulated-rc-{}", uuid::Uuid::new_v4().simple()));
+    }
+    Json(answer).into_response()
 }
 
 /// `dial/get_dial_record`: only a token of the 公费电话 secret may read records; the time

@@ -1,6 +1,7 @@
 //! WeCom (企业微信).
 
 pub mod api;
+pub mod cards;
 pub mod crypto;
 pub mod dial;
 pub mod emulator;

@@ -1,0 +1,129 @@
+//! Interactive cards, platform-neutral: one card model (title, fields, buttons) that each
+//! platform renders its own way. Sending is a durable job enqueued in the caller's
+//! transaction; button keys come from code (`<action>:<card id>`), so what a click means
+//! never depends on wording.
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::{new_id, Tx};
+use crate::error::{Error, Result};
+use crate::jobs::{self, NewJob};
+
+/// The job kind that delivers a card through the configured platform.
+pub const DELIVER: &str = "card.deliver";
+pub const MAX_FIELDS: usize = 6;
+pub const MAX_BUTTONS: usize = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ButtonStyle {
+    Primary,
+    Default,
+    Danger,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    /// What the click does, e.g. `accept`, `answer`, `reject` (from code).
+    pub action: String,
+    pub label: String,
+    pub style: ButtonStyle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    pub title: String,
+    pub description: Option<String>,
+    /// Label and value pairs, shown in order.
+    pub fields: Vec<(String, String)>,
+    pub buttons: Vec<Button>,
+}
+
+impl Card {
+    fn check(&self) -> Result<()> {
+        if self.title.trim().is_empty() {
+            return Err(Error::invalid("a card needs a title"));
+        }
+        if self.fields.len() > MAX_FIELDS {
+            return Err(Error::invalid(format!(
+                "a card has at most {MAX_FIELDS} fields"
+            )));
+        }
+        if self.buttons.len() > MAX_BUTTONS {
+            return Err(Error::invalid(format!(
+                "a card has at most {MAX_BUTTONS} buttons"
+            )));
+        }
+        for b in &self.buttons {
+            if b.action.is_empty() || !b.action.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                return Err(Error::invalid(
+                    "button actions are lowercase words from code",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key a button click carries back: the action and the card it belongs to.
+pub fn button_key(action: &str, card_id: &str) -> String {
+    format!("{action}:{card_id}")
+}
+
+/// Splits a clicked key into (action, card id).
+pub fn parse_button_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once(':')
+        .filter(|(a, c)| !a.is_empty() && !c.is_empty())
+}
+
+/// Queues a card for `recipient` inside the caller's transaction; the card exists and will
+/// be delivered if and only if the transaction commits. Returns the card id.
+pub async fn send(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    recipient_user_id: &str,
+    purpose: &str,
+    object_ref: Option<&str>,
+    card: &Card,
+) -> Result<String> {
+    card.check()?;
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO cards (id, org_id, recipient_user_id, purpose, object_ref, content, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(recipient_user_id)
+    .bind(purpose)
+    .bind(object_ref)
+    .bind(serde_json::to_string(card).map_err(|e| Error::Internal(e.into()))?)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    jobs::enqueue(
+        tx,
+        now_ms,
+        NewJob::new(DELIVER, serde_json::json!({"card_id": id}))
+            .org(org_id)
+            .ordered_by(format!("card:{id}"))
+            .dedupe(format!("card.deliver:{id}")),
+    )
+    .await?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = button_key("accept", "0192-abc");
+        assert_eq!(parse_button_key(&k), Some(("accept", "0192-abc")));
+        assert_eq!(parse_button_key("nokey"), None);
+        assert_eq!(parse_button_key(":x"), None);
+    }
+}

@@ -1,0 +1,184 @@
+//! Cards on WeCom: the card model rendered as a `button_interaction` template card and
+//! sent with `message/send` (PROTOCOLS.md §1.4). The card id is the `task_id`, button keys
+//! are `<action>:<card id>`, and WeCom's own duplicate check guards the one window where a
+//! crash between the send and its record could resend.
+
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::api::WecomApi;
+use super::token::SecretKind;
+use crate::cards::{button_key, ButtonStyle, Card};
+use crate::clock::SharedClock;
+use crate::db::{Db, Tx};
+use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
+
+const SEND: &str = "/cgi-bin/message/send";
+/// WeCom's response_code can update a card once, within 72 hours.
+const RESPONSE_CODE_TTL_MS: i64 = 72 * 3600 * 1000;
+/// Seconds in which WeCom drops a repeat of the same message.
+const DUPLICATE_CHECK_INTERVAL: i64 = 1800;
+
+/// WeCom suggests short texts (a title of 26 characters, buttons of 10…); longer ones are
+/// cut with an ellipsis rather than refused.
+fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// The `message/send` body for one card to one WeCom user.
+pub fn render(card: &Card, card_id: &str, to_userid: &str, agent_id: i64) -> Value {
+    let mut main_title = json!({"title": fit(&card.title, 26)});
+    if let Some(d) = &card.description {
+        main_title["desc"] = json!(fit(d, 30));
+    }
+    let fields: Vec<Value> = card
+        .fields
+        .iter()
+        .map(|(k, v)| json!({"keyname": fit(k, 5), "value": fit(v, 26)}))
+        .collect();
+    let buttons: Vec<Value> = card
+        .buttons
+        .iter()
+        .map(|b| {
+            let style = match b.style {
+                ButtonStyle::Primary => 1,
+                ButtonStyle::Default => 2,
+                ButtonStyle::Danger => 3,
+            };
+            json!({"text": fit(&b.label, 10), "style": style, "key": button_key(&b.action, card_id)})
+        })
+        .collect();
+    json!({
+        "touser": to_userid,
+        "msgtype": "template_card",
+        "agentid": agent_id,
+        "template_card": {
+            "card_type": "button_interaction",
+            "source": {"desc": "closeloop"},
+            "main_title": main_title,
+            "horizontal_content_list": fields,
+            "task_id": card_id,
+            "button_list": buttons,
+        },
+        "enable_duplicate_check": 1,
+        "duplicate_check_interval": DUPLICATE_CHECK_INTERVAL,
+    })
+}
+
+/// Delivers queued cards through WeCom.
+pub struct DeliverCard {
+    pub api: WecomApi,
+    pub db: Db,
+    pub clock: SharedClock,
+    pub agent_id: i64,
+}
+
+impl DeliverCard {
+    async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let card_id = job.payload["card_id"].as_str().unwrap_or_default();
+        let row = sqlx::query(
+            "SELECT c.content, c.recipient_user_id, i.value AS userid FROM cards c \
+             LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'wecom' AND i.kind = 'userid' \
+             WHERE c.id = $1",
+        )
+        .bind(card_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
+        let Some(userid) = row.get::<Option<String>, _>("userid") else {
+            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
+                .bind(self.clock.now_ms())
+                .bind(card_id)
+                .execute(&self.db.pool)
+                .await?;
+            return Err(JobError::GiveUp("the recipient has no WeCom userid".into()));
+        };
+        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let response = self
+            .api
+            .call_json(
+                SecretKind::App,
+                SEND,
+                &render(&card, card_id, &userid, self.agent_id),
+            )
+            .await?;
+        if response["invaliduser"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty())
+        {
+            return Err(JobError::GiveUp(
+                "WeCom refused the recipient (not in the app's visible range)".into(),
+            ));
+        }
+        Ok(json!({"msgid": response["msgid"], "response_code": response["response_code"]}))
+    }
+}
+
+impl Handler for DeliverCard {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.deliver(job))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        out: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let now = self.clock.now_ms();
+            let code = out["response_code"].as_str();
+            sqlx::query(
+                "UPDATE cards SET status = 'sent', platform = 'wecom', platform_message_id = $1, response_code = $2, \
+                 response_code_expires_at = $3, updated_at = $4 WHERE id = $5",
+            )
+            .bind(out["msgid"].as_str())
+            .bind(code)
+            .bind(code.map(|_| now + RESPONSE_CODE_TTL_MS))
+            .bind(now)
+            .bind(job.payload["card_id"].as_str().unwrap_or_default())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cards::Button;
+
+    #[test]
+    fn renders_a_button_interaction_card() {
+        let card = Card {
+            title: "售前快速提问：华南智造科技有限公司的智能质检方案需要确认".into(),
+            description: Some("李明 发起".into()),
+            fields: vec![("客户".into(), "华南智造".into())],
+            buttons: vec![Button {
+                action: "accept".into(),
+                label: "接受".into(),
+                style: ButtonStyle::Primary,
+            }],
+        };
+        let body = render(&card, "0193-card", "zhanggong", 1_000_002);
+        assert_eq!(body["msgtype"], "template_card");
+        assert_eq!(body["enable_duplicate_check"], 1);
+        let t = &body["template_card"];
+        assert_eq!(t["card_type"], "button_interaction");
+        assert_eq!(t["task_id"], "0193-card");
+        assert_eq!(t["button_list"][0]["key"], "accept:0193-card");
+        assert_eq!(
+            t["main_title"]["title"].as_str().unwrap().chars().count(),
+            26
+        );
+        assert!(t["main_title"]["title"].as_str().unwrap().ends_with('…'));
+    }
+}

@@ -1,0 +1,166 @@
+//! Interactive cards delivered through WeCom (emulated): transactional, rendered from the
+//! card model, resilient to rate limits and token expiry.
+
+use closeloop::cards::{self, Button, ButtonStyle, Card};
+use closeloop::platform::wecom::emulator::{Emulator, Failure};
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+async fn setup() -> (Emulator, TestApp) {
+    let emulator =
+        Emulator::start("wwcl0000000000001", vec![("app-secret".to_string(), "app")]).await;
+    let app = spawn_app_with(&format!(
+        "[wecom]\ncorp_id = \"wwcl0000000000001\"\nagent_id = 1000002\nsecret = \"app-secret\"\ntoken = \"QDG6eK\"\n\
+         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\napi_base = \"{}\"\n",
+        emulator.base_url()
+    ))
+    .await;
+    (emulator, app)
+}
+
+fn quick_ask() -> Card {
+    Card {
+        title: "售前快速提问".into(),
+        description: Some("李明 · 华南智造".into()),
+        fields: vec![("问题".into(), "是否支持私有化部署？".into())],
+        buttons: vec![
+            Button {
+                action: "accept".into(),
+                label: "接受".into(),
+                style: ButtonStyle::Primary,
+            },
+            Button {
+                action: "reject".into(),
+                label: "退回".into(),
+                style: ButtonStyle::Danger,
+            },
+        ],
+    }
+}
+
+async fn send(app: &TestApp, to: &str) -> String {
+    let mut tx = app.db.begin().await.unwrap();
+    let id = cards::send(
+        &mut tx,
+        chrono::Utc::now().timestamp_millis(),
+        &app.org_id,
+        to,
+        "quick_ask",
+        Some("ask:1"),
+        &quick_ask(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+async fn card_status(app: &TestApp, id: &str) -> (String, Option<String>, Option<i64>) {
+    sqlx::query_as(
+        "SELECT status, response_code, response_code_expires_at FROM cards WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_card_is_sent_once_as_a_wecom_template_card() {
+    let (emulator, app) = setup().await;
+    let presales = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "roles": ["presales"], "identities": [{"platform": "wecom", "kind": "userid", "value": "zhanggong"}]}),
+        )
+        .await;
+    let to = presales["id"].as_str().unwrap();
+
+    // Rolled back: no card, no job.
+    let mut tx = app.db.begin().await.unwrap();
+    cards::send(&mut tx, 0, &app.org_id, to, "quick_ask", None, &quick_ask())
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(app.count("cards").await, 0);
+    assert_eq!(app.count("jobs WHERE kind = 'card.deliver'").await, 0);
+
+    let id = send(&app, to).await;
+    app.worker.drain().await.unwrap();
+    let sent = emulator.received_messages();
+    assert_eq!(sent.len(), 1);
+    let m = &sent[0];
+    assert_eq!(
+        (m["touser"].as_str(), m["agentid"].as_i64()),
+        (Some("zhanggong"), Some(1_000_002))
+    );
+    assert_eq!(m["enable_duplicate_check"], 1);
+    assert_eq!(m["template_card"]["task_id"], id.as_str());
+    assert_eq!(
+        m["template_card"]["button_list"][1]["key"],
+        format!("reject:{id}")
+    );
+    let (status, code, expires) = card_status(&app, &id).await;
+    assert_eq!(status, "sent");
+    assert!(code.unwrap().starts_with("emulated-rc-"));
+    let ttl = expires.unwrap() - chrono::Utc::now().timestamp_millis();
+    assert!(
+        (71 * 3_600_000..=72 * 3_600_000).contains(&ttl),
+        "response code valid for 72 h"
+    );
+    app.worker.drain().await.unwrap();
+    assert_eq!(emulator.received_messages().len(), 1, "delivered once");
+}
+
+#[tokio::test]
+async fn rate_limits_delay_and_expired_tokens_refresh_nothing_is_dropped() {
+    let (emulator, app) = setup().await;
+    let user = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "identities": [{"platform": "wecom", "kind": "userid", "value": "zhanggong"}]}),
+        )
+        .await;
+    let to = user["id"].as_str().unwrap();
+
+    emulator.fail_next("/cgi-bin/message/send", 1, Failure::Errcode(45009));
+    let limited = send(&app, to).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(card_status(&app, &limited).await.0, "queued");
+    let (status, attempts): (String, i64) =
+        sqlx::query_as("SELECT status, attempts FROM jobs WHERE kind = 'card.deliver'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("queued", 0),
+        "a rate limit delays without using an attempt"
+    );
+
+    // Token invalidated by WeCom: the call refreshes once and goes through.
+    emulator.expire_tokens();
+    let calls_before = emulator.gettoken_calls();
+    let fresh = send(&app, to).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(card_status(&app, &fresh).await.0, "sent");
+    assert_eq!(emulator.gettoken_calls(), calls_before + 1);
+}
+
+#[tokio::test]
+async fn a_recipient_without_a_wecom_id_fails_visibly() {
+    let (emulator, app) = setup().await;
+    let nobody = app.user("无企业微信账号", &["finance"]).await;
+    let id = send(&app, &nobody).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(card_status(&app, &id).await.0, "failed");
+    let dead: serde_json::Value = app
+        .get("/api/v1/jobs?status=dead&kind=card.deliver")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dead["items"].as_array().unwrap().len(), 1);
+    assert!(emulator.received_messages().is_empty());
+}
