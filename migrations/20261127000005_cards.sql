@@ -13,6 +13,10 @@ CREATE TABLE cards (
     -- One-shot code to update the card (WeCom: 72 h); never shown by the API.
     response_code             TEXT,
     response_code_expires_at  BIGINT,
+    -- The first click by the recipient; later clicks change nothing.
+    clicked_action            TEXT,
+    clicked_by_user_id        TEXT REFERENCES users(id),
+    clicked_at                BIGINT,
     created_at                BIGINT NOT NULL,
     updated_at                BIGINT NOT NULL
 );

@@ -177,7 +177,24 @@ async fn build_worker(
             clock: clock.clone(),
         },
     );
+    registry.register(
+        crate::inbox::PROCESS,
+        crate::inbox::Process {
+            db: db.clone(),
+            cipher: cipher.clone(),
+            clock: clock.clone(),
+        },
+    );
     if let Some(wecom) = &config.wecom {
+        registry.register(
+            crate::cards::UPDATE,
+            crate::platform::wecom::cards::UpdateCard {
+                api: WecomApi::from_config(wecom, client.clone(), clock.clone()),
+                db: db.clone(),
+                clock: clock.clone(),
+                agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
+            },
+        );
         registry.register(
             crate::cards::DELIVER,
             crate::platform::wecom::cards::DeliverCard {

@@ -38,7 +38,12 @@ struct Owned {
     summary: String,
     status: String,
     error: Option<String>,
+    process: bool,
+    ordering_key: Option<String>,
 }
+
+/// The job that turns a stored callback into its effects, enqueued with the entry.
+pub const PROCESS: &str = "inbox.process";
 
 impl InboxWriter {
     pub fn start(db: Db, clock: crate::clock::SharedClock) -> (InboxWriter, JoinHandle<()>) {
@@ -89,6 +94,8 @@ impl InboxWriter {
             summary: e.summary.to_string(),
             status: e.status.into(),
             error: e.error.map(str::to_string),
+            process: e.status == "received",
+            ordering_key: e.ordering_key,
         };
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -129,6 +136,17 @@ async fn insert_all(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if inserted == 1 && e.process {
+            // Processing is committed with the entry, so an acknowledged callback always
+            // gets processed.
+            let mut job = crate::jobs::NewJob::new(PROCESS, serde_json::json!({"inbox_id": id}))
+                .org(e.org_id.clone())
+                .dedupe(format!("{PROCESS}:{id}"));
+            job.ordering_key = e.ordering_key.clone();
+            crate::jobs::enqueue(&mut tx, now_ms, job)
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        }
         ids.push((inserted == 1).then_some(id));
     }
     tx.commit().await?;
@@ -146,6 +164,9 @@ pub struct NewEntry<'a> {
     /// `received`, or `quarantined` for a signed body that could not be parsed.
     pub status: &'a str,
     pub error: Option<&'a str>,
+    /// Callbacks with the same key are processed one at a time, in arrival order (one
+    /// person's clicks, say).
+    pub ordering_key: Option<String>,
 }
 
 /// The stored body of an entry, decrypted (for processing and inspection tools).
@@ -236,4 +257,126 @@ pub async fn list(
         })
         .collect();
     Ok(Page::from_rows(items, page, |i| &i.id))
+}
+
+/// Turns a stored callback into its effects, inside the job's fenced transaction, so each
+/// callback is applied exactly once.
+pub struct Process {
+    pub db: Db,
+    pub cipher: Cipher,
+    pub clock: crate::clock::SharedClock,
+}
+
+impl Process {
+    async fn process(&self, tx: &mut crate::db::Tx, inbox_id: &str) -> Result<()> {
+        use crate::cards::{self, Click};
+        use crate::platform::event::{EventKind, Platform};
+
+        let Some(row) =
+            sqlx::query("SELECT org_id, platform, body, status FROM inbox WHERE id = $1")
+                .bind(inbox_id)
+                .fetch_optional(&mut **tx)
+                .await?
+        else {
+            return Ok(());
+        };
+        if row.get::<String, _>("status") != "received" {
+            return Ok(());
+        }
+        let org_id: String = row.get("org_id");
+        let now = self.clock.now_ms();
+        let platform = Platform::parse(&row.get::<String, _>("platform"));
+        let body = self
+            .cipher
+            .decrypt(BODY_CONTEXT, &row.get::<String, _>("body"))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("inbox body unreadable: {e}")))?;
+        let event = platform
+            .ok_or_else(|| "unknown platform".to_string())
+            .and_then(|p| crate::platform::parse_stored(p, &body));
+        let (status, note): (&str, Option<String>) = match (&event, platform) {
+            (Err(e), _) => ("failed", Some(e.clone())),
+            (Ok(ev), Some(p)) => match &ev.kind {
+                EventKind::CardAction {
+                    user_id,
+                    task_id,
+                    action_key,
+                    response_code,
+                    ..
+                } => {
+                    match cards::parse_button_key(action_key).filter(|(_, card)| card == task_id) {
+                        None => (
+                            "ignored",
+                            Some("the button key is not from a closeloop card".into()),
+                        ),
+                        Some((action, card)) => {
+                            let clicker: Option<String> = sqlx::query(
+                            "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = $3 AND value = $4",
+                        )
+                        .bind(&org_id)
+                        .bind(p.as_str())
+                        .bind(p.member_id_kind())
+                        .bind(user_id)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|r| r.get("user_id"));
+                            match cards::record_click(
+                                tx,
+                                now,
+                                &org_id,
+                                card,
+                                action,
+                                clicker.as_deref(),
+                                response_code.as_deref(),
+                            )
+                            .await?
+                            {
+                                Click::Recorded => ("processed", None),
+                                Click::Repeat => {
+                                    ("processed", Some("a repeat click: nothing changed".into()))
+                                }
+                                Click::NotRecipient => (
+                                    "ignored",
+                                    Some("clicked by someone other than the recipient".into()),
+                                ),
+                                Click::UnknownCard => {
+                                    ("ignored", Some("no such card or button".into()))
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => ("ignored", Some("no handler for this event type yet".into())),
+            },
+            (Ok(_), None) => ("failed", Some("unknown platform".into())),
+        };
+        sqlx::query("UPDATE inbox SET status = $1, processed_at = $2, error = $3 WHERE id = $4")
+            .bind(status)
+            .bind(now)
+            .bind(note)
+            .bind(inbox_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl crate::jobs::Handler for Process {
+    fn perform<'a>(
+        &'a self,
+        _job: &'a crate::jobs::ClaimedJob,
+    ) -> crate::jobs::BoxFuture<'a, Result<Value, crate::jobs::JobError>> {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut crate::db::Tx,
+        job: &'a crate::jobs::ClaimedJob,
+        _output: &'a Value,
+    ) -> crate::jobs::BoxFuture<'a, Result<(), crate::jobs::JobError>> {
+        Box::pin(async move {
+            let id = job.payload["inbox_id"].as_str().unwrap_or_default();
+            self.process(tx, id).await.map_err(Into::into)
+        })
+    }
 }

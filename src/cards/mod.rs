@@ -115,6 +115,83 @@ pub async fn send(
     Ok(id)
 }
 
+/// The job kind that updates a clicked card on its platform.
+pub const UPDATE: &str = "card.update";
+
+/// What a click did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Click {
+    /// The recipient's first answer: recorded, and the card update queued.
+    Recorded,
+    /// A double click or a repeat: nothing changes.
+    Repeat,
+    /// Someone other than the recipient clicked (a forwarded card): refused.
+    NotRecipient,
+    UnknownCard,
+}
+
+/// Records the recipient's first click on a card, idempotently, and queues the card's
+/// update in the same transaction. `response_code` is the fresh one-shot code the click
+/// delivered, if the platform sends one.
+pub async fn record_click(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    card_id: &str,
+    action: &str,
+    clicker_user_id: Option<&str>,
+    response_code: Option<&str>,
+) -> Result<Click> {
+    let row =
+        sqlx::query("SELECT recipient_user_id, content FROM cards WHERE id = $1 AND org_id = $2")
+            .bind(card_id)
+            .bind(org_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(row) = row else {
+        return Ok(Click::UnknownCard);
+    };
+    use sqlx::Row;
+    let recipient: String = row.get("recipient_user_id");
+    if clicker_user_id != Some(recipient.as_str()) {
+        return Ok(Click::NotRecipient);
+    }
+    let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+        .map_err(|e| Error::Internal(e.into()))?;
+    if !card.buttons.iter().any(|b| b.action == action) {
+        return Ok(Click::UnknownCard);
+    }
+    let first = sqlx::query(
+        "UPDATE cards SET clicked_action = $1, clicked_by_user_id = $2, clicked_at = $3, \
+         response_code = COALESCE($4, response_code), \
+         response_code_expires_at = CASE WHEN $4 IS NULL THEN response_code_expires_at ELSE $5 END, updated_at = $3 \
+         WHERE id = $6 AND clicked_action IS NULL",
+    )
+    .bind(action)
+    .bind(&recipient)
+    .bind(now_ms)
+    .bind(response_code)
+    .bind(now_ms + 72 * 3600 * 1000)
+    .bind(card_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first {
+        return Ok(Click::Repeat);
+    }
+    jobs::enqueue(
+        tx,
+        now_ms,
+        NewJob::new(UPDATE, serde_json::json!({"card_id": card_id}))
+            .org(org_id)
+            .ordered_by(format!("card:{card_id}"))
+            .dedupe(format!("card.update:{card_id}")),
+    )
+    .await?;
+    Ok(Click::Recorded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,23 @@ impl Platform {
             Platform::Feishu => "feishu",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s {
+            "wecom" => Some(Platform::Wecom),
+            "dingtalk" => Some(Platform::Dingtalk),
+            "feishu" => Some(Platform::Feishu),
+            _ => None,
+        }
+    }
+
+    /// The identity kind under which a member's id arrives in this platform's events.
+    pub fn member_id_kind(self) -> &'static str {
+        match self {
+            Platform::Wecom | Platform::Dingtalk => "userid",
+            Platform::Feishu => "user_id",
+        }
+    }
 }
 
 /// What happened. User ids are the platform's own ids for members of the organisation;

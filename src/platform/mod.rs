@@ -6,3 +6,11 @@ pub mod dingtalk;
 pub mod event;
 pub mod feishu;
 pub mod wecom;
+
+/// Parses a stored callback body of `platform` again (inbox processing).
+pub fn parse_stored(platform: event::Platform, body: &str) -> Result<event::InboundEvent, String> {
+    match platform {
+        event::Platform::Wecom => wecom::inbound::parse(body),
+        other => Err(format!("no parser for {} callbacks yet", other.as_str())),
+    }
+}

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::helpers::{error_code, spawn_app_with, TestApp};
 
-const CORP: &str = "wwcl0000000000001";
+pub(crate) const CORP: &str = "wwcl0000000000001";
 const TOKEN: &str = "QDG6eK";
 const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 
@@ -37,7 +37,12 @@ fn pct(s: &str) -> String {
 }
 
 /// POSTs `plain` the way WeCom would: encrypted for `receiver`, signed at `ts`.
-async fn deliver(app: &TestApp, plain: &str, receiver: &str, ts: i64) -> reqwest::Response {
+pub(crate) async fn deliver(
+    app: &TestApp,
+    plain: &str,
+    receiver: &str,
+    ts: i64,
+) -> reqwest::Response {
     let crypto = crypto_for(receiver);
     let encrypted = crypto.encrypt_random(plain);
     let sig = crypto.signature(&ts.to_string(), "1372623149", &encrypted);

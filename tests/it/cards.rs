@@ -164,3 +164,107 @@ async fn a_recipient_without_a_wecom_id_fails_visibly() {
     assert_eq!(dead["items"].as_array().unwrap().len(), 1);
     assert!(emulator.received_messages().is_empty());
 }
+
+fn click(card: &str, from: &str, action: &str, code: &str) -> String {
+    let ts = chrono::Utc::now().timestamp();
+    format!(
+        "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[template_card_event]]></Event>\
+         <EventKey><![CDATA[{action}:{card}]]></EventKey><TaskId><![CDATA[{card}]]></TaskId>\
+         <CardType><![CDATA[button_interaction]]></CardType><ResponseCode><![CDATA[{code}]]></ResponseCode>\
+         <AgentID>1000002</AgentID></xml>",
+        corp = crate::callbacks::CORP
+    )
+}
+
+#[tokio::test]
+async fn the_recipients_first_click_is_recorded_once_and_updates_the_card() {
+    let (emulator, app) = setup().await;
+    let presales = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "identities": [{"platform": "wecom", "kind": "userid", "value": "zhanggong"}]}),
+        )
+        .await;
+    app.create(
+        "/api/v1/users",
+        json!({"name": "王芳", "identities": [{"platform": "wecom", "kind": "userid", "value": "wangfang"}]}),
+    )
+    .await;
+    let id = send(&app, presales["id"].as_str().unwrap()).await;
+    app.worker.drain().await.unwrap();
+    let corp = crate::callbacks::CORP;
+    let ts = chrono::Utc::now().timestamp();
+
+    // A forwarded card clicked by someone else changes nothing.
+    let stranger = emulator.issue_response_code();
+    let res =
+        crate::callbacks::deliver(&app, &click(&id, "wangfang", "accept", &stranger), corp, ts)
+            .await;
+    assert_eq!(res.status(), 200);
+    app.worker.drain().await.unwrap();
+    let (clicked,): (Option<String>,) =
+        sqlx::query_as("SELECT clicked_action FROM cards WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(clicked, None);
+
+    let code = emulator.issue_response_code();
+    let first = click(&id, "zhanggong", "accept", &code);
+    assert_eq!(
+        crate::callbacks::deliver(&app, &first, corp, ts)
+            .await
+            .status(),
+        200
+    );
+    // WeCom retries the same callback, and the user double-clicks (a new code).
+    assert_eq!(
+        crate::callbacks::deliver(&app, &first, corp, ts)
+            .await
+            .status(),
+        200
+    );
+    let again = emulator.issue_response_code();
+    let double = click(&id, "zhanggong", "reject", &again);
+    assert_eq!(
+        crate::callbacks::deliver(&app, &double, corp, ts)
+            .await
+            .status(),
+        200
+    );
+    app.worker.drain().await.unwrap();
+
+    let (clicked, by): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT clicked_action, clicked_by_user_id FROM cards WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (clicked.as_deref(), by.as_deref()),
+        (Some("accept"), presales["id"].as_str())
+    );
+    let updates = emulator.card_updates();
+    assert_eq!(updates.len(), 1, "one update for one answer");
+    assert_eq!(updates[0]["response_code"], code.as_str());
+    assert_eq!(updates[0]["button"]["replace_name"], "已接受");
+    assert_eq!(updates[0]["userids"][0], "zhanggong");
+
+    let events: serde_json::Value = app
+        .get("/api/v1/platform-events?type=template_card_event")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["ignored", "processed", "processed"]);
+    let text = events.to_string();
+    assert!(!text.contains(&code), "a response code leaked into the API");
+}

@@ -151,6 +151,90 @@ impl Handler for DeliverCard {
     }
 }
 
+const UPDATE: &str = "/cgi-bin/message/update_template_card";
+
+/// After the recipient's first click, greys the buttons out with what was chosen, using
+/// the click's one-shot response code (valid 72 h).
+pub struct UpdateCard {
+    pub api: WecomApi,
+    pub db: Db,
+    pub clock: SharedClock,
+    pub agent_id: i64,
+}
+
+impl UpdateCard {
+    async fn update(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let card_id = job.payload["card_id"].as_str().unwrap_or_default();
+        let row = sqlx::query(
+            "SELECT c.content, c.clicked_action, c.response_code, c.response_code_expires_at, i.value AS userid \
+             FROM cards c LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id \
+             AND i.platform = 'wecom' AND i.kind = 'userid' WHERE c.id = $1",
+        )
+        .bind(card_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
+        let (Some(code), Some(userid)) = (
+            row.get::<Option<String>, _>("response_code"),
+            row.get::<Option<String>, _>("userid"),
+        ) else {
+            return Err(JobError::GiveUp(
+                "no response code or recipient to update the card with".into(),
+            ));
+        };
+        if row
+            .get::<Option<i64>, _>("response_code_expires_at")
+            .is_some_and(|e| e <= self.clock.now_ms())
+        {
+            return Err(JobError::GiveUp(
+                "the card's response code expired (72 h)".into(),
+            ));
+        }
+        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let action = row
+            .get::<Option<String>, _>("clicked_action")
+            .unwrap_or_default();
+        let label = card
+            .buttons
+            .iter()
+            .find(|b| b.action == action)
+            .map_or("已处理".to_string(), |b| format!("已{}", b.label));
+        self.api
+            .call_json(
+                SecretKind::App,
+                UPDATE,
+                &json!({"userids": [userid], "agentid": self.agent_id, "response_code": code,
+                        "button": {"replace_name": fit(&label, 10)}}),
+            )
+            .await?;
+        Ok(json!({"replace_name": label}))
+    }
+}
+
+impl Handler for UpdateCard {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.update(job))
+    }
+
+    /// The code is spent: forget it.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        _out: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE cards SET response_code = NULL, response_code_expires_at = NULL, updated_at = $1 WHERE id = $2")
+                .bind(self.clock.now_ms())
+                .bind(job.payload["card_id"].as_str().unwrap_or_default())
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 const GETTOKEN: &str = "/cgi-bin/gettoken";
 const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 const DIAL_RECORD: &str = "/cgi-bin/dial/get_dial_record";
+const UPDATE_CARD: &str = "/cgi-bin/message/update_template_card";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 
 /// A fault the emulator injects instead of answering normally.
@@ -61,6 +62,9 @@ struct EmulatorState {
     /// 公费电话 records served by `dial/get_dial_record`.
     dial_records: Vec<Value>,
     dial_requests: Vec<Value>,
+    /// One-shot card codes issued and not yet used.
+    response_codes: std::collections::HashSet<String>,
+    card_updates: Vec<Value>,
 }
 
 struct IssuedToken {
@@ -87,6 +91,7 @@ impl Emulator {
             .route(GETTOKEN, get(gettoken))
             .route(MESSAGE_SEND, post(message_send))
             .route(DIAL_RECORD, post(dial_record))
+            .route(UPDATE_CARD, post(update_template_card))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -118,6 +123,18 @@ impl Emulator {
     /// The JSON bodies `message/send` accepted, oldest first.
     pub fn received_messages(&self) -> Vec<Value> {
         self.state.lock().messages.clone()
+    }
+
+    /// Issues a card response code, as WeCom puts one in each card-click callback.
+    pub fn issue_response_code(&self) -> String {
+        let code = format!("emulated-rc-{}", uuid::Uuid::new_v4().simple());
+        self.state.lock().response_codes.insert(code.clone());
+        code
+    }
+
+    /// The bodies `update_template_card` accepted, oldest first.
+    pub fn card_updates(&self) -> Vec<Value> {
+        self.state.lock().card_updates.clone()
     }
 
     /// Adds 公费电话 records (each shaped as in `dial/get_dial_record`'s `record` list).
@@ -289,7 +306,9 @@ async fn message_send(
     });
     // Template cards come back with the one-shot code that may update them (72 h).
     if is_card {
-        answer["response_code"] = json!(format!("emulated-rc-{}", uuid::Uuid::new_v4().simple()));
+        let code = format!("emulated-rc-{}", uuid::Uuid::new_v4().simple());
+        state.response_codes.insert(code.clone());
+        answer["response_code"] = json!(code);
     }
     Json(answer).into_response()
 }
@@ -341,4 +360,38 @@ async fn dial_record(
         .cloned()
         .collect();
     Json(json!({"errcode": 0, "errmsg": "ok", "record": page})).into_response()
+}
+
+/// `message/update_template_card`: each response code works once (PROTOCOLS.md §1.4).
+/// A used or unknown code answers 40058 (WeCom's general "invalid parameter"; the
+/// documentation names no dedicated code for it).
+async fn update_template_card(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(UPDATE_CARD).await {
+        return failure;
+    }
+    let mut state = shared.lock();
+    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
+        return errcode(41001, errmsg_for(41001));
+    };
+    match state.tokens.get(token) {
+        None => return errcode(40014, errmsg_for(40014)),
+        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
+        Some(_) => {}
+    }
+    let Ok(update) = serde_json::from_slice::<Value>(&body) else {
+        return errcode(47001, "data format error");
+    };
+    let code = update["response_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !state.response_codes.remove(&code) {
+        return errcode(40058, "invalid response_code");
+    }
+    state.card_updates.push(update);
+    Json(json!({"errcode": 0, "errmsg": "ok", "invaliduser": []})).into_response()
 }

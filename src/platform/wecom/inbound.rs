@@ -87,28 +87,32 @@ impl WecomInbound {
             .crypto
             .decrypt_callback(&query, body)
             .map_err(rejected)?;
-        let (entry_type, dedupe_key, summary, status, error) = match parse(&callback.message) {
-            Ok(event) => {
-                let key = events::dedupe_key(&event, &callback.message);
-                (
-                    event.type_name.clone(),
-                    key,
-                    summary(&event),
-                    "received",
+        let (entry_type, dedupe_key, summary, status, error, ordering_key) =
+            match parse(&callback.message) {
+                Ok(event) => {
+                    let key = events::dedupe_key(&event, &callback.message);
+                    let order = ordering_key(&event.kind);
+                    (
+                        event.type_name.clone(),
+                        key,
+                        summary(&event),
+                        "received",
+                        None,
+                        order,
+                    )
+                }
+                Err(e) => (
+                    "unparsable".to_string(),
+                    format!(
+                        "sha256:{}",
+                        hex::encode(Sha256::digest(callback.message.as_bytes()))
+                    ),
+                    Value::Null,
+                    "quarantined",
+                    Some(e),
                     None,
-                )
-            }
-            Err(e) => (
-                "unparsable".to_string(),
-                format!(
-                    "sha256:{}",
-                    hex::encode(Sha256::digest(callback.message.as_bytes()))
                 ),
-                Value::Null,
-                "quarantined",
-                Some(e),
-            ),
-        };
+            };
         let id = inbox
             .record(
                 cipher,
@@ -122,6 +126,7 @@ impl WecomInbound {
                     summary,
                     status,
                     error: error.as_deref(),
+                    ordering_key,
                 },
             )
             .await?;
@@ -174,7 +179,7 @@ impl WecomInbound {
 }
 
 /// Parses the decrypted message: XML from the XML envelope, JSON from the JSON one.
-fn parse(message: &str) -> Result<InboundEvent, String> {
+pub fn parse(message: &str) -> Result<InboundEvent, String> {
     let trimmed = message.trim_start();
     if trimmed.starts_with('{') {
         let xml = json_message_as_xml(trimmed)?;
@@ -213,11 +218,47 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Which callbacks must be processed in arrival order: clicks with the updates of their
+/// card, changes of one customer, and directory changes. Messages need no order.
+fn ordering_key(kind: &EventKind) -> Option<String> {
+    match kind {
+        EventKind::CardAction { task_id, .. } => Some(format!("card:{task_id}")),
+        EventKind::ExternalContactAdded {
+            external_user_id, ..
+        }
+        | EventKind::ExternalContactEdited {
+            external_user_id, ..
+        }
+        | EventKind::ExternalContactRemoved {
+            external_user_id, ..
+        }
+        | EventKind::ExternalContactTransferFailed {
+            external_user_id, ..
+        } => Some(format!("{PLATFORM}:external:{external_user_id}")),
+        EventKind::UserCreated { .. }
+        | EventKind::UserUpdated { .. }
+        | EventKind::UserDeleted { .. }
+        | EventKind::DepartmentCreated { .. }
+        | EventKind::DepartmentUpdated { .. }
+        | EventKind::DepartmentDeleted { .. } => Some(format!("{PLATFORM}:directory")),
+        _ => None,
+    }
+}
+
 /// The event as the inbox API shows it: ids and types, no message text.
 fn summary(event: &InboundEvent) -> Value {
     let mut v = serde_json::to_value(&event.kind).unwrap_or(Value::Null);
-    if let (EventKind::Message { .. }, Value::Object(m)) = (&event.kind, &mut v) {
-        m.remove("text");
+    if let Value::Object(m) = &mut v {
+        match &event.kind {
+            EventKind::Message { .. } => {
+                m.remove("text");
+            }
+            // A one-shot credential for updating the card, not for display.
+            EventKind::CardAction { .. } => {
+                m.remove("response_code");
+            }
+            _ => {}
+        }
     }
     v
 }
