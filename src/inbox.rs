@@ -94,7 +94,7 @@ impl InboxWriter {
             summary: e.summary.to_string(),
             status: e.status.into(),
             error: e.error.map(str::to_string),
-            process: e.status == "received",
+            process: e.status == "received" && e.process,
             ordering_key: e.ordering_key,
         };
         let (reply, answer) = oneshot::channel();
@@ -164,6 +164,8 @@ pub struct NewEntry<'a> {
     /// `received`, or `quarantined` for a signed body that could not be parsed.
     pub status: &'a str,
     pub error: Option<&'a str>,
+    /// Whether a processing job goes with the entry (events closeloop acts on).
+    pub process: bool,
     /// Callbacks with the same key are processed one at a time, in arrival order (one
     /// person's clicks, say).
     pub ordering_key: Option<String>,

@@ -128,7 +128,9 @@ async fn an_event_is_stored_once_and_listed() {
         items[0]["event_type"],
         "change_external_contact.add_external_contact"
     );
-    assert_eq!(items[0]["status"], "received");
+    // Kept and listed; closeloop does not act on contact changes yet.
+    assert_eq!(items[0]["status"], "ignored");
+    assert_eq!(items[0]["error"], "no handler for this event type yet");
     assert_eq!(items[0]["summary"]["external_user_id"], "wmEXT001");
     assert_eq!(items[0]["summary"]["state"], "douyin-form");
     // Two different contact events in the same second, both from `sys`, stay two.
@@ -320,7 +322,8 @@ async fn a_signed_but_unparsable_body_is_quarantined_not_lost() {
     assert_eq!(deliver(&app, &unknown, CORP, ts).await.status(), 200);
     let all = inbox(&app).await;
     assert_eq!(all.len(), 3);
-    assert_eq!(all[2]["status"], "received");
+    assert_eq!(all[2]["event_type"], "some_future_event");
+    assert_ne!(all[2]["status"], "quarantined");
 }
 
 /// `kill -9` while callbacks stream in: every acknowledged callback is in the inbox exactly

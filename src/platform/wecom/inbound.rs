@@ -92,12 +92,22 @@ impl WecomInbound {
                 Ok(event) => {
                     let key = events::dedupe_key(&event, &callback.message);
                     let order = ordering_key(&event.kind);
+                    // Events closeloop does not act on (yet) are kept, marked as such,
+                    // and cost no processing job.
+                    let (status, note) = if acts_on(&event.kind) {
+                        ("received", None)
+                    } else {
+                        (
+                            "ignored",
+                            Some("no handler for this event type yet".to_string()),
+                        )
+                    };
                     (
                         event.type_name.clone(),
                         key,
                         summary(&event),
-                        "received",
-                        None,
+                        status,
+                        note,
                         order,
                     )
                 }
@@ -126,6 +136,7 @@ impl WecomInbound {
                     summary,
                     status,
                     error: error.as_deref(),
+                    process: status == "received",
                     ordering_key,
                 },
             )
@@ -216,6 +227,11 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The events closeloop acts on so far.
+fn acts_on(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::CardAction { .. })
 }
 
 /// Which callbacks must be processed in arrival order: clicks with the updates of their
