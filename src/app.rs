@@ -18,6 +18,7 @@ use crate::inbox::InboxWriter;
 use crate::jobs::schedule::{self, Every, Misfire, ScheduleSpec};
 use crate::jobs::worker::default_owner;
 use crate::jobs::{cleanup, Registry, Worker, WorkerConfig};
+use crate::platform::event::Platform;
 use crate::platform::wecom::api::WecomApi;
 use crate::platform::wecom::dial;
 use crate::security::{load_or_create_key_file, Cipher, DataKey};
@@ -177,19 +178,31 @@ async fn build_worker(
             clock: clock.clone(),
         },
     );
+    // One API client per platform: its token cache (and single-flight refresh) is shared
+    // by every job kind.
+    let wecom_api = config
+        .wecom
+        .as_ref()
+        .map(|w| WecomApi::from_config(w, client.clone(), clock.clone()));
+    let mut directories: std::collections::HashMap<Platform, Arc<dyn crate::platform::Directory>> =
+        std::collections::HashMap::new();
+    if let Some(api) = &wecom_api {
+        directories.insert(Platform::Wecom, Arc::new(api.clone()));
+    }
     registry.register(
         crate::inbox::PROCESS,
         crate::inbox::Process {
             db: db.clone(),
             cipher: cipher.clone(),
             clock: clock.clone(),
+            directories,
         },
     );
-    if let Some(wecom) = &config.wecom {
+    if let (Some(wecom), Some(api)) = (&config.wecom, &wecom_api) {
         registry.register(
             crate::cards::UPDATE,
             crate::platform::wecom::cards::UpdateCard {
-                api: WecomApi::from_config(wecom, client.clone(), clock.clone()),
+                api: api.clone(),
                 db: db.clone(),
                 clock: clock.clone(),
                 agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
@@ -198,18 +211,22 @@ async fn build_worker(
         registry.register(
             crate::cards::DELIVER,
             crate::platform::wecom::cards::DeliverCard {
-                api: WecomApi::from_config(wecom, client.clone(), clock.clone()),
+                api: api.clone(),
                 db: db.clone(),
                 clock: clock.clone(),
                 agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
             },
         );
     }
-    if let Some(wecom) = config.wecom.as_ref().filter(|w| w.dial_secret.is_some()) {
+    let dial = config
+        .wecom
+        .as_ref()
+        .is_some_and(|w| w.dial_secret.is_some());
+    if let Some(api) = wecom_api.as_ref().filter(|_| dial) {
         registry.register(
             dial::KIND,
             dial::DialPoll {
-                api: WecomApi::from_config(wecom, client.clone(), clock.clone()),
+                api: api.clone(),
                 db: db.clone(),
                 cipher: cipher.clone(),
                 clock: clock.clone(),

@@ -267,10 +267,69 @@ pub struct Process {
     pub db: Db,
     pub cipher: Cipher,
     pub clock: crate::clock::SharedClock,
+    /// Per platform: where to look up people an event names (customers, members).
+    pub directories: std::collections::HashMap<
+        crate::platform::event::Platform,
+        std::sync::Arc<dyn crate::platform::Directory>,
+    >,
 }
 
 impl Process {
-    async fn process(&self, tx: &mut crate::db::Tx, inbox_id: &str) -> Result<()> {
+    /// The stored event, parsed again: (organisation, platform, event).
+    async fn stored_event(
+        &self,
+        inbox_id: &str,
+    ) -> Result<
+        Option<(
+            String,
+            crate::platform::event::Platform,
+            crate::platform::event::InboundEvent,
+        )>,
+    > {
+        let Some(row) = sqlx::query("SELECT org_id, platform, body FROM inbox WHERE id = $1")
+            .bind(inbox_id)
+            .fetch_optional(&self.db.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(platform) =
+            crate::platform::event::Platform::parse(&row.get::<String, _>("platform"))
+        else {
+            return Ok(None);
+        };
+        let body = self
+            .cipher
+            .decrypt(BODY_CONTEXT, &row.get::<String, _>("body"))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("inbox body unreadable: {e}")))?;
+        Ok(crate::platform::parse_stored(platform, &body)
+            .ok()
+            .map(|ev| (row.get("org_id"), platform, ev)))
+    }
+
+    /// The outside lookups an event needs, done before the processing transaction.
+    async fn fetch(&self, inbox_id: &str) -> std::result::Result<Value, crate::jobs::JobError> {
+        use crate::platform::event::EventKind;
+        let Some((_, platform, event)) = self.stored_event(inbox_id).await? else {
+            return Ok(Value::Null);
+        };
+        match (&event.kind, self.directories.get(&platform)) {
+            (
+                EventKind::ExternalContactAdded {
+                    user_id,
+                    external_user_id,
+                    ..
+                },
+                Some(dir),
+            ) => {
+                let contact = dir.external_contact(external_user_id, user_id).await?;
+                Ok(serde_json::json!({"external_contact": contact}))
+            }
+            _ => Ok(Value::Null),
+        }
+    }
+
+    async fn process(&self, tx: &mut crate::db::Tx, inbox_id: &str, fetched: &Value) -> Result<()> {
         use crate::cards::{self, Click};
         use crate::platform::event::{EventKind, Platform};
 
@@ -347,6 +406,49 @@ impl Process {
                         }
                     }
                 }
+                EventKind::ExternalContactAdded { user_id, state, .. } => {
+                    match serde_json::from_value::<crate::platform::ExternalContact>(
+                        fetched["external_contact"].clone(),
+                    ) {
+                        Err(_) => (
+                            "ignored",
+                            Some("no customer directory for this platform".into()),
+                        ),
+                        Ok(contact) => {
+                            let owner: Option<String> = sqlx::query(
+                                "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = $3 AND value = $4",
+                            )
+                            .bind(&org_id)
+                            .bind(p.as_str())
+                            .bind(p.member_id_kind())
+                            .bind(user_id)
+                            .fetch_optional(&mut **tx)
+                            .await?
+                            .map(|r| r.get("user_id"));
+                            // The channel code (`State`) the customer came through names the lead source.
+                            let channel = state.as_deref().unwrap_or("企业微信添加好友");
+                            let link = crate::customers::ExternalLink {
+                                platform: p,
+                                contact: &contact,
+                                owner: owner.as_deref(),
+                                source_channel: channel,
+                            };
+                            let (_, created) = crate::customers::link_external(
+                                tx,
+                                &self.cipher,
+                                now,
+                                &org_id,
+                                link,
+                            )
+                            .await?;
+                            if created {
+                                ("processed", None)
+                            } else {
+                                ("processed", Some("the customer was known already".into()))
+                            }
+                        }
+                    }
+                }
                 _ => ("ignored", Some("no handler for this event type yet".into())),
             },
             (Ok(_), None) => ("failed", Some("unknown platform".into())),
@@ -365,20 +467,20 @@ impl Process {
 impl crate::jobs::Handler for Process {
     fn perform<'a>(
         &'a self,
-        _job: &'a crate::jobs::ClaimedJob,
+        job: &'a crate::jobs::ClaimedJob,
     ) -> crate::jobs::BoxFuture<'a, Result<Value, crate::jobs::JobError>> {
-        Box::pin(async { Ok(Value::Null) })
+        Box::pin(self.fetch(job.payload["inbox_id"].as_str().unwrap_or_default()))
     }
 
     fn apply<'a>(
         &'a self,
         tx: &'a mut crate::db::Tx,
         job: &'a crate::jobs::ClaimedJob,
-        _output: &'a Value,
+        output: &'a Value,
     ) -> crate::jobs::BoxFuture<'a, Result<(), crate::jobs::JobError>> {
         Box::pin(async move {
             let id = job.payload["inbox_id"].as_str().unwrap_or_default();
-            self.process(tx, id).await.map_err(Into::into)
+            self.process(tx, id, output).await.map_err(Into::into)
         })
     }
 }

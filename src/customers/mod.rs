@@ -549,3 +549,119 @@ async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<Custo
     }
     Ok(customers)
 }
+
+/// A platform's customer and who added them, through which channel.
+pub struct ExternalLink<'a> {
+    pub platform: crate::platform::event::Platform,
+    pub contact: &'a crate::platform::ExternalContact,
+    /// The rep who added them (closeloop user id), when known.
+    pub owner: Option<&'a str>,
+    pub source_channel: &'a str,
+}
+
+/// Finds or creates the customer behind a platform's external contact: on first sight a
+/// customer (named after the company when known), its contact with the numbers the rep
+/// noted, the rep as owner, and a lead carrying the source channel. Returns the customer
+/// id and whether it was created now.
+pub async fn link_external(
+    tx: &mut Tx,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    link: ExternalLink<'_>,
+) -> Result<(String, bool)> {
+    let ExternalLink {
+        platform,
+        contact,
+        owner,
+        source_channel,
+    } = link;
+    let existing = sqlx::query(
+        "SELECT customer_id FROM customer_external_ids WHERE org_id = $1 AND platform = $2 AND external_user_id = $3",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(&contact.external_user_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = existing {
+        return Ok((row.get("customer_id"), false));
+    }
+    // Names from the platform are free text; keep them within the model's limits.
+    let clip = |s: &str, n: usize| {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .take(n)
+            .collect::<String>()
+    };
+    let name = clip(contact.corp_name.as_deref().unwrap_or(&contact.name), 200);
+    let person = clip(&contact.name, 100);
+    let phones: Vec<String> = contact
+        .phones
+        .iter()
+        .filter_map(|p| normalize_phone(p, DEFAULT_REGION).ok())
+        .take(10)
+        .collect();
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, NULL, $4, $5, $5)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(if name.trim().is_empty() {
+        "未命名客户"
+    } else {
+        name.as_str()
+    })
+    .bind(owner)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(o) = owner {
+        open_ownership(tx, &id, o, now_ms, "created").await?;
+    }
+    let contact_id = insert_contact(
+        tx,
+        cipher,
+        now_ms,
+        org_id,
+        &id,
+        &CheckedContact {
+            name: if person.trim().is_empty() {
+                "联系人".into()
+            } else {
+                person
+            },
+            title: contact.position.as_deref().map(|p| clip(p, 100)),
+            email: None,
+            phones,
+        },
+    )
+    .await?;
+    sqlx::query(
+        "INSERT INTO customer_external_ids (org_id, platform, external_user_id, customer_id, contact_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(&contact.external_user_id)
+    .bind(&id)
+    .bind(&contact_id)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO leads (id, org_id, customer_id, source_channel, owner_user_id, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'open', $6, $6)",
+    )
+    .bind(new_id())
+    .bind(org_id)
+    .bind(&id)
+    .bind(clip(source_channel, 64))
+    .bind(owner)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok((id, true))
+}

@@ -7,6 +7,27 @@ pub mod event;
 pub mod feishu;
 pub mod wecom;
 
+/// A customer as a platform describes them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExternalContact {
+    pub external_user_id: String,
+    pub name: String,
+    pub corp_name: Option<String>,
+    pub position: Option<String>,
+    /// Numbers the rep noted for this customer.
+    pub phones: Vec<String>,
+}
+
+/// What domain code may ask a platform about people, without naming the platform.
+pub trait Directory: Send + Sync + 'static {
+    /// The customer `external_user_id` as seen by the rep `follow_user` (platform id).
+    fn external_contact<'a>(
+        &'a self,
+        external_user_id: &'a str,
+        follow_user: &'a str,
+    ) -> crate::jobs::BoxFuture<'a, Result<ExternalContact, crate::jobs::JobError>>;
+}
+
 /// Parses a stored callback body of `platform` again (inbox processing).
 pub fn parse_stored(platform: event::Platform, body: &str) -> Result<event::InboundEvent, String> {
     match platform {

@@ -128,9 +128,8 @@ async fn an_event_is_stored_once_and_listed() {
         items[0]["event_type"],
         "change_external_contact.add_external_contact"
     );
-    // Kept and listed; closeloop does not act on contact changes yet.
-    assert_eq!(items[0]["status"], "ignored");
-    assert_eq!(items[0]["error"], "no handler for this event type yet");
+    // Stored and waiting for its processing job (the worker is not stepped here).
+    assert_eq!(items[0]["status"], "received");
     assert_eq!(items[0]["summary"]["external_user_id"], "wmEXT001");
     assert_eq!(items[0]["summary"]["state"], "douyin-form");
     // Two different contact events in the same second, both from `sys`, stay two.

@@ -14,3 +14,4 @@ mod ops;
 mod verification;
 mod webhooks;
 mod wecom_api;
+mod wecom_customers;

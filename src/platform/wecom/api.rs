@@ -62,12 +62,32 @@ impl WecomApi {
         path: &str,
         body: &Value,
     ) -> Result<Value, JobError> {
-        let first = self.attempt(kind, path, body).await?;
+        self.call(kind, path, &[], Some(body)).await
+    }
+
+    /// GETs `path` with `query` (plus the token), with the same error handling.
+    pub async fn get(
+        &self,
+        kind: SecretKind,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Value, JobError> {
+        self.call(kind, path, query, None).await
+    }
+
+    async fn call(
+        &self,
+        kind: SecretKind,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, JobError> {
+        let first = self.attempt(kind, path, query, body).await?;
         match first {
             Attempt::Done(result) => result,
             Attempt::TokenRefused(token, _) => {
                 self.tokens.invalidate(kind, &token);
-                match self.attempt(kind, path, body).await? {
+                match self.attempt(kind, path, query, body).await? {
                     Attempt::Done(result) => result,
                     Attempt::TokenRefused(token, error) => {
                         self.tokens.invalidate(kind, &token);
@@ -82,14 +102,18 @@ impl WecomApi {
         &self,
         kind: SecretKind,
         path: &str,
-        body: &Value,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
     ) -> Result<Attempt, JobError> {
         let token = self.tokens.get(kind).await?;
-        let response = self
-            .client
-            .post(format!("{}{path}", self.api_base))
+        let url = format!("{}{path}", self.api_base);
+        let request = match body {
+            Some(b) => self.client.post(url).json(b),
+            None => self.client.get(url),
+        };
+        let response = request
             .query(&[("access_token", token.expose())])
-            .json(body)
+            .query(query)
             .send()
             .await
             .map_err(|e| JobError::Retry(format!("WeCom {path}: {}", describe_transport(&e))))?;

@@ -21,6 +21,7 @@ const GETTOKEN: &str = "/cgi-bin/gettoken";
 const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 const DIAL_RECORD: &str = "/cgi-bin/dial/get_dial_record";
 const UPDATE_CARD: &str = "/cgi-bin/message/update_template_card";
+const EXTERNAL_CONTACT: &str = "/cgi-bin/externalcontact/get";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 
 /// A fault the emulator injects instead of answering normally.
@@ -65,6 +66,8 @@ struct EmulatorState {
     /// One-shot card codes issued and not yet used.
     response_codes: std::collections::HashSet<String>,
     card_updates: Vec<Value>,
+    /// `externalcontact/get` answers, by external userid.
+    external_contacts: HashMap<String, Value>,
 }
 
 struct IssuedToken {
@@ -92,6 +95,7 @@ impl Emulator {
             .route(MESSAGE_SEND, post(message_send))
             .route(DIAL_RECORD, post(dial_record))
             .route(UPDATE_CARD, post(update_template_card))
+            .route(EXTERNAL_CONTACT, get(external_contact))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -123,6 +127,19 @@ impl Emulator {
     /// The JSON bodies `message/send` accepted, oldest first.
     pub fn received_messages(&self) -> Vec<Value> {
         self.state.lock().messages.clone()
+    }
+
+    /// Registers a customer for `externalcontact/get`: `contact` is the
+    /// `external_contact` object, `follow_user` the `follow_user` list.
+    pub fn add_external_contact(&self, contact: Value, follow_user: Value) {
+        let id = contact["external_userid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.state.lock().external_contacts.insert(
+            id,
+            json!({"external_contact": contact, "follow_user": follow_user}),
+        );
     }
 
     /// Issues a card response code, as WeCom puts one in each card-click callback.
@@ -394,4 +411,38 @@ async fn update_template_card(
     }
     state.card_updates.push(update);
     Json(json!({"errcode": 0, "errmsg": "ok", "invaliduser": []})).into_response()
+}
+
+/// `externalcontact/get`: needs a token of the 客户联系 secret (or the app's, when the app
+/// has customer-contact rights — here only the contact secret); 84061 when the person is
+/// not an external contact of the corp.
+async fn external_contact(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(EXTERNAL_CONTACT).await {
+        return failure;
+    }
+    let state = shared.lock();
+    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
+        return errcode(41001, errmsg_for(41001));
+    };
+    match state.tokens.get(token) {
+        None => return errcode(40014, errmsg_for(40014)),
+        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
+        Some(_) => {}
+    }
+    if !token.starts_with("contact-") {
+        return errcode(48002, "api forbidden");
+    }
+    let id = query.get("external_userid").cloned().unwrap_or_default();
+    match state.external_contacts.get(&id) {
+        Some(found) => {
+            let mut answer = found.clone();
+            answer["errcode"] = json!(0);
+            answer["errmsg"] = json!("ok");
+            Json(answer).into_response()
+        }
+        None => errcode(84061, "not external contact"),
+    }
 }

@@ -231,7 +231,10 @@ fn escape(s: &str) -> String {
 
 /// The events closeloop acts on so far.
 fn acts_on(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::CardAction { .. })
+    matches!(
+        kind,
+        EventKind::CardAction { .. } | EventKind::ExternalContactAdded { .. }
+    )
 }
 
 /// Which callbacks must be processed in arrival order: clicks with the updates of their

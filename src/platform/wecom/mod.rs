@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cards;
+pub mod contacts;
 pub mod crypto;
 pub mod dial;
 pub mod emulator;
