@@ -224,6 +224,22 @@ impl Shared {
     }
 }
 
+/// The request's access token if it is live; otherwise WeCom's errcode (41001 missing,
+/// 40014 unknown, 42001 expired).
+fn valid_token<'a>(
+    state: &EmulatorState,
+    query: &'a HashMap<String, String>,
+) -> Result<&'a str, i64> {
+    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
+        return Err(41001);
+    };
+    match state.tokens.get(token) {
+        None => Err(40014),
+        Some(t) if t.expired() => Err(42001),
+        Some(_) => Ok(token),
+    }
+}
+
 fn errcode(code: i64, msg: &str) -> Response {
     Json(json!({ "errcode": code, "errmsg": msg })).into_response()
 }
@@ -301,13 +317,8 @@ async fn message_send(
         return failure;
     }
     let mut state = shared.lock();
-    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
-        return errcode(41001, errmsg_for(41001));
-    };
-    match state.tokens.get(token) {
-        None => return errcode(40014, errmsg_for(40014)),
-        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
-        Some(_) => {}
+    if let Err(code) = valid_token(&state, &query) {
+        return errcode(code, errmsg_for(code));
     }
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
@@ -341,14 +352,10 @@ async fn dial_record(
         return failure;
     }
     let mut state = shared.lock();
-    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
-        return errcode(41001, errmsg_for(41001));
+    let token = match valid_token(&state, &query) {
+        Ok(t) => t.to_string(),
+        Err(code) => return errcode(code, errmsg_for(code)),
     };
-    match state.tokens.get(token) {
-        None => return errcode(40014, errmsg_for(40014)),
-        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
-        Some(_) => {}
-    }
     if !token.starts_with("dial-") {
         return errcode(48002, "api forbidden");
     }
@@ -391,13 +398,8 @@ async fn update_template_card(
         return failure;
     }
     let mut state = shared.lock();
-    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
-        return errcode(41001, errmsg_for(41001));
-    };
-    match state.tokens.get(token) {
-        None => return errcode(40014, errmsg_for(40014)),
-        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
-        Some(_) => {}
+    if let Err(code) = valid_token(&state, &query) {
+        return errcode(code, errmsg_for(code));
     }
     let Ok(update) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
@@ -424,14 +426,10 @@ async fn external_contact(
         return failure;
     }
     let state = shared.lock();
-    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
-        return errcode(41001, errmsg_for(41001));
+    let token = match valid_token(&state, &query) {
+        Ok(t) => t.to_string(),
+        Err(code) => return errcode(code, errmsg_for(code)),
     };
-    match state.tokens.get(token) {
-        None => return errcode(40014, errmsg_for(40014)),
-        Some(t) if t.expired() => return errcode(42001, errmsg_for(42001)),
-        Some(_) => {}
-    }
     if !token.starts_with("contact-") {
         return errcode(48002, "api forbidden");
     }
