@@ -18,7 +18,9 @@ corp_id = \"$CORP\"
 agent_id = 1000002
 secret = \"bench\"
 token = \"$TOKEN\"
-encoding_aes_key = \"$KEY\""
+encoding_aes_key = \"$KEY\"
+# No WeCom API in this benchmark: the discard port refuses at once.
+api_base = \"http://127.0.0.1:9\""
 rss() { echo "$(( $(awk '/VmRSS/ {print $2}' "/proc/$1/status") / 1024 )) MB"; }
 
 run() { # name config port

@@ -189,6 +189,45 @@ async fn build_worker(
     if let Some(api) = &wecom_api {
         directories.insert(Platform::Wecom, Arc::new(api.clone()));
     }
+    if !directories.is_empty() {
+        use crate::directory::sync;
+        registry.register(
+            sync::KIND,
+            sync::SyncJob {
+                db: db.clone(),
+                clock: clock.clone(),
+                org_id: org.id.clone(),
+                directories: directories.iter().map(|(p, d)| (*p, d.clone())).collect(),
+            },
+        );
+        schedule::upsert(
+            db,
+            clock.now_ms(),
+            &ScheduleSpec {
+                id: format!("{}:{}", sync::KIND, org.id),
+                org_id: Some(org.id.clone()),
+                kind: sync::KIND.into(),
+                payload: serde_json::json!({}),
+                every: Every::Cron("0 2 * * *".into()),
+                timezone: org.timezone,
+                misfire: Misfire::Once,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the directory sync: {e}"))?;
+        // A full sync at start too; replicas starting together (or restarts within the
+        // hour) share one.
+        let now = clock.now_ms();
+        crate::jobs::enqueue_now(
+            db,
+            now,
+            crate::jobs::NewJob::new(sync::KIND, serde_json::json!({}))
+                .org(org.id.clone())
+                .dedupe(format!("{}:start:{}", sync::KIND, now / 3_600_000)),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot queue the start-up directory sync: {e}"))?;
+    }
     registry.register(
         crate::inbox::PROCESS,
         crate::inbox::Process {

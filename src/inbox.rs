@@ -325,6 +325,19 @@ impl Process {
                 let contact = dir.external_contact(external_user_id, user_id).await?;
                 Ok(serde_json::json!({"external_contact": contact}))
             }
+            (EventKind::UserCreated { user_id }, Some(dir)) => {
+                Ok(serde_json::json!({"member": dir.member(user_id).await?}))
+            }
+            (
+                EventKind::UserUpdated {
+                    user_id,
+                    new_user_id,
+                },
+                Some(dir),
+            ) => {
+                let id = new_user_id.as_deref().unwrap_or(user_id);
+                Ok(serde_json::json!({"member": dir.member(id).await?}))
+            }
             _ => Ok(Value::Null),
         }
     }
@@ -428,6 +441,44 @@ impl Process {
                             } else {
                                 ("processed", Some("the customer was known already".into()))
                             }
+                        }
+                    }
+                }
+                EventKind::UserDeleted { user_id } => {
+                    crate::directory::sync::member_left(tx, now, &org_id, p, user_id).await?;
+                    ("processed", None)
+                }
+                EventKind::UserCreated { user_id } | EventKind::UserUpdated { user_id, .. } => {
+                    match serde_json::from_value::<crate::directory::sync::Member>(
+                        fetched["member"].clone(),
+                    ) {
+                        Err(_) => ("ignored", Some("no directory for this platform".into())),
+                        Ok(member) => {
+                            if member.platform_id != *user_id {
+                                // The userid itself changed: move the identity first.
+                                sqlx::query(
+                                    "UPDATE user_identities SET value = $1 WHERE org_id = $2 AND platform = $3 AND kind = $4 AND value = $5",
+                                )
+                                .bind(&member.platform_id)
+                                .bind(&org_id)
+                                .bind(p.as_str())
+                                .bind(p.member_id_kind())
+                                .bind(user_id)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                            let (id, _) =
+                                crate::directory::sync::upsert_member(tx, now, &org_id, p, &member)
+                                    .await?;
+                            crate::directory::sync::set_leaders(
+                                tx,
+                                &org_id,
+                                p,
+                                &id,
+                                &member.leaders,
+                            )
+                            .await?;
+                            ("processed", None)
                         }
                     }
                 }

@@ -26,6 +26,20 @@ pub trait Directory: Send + Sync + 'static {
         external_user_id: &'a str,
         follow_user: &'a str,
     ) -> crate::jobs::BoxFuture<'a, Result<ExternalContact, crate::jobs::JobError>>;
+
+    /// Every member of the organisation, with department and direct superiors.
+    fn members(
+        &self,
+    ) -> crate::jobs::BoxFuture<
+        '_,
+        Result<Vec<crate::directory::sync::Member>, crate::jobs::JobError>,
+    >;
+
+    /// One member by platform id.
+    fn member<'a>(
+        &'a self,
+        platform_id: &'a str,
+    ) -> crate::jobs::BoxFuture<'a, Result<crate::directory::sync::Member, crate::jobs::JobError>>;
 }
 
 /// Parses a stored callback body of `platform` again (inbox processing).

@@ -13,7 +13,9 @@ const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 fn wecom_toml(skew: &str) -> String {
     format!(
         "[wecom]\ncorp_id = \"{CORP}\"\nagent_id = 1000002\nsecret = \"app-secret\"\ntoken = \"{TOKEN}\"\n\
-         encoding_aes_key = \"{KEY}\"\nmax_clock_skew = \"{skew}\"\n"
+         encoding_aes_key = \"{KEY}\"\nmax_clock_skew = \"{skew}\"\n\
+         # No WeCom API in these tests: the discard port refuses at once.\n\
+         api_base = \"http://127.0.0.1:9\"\n"
     )
 }
 

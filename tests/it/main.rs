@@ -15,3 +15,4 @@ mod verification;
 mod webhooks;
 mod wecom_api;
 mod wecom_customers;
+mod wecom_directory;

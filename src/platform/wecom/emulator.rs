@@ -22,6 +22,9 @@ const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 const DIAL_RECORD: &str = "/cgi-bin/dial/get_dial_record";
 const UPDATE_CARD: &str = "/cgi-bin/message/update_template_card";
 const EXTERNAL_CONTACT: &str = "/cgi-bin/externalcontact/get";
+const DEPARTMENT_LIST: &str = "/cgi-bin/department/list";
+const USER_LIST: &str = "/cgi-bin/user/list";
+const USER_GET: &str = "/cgi-bin/user/get";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 
 /// A fault the emulator injects instead of answering normally.
@@ -68,6 +71,8 @@ struct EmulatorState {
     card_updates: Vec<Value>,
     /// `externalcontact/get` answers, by external userid.
     external_contacts: HashMap<String, Value>,
+    departments: Vec<Value>,
+    users: Vec<Value>,
 }
 
 struct IssuedToken {
@@ -96,6 +101,9 @@ impl Emulator {
             .route(DIAL_RECORD, post(dial_record))
             .route(UPDATE_CARD, post(update_template_card))
             .route(EXTERNAL_CONTACT, get(external_contact))
+            .route(DEPARTMENT_LIST, get(department_list))
+            .route(USER_LIST, get(user_list))
+            .route(USER_GET, get(user_get))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -140,6 +148,13 @@ impl Emulator {
             id,
             json!({"external_contact": contact, "follow_user": follow_user}),
         );
+    }
+
+    /// Sets the directory: `department/list` entries and `user/list` members.
+    pub fn set_directory(&self, departments: Vec<Value>, users: Vec<Value>) {
+        let mut state = self.state.lock();
+        state.departments = departments;
+        state.users = users;
     }
 
     /// Issues a card response code, as WeCom puts one in each card-click callback.
@@ -254,6 +269,7 @@ fn errmsg_for(code: i64) -> &'static str {
         42001 => "access_token expired",
         45009 => "reach max api daily quota limit",
         45033 => "api concurrent out of limit",
+        48002 => "api forbidden",
         _ => "emulated error",
     }
 }
@@ -442,5 +458,73 @@ async fn external_contact(
             Json(answer).into_response()
         }
         None => errcode(84061, "not external contact"),
+    }
+}
+
+/// Directory reads take any token but the 公费电话 one (48002); the errcode otherwise.
+fn directory_token(shared: &Shared, query: &HashMap<String, String>) -> Result<(), i64> {
+    let state = shared.lock();
+    let token = valid_token(&state, query)?;
+    if token.starts_with("dial-") {
+        return Err(48002);
+    }
+    Ok(())
+}
+
+/// `department/list`.
+async fn department_list(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(DEPARTMENT_LIST).await {
+        return failure;
+    }
+    if let Err(code) = directory_token(&shared, &query) {
+        return errcode(code, errmsg_for(code));
+    }
+    let departments = shared.lock().departments.clone();
+    Json(json!({"errcode": 0, "errmsg": "ok", "department": departments})).into_response()
+}
+
+/// `user/list` (this emulator lists everyone from the root with `fetch_child=1`).
+async fn user_list(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(USER_LIST).await {
+        return failure;
+    }
+    if let Err(code) = directory_token(&shared, &query) {
+        return errcode(code, errmsg_for(code));
+    }
+    let users = shared.lock().users.clone();
+    Json(json!({"errcode": 0, "errmsg": "ok", "userlist": users})).into_response()
+}
+
+/// `user/get`; 60111 when the userid is not in the directory.
+async fn user_get(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(USER_GET).await {
+        return failure;
+    }
+    if let Err(code) = directory_token(&shared, &query) {
+        return errcode(code, errmsg_for(code));
+    }
+    let wanted = query.get("userid").cloned().unwrap_or_default();
+    let found = shared
+        .lock()
+        .users
+        .iter()
+        .find(|u| u["userid"] == wanted.as_str())
+        .cloned();
+    match found {
+        Some(mut u) => {
+            u["errcode"] = json!(0);
+            u["errmsg"] = json!("ok");
+            Json(u).into_response()
+        }
+        None => errcode(60111, "userid not found"),
     }
 }

@@ -233,7 +233,11 @@ fn escape(s: &str) -> String {
 fn acts_on(kind: &EventKind) -> bool {
     matches!(
         kind,
-        EventKind::CardAction { .. } | EventKind::ExternalContactAdded { .. }
+        EventKind::CardAction { .. }
+            | EventKind::ExternalContactAdded { .. }
+            | EventKind::UserCreated { .. }
+            | EventKind::UserUpdated { .. }
+            | EventKind::UserDeleted { .. }
     )
 }
 

@@ -1,0 +1,250 @@
+//! Keeping users in step with a platform's directory: names, departments and direct
+//! superiors come from the platform; closeloop roles are never touched, so they survive
+//! every sync. Members the platform no longer lists are marked `left` (their history and
+//! customers stay; hand-over is an ownership change).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::db::{new_id, Db, Tx};
+use crate::error::Result;
+use crate::platform::event::Platform;
+
+/// A member as a platform's directory lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The platform's member id (WeCom userid).
+    pub platform_id: String,
+    pub name: String,
+    pub department: Option<String>,
+    /// Platform ids of direct superiors.
+    pub leaders: Vec<String>,
+    pub active: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncOutcome {
+    pub created: usize,
+    pub updated: usize,
+    pub left: usize,
+}
+
+async fn user_of(
+    tx: &mut Tx,
+    org_id: &str,
+    platform: Platform,
+    platform_id: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query(
+        "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = $3 AND value = $4",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(platform.member_id_kind())
+    .bind(platform_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|r| r.get("user_id")))
+}
+
+/// Creates or updates one member (without superiors); returns (user id, created).
+pub async fn upsert_member(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    platform: Platform,
+    m: &Member,
+) -> Result<(String, bool)> {
+    let name: String = m
+        .name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    let name = if name.trim().is_empty() {
+        m.platform_id.clone()
+    } else {
+        name
+    };
+    let department: Option<String> = m.department.as_ref().map(|d| d.chars().take(200).collect());
+    let status = if m.active { "active" } else { "left" };
+    if let Some(id) = user_of(tx, org_id, platform, &m.platform_id).await? {
+        sqlx::query("UPDATE users SET name = $1, department = $2, status = $3, updated_at = $4 WHERE id = $5")
+            .bind(&name)
+            .bind(&department)
+            .bind(status)
+            .bind(now_ms)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+        return Ok((id, false));
+    }
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO users (id, org_id, name, department, region, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, $6)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(&name)
+    .bind(&department)
+    .bind(status)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO user_identities (org_id, platform, kind, value, user_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(platform.member_id_kind())
+    .bind(&m.platform_id)
+    .bind(&id)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok((id, true))
+}
+
+/// Replaces a user's superiors with the members behind `leaders` (unknown ones skipped).
+pub async fn set_leaders(
+    tx: &mut Tx,
+    org_id: &str,
+    platform: Platform,
+    user_id: &str,
+    leaders: &[String],
+) -> Result<()> {
+    sqlx::query("DELETE FROM user_superiors WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for l in leaders {
+        if let Some(sup) = user_of(tx, org_id, platform, l).await? {
+            if sup != user_id {
+                sqlx::query("INSERT INTO user_superiors (user_id, superior_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(user_id)
+                    .bind(&sup)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks the member `left` (deleted on the platform).
+pub async fn member_left(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    platform: Platform,
+    platform_id: &str,
+) -> Result<bool> {
+    let Some(id) = user_of(tx, org_id, platform, platform_id).await? else {
+        return Ok(false);
+    };
+    sqlx::query("UPDATE users SET status = 'left', updated_at = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
+}
+
+/// A full sync: every listed member upserted, then superiors (leaders may be listed
+/// after their reports), then everyone with this platform's id who is no longer listed
+/// marked `left`. One transaction.
+pub async fn full_sync(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    platform: Platform,
+    members: &[Member],
+) -> Result<SyncOutcome> {
+    let mut out = SyncOutcome::default();
+    let mut tx = db.begin().await?;
+    let mut ids: HashMap<&str, String> = HashMap::new();
+    for m in members {
+        let (id, created) = upsert_member(&mut tx, now_ms, org_id, platform, m).await?;
+        if created {
+            out.created += 1;
+        } else {
+            out.updated += 1;
+        }
+        ids.insert(&m.platform_id, id);
+    }
+    for m in members {
+        set_leaders(
+            &mut tx,
+            org_id,
+            platform,
+            &ids[m.platform_id.as_str()],
+            &m.leaders,
+        )
+        .await?;
+    }
+    let listed: std::collections::HashSet<&str> =
+        members.iter().map(|m| m.platform_id.as_str()).collect();
+    let known = sqlx::query(
+        "SELECT i.value, u.id FROM user_identities i JOIN users u ON u.id = i.user_id \
+         WHERE i.org_id = $1 AND i.platform = $2 AND i.kind = $3 AND u.status = 'active'",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(platform.member_id_kind())
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in known {
+        let value: String = row.get("value");
+        if !listed.contains(value.as_str()) {
+            sqlx::query("UPDATE users SET status = 'left', updated_at = $1 WHERE id = $2")
+                .bind(now_ms)
+                .bind(row.get::<String, _>("id"))
+                .execute(&mut *tx)
+                .await?;
+            out.left += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The scheduled full sync of every configured platform's directory.
+pub struct SyncJob {
+    pub db: Db,
+    pub clock: crate::clock::SharedClock,
+    pub org_id: String,
+    pub directories: Vec<(Platform, std::sync::Arc<dyn crate::platform::Directory>)>,
+}
+
+pub const KIND: &str = "directory.sync";
+
+impl crate::jobs::Handler for SyncJob {
+    fn perform<'a>(
+        &'a self,
+        _job: &'a crate::jobs::ClaimedJob,
+    ) -> crate::jobs::BoxFuture<'a, std::result::Result<serde_json::Value, crate::jobs::JobError>>
+    {
+        Box::pin(async move {
+            let mut report = serde_json::Map::new();
+            for (platform, dir) in &self.directories {
+                let members = dir.members().await?;
+                let out = full_sync(
+                    &self.db,
+                    self.clock.now_ms(),
+                    &self.org_id,
+                    *platform,
+                    &members,
+                )
+                .await?;
+                report.insert(
+                    platform.as_str().into(),
+                    serde_json::to_value(out).unwrap_or_default(),
+                );
+            }
+            Ok(serde_json::Value::Object(report))
+        })
+    }
+}
