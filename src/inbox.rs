@@ -383,7 +383,8 @@ impl Process {
                             Some("the button key is not from a closeloop card".into()),
                         ),
                         Some((action, card)) => {
-                            let clicker = member(tx, &org_id, p, user_id).await?;
+                            let clicker =
+                                crate::directory::sync::user_of(tx, &org_id, p, user_id).await?;
                             match cards::record_click(
                                 tx,
                                 now,
@@ -419,7 +420,8 @@ impl Process {
                             Some("no customer directory for this platform".into()),
                         ),
                         Ok(contact) => {
-                            let owner = member(tx, &org_id, p, user_id).await?;
+                            let owner =
+                                crate::directory::sync::user_of(tx, &org_id, p, user_id).await?;
                             // The channel code (`State`) the customer came through names the lead source.
                             let channel = state.as_deref().unwrap_or("企业微信添加好友");
                             let link = crate::customers::ExternalLink {
@@ -495,25 +497,6 @@ impl Process {
             .await?;
         Ok(())
     }
-}
-
-/// The closeloop user behind a platform member id.
-async fn member(
-    tx: &mut crate::db::Tx,
-    org_id: &str,
-    platform: crate::platform::event::Platform,
-    platform_user: &str,
-) -> Result<Option<String>> {
-    Ok(sqlx::query(
-        "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = $3 AND value = $4",
-    )
-    .bind(org_id)
-    .bind(platform.as_str())
-    .bind(platform.member_id_kind())
-    .bind(platform_user)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|r| r.get("user_id")))
 }
 
 impl crate::jobs::Handler for Process {

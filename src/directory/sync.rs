@@ -31,7 +31,8 @@ pub struct SyncOutcome {
     pub left: usize,
 }
 
-async fn user_of(
+/// The closeloop user behind a platform member id.
+pub async fn user_of(
     tx: &mut Tx,
     org_id: &str,
     platform: Platform,

@@ -36,24 +36,6 @@ pub struct StoreOutcome {
     pub unmatched: usize,
 }
 
-/// The user id behind a platform identity of the `userid` kind.
-async fn user_for(
-    tx: &mut Tx,
-    org_id: &str,
-    platform: Platform,
-    platform_id: &str,
-) -> Result<Option<String>> {
-    Ok(sqlx::query(
-        "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = 'userid' AND value = $3",
-    )
-    .bind(org_id)
-    .bind(platform.as_str())
-    .bind(platform_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|r| r.get("user_id")))
-}
-
 /// The contact (and its customer) holding this number, under any known key.
 async fn contact_for(
     tx: &mut Tx,
@@ -87,7 +69,8 @@ pub async fn store(
     let mut out = StoreOutcome::default();
     let mut tx = db.begin().await?;
     for r in records {
-        let caller_user = user_for(&mut tx, org_id, r.platform, &r.caller).await?;
+        let caller_user =
+            crate::directory::sync::user_of(&mut tx, org_id, r.platform, &r.caller).await?;
         let phone = r
             .callee_phone
             .as_deref()
