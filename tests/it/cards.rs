@@ -268,3 +268,52 @@ async fn the_recipients_first_click_is_recorded_once_and_updates_the_card() {
     let text = events.to_string();
     assert!(!text.contains(&code), "a response code leaked into the API");
 }
+
+#[tokio::test]
+async fn a_rate_limit_storm_delays_every_card_and_drops_none() {
+    let (emulator, app) = setup().await;
+    let user = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "identities": [{"platform": "wecom", "kind": "userid", "value": "zhanggong"}]}),
+        )
+        .await;
+    let to = user["id"].as_str().unwrap();
+    const N: usize = 40;
+    emulator.fail_next("/cgi-bin/message/send", N / 2, Failure::Errcode(45009));
+    emulator.fail_next("/cgi-bin/message/send", N / 2, Failure::Errcode(45033));
+    let mut ids = Vec::new();
+    for _ in 0..N {
+        ids.push(send(&app, to).await);
+    }
+    app.worker.drain().await.unwrap();
+    let (queued, dead): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(SUM(CASE WHEN status = 'queued' AND attempts = 0 THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END) AS BIGINT) FROM jobs WHERE kind = 'card.deliver'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (queued, dead),
+        (N as i64, 0),
+        "every card waits, none is given up"
+    );
+    assert!(emulator.received_messages().is_empty());
+
+    // The wait is over (a minute later): every card goes out, once.
+    sqlx::query("UPDATE jobs SET run_at = 0 WHERE kind = 'card.deliver' AND status = 'queued'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    app.worker.drain().await.unwrap();
+    let sent = emulator.received_messages();
+    assert_eq!(sent.len(), N);
+    let mut task_ids: Vec<String> = sent
+        .iter()
+        .map(|m| m["template_card"]["task_id"].as_str().unwrap().to_string())
+        .collect();
+    task_ids.sort();
+    ids.sort();
+    assert_eq!(task_ids, ids);
+}
