@@ -46,15 +46,42 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot create the default organisation: {e}"))?;
         let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone());
         let (inbox, inbox_task) = InboxWriter::start(db.clone(), clock.clone());
-        let worker = build_worker(&db, &clock, &cipher, &config, &org).await?;
+        let client = http_client(&config)?;
+        // One API client per platform: its token cache (and single-flight refresh) is
+        // shared by every job kind and the sign-in endpoints.
+        let wecom_api = config
+            .wecom
+            .as_ref()
+            .map(|w| WecomApi::from_config(w, client.clone(), clock.clone()));
+        let worker = build_worker(
+            &db,
+            &clock,
+            &cipher,
+            &config,
+            &org,
+            client,
+            wecom_api.clone(),
+        )
+        .await?;
         let wecom = match &config.wecom {
             Some(w) => Some(Arc::new(
                 crate::platform::wecom::inbound::WecomInbound::from_config(w, &org.id)?,
             )),
             None => None,
         };
+        let wecom_web = match (&config.wecom, &wecom_api) {
+            (Some(w), Some(api)) => Some(Arc::new(crate::platform::wecom::jsapi::WecomWeb {
+                api: api.clone(),
+                tickets: crate::platform::wecom::jsapi::Tickets::new(api.clone(), clock.clone()),
+                corp_id: w.corp_id.clone(),
+                agent_id: w.agent_id.clone(),
+                oauth_base: w.oauth_base.clone(),
+            })),
+            _ => None,
+        };
         let state = AppState {
             wecom,
+            wecom_web,
             db,
             config: Arc::new(config),
             clock,
@@ -143,14 +170,9 @@ impl App {
 }
 
 /// The job kinds this process runs and the built-in schedules.
-async fn build_worker(
-    db: &Db,
-    clock: &SharedClock,
-    cipher: &Cipher,
-    config: &Config,
-    org: &orgs::Org,
-) -> anyhow::Result<Worker> {
-    let client = reqwest::Client::builder()
+/// The outbound HTTP client shared by every platform adapter and webhook delivery.
+fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
         .timeout(
             config
                 .jobs
@@ -160,7 +182,18 @@ async fn build_worker(
         )
         .user_agent(concat!("closeloop/", env!("CARGO_PKG_VERSION")))
         .build()
-        .context("cannot build the HTTP client")?;
+        .context("cannot build the HTTP client")
+}
+
+async fn build_worker(
+    db: &Db,
+    clock: &SharedClock,
+    cipher: &Cipher,
+    config: &Config,
+    org: &orgs::Org,
+    client: reqwest::Client,
+    wecom_api: Option<WecomApi>,
+) -> anyhow::Result<Worker> {
     let mut registry = Registry::new();
     registry.register(
         webhooks::KIND,
@@ -178,12 +211,6 @@ async fn build_worker(
             clock: clock.clone(),
         },
     );
-    // One API client per platform: its token cache (and single-flight refresh) is shared
-    // by every job kind.
-    let wecom_api = config
-        .wecom
-        .as_ref()
-        .map(|w| WecomApi::from_config(w, client.clone(), clock.clone()));
     let mut directories: std::collections::HashMap<Platform, Arc<dyn crate::platform::Directory>> =
         std::collections::HashMap::new();
     if let Some(api) = &wecom_api {

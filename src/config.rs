@@ -206,6 +206,9 @@ pub struct WecomConfig {
     pub encoding_aes_key: Secret,
     #[serde(default = "WecomConfig::default_api_base")]
     pub api_base: String,
+    /// Where browsers are sent to sign in (OAuth2 authorize).
+    #[serde(default = "WecomConfig::default_oauth_base")]
+    pub oauth_base: String,
     #[serde(
         default = "default_skew",
         deserialize_with = "duration",
@@ -217,6 +220,9 @@ pub struct WecomConfig {
 impl WecomConfig {
     fn default_api_base() -> String {
         "https://qyapi.weixin.qq.com".into()
+    }
+    fn default_oauth_base() -> String {
+        "https://open.weixin.qq.com".into()
     }
 }
 
@@ -456,6 +462,7 @@ impl Config {
             crate::platform::crypto::EncodingAesKey::parse(w.encoding_aes_key.expose())
                 .map_err(|e| ConfigError::new("wecom.encoding_aes_key", e.to_string()))?;
             base_url("wecom.api_base", &w.api_base)?;
+            base_url("wecom.oauth_base", &w.oauth_base)?;
         }
         if let Some(d) = &self.dingtalk {
             non_empty("dingtalk.app_key", &d.app_key)?;

@@ -27,6 +27,7 @@ pub mod telemetry;
 pub mod tracking;
 pub mod validate;
 pub mod verification;
+pub mod web;
 pub mod webhooks;
 
 pub use app::App;

@@ -5,6 +5,7 @@ pub mod api;
 mod callbacks;
 mod extract;
 mod ops;
+mod web;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Present when `[wecom]` is configured.
     pub wecom: Option<Arc<crate::platform::wecom::inbound::WecomInbound>>,
+    pub wecom_web: Option<Arc<crate::platform::wecom::jsapi::WecomWeb>>,
 }
 
 /// The public router. `/metrics` is on it unless `metrics_listen` moves it elsewhere.
@@ -50,6 +52,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .nest("/api/v1", api::router())
+        .route("/auth/wecom/login", get(web::wecom_login))
+        .route("/auth/wecom/callback", get(web::wecom_callback))
+        .route("/auth/logout", axum::routing::post(web::logout))
+        .route("/web/session", get(web::current))
+        .route("/web/wecom/js-config", get(web::wecom_js_config))
+        .route("/web/wecom/customer", get(web::wecom_customer))
         .route(
             "/callback/wecom",
             get(callbacks::wecom_verify)

@@ -11,6 +11,7 @@ mod cards;
 mod cli;
 mod jobs;
 mod ops;
+mod signin;
 mod verification;
 mod webhooks;
 mod wecom_api;

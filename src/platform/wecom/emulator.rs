@@ -23,6 +23,9 @@ const DIAL_RECORD: &str = "/cgi-bin/dial/get_dial_record";
 const UPDATE_CARD: &str = "/cgi-bin/message/update_template_card";
 const EXTERNAL_CONTACT: &str = "/cgi-bin/externalcontact/get";
 const DEPARTMENT_LIST: &str = "/cgi-bin/department/list";
+const JSAPI_TICKET: &str = "/cgi-bin/get_jsapi_ticket";
+const AGENT_TICKET: &str = "/cgi-bin/ticket/get";
+const GETUSERINFO: &str = "/cgi-bin/auth/getuserinfo";
 const USER_LIST: &str = "/cgi-bin/user/list";
 const USER_GET: &str = "/cgi-bin/user/get";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
@@ -73,6 +76,9 @@ struct EmulatorState {
     external_contacts: HashMap<String, Value>,
     departments: Vec<Value>,
     users: Vec<Value>,
+    /// OAuth codes not yet exchanged → userid (None: a non-member).
+    oauth_codes: HashMap<String, Option<String>>,
+    ticket_calls: usize,
 }
 
 struct IssuedToken {
@@ -102,6 +108,9 @@ impl Emulator {
             .route(UPDATE_CARD, post(update_template_card))
             .route(EXTERNAL_CONTACT, get(external_contact))
             .route(DEPARTMENT_LIST, get(department_list))
+            .route(JSAPI_TICKET, get(jsapi_ticket))
+            .route(AGENT_TICKET, get(agent_ticket))
+            .route(GETUSERINFO, get(getuserinfo))
             .route(USER_LIST, get(user_list))
             .route(USER_GET, get(user_get))
             .with_state(state.clone());
@@ -148,6 +157,27 @@ impl Emulator {
             id,
             json!({"external_contact": contact, "follow_user": follow_user}),
         );
+    }
+
+    /// The enterprise JS-SDK ticket this emulator hands out.
+    pub const CORP_TICKET: &'static str = "emulated-corp-jsapi-ticket";
+    /// The app (agent_config) JS-SDK ticket this emulator hands out.
+    pub const AGENT_TICKET: &'static str = "emulated-agent-config-ticket";
+
+    /// A one-time OAuth code as WeCom would append to the redirect after sign-in;
+    /// `userid` None stands for someone outside the corp.
+    pub fn issue_oauth_code(&self, userid: Option<&str>) -> String {
+        let code = format!("emulated-code-{}", uuid::Uuid::new_v4().simple());
+        self.state
+            .lock()
+            .oauth_codes
+            .insert(code.clone(), userid.map(str::to_string));
+        code
+    }
+
+    /// How many ticket requests (both kinds) arrived.
+    pub fn ticket_calls(&self) -> usize {
+        self.state.lock().ticket_calls
     }
 
     /// Sets the directory: `department/list` entries and `user/list` members.
@@ -526,5 +556,64 @@ async fn user_get(
             Json(u).into_response()
         }
         None => errcode(60111, "userid not found"),
+    }
+}
+
+async fn ticket(shared: &Shared, query: &HashMap<String, String>, ticket: &str) -> Response {
+    let mut state = shared.lock();
+    state.ticket_calls += 1;
+    if let Err(code) = valid_token(&state, query) {
+        return errcode(code, errmsg_for(code));
+    }
+    Json(json!({"errcode": 0, "errmsg": "ok", "ticket": ticket, "expires_in": 7200}))
+        .into_response()
+}
+
+/// `get_jsapi_ticket`: the enterprise ticket for `wx.config`.
+async fn jsapi_ticket(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(JSAPI_TICKET).await {
+        return failure;
+    }
+    ticket(&shared, &query, Emulator::CORP_TICKET).await
+}
+
+/// `ticket/get?type=agent_config`: the app ticket for `wx.agentConfig`.
+async fn agent_ticket(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(AGENT_TICKET).await {
+        return failure;
+    }
+    if query.get("type").map(String::as_str) != Some("agent_config") {
+        return errcode(40001, "invalid type");
+    }
+    ticket(&shared, &query, Emulator::AGENT_TICKET).await
+}
+
+/// `auth/getuserinfo`: each code works once; 40029 for an unknown or used code.
+async fn getuserinfo(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(GETUSERINFO).await {
+        return failure;
+    }
+    let mut state = shared.lock();
+    if let Err(code) = valid_token(&state, &query) {
+        return errcode(code, errmsg_for(code));
+    }
+    let code = query.get("code").cloned().unwrap_or_default();
+    match state.oauth_codes.remove(&code) {
+        Some(Some(userid)) => {
+            Json(json!({"errcode": 0, "errmsg": "ok", "userid": userid})).into_response()
+        }
+        Some(None) => {
+            Json(json!({"errcode": 0, "errmsg": "ok", "openid": "emulated-openid"})).into_response()
+        }
+        None => errcode(40029, "invalid code"),
     }
 }

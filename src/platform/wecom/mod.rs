@@ -8,4 +8,5 @@ pub mod dial;
 pub mod emulator;
 pub mod events;
 pub mod inbound;
+pub mod jsapi;
 pub mod token;
