@@ -104,15 +104,13 @@ async fn a_member_signs_in_and_the_session_serves_the_sidebar() {
     // JS-SDK: both signatures over the page URL without its fragment, tickets cached.
     let url = "https://closeloop.example.com/sidebar?x=1";
     let cfg: Value = client
-        .get(
-            app.url(&format!(
+        .get(app.url(&format!(
                 "/web/wecom/js-config?url={}",
                 url.replace(':', "%3A")
                     .replace('/', "%2F")
                     .replace('?', "%3F")
                     .replace('=', "%3D")
-            )),
-        )
+            )))
         .header("cookie", &cookie)
         .send()
         .await
@@ -145,6 +143,44 @@ async fn a_member_signs_in_and_the_session_serves_the_sidebar() {
         2,
         "each ticket fetched once, then cached"
     );
+
+    // The customer behind the open chat (getCurExternalContact's external userid).
+    let customer = app.customer("华南智造", None).await;
+    sqlx::query(
+        "INSERT INTO customer_external_ids (org_id, platform, external_user_id, customer_id, contact_id, created_at) \
+         VALUES ($1, 'wecom', 'wmEXT001', $2, NULL, 0)",
+    )
+    .bind(&app.org_id)
+    .bind(&customer)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let found: Value = client
+        .get(app.url("/web/wecom/customer?external_userid=wmEXT001"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (found["customer_id"].as_str(), found["name"].as_str()),
+        (Some(customer.as_str()), Some("华南智造"))
+    );
+    let unknown = client
+        .get(app.url("/web/wecom/customer?external_userid=wmNOPE"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let anonymous = client
+        .get(app.url("/web/wecom/customer?external_userid=wmEXT001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
 
     // Logout is state-changing: refused without the CSRF token, done with it.
     let refused = client
