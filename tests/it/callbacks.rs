@@ -477,3 +477,29 @@ async fn no_acknowledged_callback_is_lost_or_stored_twice_across_kill_minus_nine
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// The emulator delivers callbacks itself, WeCom-style: retried until a 200 (three retries
+/// at most), each retry freshly encrypted; closeloop stores the event once.
+#[tokio::test]
+async fn emulator_delivered_callbacks_and_their_retries_are_stored_once() {
+    let app = spawn_app_with(&wecom_toml("5m")).await;
+    let emulator = closeloop::platform::wecom::emulator::Emulator::start(CORP, vec![]).await;
+    let url = app.url("/callback/wecom");
+    let xml = add_contact("wmEXT777", now());
+    assert_eq!(
+        emulator.deliver_callback(&url, TOKEN, KEY, &xml).await,
+        [200]
+    );
+    // The ack got lost on the way back, so WeCom sends the same event again.
+    assert_eq!(
+        emulator.deliver_callback(&url, TOKEN, KEY, &xml).await,
+        [200]
+    );
+    assert_eq!(inbox(&app).await.len(), 1);
+    // A misconfigured token is refused on every retry, and nothing is stored.
+    let refused = emulator
+        .deliver_callback(&url, "wrong-token", KEY, &add_contact("wmEXT778", now()))
+        .await;
+    assert_eq!(refused, [401, 401, 401, 401]);
+    assert_eq!(inbox(&app).await.len(), 1);
+}
