@@ -10,6 +10,7 @@ CREATE TABLE cards (
     status                    TEXT NOT NULL DEFAULT 'queued', -- queued | sent | failed
     platform                  TEXT,
     platform_message_id       TEXT,
+    sent_at                   BIGINT,
     -- One-shot code to update the card (WeCom: 72 h); never shown by the API.
     response_code             TEXT,
     response_code_expires_at  BIGINT,
@@ -21,3 +22,4 @@ CREATE TABLE cards (
     updated_at                BIGINT NOT NULL
 );
 CREATE INDEX cards_recipient ON cards (recipient_user_id, created_at);
+CREATE INDEX cards_recipient_sent ON cards (recipient_user_id, sent_at);

@@ -108,7 +108,9 @@ pub async fn send(
         now_ms,
         NewJob::new(DELIVER, serde_json::json!({"card_id": id}))
             .org(org_id)
-            .ordered_by(format!("card:{id}"))
+            // One person's cards go out one at a time, in order: they read them in
+            // sequence, and per-person rate limits can be counted exactly.
+            .ordered_by(format!("cards-to:{recipient_user_id}"))
             .dedupe(format!("card.deliver:{id}")),
     )
     .await?;

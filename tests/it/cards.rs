@@ -139,10 +139,17 @@ async fn rate_limits_delay_and_expired_tokens_refresh_nothing_is_dropped() {
         "a rate limit delays without using an attempt"
     );
 
-    // Token invalidated by WeCom: the call refreshes once and goes through.
+    // Token invalidated by WeCom: the call refreshes once and goes through. (Another
+    // recipient: one person's cards go out in order, so theirs wait behind the first.)
+    let other = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "王芳", "identities": [{"platform": "wecom", "kind": "userid", "value": "wangfang"}]}),
+        )
+        .await;
     emulator.expire_tokens();
     let calls_before = emulator.gettoken_calls();
-    let fresh = send(&app, to).await;
+    let fresh = send(&app, other["id"].as_str().unwrap()).await;
     app.worker.drain().await.unwrap();
     assert_eq!(card_status(&app, &fresh).await.0, "sent");
     assert_eq!(emulator.gettoken_calls(), calls_before + 1);
@@ -272,18 +279,21 @@ async fn the_recipients_first_click_is_recorded_once_and_updates_the_card() {
 #[tokio::test]
 async fn a_rate_limit_storm_delays_every_card_and_drops_none() {
     let (emulator, app) = setup().await;
-    let user = app
-        .create(
-            "/api/v1/users",
-            json!({"name": "张工", "identities": [{"platform": "wecom", "kind": "userid", "value": "zhanggong"}]}),
-        )
-        .await;
-    let to = user["id"].as_str().unwrap();
     const N: usize = 40;
+    let mut recipients = Vec::new();
+    for i in 0..N {
+        let u = app
+            .create(
+                "/api/v1/users",
+                json!({"name": format!("成员{i}"), "identities": [{"platform": "wecom", "kind": "userid", "value": format!("m{i}")}]}),
+            )
+            .await;
+        recipients.push(u["id"].as_str().unwrap().to_string());
+    }
     emulator.fail_next("/cgi-bin/message/send", N / 2, Failure::Errcode(45009));
     emulator.fail_next("/cgi-bin/message/send", N / 2, Failure::Errcode(45033));
     let mut ids = Vec::new();
-    for _ in 0..N {
+    for to in &recipients {
         ids.push(send(&app, to).await);
     }
     app.worker.drain().await.unwrap();
@@ -316,4 +326,41 @@ async fn a_rate_limit_storm_delays_every_card_and_drops_none() {
     task_ids.sort();
     ids.sort();
     assert_eq!(task_ids, ids);
+}
+
+#[tokio::test]
+async fn closeloop_paces_itself_to_thirty_messages_a_minute_per_member() {
+    let (emulator, app) = setup().await;
+    let user = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "identities": [{"platform": "wecom", "kind": "userid", "value": "zhanggong"}]}),
+        )
+        .await;
+    let to = user["id"].as_str().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        ids.push(send(&app, to).await);
+    }
+    app.worker.drain().await.unwrap();
+    assert_eq!(
+        emulator.received_messages().len(),
+        30,
+        "the 31st waits for the minute to pass"
+    );
+    let (waiting, attempts): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MAX(attempts), 0) AS BIGINT) FROM jobs \
+         WHERE kind = 'card.deliver' AND status = 'queued'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((waiting, attempts), (2, 0), "delayed, not failed");
+    // In enqueue order: the first thirty cards are the ones sent.
+    let sent: Vec<String> = emulator
+        .received_messages()
+        .iter()
+        .map(|m| m["template_card"]["task_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sent, ids[..30]);
 }

@@ -16,6 +16,10 @@ use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
 const SEND: &str = "/cgi-bin/message/send";
 /// WeCom's response_code can update a card once, within 72 hours.
 const RESPONSE_CODE_TTL_MS: i64 = 72 * 3600 * 1000;
+/// WeCom accepts at most 30 messages a minute to one member; closeloop paces itself
+/// rather than collect 45033s.
+const PER_MEMBER_PER_MINUTE: i64 = 30;
+
 /// Seconds in which WeCom drops a repeat of the same message.
 const DUPLICATE_CHECK_INTERVAL: i64 = 1800;
 
@@ -101,6 +105,24 @@ impl DeliverCard {
         };
         let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let now = self.clock.now_ms();
+        let window = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(MIN(sent_at) AS BIGINT) AS oldest FROM cards \
+             WHERE recipient_user_id = $1 AND sent_at > $2",
+        )
+        .bind(row.get::<String, _>("recipient_user_id"))
+        .bind(now - 60_000)
+        .fetch_one(&self.db.pool)
+        .await?;
+        if window.get::<i64, _>("n") >= PER_MEMBER_PER_MINUTE {
+            let oldest: i64 = window.get::<Option<i64>, _>("oldest").unwrap_or(now);
+            return Err(JobError::RateLimited {
+                retry_after: Some(std::time::Duration::from_millis(
+                    (oldest + 60_000 - now).max(1000) as u64,
+                )),
+                message: "30 messages a minute to this member already".into(),
+            });
+        }
         let response = self
             .api
             .call_json(
@@ -137,7 +159,7 @@ impl Handler for DeliverCard {
             let code = out["response_code"].as_str();
             sqlx::query(
                 "UPDATE cards SET status = 'sent', platform = 'wecom', platform_message_id = $1, response_code = $2, \
-                 response_code_expires_at = $3, updated_at = $4 WHERE id = $5",
+                 response_code_expires_at = $3, updated_at = $4, sent_at = $4 WHERE id = $5",
             )
             .bind(out["msgid"].as_str())
             .bind(code)
