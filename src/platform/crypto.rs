@@ -99,6 +99,74 @@ const PAD_BLOCK: usize = 32;
 /// Random prefix plus the big-endian length field.
 const HEADER_LEN: usize = 20;
 
+/// The WeCom / DingTalk callback scheme for one token, key and receiver id (WeCom's receive
+/// id, DingTalk's owner key): the sorted SHA-1 signature and the AES envelope. The platform
+/// types wrap it and add their envelopes and replies.
+#[derive(Clone)]
+pub struct MsgCrypt {
+    token: secrecy::SecretString,
+    pub(crate) cipher: MsgCipher,
+    receiver: String,
+}
+
+impl MsgCrypt {
+    pub fn new(
+        token: impl Into<String>,
+        key: &EncodingAesKey,
+        receiver: impl Into<String>,
+    ) -> Self {
+        MsgCrypt {
+            token: secrecy::SecretString::from(token.into()),
+            cipher: MsgCipher::new(key),
+            receiver: receiver.into(),
+        }
+    }
+
+    /// The id every decrypted message must end with.
+    pub fn receiver(&self) -> &str {
+        &self.receiver
+    }
+
+    /// The lowercase hex signature over the token, timestamp, nonce and ciphertext.
+    pub fn signature(&self, timestamp: &str, nonce: &str, encrypted: &str) -> String {
+        hex::encode(self.digest(timestamp, nonce, encrypted))
+    }
+
+    /// Checks a request signature in constant time. Pass the strings exactly as received
+    /// (after URL decoding); a timestamp is signed as written, seconds or milliseconds.
+    pub fn verify_signature(
+        &self,
+        timestamp: &str,
+        nonce: &str,
+        encrypted: &str,
+        signature: &str,
+    ) -> Result<(), CryptoError> {
+        verify_hex(&self.digest(timestamp, nonce, encrypted), signature)
+    }
+
+    fn digest(&self, timestamp: &str, nonce: &str, encrypted: &str) -> [u8; 20] {
+        use secrecy::ExposeSecret;
+        sorted_sha1([self.token.expose_secret(), timestamp, nonce, encrypted])
+    }
+
+    /// Decrypts a ciphertext and checks that it ends with our receiver id. Only call this
+    /// after [`verify_signature`](Self::verify_signature): the signature is the integrity
+    /// check.
+    pub fn decrypt(&self, encrypted: &str) -> Result<String, CryptoError> {
+        self.cipher.open(encrypted, &self.receiver)
+    }
+
+    /// Encrypts `plaintext` with the given 16-byte random prefix; the same prefix gives the
+    /// same ciphertext, which is what the test vectors need.
+    pub fn encrypt(&self, plaintext: &str, random: [u8; 16]) -> String {
+        self.cipher.seal(plaintext, &self.receiver, &random)
+    }
+
+    pub fn encrypt_random(&self, plaintext: &str) -> String {
+        self.encrypt(plaintext, random_prefix())
+    }
+}
+
 /// The WXBizMsgCrypt cipher for one EncodingAESKey. The key schedule is expanded once here so
 /// each message only clones it.
 #[derive(Clone)]

@@ -8,13 +8,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::platform::crypto::{
-    jsapi_string_to_sign, parse_timestamp, random_nonce, random_prefix, sorted_sha1, verify_hex,
-    CryptoError, EncodingAesKey, MsgCipher,
+    jsapi_string_to_sign, parse_timestamp, random_nonce, random_prefix, CryptoError,
+    EncodingAesKey, MsgCrypt,
 };
 
 /// The plaintext DingTalk expects, encrypted, as the answer to every callback.
@@ -27,15 +26,22 @@ const MILLIS_THRESHOLD: i64 = 100_000_000_000;
 /// Signs, verifies, decrypts and encrypts the HTTP-push callbacks of one DingTalk subscription.
 #[derive(Clone)]
 pub struct DingtalkCrypto {
-    token: SecretString,
-    cipher: MsgCipher,
-    owner_key: String,
+    crypt: MsgCrypt,
+}
+
+/// Signing, verifying, encrypting and decrypting are the shared scheme's.
+impl std::ops::Deref for DingtalkCrypto {
+    type Target = MsgCrypt;
+
+    fn deref(&self) -> &MsgCrypt {
+        &self.crypt
+    }
 }
 
 impl fmt::Debug for DingtalkCrypto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DingtalkCrypto")
-            .field("owner_key", &self.owner_key)
+            .field("owner_key", &self.receiver())
             .finish_non_exhaustive()
     }
 }
@@ -49,50 +55,12 @@ impl DingtalkCrypto {
         owner_key: impl Into<String>,
     ) -> Self {
         Self {
-            token: SecretString::from(token.into()),
-            cipher: MsgCipher::new(&key),
-            owner_key: owner_key.into(),
+            crypt: MsgCrypt::new(token, &key, owner_key),
         }
     }
 
     pub fn owner_key(&self) -> &str {
-        &self.owner_key
-    }
-
-    /// The lowercase hex signature over the token, timestamp, nonce and ciphertext.
-    pub fn signature(&self, timestamp: &str, nonce: &str, encrypted: &str) -> String {
-        hex::encode(self.digest(timestamp, nonce, encrypted))
-    }
-
-    /// Checks a request signature in constant time over the literal timestamp string (which
-    /// may be seconds or milliseconds).
-    pub fn verify_signature(
-        &self,
-        timestamp: &str,
-        nonce: &str,
-        encrypted: &str,
-        signature: &str,
-    ) -> Result<(), CryptoError> {
-        verify_hex(&self.digest(timestamp, nonce, encrypted), signature)
-    }
-
-    fn digest(&self, timestamp: &str, nonce: &str, encrypted: &str) -> [u8; 20] {
-        sorted_sha1([self.token.expose_secret(), timestamp, nonce, encrypted])
-    }
-
-    /// Decrypts a ciphertext and checks that its trailing id is our owner key. Only call this
-    /// after [`verify_signature`](Self::verify_signature): the signature is the integrity check.
-    pub fn decrypt(&self, encrypted: &str) -> Result<String, CryptoError> {
-        self.cipher.open(encrypted, &self.owner_key)
-    }
-
-    /// Encrypts `plaintext` with the given 16-byte random prefix, deterministically.
-    pub fn encrypt(&self, plaintext: &str, random: [u8; 16]) -> String {
-        self.cipher.seal(plaintext, &self.owner_key, &random)
-    }
-
-    pub fn encrypt_random(&self, plaintext: &str) -> String {
-        self.encrypt(plaintext, random_prefix())
+        self.receiver()
     }
 
     /// Verifies and decrypts a callback POST whose body is `{"encrypt":"…"}`, returning the

@@ -7,27 +7,32 @@ use std::fmt;
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::platform::crypto::{
-    jsapi_string_to_sign, parse_timestamp, random_prefix, sorted_sha1, verify_hex, CryptoError,
-    EncodingAesKey, MsgCipher,
+    jsapi_string_to_sign, parse_timestamp, CryptoError, EncodingAesKey, MsgCrypt,
 };
 
 /// Signs, verifies, decrypts and encrypts the callbacks of one WeCom app.
 #[derive(Clone)]
 pub struct WecomCrypto {
-    token: SecretString,
-    cipher: MsgCipher,
-    receive_id: String,
+    crypt: MsgCrypt,
+}
+
+/// Signing, verifying, encrypting and decrypting are the shared scheme's.
+impl std::ops::Deref for WecomCrypto {
+    type Target = MsgCrypt;
+
+    fn deref(&self) -> &MsgCrypt {
+        &self.crypt
+    }
 }
 
 impl fmt::Debug for WecomCrypto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WecomCrypto")
-            .field("receive_id", &self.receive_id)
+            .field("receive_id", &self.receiver())
             .finish_non_exhaustive()
     }
 }
@@ -41,51 +46,12 @@ impl WecomCrypto {
         receive_id: impl Into<String>,
     ) -> Self {
         Self {
-            token: SecretString::from(token.into()),
-            cipher: MsgCipher::new(&key),
-            receive_id: receive_id.into(),
+            crypt: MsgCrypt::new(token, &key, receive_id),
         }
     }
 
     pub fn receive_id(&self) -> &str {
-        &self.receive_id
-    }
-
-    /// The lowercase hex `msg_signature` over the token, timestamp, nonce and ciphertext.
-    pub fn signature(&self, timestamp: &str, nonce: &str, encrypted: &str) -> String {
-        hex::encode(self.digest(timestamp, nonce, encrypted))
-    }
-
-    /// Checks a request's `msg_signature` in constant time. Pass the strings exactly as
-    /// received, after URL decoding.
-    pub fn verify_signature(
-        &self,
-        timestamp: &str,
-        nonce: &str,
-        encrypted: &str,
-        signature: &str,
-    ) -> Result<(), CryptoError> {
-        verify_hex(&self.digest(timestamp, nonce, encrypted), signature)
-    }
-
-    fn digest(&self, timestamp: &str, nonce: &str, encrypted: &str) -> [u8; 20] {
-        sorted_sha1([self.token.expose_secret(), timestamp, nonce, encrypted])
-    }
-
-    /// Decrypts a ciphertext and checks that it is addressed to our receive id. Only call this
-    /// after [`verify_signature`](Self::verify_signature): the signature is the integrity check.
-    pub fn decrypt(&self, encrypted: &str) -> Result<String, CryptoError> {
-        self.cipher.open(encrypted, &self.receive_id)
-    }
-
-    /// Encrypts `plaintext` with the given 16-byte random prefix; the same prefix gives the same
-    /// ciphertext, which is what the test vectors need.
-    pub fn encrypt(&self, plaintext: &str, random: [u8; 16]) -> String {
-        self.cipher.seal(plaintext, &self.receive_id, &random)
-    }
-
-    pub fn encrypt_random(&self, plaintext: &str) -> String {
-        self.encrypt(plaintext, random_prefix())
+        self.receiver()
     }
 
     /// The URL check (GET with `echostr`): verifies the signature over the URL-decoded
@@ -364,6 +330,7 @@ pub fn jsapi_signature(jsapi_ticket: &str, noncestr: &str, timestamp: &str, url:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::crypto::random_prefix;
     use crate::platform::crypto::vectors::{of_kind, s};
     use serde_json::Value;
 
