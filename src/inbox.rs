@@ -228,9 +228,10 @@ pub async fn list(
         ("status", &f.status),
     ]);
     if let Some(s) = &f.since {
-        let t = chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|_| Error::invalid("since must be an RFC 3339 time"))?;
-        sel.and("received_at >= {}", Arg::Int(t.timestamp_millis()));
+        sel.and(
+            "received_at >= {}",
+            Arg::Int(crate::validate::time("since", s)?),
+        );
     }
     let sql = sel.sql(
         "SELECT id, platform, app, event_type, dedupe_key, received_at, status, error, summary FROM inbox",

@@ -43,3 +43,14 @@ pub fn id(field: &str, value: &str) -> Result<String> {
     }
     Ok(v.to_string())
 }
+
+/// An RFC 3339 time given by the caller, as epoch milliseconds.
+pub fn time(field: &str, value: &str) -> Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            Error::invalid(format!(
+                "{field} must be an RFC 3339 time such as 2026-01-31T08:00:00+08:00"
+            ))
+        })
+}

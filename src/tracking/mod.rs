@@ -166,16 +166,6 @@ pub struct EventFilter {
     pub until: Option<String>,
 }
 
-fn parse_time(field: &str, v: &str) -> Result<i64> {
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            Error::invalid(format!(
-                "{field} must be an RFC 3339 time such as 2026-01-31T08:00:00+08:00"
-            ))
-        })
-}
-
 macro_rules! point_fields {
     () => {
         "id, actor_user_id, customer_id, deal_id, action, occurred_at, source, platform, \
@@ -221,10 +211,10 @@ pub async fn list(
         ("action", &f.action),
     ]);
     if let Some(s) = &f.since {
-        sel.and("occurred_at >= {}", Arg::Int(parse_time("since", s)?));
+        sel.and("occurred_at >= {}", Arg::Int(validate::time("since", s)?));
     }
     if let Some(u) = &f.until {
-        sel.and("occurred_at < {}", Arg::Int(parse_time("until", u)?));
+        sel.and("occurred_at < {}", Arg::Int(validate::time("until", u)?));
     }
     let sql = sel.sql(COLUMNS, "ORDER BY id LIMIT {limit}");
     let rows = sel
