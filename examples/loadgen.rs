@@ -191,7 +191,7 @@ impl Target {
         Ok(Target::Events {
             url: format!("{}/api/v1/events", args.url),
             key: format!("Bearer {}", args.key),
-            body: json!({"actor": actor, "customer": customer, "action": "已电话沟通", "payload": {"bench": true}})
+            body: json!({"actor": actor, "customer": customer, "action": "拜访记录", "payload": {"bench": true}})
                 .to_string(),
         })
     }

@@ -44,15 +44,19 @@ impl App {
         let org = orgs::ensure_default(&db, clock.now_ms(), tz)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the default organisation: {e}"))?;
-        let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone());
+        let rules = crate::rules::Rules::new(db.clone());
+        let calendar = Arc::new(config.work_calendar()?);
+        crate::cards::templates::install(config.card_templates()?);
+        let blobs = crate::storage::BlobStore::from_config(&config.storage)?;
+        let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone(), rules.clone());
         let (inbox, inbox_task) = InboxWriter::start(db.clone(), clock.clone());
         let client = http_client(&config)?;
         // One API client per platform: its token cache (and single-flight refresh) is
         // shared by every job kind and the sign-in endpoints.
-        let wecom_api = config
-            .wecom
-            .as_ref()
-            .map(|w| WecomApi::from_config(w, client.clone(), clock.clone()));
+        let wecom_api = config.wecom.as_ref().map(|w| {
+            WecomApi::from_config(w, client.clone(), clock.clone())
+                .shared_through(db.clone(), cipher.clone())
+        });
         let worker = build_worker(
             &db,
             &clock,
@@ -61,6 +65,7 @@ impl App {
             &org,
             client,
             wecom_api.clone(),
+            &rules,
         )
         .await?;
         let wecom = match &config.wecom {
@@ -90,6 +95,10 @@ impl App {
             inbox,
             default_org: Arc::new(org),
             metrics: crate::telemetry::metrics_handle(),
+            rules,
+            blobs,
+            calendar,
+            dev_sign_in: false,
         };
         Ok(App {
             state,
@@ -185,6 +194,7 @@ fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .context("cannot build the HTTP client")
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn build_worker(
     db: &Db,
     clock: &SharedClock,
@@ -193,8 +203,55 @@ async fn build_worker(
     org: &orgs::Org,
     client: reqwest::Client,
     wecom_api: Option<WecomApi>,
+    rules: &crate::rules::Rules,
 ) -> anyhow::Result<Worker> {
     let mut registry = Registry::new();
+    registry.register(
+        crate::collab::requests::SLA_JOB,
+        crate::collab::sla::SlaClock {
+            clock: clock.clone(),
+        },
+    );
+    registry.register(
+        crate::collab::requests::ACK_JOB,
+        crate::collab::sla::AckClock {
+            clock: clock.clone(),
+        },
+    );
+    {
+        use crate::collab::health;
+        registry.register(
+            health::KIND,
+            health::Weekly {
+                clock: clock.clone(),
+                org_id: org.id.clone(),
+                tz: org.timezone,
+                public_url: config.public_url.clone(),
+            },
+        );
+        schedule::upsert(
+            db,
+            clock.now_ms(),
+            &ScheduleSpec {
+                id: format!("{}:{}", health::KIND, org.id),
+                org_id: Some(org.id.clone()),
+                kind: health::KIND.into(),
+                payload: serde_json::json!({}),
+                every: Every::Cron(health::CRON.into()),
+                timezone: org.timezone,
+                misfire: Misfire::Once,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the weekly collaboration report: {e}"))?;
+    }
+    registry.register(
+        crate::verification::claims::SETTLE,
+        crate::verification::claims::Settle {
+            rules: rules.clone(),
+            clock: clock.clone(),
+        },
+    );
     registry.register(
         webhooks::KIND,
         webhooks::Deliver {
@@ -266,6 +323,23 @@ async fn build_worker(
     );
     if let (Some(wecom), Some(api)) = (&config.wecom, &wecom_api) {
         registry.register(
+            crate::collab::calendar_feed::PUSH,
+            crate::platform::wecom::schedule::PushSchedule {
+                api: api.clone(),
+                db: db.clone(),
+                clock: clock.clone(),
+                agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
+                tz: org.timezone,
+            },
+        );
+    } else {
+        registry.register(
+            crate::collab::calendar_feed::PUSH,
+            crate::collab::calendar_feed::NoPlatformCalendar,
+        );
+    }
+    if let (Some(wecom), Some(api)) = (&config.wecom, &wecom_api) {
+        registry.register(
             crate::cards::UPDATE,
             crate::platform::wecom::cards::UpdateCard {
                 api: api.clone(),
@@ -281,6 +355,7 @@ async fn build_worker(
                 db: db.clone(),
                 clock: clock.clone(),
                 agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
+                public_url: config.public_url.clone(),
             },
         );
     }
@@ -297,6 +372,7 @@ async fn build_worker(
                 cipher: cipher.clone(),
                 clock: clock.clone(),
                 org_id: org.id.clone(),
+                rules: rules.clone(),
             },
         );
         schedule::upsert(
@@ -314,6 +390,32 @@ async fn build_worker(
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot register the call-record poll: {e}"))?;
+    }
+    // Credibility: every Monday 08:00 (org zone), last week's ratios per rep.
+    {
+        use crate::credibility;
+        registry.register(
+            credibility::KIND,
+            credibility::Weekly {
+                rules: rules.clone(),
+                clock: clock.clone(),
+            },
+        );
+        schedule::upsert(
+            db,
+            clock.now_ms(),
+            &ScheduleSpec {
+                id: format!("{}:{}", credibility::KIND, org.id),
+                org_id: Some(org.id.clone()),
+                kind: credibility::KIND.into(),
+                payload: serde_json::json!({}),
+                every: Every::Cron(credibility::CRON.into()),
+                timezone: org.timezone,
+                misfire: Misfire::Once,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the weekly credibility job: {e}"))?;
     }
     schedule::upsert(
         db,

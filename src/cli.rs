@@ -1,17 +1,19 @@
 //! The `closeloop` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{NaiveDate, TimeZone};
 use clap::{Args, Parser, Subcommand};
 
-use crate::access::{apikeys, ApiKeyRole, NewApiKey};
+use crate::access::{apikeys, Actor, ApiKeyRole, NewApiKey};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::directory::orgs;
+use crate::rules::store::Imported;
+use crate::rules::{ActionKind, RuleSet, Rules};
 use crate::telemetry::LogFormat;
 use crate::App;
 
@@ -47,6 +49,9 @@ pub enum Command {
     /// Inspect and re-drive durable jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The rule set (stages, gates, evidence policies, anti-fraud thresholds, actions) as TOML.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Start a demonstration server on a local SQLite database with sample data.
     Demo(DemoArgs),
 }
@@ -105,6 +110,31 @@ pub enum JobsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Print the rule set in force as TOML, its version in a comment at the top.
+    Export {
+        /// Write here instead of stdout.
+        file: Option<PathBuf>,
+    },
+    /// Check FILE and put it in force as the next version (audited); running servers
+    /// pick it up on their next request.
+    Import { file: PathBuf },
+    /// Check FILE without touching any database and summarise it.
+    Check { file: PathBuf },
+    /// Replay the ledger against FILE and report what it would have refused, flagged or
+    /// judged differently from the rules in force. Writes nothing.
+    Simulate {
+        file: PathBuf,
+        /// How far back to replay, e.g. 30d, 12h.
+        #[arg(long, default_value = "30d", value_name = "DURATION")]
+        since: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the demo serves.
@@ -143,6 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             jobs(config, cmd).await
         }
+        Command::Rules(cmd) => rules(cli.config.as_deref(), cmd).await,
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }
@@ -287,6 +318,224 @@ async fn jobs(config: Config, cmd: JobsCommand) -> anyhow::Result<()> {
     }
     db.close().await;
     Ok(())
+}
+
+/// Reads a rule-set file and checks it; every error is one line naming the key.
+fn read_rules(path: &Path) -> anyhow::Result<(String, RuleSet)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let rules = parse_rules(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((text, rules))
+}
+
+fn parse_rules(text: &str) -> Result<RuleSet, String> {
+    // The TOML error itself spans several lines (a source excerpt); say it in one.
+    if let Err(e) = toml::from_str::<RuleSet>(text) {
+        return Err(toml_error_line(text, &e));
+    }
+    RuleSet::from_toml(text).map_err(|e| e.to_string())
+}
+
+/// `rule set: `antifraud.repeat_limit` (line 2): invalid type: ...`
+fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return format!("rule set: {message}");
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let lines: Vec<&str> = text.lines().collect();
+    let header = |l: &str| {
+        let l = l.trim();
+        l.strip_prefix("[[")
+            .and_then(|r| r.strip_suffix("]]"))
+            .or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
+            .map(|t| t.trim().to_string())
+    };
+    let table = lines
+        .iter()
+        .take(line_no.saturating_sub(1))
+        .rev()
+        .find_map(|l| header(l));
+    let line = lines.get(line_no - 1).copied().unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('#'));
+    match (table, key) {
+        (Some(t), Some(k)) => format!("rule set: `{t}.{k}` (line {line_no}): {message}"),
+        (None, Some(k)) => format!("rule set: `{k}` (line {line_no}): {message}"),
+        _ => format!("rule set: line {line_no}: {message}"),
+    }
+}
+
+/// What `rules check` prints: the pipeline, its gates and the sidebar's actions.
+fn summarise(r: &RuleSet) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let names: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
+    let _ = writeln!(out, "rule set is valid");
+    let _ = writeln!(out, "stages ({}): {}", names.len(), names.join(" → "));
+    let _ = writeln!(out, "gates:");
+    for s in r.stages.iter().skip(1) {
+        let q = &s.requires;
+        let mut needs = Vec::new();
+        if q.communications > 0 {
+            needs.push(format!("{} valid communications", q.communications));
+        }
+        if q.proposals > 0 {
+            needs.push(format!("{} proposals", q.proposals));
+        }
+        if q.valid_contact {
+            needs.push("a valid phone".to_string());
+        }
+        if needs.is_empty() {
+            needs.push("nothing".to_string());
+        }
+        let _ = writeln!(out, "  → {}: {}", s.name, needs.join(", "));
+    }
+    let guarded = r.actions.iter().filter(|a| a.guarded).count();
+    let _ = writeln!(
+        out,
+        "actions ({}, {guarded} guarded by the anti-fraud rules):",
+        r.actions.len()
+    );
+    for a in &r.actions {
+        let mut what = vec![match a.kind {
+            ActionKind::Tap => "tap".to_string(),
+            ActionKind::Upload => format!("upload {}", a.document.as_deref().unwrap_or("?")),
+            ActionKind::QuickAsk => format!("ask {}", a.role.as_deref().unwrap_or("?")),
+        }];
+        if let Some(c) = a.claim {
+            what.push(format!("claims a {}", c.as_str()));
+        }
+        if a.guarded {
+            what.push("guarded".into());
+        }
+        let _ = writeln!(out, "  {}: {}", a.name, what.join(", "));
+    }
+    let af = &r.antifraud;
+    let _ = writeln!(
+        out,
+        "anti-fraud: more than {} of one action on one customer in {} is refused; {} records from one IP in {} are flagged",
+        af.repeat_limit,
+        humantime::format_duration(af.repeat_window),
+        af.ip_burst_count,
+        humantime::format_duration(af.ip_burst_window)
+    );
+    let _ = writeln!(
+        out,
+        "verification: calls of at least {}s count; credibility below {} is alerted",
+        r.verification.min_call_seconds, r.credibility.threshold
+    );
+    out
+}
+
+/// The deployment's organisation, read without creating anything.
+async fn existing_default_org(db: &Db) -> anyhow::Result<orgs::Org> {
+    orgs::by_slug(db, orgs::DEFAULT_SLUG)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot read the database ({e}); run `closeloop migrate` first")
+        })?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the database has no organisation yet: the server creates it on its first start"
+            )
+        })
+}
+
+async fn rules(config_path: Option<&Path>, cmd: RulesCommand) -> anyhow::Result<()> {
+    // Checking a file needs neither the configuration nor a database.
+    if let RulesCommand::Check { file } = &cmd {
+        let (_, rules) = read_rules(file)?;
+        print!("{}", summarise(&rules));
+        return Ok(());
+    }
+    let config = Config::load(config_path)?;
+    let db = Db::connect(&config.database_url).await?;
+    let now = SystemClock.now_ms();
+    let result = match cmd {
+        RulesCommand::Check { .. } => Ok(()), // answered above, without a database
+        RulesCommand::Export { file } => {
+            // Before the first start there is no organisation, and so only the defaults.
+            let v = match existing_default_org(&db).await {
+                Ok(org) => Rules::new(db.clone())
+                    .current_version(&org.id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                Err(_) => crate::rules::store::Version {
+                    version: 0,
+                    rules: Arc::new(RuleSet::default()),
+                },
+            };
+            let origin = if v.version == 0 {
+                " (the built-in defaults)"
+            } else {
+                ""
+            };
+            let text = format!(
+                "# closeloop rule set, version {} in force{origin}\n\
+                 # Check edits with `closeloop rules check FILE`, load them with `closeloop rules import FILE`.\n\n{}",
+                v.version,
+                v.rules.to_toml()
+            );
+            match file {
+                None => print!("{text}"),
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("exported version {} to {}", v.version, path.display());
+                }
+            }
+            Ok(())
+        }
+        RulesCommand::Import { file } => {
+            let (text, _) = read_rules(&file)?;
+            db.migrate().await?;
+            let org = orgs::ensure_default(&db, now, config.org_timezone()?)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match crate::rules::store::import(&db, now, &org.id, &Actor::cli(), &text)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+            {
+                Imported::New(v) => println!("imported version {v}"),
+                Imported::Unchanged(v) => println!("unchanged (version {v})"),
+            }
+            Ok(())
+        }
+        RulesCommand::Simulate { file, since, json } => {
+            let (_, candidate) = read_rules(&file)?;
+            let back = humantime::parse_duration(&since)
+                .map_err(|e| anyhow::anyhow!("--since `{since}`: {e} (e.g. 30d, 12h)"))?;
+            let since_ms = now.saturating_sub(i64::try_from(back.as_millis()).unwrap_or(i64::MAX));
+            let org = existing_default_org(&db).await?;
+            let in_force = Rules::new(db.clone())
+                .current_version(&org.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = crate::rules::simulate::simulate(
+                &db,
+                &org.id,
+                org.timezone,
+                &in_force,
+                &candidate,
+                since_ms,
+                now,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+    };
+    db.close().await;
+    result
 }
 
 /// `YYYY-MM-DD` means valid through that day in the organisation's zone.

@@ -86,6 +86,9 @@ pub struct Config {
     pub security: SecurityConfig,
     pub storage: StorageConfig,
     pub jobs: JobsConfig,
+    /// Working days and hours for SLA clocks counted in business time.
+    pub calendar: crate::collab::calendar::CalendarConfig,
+    pub cards: CardsConfig,
     pub wecom: Option<WecomConfig>,
     pub dingtalk: Option<DingtalkConfig>,
     pub feishu: Option<FeishuConfig>,
@@ -104,6 +107,8 @@ impl Default for Config {
             security: SecurityConfig::default(),
             storage: StorageConfig::default(),
             jobs: JobsConfig::default(),
+            calendar: Default::default(),
+            cards: CardsConfig::default(),
             wecom: None,
             dingtalk: None,
             feishu: None,
@@ -126,6 +131,8 @@ pub struct StorageConfig {
     /// `local` (a folder) is the only kind so far.
     pub kind: String,
     pub path: PathBuf,
+    /// Largest accepted upload (a proposal, a proof); other requests keep `max_body_bytes`.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -133,13 +140,14 @@ impl Default for StorageConfig {
         StorageConfig {
             kind: "local".into(),
             path: PathBuf::from("blobs"),
+            max_upload_bytes: 20 * 1024 * 1024,
         }
     }
 }
 
 /// A duration as `"5m"`, `"90s"`, `"0"`, or a bare number of seconds (environment values
 /// arrive as numbers).
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = scalar_string(d)?;
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -151,8 +159,17 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     })
 }
 
-fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// Card templates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardsConfig {
+    /// A folder of `<card>.toml` files replacing the embedded templates of the same name
+    /// (wording and layout; actions stay as code defines them).
+    pub override_dir: Option<PathBuf>,
 }
 
 /// The durable job worker of this process.
@@ -209,6 +226,10 @@ pub struct WecomConfig {
     /// Where browsers are sent to sign in (OAuth2 authorize).
     #[serde(default = "WecomConfig::default_oauth_base")]
     pub oauth_base: String,
+    /// The JS-SDK the sidebar page loads at run time (its origin is allowed by the page's
+    /// Content-Security-Policy).
+    #[serde(default = "WecomConfig::default_jssdk_url")]
+    pub jssdk_url: String,
     #[serde(
         default = "default_skew",
         deserialize_with = "duration",
@@ -223,6 +244,9 @@ impl WecomConfig {
     }
     fn default_oauth_base() -> String {
         "https://open.weixin.qq.com".into()
+    }
+    fn default_jssdk_url() -> String {
+        "https://res.wx.qq.com/wwopen/js/jsapi/jweixin-1.0.0.js".into()
     }
 }
 
@@ -390,7 +414,14 @@ impl Config {
                 "must start with sqlite:// or postgres:// (or postgresql://)",
             )
         })?;
-        self.org_timezone()?;
+        self.work_calendar()?;
+        self.card_templates()?;
+        if self.storage.max_upload_bytes == 0 {
+            return Err(ConfigError::new(
+                "storage.max_upload_bytes",
+                "must be positive (the largest upload accepted, in bytes)",
+            ));
+        }
         let url = self.public_url.trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
             return Err(ConfigError::new(
@@ -492,6 +523,25 @@ impl Config {
         Backend::from_url(&self.database_url).expect("validated at load")
     }
 
+    /// The checked card templates (embedded, with the admin's overrides).
+    pub fn card_templates(&self) -> Result<crate::cards::templates::Templates, ConfigError> {
+        crate::cards::templates::Templates::load(self.cards.override_dir.as_deref())
+            .map_err(|m| ConfigError::new("cards.override_dir", m))
+    }
+
+    /// The checked work calendar in the organisation's zone.
+    pub fn work_calendar(&self) -> Result<crate::collab::calendar::WorkCalendar, ConfigError> {
+        crate::collab::calendar::WorkCalendar::new(&self.calendar, self.org_timezone()?).map_err(
+            |m| {
+                let key = m
+                    .strip_prefix('`')
+                    .and_then(|r| r.split_once('`'))
+                    .map_or("calendar".to_string(), |(k, _)| format!("calendar.{k}"));
+                ConfigError::new(key, m)
+            },
+        )
+    }
+
     pub fn org_timezone(&self) -> Result<chrono_tz::Tz, ConfigError> {
         self.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
             ConfigError::new(
@@ -584,6 +634,10 @@ mod tests {
         assert!(e.key.starts_with("wecom"), "{e}");
         let e = Config::from_toml_only("databse_url = \"x\"").unwrap_err();
         assert!(e.problem.contains("databse_url"), "{e}");
+        let e = Config::from_toml_only("[calendar]\nholidays = [\"2026-02-30\"]").unwrap_err();
+        assert_eq!(e.key, "calendar.holidays", "{e}");
+        let e = Config::from_toml_only("[calendar]\nwork_hours = []").unwrap_err();
+        assert_eq!(e.key, "calendar", "{e}");
     }
 
     #[test]
@@ -595,6 +649,20 @@ mod tests {
         assert_eq!(c.feishu.unwrap().max_clock_skew, Duration::from_secs(300));
         let e = Config::from_toml_only(&format!("{base}max_clock_skew = \"soon\"")).unwrap_err();
         assert_eq!(e.key, "feishu.max_clock_skew");
+    }
+
+    #[test]
+    fn a_broken_card_template_override_stops_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("collab.request.toml"),
+            "title = \"{oops}\"\n",
+        )
+        .unwrap();
+        let toml = format!("[cards]\noverride_dir = \"{}\"\n", dir.path().display());
+        let e = Config::from_toml_only(&toml).unwrap_err();
+        assert_eq!(e.key, "cards.override_dir");
+        assert!(e.problem.contains("collab.request"), "{e}");
     }
 
     #[test]

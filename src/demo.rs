@@ -1,19 +1,343 @@
-//! `closeloop demo`: a fresh SQLite database with a small sample organisation, served
-//! locally. Later capabilities add the platform emulators and a week of history.
+//! `closeloop demo`: one command on a fresh machine. It starts the built-in WeCom emulator,
+//! serves closeloop on a fresh SQLite database wired to it (new secrets on every run), and
+//! fills in a sample organisation with a week of history through closeloop's own code
+//! paths: directory, customers linked to WeCom external contacts, deals moved through the
+//! stage gates, claimed calls backed (or not) by 公费电话 records, an attestation and
+//! collaboration requests. The emulator's chat view shows every member's cards; a click
+//! there reaches closeloop as WeCom's signed, encrypted callback.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use chrono::TimeZone as _;
+use rand::distributions::{Alphanumeric, DistString as _};
 use serde_json::json;
 
 use crate::access::{apikeys, Actor, ApiKeyRole, NewApiKey};
 use crate::cli::DemoArgs;
 use crate::clock::{Clock, SystemClock};
-use crate::customers::{self, NewContact, NewCustomer};
+use crate::collab::requests::{self, NewRequest};
+use crate::customers::{self, CustomerPatch, ExternalLink};
 use crate::directory::users::{self, Identity, NewUser};
-use crate::pipeline::{self, NewDeal, NewLead};
-use crate::tracking::{NewPoint, Source};
+use crate::documents::{self, NewDocument, Upload};
+use crate::gates::{self, Mover};
+use crate::jobs::{self, NewJob};
+use crate::page::PageParams;
+use crate::pipeline::{self, NewDeal};
+use crate::platform::event::Platform;
+use crate::platform::wecom::dial;
+use crate::platform::wecom::emulator::Emulator;
+use crate::platform::ExternalContact;
+use crate::tracking::{self, NewPoint, Source};
+use crate::verification::attest::{self, NewAttestation};
+use crate::verification::{calls, claims};
 use crate::{App, Config};
+
+const AGENT_ID: &str = "1000002";
+const HOUR_MS: i64 = 3_600_000;
+
+/// WeCom departments: (id, name, parent).
+const DEPARTMENTS: [(i64, &str, i64); 7] = [
+    (1, "总部", 0),
+    (2, "销售管理部", 1),
+    (3, "华南销售部", 2),
+    (4, "华东销售部", 2),
+    (5, "售前技术部", 1),
+    (6, "交付中心", 1),
+    (7, "财务部", 1),
+];
+
+struct Member {
+    userid: &'static str,
+    name: &'static str,
+    roles: &'static [&'static str],
+    department: i64,
+    region: Option<&'static str>,
+    /// WeCom userids of direct superiors (listed before their reports).
+    leaders: &'static [&'static str],
+}
+
+const MEMBERS: [Member; 9] = [
+    Member {
+        userid: "zhouzj",
+        name: "周总监",
+        roles: &["manager"],
+        department: 2,
+        region: None,
+        leaders: &[],
+    },
+    Member {
+        userid: "wangjl",
+        name: "王经理",
+        roles: &["manager"],
+        department: 3,
+        region: Some("华南"),
+        leaders: &["zhouzj"],
+    },
+    Member {
+        userid: "liming",
+        name: "李明",
+        roles: &["sales"],
+        department: 3,
+        region: Some("华南"),
+        leaders: &["wangjl"],
+    },
+    Member {
+        userid: "liuyang",
+        name: "刘洋",
+        roles: &["sales"],
+        department: 3,
+        region: Some("华南"),
+        leaders: &["wangjl"],
+    },
+    Member {
+        userid: "sunyue",
+        name: "孙悦",
+        roles: &["sales"],
+        department: 4,
+        region: Some("华东"),
+        leaders: &["zhouzj"],
+    },
+    Member {
+        userid: "zhanggong",
+        name: "张工",
+        roles: &["presales"],
+        department: 5,
+        region: Some("华南"),
+        leaders: &["wangjl"],
+    },
+    Member {
+        userid: "wugong",
+        name: "吴工",
+        roles: &["presales"],
+        department: 5,
+        region: Some("华东"),
+        leaders: &["zhouzj"],
+    },
+    Member {
+        userid: "zhaojf",
+        name: "赵交付",
+        roles: &["delivery"],
+        department: 6,
+        region: None,
+        leaders: &["zhouzj"],
+    },
+    Member {
+        userid: "qiancw",
+        name: "钱财务",
+        roles: &["finance"],
+        department: 7,
+        region: None,
+        leaders: &["zhouzj"],
+    },
+];
+
+struct SampleCustomer {
+    external_userid: &'static str,
+    company: &'static str,
+    contact: &'static str,
+    position: &'static str,
+    phone: &'static str,
+    /// The rep's WeCom userid.
+    owner: &'static str,
+    channel: &'static str,
+    tier: Option<&'static str>,
+    presales: &'static str,
+    deal: &'static str,
+    amount_fen: i64,
+    product_line: &'static str,
+    /// When the deal passed each gate after the first stage: (days ago, local time).
+    advances: &'static [(i64, &'static str)],
+}
+
+const CUSTOMERS: [SampleCustomer; 5] = [
+    SampleCustomer {
+        external_userid: "wmDemoHuananZhizao0001",
+        company: "华南智造科技有限公司",
+        contact: "张总",
+        position: "生产总监",
+        phone: "13800138000",
+        owner: "liming",
+        channel: "抖音表单",
+        tier: Some("B"),
+        presales: "zhanggong",
+        deal: "智能质检方案",
+        amount_fen: 180_000_000,
+        product_line: "智能质检",
+        advances: &[(4, "11:00")],
+    },
+    SampleCustomer {
+        external_userid: "wmDemoDongfangJingmi02",
+        company: "东方精密制造有限公司",
+        contact: "陈工",
+        position: "采购经理",
+        phone: "13912345678",
+        owner: "liming",
+        channel: "公众号菜单",
+        tier: Some("A"),
+        presales: "zhanggong",
+        deal: "产线数字化改造",
+        amount_fen: 320_000_000,
+        product_line: "数字化工厂",
+        advances: &[(4, "17:30"), (3, "15:00"), (2, "11:00")],
+    },
+    SampleCustomer {
+        external_userid: "wmDemoShenzhenYunfan03",
+        company: "深圳云帆物流有限公司",
+        contact: "林经理",
+        position: "运营经理",
+        phone: "13700137001",
+        owner: "liuyang",
+        channel: "抖音表单",
+        tier: Some("C"),
+        presales: "zhanggong",
+        deal: "仓储管理系统",
+        amount_fen: 65_000_000,
+        product_line: "智慧仓储",
+        advances: &[],
+    },
+    SampleCustomer {
+        external_userid: "wmDemoHangzhouQinghe04",
+        company: "杭州青禾食品有限公司",
+        contact: "何总",
+        position: "总经理",
+        phone: "13600136002",
+        owner: "sunyue",
+        channel: "公众号菜单",
+        tier: Some("B"),
+        presales: "wugong",
+        deal: "冷链追溯平台",
+        amount_fen: 98_000_000,
+        product_line: "冷链追溯",
+        advances: &[(3, "14:00"), (2, "16:30")],
+    },
+    SampleCustomer {
+        external_userid: "wmDemoSuzhouHengtong05",
+        company: "苏州恒通电子有限公司",
+        contact: "许经理",
+        position: "IT 经理",
+        phone: "13500135003",
+        owner: "sunyue",
+        channel: "抖音表单",
+        tier: None,
+        presales: "wugong",
+        deal: "MES 升级",
+        amount_fen: 240_000_000,
+        product_line: "数字化工厂",
+        advances: &[],
+    },
+];
+
+const CALL: &str = "已电话沟通";
+const SAMPLES: &str = "已发送样品清单";
+const OBJECTION: &str = "客户提出价格异议";
+
+/// What backs a tap.
+#[derive(Clone, Copy)]
+enum Backing {
+    /// Nothing to check, or a claimed call no record backs.
+    Nothing,
+    /// A 公费电话 record of this many seconds of talk.
+    Call(i64),
+    /// No record; the rep asks the direct superior to confirm it, with this note.
+    Proof(&'static str),
+}
+
+/// A sidebar tap of the past week: (days ago, local time, rep, customer, action, backing).
+type PastTap = (
+    i64,
+    &'static str,
+    &'static str,
+    usize,
+    &'static str,
+    Backing,
+);
+
+const WEEK: [PastTap; 21] = [
+    (6, "09:45", "sunyue", 3, CALL, Backing::Call(360)),
+    (6, "10:05", "liming", 0, CALL, Backing::Call(420)),
+    (6, "10:40", "liming", 0, SAMPLES, Backing::Nothing),
+    (6, "14:00", "liming", 1, CALL, Backing::Call(900)),
+    (5, "10:15", "liming", 1, SAMPLES, Backing::Nothing),
+    (
+        5,
+        "11:00",
+        "liuyang",
+        2,
+        CALL,
+        Backing::Proof("客户用座机回拨，未走公费电话，通话约 10 分钟"),
+    ),
+    (5, "14:30", "sunyue", 3, SAMPLES, Backing::Nothing),
+    (5, "15:20", "liming", 0, OBJECTION, Backing::Nothing),
+    (4, "09:30", "liming", 0, CALL, Backing::Call(610)),
+    (4, "13:40", "sunyue", 4, SAMPLES, Backing::Nothing),
+    (4, "16:45", "liming", 1, CALL, Backing::Call(480)),
+    (3, "10:10", "sunyue", 3, CALL, Backing::Call(540)),
+    (3, "11:20", "liming", 1, OBJECTION, Backing::Nothing),
+    // Too short to count as a valid communication.
+    (3, "16:30", "liuyang", 2, CALL, Backing::Call(75)),
+    (3, "16:40", "liuyang", 2, SAMPLES, Backing::Nothing),
+    (2, "09:20", "sunyue", 4, CALL, Backing::Nothing),
+    (2, "10:00", "liming", 1, CALL, Backing::Call(300)),
+    (2, "14:10", "liming", 0, OBJECTION, Backing::Nothing),
+    (2, "15:50", "sunyue", 3, OBJECTION, Backing::Nothing),
+    (1, "10:30", "liuyang", 2, SAMPLES, Backing::Nothing),
+    (1, "15:10", "liming", 1, OBJECTION, Backing::Nothing),
+];
+
+/// Taps of the last hours: (minutes ago, rep, customer, action, backing). Their records
+/// are only in the emulator: closeloop's call-record poll finds them after start.
+const TODAY: [(i64, &str, usize, &str, Backing); 6] = [
+    (300, "liming", 0, CALL, Backing::Call(330)),
+    (200, "sunyue", 4, CALL, Backing::Call(420)),
+    (120, "liuyang", 2, CALL, Backing::Call(200)),
+    (90, "liming", 1, SAMPLES, Backing::Nothing),
+    // Its window has closed with no record: unverified.
+    (60, "liuyang", 2, CALL, Backing::Nothing),
+    // Its window is still open: pending.
+    (12, "sunyue", 3, CALL, Backing::Nothing),
+];
+
+/// An office address per rep (the anti-fraud rules count records per rep and address).
+fn office_ip(rep: &str) -> &'static str {
+    match rep {
+        "sunyue" => "10.30.2.15",
+        "liuyang" => "10.20.1.12",
+        _ => "10.20.1.11",
+    }
+}
+
+/// Secrets the emulator and closeloop share, fresh on every run and never printed.
+struct Secrets {
+    corp_id: String,
+    app: String,
+    contact: String,
+    dial: String,
+    token: String,
+    encoding_aes_key: String,
+}
+
+impl Secrets {
+    fn generate() -> Secrets {
+        let mut rng = rand::thread_rng();
+        let mut alnum = |n: usize| Alphanumeric.sample_string(&mut rng, n);
+        Secrets {
+            corp_id: format!("ww{}", alnum(16).to_lowercase()),
+            app: alnum(43),
+            contact: alnum(43),
+            dial: alnum(43),
+            token: alnum(32),
+            // 43 letters and digits, as the WeCom console generates them.
+            encoding_aes_key: alnum(43),
+        }
+    }
+}
+
+/// A TOML string literal.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let db_path = args.database.display().to_string();
@@ -25,198 +349,445 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("cannot remove old demo file {p}")),
         }
     }
+    let blobs = format!("{db_path}-files");
+    match std::fs::remove_dir_all(&blobs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove old demo files {blobs}")),
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (use --listen)", args.listen))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+
+    // The emulator comes first: closeloop is configured with its address.
+    let secrets = Secrets::generate();
+    let emulator = Emulator::start(
+        secrets.corp_id.clone(),
+        vec![
+            (secrets.app.clone(), "app"),
+            (secrets.contact.clone(), "contact"),
+            (secrets.dial.clone(), "dial"),
+        ],
+    )
+    .await;
+    emulator.set_directory(
+        DEPARTMENTS
+            .iter()
+            .map(|(id, name, parent)| json!({"id": id, "name": name, "parentid": parent}))
+            .collect(),
+        MEMBERS
+            .iter()
+            .map(|m| {
+                json!({"userid": m.userid, "name": m.name, "department": [m.department],
+                       "main_department": m.department, "direct_leader": m.leaders, "status": 1})
+            })
+            .collect(),
+    );
+    emulator.set_callback_target(
+        format!("{base}/callback/wecom"),
+        secrets.token.clone(),
+        secrets.encoding_aes_key.clone(),
+    );
     let config = Config::from_toml_only(&format!(
-        "listen = \"{listen}\"\npublic_url = \"http://{listen}\"\ndatabase_url = \"sqlite://{db_path}\"\n",
-        listen = args.listen
+        "listen = {listen}\npublic_url = {base_q}\ndatabase_url = {db}\n\
+         [storage]\npath = {blobs}\n\
+         [wecom]\ncorp_id = {corp}\nagent_id = {AGENT_ID}\nsecret = {app}\ncontact_secret = {contact}\n\
+         dial_secret = {dial}\ntoken = {token}\nencoding_aes_key = {aes}\napi_base = {api}\n\
+         oauth_base = {api}\njssdk_url = {jssdk}\n",
+        listen = toml_str(&addr.to_string()),
+        base_q = toml_str(&base),
+        db = toml_str(&format!("sqlite://{db_path}")),
+        blobs = toml_str(&blobs),
+        corp = toml_str(&secrets.corp_id),
+        app = toml_str(&secrets.app),
+        contact = toml_str(&secrets.contact),
+        dial = toml_str(&secrets.dial),
+        token = toml_str(&secrets.token),
+        aes = toml_str(&secrets.encoding_aes_key),
+        api = toml_str(&emulator.base_url()),
+        jssdk = toml_str(&emulator.jssdk_url()),
     ))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (use --listen)", config.listen))?;
-    let app = App::build(config, Arc::new(SystemClock)).await?;
-    let key = seed(&app)
-        .await
-        .map_err(|e| anyhow::anyhow!("demo data: {e}"))?;
-    let base = format!("http://{}", listener.local_addr()?);
-    println!("closeloop 演示已启动 (demo running) — 按 Ctrl-C 结束");
+    let mut app = App::build(config, Arc::new(SystemClock)).await?;
+    // Anyone may act as any sample user; the emulated WeCom sign-in is there too.
+    app.state.dev_sign_in = true;
+    let key = seed(&app, &emulator).await.context("demo data")?;
+
+    println!("closeloop 演示已启动 (demo running) — 按 Ctrl-C 结束 (Ctrl-C stops it)");
     println!();
-    println!("  健康检查 health:   {base}/healthz");
-    println!("  API 文档 OpenAPI:  {base}/api/v1/openapi.json");
-    println!("  跟踪点 ledger:     curl -H 'Authorization: Bearer {key}' {base}/api/v1/events");
-    println!("  客户 customers:    curl -H 'Authorization: Bearer {key}' {base}/api/v1/customers");
-    println!("  指标 metrics:      {base}/metrics");
+    println!("  侧边栏 sidebar:           {base}/sidebar");
+    println!("      经模拟企业微信以「李明」登录，打开与华南智造的聊天 (signed in as 李明 through the emulated WeCom)");
+    println!(
+        "  演示登录 dev sign-in:     {base}/auth/dev  (任选一位示例成员 act as any sample member)"
+    );
+    println!("  协作请求 collaboration:   {base}/collab");
+    println!("  模拟聊天 emulated chat:   {}", emulator.chat_url());
+    println!("      每位成员收到的卡片，可点击；点击即企业微信签名加密回调 (every member's cards; a click is a signed, encrypted WeCom callback)");
+    println!("  API 文档 OpenAPI:         {base}/api/v1/openapi.json");
+    println!(
+        "  跟踪点 ledger:            curl -H 'Authorization: Bearer {key}' {base}/api/v1/events"
+    );
+    println!("  平台回调 platform events: curl -H 'Authorization: Bearer {key}' '{base}/api/v1/platform-events?type=template_card_event'");
+    println!("  指标 metrics:             {base}/metrics");
+    println!("  健康检查 health:          {base}/healthz");
     println!();
-    println!("  管理员 API key (admin): {key}");
-    app.serve(listener, None, crate::app::shutdown_signal())
-        .await
+    println!("  管理员 API key (admin):   {key}");
+    let served = app
+        .serve(listener, None, crate::app::shutdown_signal())
+        .await;
+    // The emulator serves until closeloop has stopped.
+    drop(emulator);
+    served
 }
 
-async fn seed(app: &App) -> crate::Result<String> {
+/// Epoch ms of `hh:mm` local time, `days_ago` days before today, in `tz`.
+fn local_ms(tz: chrono_tz::Tz, now_ms: i64, days_ago: i64, hh_mm: &str) -> i64 {
+    let today = crate::clock::from_ms(now_ms)
+        .with_timezone(&tz)
+        .date_naive();
+    let time = chrono::NaiveTime::parse_from_str(hh_mm, "%H:%M").expect("sample times are HH:MM");
+    let day = today - chrono::Duration::days(days_ago);
+    tz.from_local_datetime(&day.and_time(time))
+        .earliest()
+        .map_or(now_ms - days_ago * 24 * HOUR_MS, |t| t.timestamp_millis())
+}
+
+/// Fills the demo database; returns the admin API key it made for the user.
+async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
     let s = &app.state;
-    let org = &s.default_org.id;
+    let org = s.default_org.id.as_str();
+    let tz = s.default_org.timezone;
     let now = SystemClock.now_ms();
+    let rules = s.rules.current(org).await?;
+    let at = |days_ago: i64, hh_mm: &str| local_ms(tz, now, days_ago, hh_mm);
+    let week_start = at(7, "09:00");
     let sys = Actor::system();
-    let user = |name: &str, roles: &[&str], region: &str, sups: Vec<String>, wecom: &str| NewUser {
-        name: name.into(),
-        department: Some("华南销售部".into()),
-        region: Some(region.into()),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        superiors: sups,
-        identities: vec![Identity {
-            platform: "wecom".into(),
-            kind: "userid".into(),
-            value: wecom.into(),
-        }],
-    };
-    let manager = users::create(
-        &s.db,
-        now,
-        org,
-        &sys,
-        user("王经理", &["manager"], "华南", vec![], "wangjl"),
-    )
-    .await?;
-    let rep = users::create(
-        &s.db,
-        now,
-        org,
-        &sys,
-        user(
-            "李明",
-            &["sales"],
-            "华南",
-            vec![manager.id.clone()],
-            "liming",
-        ),
-    )
-    .await?;
-    let presales = users::create(
-        &s.db,
-        now,
-        org,
-        &sys,
-        user(
-            "张工",
-            &["presales"],
-            "华南",
-            vec![manager.id.clone()],
-            "zhanggong",
-        ),
-    )
-    .await?;
-    users::create(
-        &s.db,
-        now,
-        org,
-        &sys,
-        user(
-            "赵交付",
-            &["delivery"],
-            "华南",
-            vec![manager.id.clone()],
-            "zhaojf",
-        ),
-    )
-    .await?;
-    users::create(
-        &s.db,
-        now,
-        org,
-        &sys,
-        user("钱财务", &["finance"], "华南", vec![], "qiancw"),
-    )
-    .await?;
-    let customer = customers::create(
-        &s.db,
-        &s.cipher,
-        now,
-        org,
-        &sys,
-        NewCustomer {
-            name: "华南智造科技有限公司".into(),
-            tier: Some("B".into()),
-            owner: Some(rep.id.clone()),
-            contacts: vec![NewContact {
-                name: "张总".into(),
-                title: Some("生产总监".into()),
-                email: Some("zhang@example.com".into()),
-                phones: vec!["138 0013 8000".into()],
-            }],
-        },
-    )
-    .await?;
-    customers::create(
-        &s.db,
-        &s.cipher,
-        now,
-        org,
-        &sys,
-        NewCustomer {
-            name: "东方精密制造".into(),
-            tier: Some("A".into()),
-            owner: Some(rep.id.clone()),
-            contacts: vec![],
-        },
-    )
-    .await?;
-    let lead = pipeline::create_lead(
-        &s.db,
-        now,
-        org,
-        &sys,
-        NewLead {
-            customer: customer.id.clone(),
-            source_channel: "抖音表单".into(),
-            owner: Some(rep.id.clone()),
-        },
-    )
-    .await?;
-    let deal = pipeline::create_deal(
-        &s.db,
-        now,
-        org,
-        &sys,
-        NewDeal {
-            customer: customer.id.clone(),
-            title: "智能质检方案".into(),
-            lead: Some(lead.id),
-            amount_fen: 180_000_000,
-            currency: None,
-            region: Some("华南".into()),
-            product_line: Some("智能质检".into()),
-            owner: Some(rep.id.clone()),
-        },
-    )
-    .await?;
-    for (actor, action) in [
-        (&rep, "已电话沟通"),
-        (&rep, "已发送样品清单"),
-        (&presales, "上传方案"),
-    ] {
-        s.ledger
-            .record(
-                NewPoint {
-                    org_id: org.clone(),
-                    actor: actor.id.clone(),
-                    customer: customer.id.clone(),
-                    deal: Some(deal.id.clone()),
-                    action: action.into(),
-                    payload: json!({"demo": true}),
-                    source: Source::Sidebar,
-                    platform: Some("wecom".into()),
-                    client_ip: Some("127.0.0.1".into()),
-                    user_agent: Some("closeloop-demo".into()),
-                    idempotency_key: None,
-                    api_key_id: None,
+
+    // The directory, as the emulator lists it (the start-up sync then changes nothing),
+    // with the closeloop roles WeCom knows nothing about.
+    let mut user_ids: HashMap<&str, String> = HashMap::new();
+    for m in &MEMBERS {
+        let department = DEPARTMENTS
+            .iter()
+            .find(|(id, _, _)| *id == m.department)
+            .map(|(_, name, _)| name.to_string());
+        let user = users::create(
+            &s.db,
+            week_start,
+            org,
+            &sys,
+            NewUser {
+                name: m.name.into(),
+                department,
+                region: m.region.map(str::to_string),
+                roles: m.roles.iter().map(|r| r.to_string()).collect(),
+                superiors: m.leaders.iter().map(|l| user_ids[l].clone()).collect(),
+                identities: vec![Identity {
+                    platform: "wecom".into(),
+                    kind: "userid".into(),
+                    value: m.userid.into(),
+                }],
+            },
+        )
+        .await
+        .with_context(|| format!("user {}", m.name))?;
+        user_ids.insert(m.userid, user.id);
+    }
+    let user = |userid: &str| user_ids[userid].clone();
+
+    // Customers arrive as WeCom external contacts added by their rep.
+    let mut customer_ids = Vec::new();
+    let mut deal_ids = Vec::new();
+    for (i, c) in CUSTOMERS.iter().enumerate() {
+        let added = week_start + i as i64 * 40 * 60_000;
+        emulator.add_external_contact(
+            json!({"external_userid": c.external_userid, "name": c.contact, "position": c.position,
+                   "corp_name": c.company, "corp_full_name": c.company, "type": 1, "gender": 1}),
+            json!([{"userid": c.owner, "remark": c.contact, "remark_mobiles": [c.phone],
+                    "createtime": added / 1000, "add_way": 1, "state": ""}]),
+        );
+        let owner = user(c.owner);
+        let mut tx = s.db.begin().await?;
+        let (customer, _) = customers::link_external(
+            &mut tx,
+            &s.cipher,
+            added,
+            org,
+            ExternalLink {
+                platform: Platform::Wecom,
+                contact: &ExternalContact {
+                    external_user_id: c.external_userid.into(),
+                    name: c.contact.into(),
+                    corp_name: Some(c.company.into()),
+                    position: Some(c.position.into()),
+                    phones: vec![c.phone.into()],
                 },
-                s.default_org.timezone,
+                owner: Some(&owner),
+                source_channel: c.channel,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        if let Some(tier) = c.tier {
+            customers::update(
+                &s.db,
+                added,
+                org,
+                &sys,
+                &customer,
+                CustomerPatch {
+                    tier: Some(tier.into()),
+                    ..CustomerPatch::default()
+                },
             )
             .await?;
+        }
+        requests::assign(&s.db, added, org, &customer, "presales", &user(c.presales)).await?;
+        let lead = pipeline::list_leads(
+            &s.db,
+            org,
+            Some(&customer),
+            &PageParams {
+                limit: Some(1),
+                cursor: None,
+            }
+            .validate()?,
+        )
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .map(|l| l.id);
+        let owner_region = MEMBERS
+            .iter()
+            .find(|m| m.userid == c.owner)
+            .and_then(|m| m.region);
+        let deal = pipeline::create_deal(
+            &s.db,
+            added + HOUR_MS,
+            org,
+            &sys,
+            NewDeal {
+                customer: customer.clone(),
+                title: c.deal.into(),
+                lead,
+                amount_fen: c.amount_fen,
+                currency: None,
+                region: owner_region.map(str::to_string),
+                product_line: Some(c.product_line.into()),
+                owner: Some(owner),
+            },
+        )
+        .await?;
+        customer_ids.push(customer);
+        deal_ids.push(deal.id);
     }
+
+    // 公费电话 records behind some claimed calls. WeCom keeps them all; the ones older
+    // than a day were fetched by earlier polls, which is what storing them now stands for.
+    let mut taps: Vec<(i64, &str, usize, &str, Backing)> = WEEK
+        .iter()
+        .map(|&(days, time, rep, c, action, b)| (at(days, time), rep, c, action, b))
+        .chain(
+            TODAY
+                .iter()
+                .map(|&(minutes, rep, c, action, b)| (now - minutes * 60_000, rep, c, action, b)),
+        )
+        .collect();
+    taps.sort_by_key(|t| t.0);
+    let mut records = Vec::new();
+    for &(tapped, rep, c, _, backing) in &taps {
+        if let Backing::Call(talk) = backing {
+            // The rep taps once the call has ended.
+            let call_time = (tapped - (talk + 60) * 1000) / 1000;
+            records.push(
+                json!({"call_time": call_time, "total_duration": (talk + 59) / 60,
+                "call_type": 1, "caller": {"userid": rep, "duration": talk},
+                "callee": [{"phone": CUSTOMERS[c].phone, "duration": talk}]}),
+            );
+        }
+    }
+    emulator.add_dial_records(records.clone());
+    for r in records {
+        let call_ms = r["call_time"].as_i64().unwrap_or_default() * 1000;
+        if call_ms < now - 23 * HOUR_MS {
+            let page = dial::parse_page(&json!({ "record": [r] }));
+            calls::store(&s.db, &s.cipher, &rules, call_ms + HOUR_MS / 6, org, &page).await?;
+        }
+    }
+
+    // The week's taps, each at its own time; a claimed call opens its verification.
+    let mut proofs = Vec::new();
+    for &(tapped, rep, c, action, backing) in &taps {
+        let point = NewPoint {
+            deal: Some(deal_ids[c].clone()),
+            platform: Some("wecom".into()),
+            client_ip: Some(office_ip(rep).into()),
+            user_agent: Some("closeloop-demo".into()),
+            ..NewPoint::new(
+                org,
+                &user(rep),
+                &customer_ids[c],
+                action,
+                Source::Sidebar,
+                json!({"demo": true}),
+            )
+        };
+        let mut tx = s.db.begin().await?;
+        let written = tracking::write_in(&mut tx, tapped, &point, tz).await?;
+        if let Some(claim) = rules.action(action).and_then(|a| a.claim) {
+            claims::open(&mut tx, &rules, &written, claim, tapped).await?;
+        }
+        tx.commit().await?;
+        if let Backing::Proof(note) = backing {
+            proofs.push((tapped, rep, written.id, note));
+        }
+    }
+
+    // Proposals, then the deals through their gates (a gate counts evidence, so each move
+    // happens only because the calls and the proposal are there).
+    for (i, c) in CUSTOMERS.iter().enumerate() {
+        if c.advances.is_empty() {
+            continue;
+        }
+        let upload = Upload::check(
+            &s.rules,
+            NewDocument {
+                org_id: org.into(),
+                actor: user(c.owner),
+                customer: customer_ids[i].clone(),
+                deal: Some(deal_ids[i].clone()),
+                kind: "proposal".into(),
+                filename: format!("方案-{}-{}-v1.txt", c.company, c.deal),
+                content_type: Some("text/plain; charset=utf-8".into()),
+                source: Source::Sidebar,
+                client_ip: None,
+                user_agent: Some("closeloop-demo".into()),
+                api_key_id: None,
+            },
+        )
+        .await?;
+        let text = format!(
+            "{}：{}（演示文件）\n\n一、需求概述\n二、方案设计\n三、实施计划\n四、报价\n",
+            c.company, c.deal
+        );
+        documents::upload(&s.ledger, &s.blobs, upload, text.into_bytes().into(), tz).await?;
+        let owner = user(c.owner);
+        let by = Mover {
+            actor: Actor {
+                kind: "user",
+                id: Some(owner.clone()),
+            },
+            user: Some(owner),
+            platform: Some("wecom".into()),
+        };
+        for &(days, time) in c.advances {
+            gates::advance(
+                &s.db,
+                &rules,
+                at(days, time),
+                org,
+                tz,
+                &deal_ids[i],
+                None,
+                &by,
+            )
+            .await
+            .with_context(|| format!("advancing {}", c.deal))?;
+        }
+    }
+
+    // A claimed call without a record: the rep asks the manager to confirm it.
+    for (tapped, rep, point, note) in proofs {
+        attest::request(
+            &s.db,
+            tapped + 3 * HOUR_MS,
+            org,
+            &Actor {
+                kind: "user",
+                id: Some(user(rep)),
+            },
+            &point,
+            NewAttestation {
+                actor: user(rep),
+                document: None,
+                note: Some(note.into()),
+            },
+        )
+        .await?;
+    }
+
+    // Two open requests: a fresh quick-ask to the customer's presales engineer, and a
+    // delivery question long past its deadline (overdue once the SLA clock runs).
+    let ask = |type_key: &str, c: usize, initiator: &str, prompt: &str, text: &str| NewRequest {
+        type_key: type_key.into(),
+        customer: customer_ids[c].clone(),
+        deal: Some(deal_ids[c].clone()),
+        initiator: user(initiator),
+        content: BTreeMap::from([(prompt.to_string(), text.to_string())]),
+        artefacts: BTreeMap::new(),
+    };
+    let delivery = rules
+        .collab("delivery_schedule")
+        .context("the rule set has no `delivery_schedule` collaboration type")?;
+    let overdue_at = (2..=14)
+        .map(|days| at(days, "10:00"))
+        .find(|&opened| requests::deadline(delivery, &s.calendar, opened) < now - HOUR_MS)
+        .unwrap_or_else(|| at(14, "10:00"));
+    requests::open(
+        &s.db,
+        &rules,
+        &s.calendar,
+        overdue_at,
+        org,
+        tz,
+        ask(
+            "delivery_schedule",
+            3,
+            "sunyue",
+            "需要交付的内容",
+            "冷链追溯平台一期上线，含 20 个冷库的数据接入",
+        ),
+    )
+    .await?;
+    requests::open(
+        &s.db,
+        &rules,
+        &s.calendar,
+        now - 25 * 60_000,
+        org,
+        tz,
+        ask(
+            "presales_question",
+            0,
+            "liming",
+            "问题",
+            "客户要求私有化部署并对接现有 MES，是否支持？",
+        ),
+    )
+    .await?;
+
+    // The call-record poll runs every 10 minutes; the first one now, so today's records
+    // are found straight away.
+    jobs::enqueue_now(
+        &s.db,
+        now,
+        NewJob::new(dial::KIND, json!({}))
+            .org(org)
+            .dedupe(format!("{}:demo-start", dial::KIND)),
+    )
+    .await?;
+
+    // The emulated sidebar: 李明 signed in, chatting with his first customer.
+    emulator.set_current_member(Some(CUSTOMERS[0].owner));
+    emulator.set_current_external_contact(Some(CUSTOMERS[0].external_userid));
+
     let (_, key) = apikeys::create(
         &s.db,
         now,
         NewApiKey {
-            org_id: org.clone(),
+            org_id: org.into(),
             name: "demo".into(),
             role: ApiKeyRole::Admin,
             expires_at_ms: None,

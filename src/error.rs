@@ -28,6 +28,14 @@ pub enum Error {
     /// The same idempotency key or unique value was used for something different.
     #[error("{0}")]
     Conflict(String),
+    /// A rule refused the request (a gate not met, a frozen action, an illegal stage
+    /// move); `details` says exactly why, for people and programs.
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: String,
+        details: serde_json::Value,
+    },
     /// A platform callback failed verification (signature, timestamp window, receiver).
     #[error("{message}")]
     CallbackRejected { code: &'static str, message: String },
@@ -52,7 +60,7 @@ impl Error {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Unauthenticated(_) | Error::CallbackRejected { .. } => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::Refused { .. } => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -66,7 +74,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::UnknownReference(_) => "unknown_reference",
             Error::Unauthenticated(_) => "unauthenticated",
-            Error::CallbackRejected { code, .. } => code,
+            Error::CallbackRejected { code, .. } | Error::Refused { code, .. } => code,
             Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
@@ -90,7 +98,10 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let body = json!({"error": {"code": self.code(), "message": message}});
+        let mut body = json!({"error": {"code": self.code(), "message": message}});
+        if let Error::Refused { details, .. } = &self {
+            body["error"]["details"] = details.clone();
+        }
         (self.status(), Json(body)).into_response()
     }
 }

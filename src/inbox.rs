@@ -397,7 +397,18 @@ impl Process {
                             )
                             .await?
                             {
-                                Click::Recorded => ("processed", None),
+                                Click::Recorded => {
+                                    cards::dispatch_click(
+                                        tx,
+                                        now,
+                                        &org_id,
+                                        card,
+                                        action,
+                                        clicker.as_deref().unwrap_or_default(),
+                                    )
+                                    .await?;
+                                    ("processed", None)
+                                }
                                 Click::Repeat => {
                                     ("processed", Some("a repeat click: nothing changed".into()))
                                 }

@@ -6,23 +6,30 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod antifraud;
 pub mod app;
 pub mod cards;
 pub mod cli;
 pub mod clock;
+pub mod collab;
 pub mod config;
+pub mod credibility;
 pub mod customers;
 pub mod db;
 pub mod demo;
 pub mod directory;
+pub mod documents;
 pub mod error;
+pub mod gates;
 pub mod http;
 pub mod inbox;
 pub mod jobs;
 pub mod page;
 pub mod pipeline;
 pub mod platform;
+pub mod rules;
 pub mod security;
+pub mod storage;
 pub mod telemetry;
 pub mod tracking;
 pub mod validate;

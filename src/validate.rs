@@ -21,6 +21,26 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
     Ok(v.to_string())
 }
 
+/// Like [`text`], but line breaks are allowed (answers, notes); `\r\n` becomes `\n`.
+pub fn multiline(field: &str, value: &str, max: usize) -> Result<String> {
+    let v = value.replace("\r\n", "\n");
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(Error::invalid(format!("{field} must not be empty")));
+    }
+    if v.chars().count() > max {
+        return Err(Error::invalid(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(Error::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
 /// An optional text field; an empty string clears it.
 pub fn opt_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>> {
     match value {
@@ -53,4 +73,19 @@ pub fn time(field: &str, value: &str) -> Result<i64> {
                 "{field} must be an RFC 3339 time such as 2026-01-31T08:00:00+08:00"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiline_keeps_line_breaks_but_not_other_controls() {
+        assert_eq!(
+            multiline("a", " 第一行\r\n第二行 ", 20).unwrap(),
+            "第一行\n第二行"
+        );
+        assert!(multiline("a", "bell\u{7}", 20).is_err());
+        assert!(text("a", "x\ny", 20).is_err());
+    }
 }

@@ -11,6 +11,8 @@ use crate::jobs::{self, NewJob};
 
 /// The job kind that delivers a card through the configured platform.
 pub const DELIVER: &str = "card.deliver";
+pub mod templates;
+
 pub const MAX_FIELDS: usize = 6;
 pub const MAX_BUTTONS: usize = 6;
 
@@ -40,7 +42,7 @@ pub struct Card {
 }
 
 impl Card {
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.title.trim().is_empty() {
             return Err(Error::invalid("a card needs a title"));
         }
@@ -64,6 +66,15 @@ impl Card {
         }
         Ok(())
     }
+}
+
+/// The page a card of `purpose` about `object_ref` opens when tapped (relative to
+/// `public_url`), if it has one.
+pub fn link_path(purpose: &str, object_ref: Option<&str>) -> Option<String> {
+    let id = object_ref?;
+    purpose
+        .starts_with(DEFERRED_UPDATE_PREFIX)
+        .then(|| format!("/collab/requests/{id}"))
 }
 
 /// The key a button click carries back: the action and the card it belongs to.
@@ -182,6 +193,23 @@ pub async fn record_click(
     if !first {
         return Ok(Click::Repeat);
     }
+    let purpose: String = sqlx::query("SELECT purpose FROM cards WHERE id = $1")
+        .bind(card_id)
+        .fetch_one(&mut **tx)
+        .await?
+        .get("purpose");
+    // A collaboration card keeps its one-shot code until the request is closed, so the
+    // card can then show who handled it and when.
+    if !purpose.starts_with(DEFERRED_UPDATE_PREFIX) {
+        enqueue_update(tx, now_ms, org_id, card_id).await?;
+    }
+    Ok(Click::Recorded)
+}
+
+/// Purposes whose cards are updated when their object is done, not on the first click.
+pub const DEFERRED_UPDATE_PREFIX: &str = "collab.";
+
+async fn enqueue_update(tx: &mut Tx, now_ms: i64, org_id: &str, card_id: &str) -> Result<()> {
     jobs::enqueue(
         tx,
         now_ms,
@@ -191,7 +219,96 @@ pub async fn record_click(
             .dedupe(format!("card.update:{card_id}")),
     )
     .await?;
-    Ok(Click::Recorded)
+    Ok(())
+}
+
+/// Replaces a clicked card's buttons with `text` (e.g. 张工 已答复 11-27 14:30), when the
+/// platform still allows an update (a click left a fresh one-shot code). Returns whether
+/// an update was queued.
+pub async fn show_status(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    card_id: &str,
+    text: &str,
+) -> Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE cards SET status_text = $1, updated_at = $2 WHERE id = $3 AND org_id = $4 \
+         AND response_code IS NOT NULL AND response_code_expires_at > $2",
+    )
+    .bind(text)
+    .bind(now_ms)
+    .bind(card_id)
+    .bind(org_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 1 {
+        enqueue_update(tx, now_ms, org_id, card_id).await?;
+    }
+    Ok(changed == 1)
+}
+
+/// After the recipient's first click: the card's purpose decides what the click does.
+pub async fn dispatch_click(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    card_id: &str,
+    action: &str,
+    clicker_user_id: &str,
+) -> Result<()> {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT purpose, object_ref FROM cards WHERE id = $1 AND org_id = $2")
+        .bind(card_id)
+        .bind(org_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let purpose: String = row.get("purpose");
+    let object: Option<String> = row.get("object_ref");
+    let actor = crate::access::Actor {
+        kind: "user",
+        id: Some(clicker_user_id.to_string()),
+    };
+    let Some(id) = object else { return Ok(()) };
+    let done = match purpose.as_str() {
+        crate::verification::attest::PURPOSE => crate::verification::attest::decide(
+            tx,
+            now_ms,
+            org_id,
+            &id,
+            action == "confirm",
+            clicker_user_id,
+            &actor,
+        )
+        .await
+        .map(|_| ()),
+        crate::collab::requests::CARD_PURPOSE if action == "accept" => {
+            let tz: String = sqlx::query("SELECT timezone FROM organisations WHERE id = $1")
+                .bind(org_id)
+                .fetch_one(&mut **tx)
+                .await?
+                .get("timezone");
+            crate::collab::requests::step_in(
+                tx,
+                now_ms,
+                org_id,
+                tz.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+                &id,
+                clicker_user_id,
+                &crate::collab::requests::Step::Accept,
+            )
+            .await
+            .map(|_| ())
+        }
+        _ => Ok(()),
+    };
+    match done {
+        // Someone else took the request, or the click is not theirs to make: the click is
+        // recorded on the card and changes nothing else.
+        Err(Error::Forbidden(_) | Error::Conflict(_)) => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

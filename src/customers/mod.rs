@@ -266,6 +266,33 @@ pub async fn create(
     get(db, org_id, &id).await
 }
 
+/// Hands the customer to `owner` (or nobody), closing the current ownership period.
+pub async fn transfer_owner(
+    tx: &mut Tx,
+    now_ms: i64,
+    customer_id: &str,
+    owner: Option<&str>,
+    reason: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE customer_owners SET until_at = $1 WHERE customer_id = $2 AND until_at IS NULL",
+    )
+    .bind(now_ms)
+    .bind(customer_id)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(o) = owner {
+        open_ownership(tx, customer_id, o, now_ms, reason).await?;
+    }
+    sqlx::query("UPDATE customers SET owner_user_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(owner)
+        .bind(now_ms)
+        .bind(customer_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn open_ownership(
     tx: &mut Tx,
     customer_id: &str,
@@ -365,19 +392,7 @@ pub async fn update(
     if let Some(o) = &patch.owner {
         let o = check_owner(&mut tx, org_id, Some(o)).await?;
         if o != current_owner {
-            sqlx::query("UPDATE customer_owners SET until_at = $1 WHERE customer_id = $2 AND until_at IS NULL")
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if let Some(o) = &o {
-                open_ownership(&mut tx, id, o, now_ms, reason).await?;
-            }
-            sqlx::query("UPDATE customers SET owner_user_id = $1 WHERE id = $2")
-                .bind(&o)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            transfer_owner(&mut tx, now_ms, id, o.as_deref(), reason).await?;
             changed.push("owner");
         }
     }
@@ -664,4 +679,66 @@ pub async fn link_external(
     .execute(&mut **tx)
     .await?;
     Ok((id, true))
+}
+
+/// Marks one of a customer's numbers valid again or invalid (a dead number blocks the
+/// stage gates that need a valid contact). Audited; `by` is the person who checked it.
+pub async fn set_phone_validity(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    phone_id: &str,
+    valid: bool,
+    reason: Option<&str>,
+) -> Result<Phone> {
+    let reason = match (valid, reason) {
+        (true, _) => None,
+        (false, Some(r)) => Some(validate::text("reason", r, 200)?),
+        (false, None) => Some("marked_by_user".to_string()),
+    };
+    let mut tx = db.begin().await?;
+    let changed = sqlx::query(
+        "UPDATE contact_phones SET valid = $1, invalid_reason = $2, invalid_at = $3, invalid_by = $4 \
+         WHERE id = $5 AND org_id = $6",
+    )
+    .bind(i16::from(valid))
+    .bind(&reason)
+    .bind((!valid).then_some(now_ms))
+    .bind(if valid { None } else { actor.id.clone() })
+    .bind(phone_id)
+    .bind(org_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(Error::NotFound { what: "phone" });
+    }
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            if valid {
+                "phone.mark_valid"
+            } else {
+                "phone.mark_invalid"
+            },
+            ("contact_phone", phone_id),
+            serde_json::json!({"reason": reason}),
+        )
+        .await?;
+    let row = sqlx::query(
+        "SELECT id, phone_masked, CAST(valid AS BIGINT) AS valid, invalid_reason FROM contact_phones WHERE id = $1",
+    )
+    .bind(phone_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Phone {
+        id: row.get("id"),
+        masked: row.get("phone_masked"),
+        valid: row.get::<i64, _>("valid") == 1,
+        invalid_reason: row.get("invalid_reason"),
+    })
 }

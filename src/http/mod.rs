@@ -3,6 +3,7 @@
 
 pub mod api;
 mod callbacks;
+pub(crate) mod documents;
 mod extract;
 mod ops;
 mod web;
@@ -43,6 +44,14 @@ pub struct AppState {
     /// Present when `[wecom]` is configured.
     pub wecom: Option<Arc<crate::platform::wecom::inbound::WecomInbound>>,
     pub wecom_web: Option<Arc<crate::platform::wecom::jsapi::WecomWeb>>,
+    /// The rule set in force (versioned in the database).
+    pub rules: crate::rules::Rules,
+    pub blobs: crate::storage::BlobStore,
+    /// The work calendar SLA clocks count business hours in.
+    pub calendar: Arc<crate::collab::calendar::WorkCalendar>,
+    /// `closeloop demo` only: sign in as any sample user without a platform. Never set
+    /// from configuration.
+    pub dev_sign_in: bool,
 }
 
 /// The public router. `/metrics` is on it unless `metrics_listen` moves it elsewhere.
@@ -64,6 +73,11 @@ pub fn router(state: AppState) -> Router {
                 .post(callbacks::wecom_receive)
                 .layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
         )
+        .route("/calendar/{file}", get(calendar_feed))
+        .merge(documents::routes())
+        .merge(crate::web::sidebar::routes())
+        .merge(crate::web::sidebar_tools::routes())
+        .merge(crate::web::collab::routes())
         .fallback(|| async { Error::NotFound { what: "route" } });
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(ops::metrics));
@@ -72,6 +86,29 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(observe))
         .layer(middleware::from_fn_with_state(trusted, client_ip))
         .with_state(state)
+}
+
+/// `GET /calendar/<token>.ics`: a person's dated entries for any calendar app. The token
+/// is the credential; only its hash is stored.
+async fn calendar_feed(
+    State(s): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Result<Response, Error> {
+    let token = file
+        .strip_suffix(".ics")
+        .ok_or(Error::NotFound { what: "calendar" })?;
+    let body = crate::collab::calendar_feed::feed(&s.db, s.clock.now_ms(), token).await?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/calendar; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "private, no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// The private metrics router for `metrics_listen`.

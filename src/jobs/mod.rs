@@ -202,6 +202,32 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// A job whose whole effect is database writes (timers that change rows, weekly
+/// reports that queue cards): it runs inside the fenced completing transaction, so it acts
+/// once even if the job is claimed twice.
+pub trait TxJob: Send + Sync + 'static {
+    fn run<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+    ) -> BoxFuture<'a, Result<(), JobError>>;
+}
+
+impl<T: TxJob> Handler for T {
+    fn perform<'a>(&'a self, _job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        _output: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        self.run(tx, job)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobInfo {
     pub id: String,

@@ -64,6 +64,8 @@ pub struct DealPatch {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StageChange {
+    /// `created`, `advance` or `rollback`.
+    pub kind: String,
     pub from: Option<String>,
     pub to: String,
     pub actor: Option<String>,
@@ -421,7 +423,7 @@ pub async fn get_deal(db: &Db, org_id: &str, id: &str) -> Result<Deal> {
         .ok_or(Error::NotFound { what: "deal" })?;
     let mut deal = deal_from_row(&row);
     let history = sqlx::query(
-        "SELECT from_stage, to_stage, actor_user_id, reason, at FROM deal_stage_history \
+        "SELECT from_stage, to_stage, actor_user_id, reason, at, kind FROM deal_stage_history \
          WHERE deal_id = $1 ORDER BY at, id",
     )
     .bind(id)
@@ -431,6 +433,11 @@ pub async fn get_deal(db: &Db, org_id: &str, id: &str) -> Result<Deal> {
         history
             .iter()
             .map(|r| StageChange {
+                kind: if r.get::<Option<String>, _>("reason").as_deref() == Some("created") {
+                    "created".into()
+                } else {
+                    r.get("kind")
+                },
                 from: r.get("from_stage"),
                 to: r.get("to_stage"),
                 actor: r.get("actor_user_id"),

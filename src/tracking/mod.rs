@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::validate;
 
-pub use writer::Ledger;
+pub use writer::{write_in, Ledger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -24,6 +24,8 @@ pub enum Source {
     Card,
     PlatformEvent,
     Api,
+    /// Written by closeloop itself: rule hits, document opens, stage moves.
+    System,
 }
 
 impl Source {
@@ -33,7 +35,27 @@ impl Source {
             Source::Card => "card",
             Source::PlatformEvent => "platform_event",
             Source::Api => "api",
+            Source::System => "system",
         }
+    }
+}
+
+/// Domain effects written in the same transaction as a point (a document row for an
+/// upload, ...), so the point and what it records commit together or not at all.
+pub trait AfterWrite: Send + Sync + 'static {
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut crate::db::Tx,
+        point: &'a TrackingPoint,
+    ) -> crate::jobs::BoxFuture<'a, Result<()>>;
+}
+
+#[derive(Clone)]
+pub struct After(pub std::sync::Arc<dyn AfterWrite>);
+
+impl std::fmt::Debug for After {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("After(..)")
     }
 }
 
@@ -52,6 +74,36 @@ pub struct NewPoint {
     pub user_agent: Option<String>,
     pub idempotency_key: Option<String>,
     pub api_key_id: Option<String>,
+    /// Effects to write with the point (not with a rule refusal).
+    pub after: Option<After>,
+}
+
+impl NewPoint {
+    /// A point with no request context (IP, user agent, idempotency key, API key).
+    pub fn new(
+        org_id: &str,
+        actor: &str,
+        customer: &str,
+        action: &str,
+        source: Source,
+        payload: Value,
+    ) -> NewPoint {
+        NewPoint {
+            org_id: org_id.into(),
+            actor: actor.into(),
+            customer: customer.into(),
+            deal: None,
+            action: action.into(),
+            payload,
+            source,
+            platform: None,
+            client_ip: None,
+            user_agent: None,
+            idempotency_key: None,
+            api_key_id: None,
+            after: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -84,6 +136,21 @@ pub enum Recorded {
 }
 
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
+
+/// Action prefixes closeloop writes itself (rule hits, document opens, stage moves); the
+/// API and the action catalog cannot use them, so nobody can fake one.
+pub const RESERVED_PREFIXES: [&str; 6] = [
+    "rule.",
+    "system.",
+    "document.",
+    "stage.",
+    "deal.",
+    "attestation.",
+];
+
+pub fn is_reserved(action: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|p| action.starts_with(p))
+}
 
 /// Checks the caller's fields before the point is queued for writing.
 pub fn check(p: &NewPoint) -> Result<()> {
@@ -128,17 +195,37 @@ fn carries_phone_number(v: &Value) -> bool {
 }
 
 fn looks_like_phone(s: &str) -> bool {
-    let compact: String = s.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    let bytes = compact.as_bytes();
+    // Ids (UUIDs, hex digests) hold long digit runs that are not phone numbers.
+    if uuid::Uuid::parse_str(s.trim()).is_ok() {
+        return false;
+    }
+    // Separators inside a number (138-0013-8000, 138 0013 8000) are dropped; others stay,
+    // so a number keeps its neighbours.
+    let chars: Vec<char> = s.chars().collect();
+    let mut compact: Vec<char> = Vec::with_capacity(chars.len());
+    for (i, c) in chars.iter().enumerate() {
+        let inside = matches!(c, ' ' | '-')
+            && compact.last().is_some_and(|p: &char| p.is_ascii_digit())
+            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
+        if !inside {
+            compact.push(*c);
+        }
+    }
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i].is_ascii_digit() || bytes[i] == b'+' {
+    while i < compact.len() {
+        if compact[i].is_ascii_digit() || compact[i] == '+' {
             let start = i;
             i += 1;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
+            while i < compact.len() && compact[i].is_ascii_digit() {
                 i += 1;
             }
-            let run = &compact[start..i];
+            // A run glued to letters is part of a code or an id, not a number.
+            let glued = (start > 0 && compact[start - 1].is_ascii_alphabetic())
+                || (i < compact.len() && compact[i].is_ascii_alphabetic());
+            if glued {
+                continue;
+            }
+            let run: String = compact[start..i].iter().collect();
             let digits = run.trim_start_matches('+');
             let cn_mobile = digits.len() == 11
                 && digits.starts_with('1')
@@ -250,6 +337,15 @@ mod tests {
         assert!(!looks_like_phone("order 2026112700"));
         assert!(!looks_like_phone("amount 12000000"));
         assert!(!looks_like_phone("已电话沟通"));
+        assert!(!looks_like_phone("01a21b89-b2d8-70e3-bbbe-e17314142733"));
+        assert!(!looks_like_phone("ref abc13800138000"));
+        assert!(looks_like_phone("电话13800138000请回拨"));
+        // Ids never look like numbers (about 0.06 % of UUIDv7s hold a mobile-like run).
+        for _ in 0..50_000 {
+            let id = crate::db::new_id();
+            assert!(!looks_like_phone(&id), "{id}");
+            assert!(!looks_like_phone(&format!("point {id}")), "{id}");
+        }
         let v = serde_json::json!({"note": {"list": ["x", "13912345678"]}});
         assert!(carries_phone_number(&v));
         assert!(!carries_phone_number(

@@ -8,10 +8,14 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{check, from_row, point_fields, NewPoint, Recorded, TrackingPoint};
+use std::sync::Arc;
+
+use super::{check, from_row, point_fields, NewPoint, Recorded, Source, TrackingPoint};
+use crate::antifraud;
 use crate::clock::SharedClock;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
+use crate::rules::{RuleSet, Rules};
 use crate::webhooks::Subscribers;
 
 const MAX_BATCH: usize = 512;
@@ -20,6 +24,8 @@ const QUEUE: usize = 8192;
 struct Job {
     point: NewPoint,
     tz: chrono_tz::Tz,
+    /// The rules in force when the request came in (None for system points).
+    rules: Option<Arc<RuleSet>>,
     reply: oneshot::Sender<Result<Recorded>>,
 }
 
@@ -29,22 +35,35 @@ struct Job {
 pub struct Ledger {
     queue: mpsc::Sender<Job>,
     db: Db,
+    rules: Rules,
 }
 
 impl Ledger {
-    pub fn start(db: Db, clock: SharedClock) -> (Ledger, JoinHandle<()>) {
+    pub fn start(db: Db, clock: SharedClock, rules: Rules) -> (Ledger, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(run(db.clone(), clock, rx));
-        (Ledger { queue, db }, task)
+        (Ledger { queue, db, rules }, task)
     }
 
     /// Validates, checks references, queues, and waits for the durable commit.
     pub async fn record(&self, point: NewPoint, tz: chrono_tz::Tz) -> Result<Recorded> {
         check(&point)?;
         check_references(&self.db, &point).await?;
+        let rules = match point.source {
+            Source::System => None,
+            _ => Some(self.rules.current(&point.org_id).await?),
+        };
+        if point.source != Source::System && point.action.starts_with("rule.") {
+            return Err(Error::invalid("rule hits are written by closeloop only"));
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { point, tz, reply })
+            .send(Job {
+                point,
+                tz,
+                rules,
+                reply,
+            })
             .await
             .map_err(|_| Error::Unavailable("the ledger is shutting down".into()))?;
         answer
@@ -166,14 +185,87 @@ async fn write_one(
     job: &Job,
 ) -> Result<Result<Recorded>> {
     let p = &job.point;
-    let id = new_id();
-    let at = clock.now_ms();
     let hash = p.idempotency_key.as_ref().map(|_| request_hash(p));
-    let inserted = sqlx::query(
+    // A retry is answered from the first result, before any rule counts it again.
+    if let Some(key) = &p.idempotency_key {
+        if let Some(earlier) = replay(tx, &p.org_id, key, hash.as_deref(), job.tz).await? {
+            return Ok(earlier);
+        }
+    }
+    let at = clock.now_ms();
+    let def = job.rules.as_ref().and_then(|r| r.action(&p.action));
+    let screen = match (&job.rules, def) {
+        (Some(rules), Some(d)) if d.guarded => antifraud::screen(tx, rules, p, at).await?,
+        _ => antifraud::Screen::default(),
+    };
+    let mut written = Vec::with_capacity(2);
+    let result = match &screen.refusal {
+        Some(refusal) => {
+            // The refused attempt is itself a point: the rule hit, with the request's key
+            // so that a retry gets the same answer.
+            let hit = NewPoint {
+                action: refusal.rule.into(),
+                payload: refusal.payload(&p.action),
+                source: Source::System,
+                after: None,
+                ..p.clone()
+            };
+            let point = insert(tx, &hit, at, hash.as_deref(), job.tz).await?;
+            if refusal.freeze {
+                antifraud::freeze(tx, at, p, refusal, &point.id).await?;
+            }
+            let err = refusal.error();
+            written.push(point);
+            Err(err)
+        }
+        None => {
+            let mut point = insert(tx, p, at, hash.as_deref(), job.tz).await?;
+            if let (Some(rules), Some(claim)) = (&job.rules, def.and_then(|d| d.claim)) {
+                let status =
+                    crate::verification::claims::open(tx, rules, &point, claim, at).await?;
+                point.verification = status.as_str().to_string();
+            }
+            if let Some(after) = &p.after {
+                after.0.apply(tx, &point).await?;
+            }
+            written.push(point.clone());
+            Ok(Recorded::Created(point))
+        }
+    };
+    if let Some(count) = screen.burst {
+        let flag = NewPoint {
+            action: antifraud::IP_BURST.into(),
+            payload: serde_json::json!({"attempted": p.action, "records_in_window": count}),
+            source: Source::System,
+            idempotency_key: None,
+            after: None,
+            ..p.clone()
+        };
+        let point = insert(tx, &flag, at, None, job.tz).await?;
+        antifraud::alert_burst(tx, at, p, count, &point.id).await?;
+        written.push(point);
+    }
+    // Deliveries commit with the points: a point is never without its webhooks.
+    for point in &written {
+        subscribers.enqueue_point(tx, at, &p.org_id, point).await?;
+    }
+    Ok(result)
+}
+
+/// Inserts one point at `at`; the unique key makes a concurrent duplicate an error that
+/// fails the batch (and the retry alone then finds it as a replay).
+async fn insert(
+    tx: &mut Tx,
+    p: &NewPoint,
+    at: i64,
+    hash: Option<&str>,
+    tz: chrono_tz::Tz,
+) -> Result<TrackingPoint> {
+    let id = new_id();
+    sqlx::query(
         "INSERT INTO tracking_points (id, org_id, actor_user_id, customer_id, deal_id, action, occurred_at, \
          source, platform, client_ip, user_agent, payload, verification, idempotency_key, request_hash, api_key_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'not_applicable', $13, $14, $15) \
-         ON CONFLICT (org_id, idempotency_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'not_applicable', $13, $14, $15)",
     )
     .bind(&id)
     .bind(&p.org_id)
@@ -188,46 +280,70 @@ async fn write_one(
     .bind(&p.user_agent)
     .bind(p.payload.to_string())
     .bind(&p.idempotency_key)
-    .bind(&hash)
+    .bind(hash)
     .bind(&p.api_key_id)
     .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        let point = TrackingPoint {
-            id,
-            actor: p.actor.clone(),
-            customer: p.customer.clone(),
-            deal: p.deal.clone(),
-            action: p.action.clone(),
-            occurred_at: crate::clock::rfc3339(at),
-            occurred_at_local: crate::clock::in_zone(at, job.tz),
-            source: p.source.as_str().to_string(),
-            platform: p.platform.clone(),
-            client_ip: p.client_ip.clone(),
-            user_agent: p.user_agent.clone(),
-            payload: p.payload.clone(),
-            verification: "not_applicable".into(),
-        };
-        // Deliveries commit with the point: a point is never without its webhooks.
-        subscribers.enqueue_point(tx, at, &p.org_id, &point).await?;
-        return Ok(Ok(Recorded::Created(point)));
-    }
-    // The key was used before: answer with the first result if it is the same request.
+    .await?;
+    Ok(TrackingPoint {
+        id,
+        actor: p.actor.clone(),
+        customer: p.customer.clone(),
+        deal: p.deal.clone(),
+        action: p.action.clone(),
+        occurred_at: crate::clock::rfc3339(at),
+        occurred_at_local: crate::clock::in_zone(at, tz),
+        source: p.source.as_str().to_string(),
+        platform: p.platform.clone(),
+        client_ip: p.client_ip.clone(),
+        user_agent: p.user_agent.clone(),
+        payload: p.payload.clone(),
+        verification: "not_applicable".into(),
+    })
+}
+
+/// The answer an earlier request with this key got: its point, or its refusal.
+async fn replay(
+    tx: &mut Tx,
+    org_id: &str,
+    key: &str,
+    hash: Option<&str>,
+    tz: chrono_tz::Tz,
+) -> Result<Option<Result<Recorded>>> {
     let row = sqlx::query(concat!(
         "SELECT ",
         point_fields!(),
         ", request_hash AS stored_hash FROM tracking_points WHERE org_id = $1 AND idempotency_key = $2"
     ))
-    .bind(&p.org_id)
-    .bind(&p.idempotency_key)
-    .fetch_one(&mut **tx)
+    .bind(org_id)
+    .bind(key)
+    .fetch_optional(&mut **tx)
     .await?;
+    let Some(row) = row else { return Ok(None) };
     let stored: Option<String> = row.get("stored_hash");
-    if stored != hash {
-        return Ok(Err(Error::Conflict(
+    if stored.as_deref() != hash {
+        return Ok(Some(Err(Error::Conflict(
             "this Idempotency-Key was already used for a different request".into(),
-        )));
+        ))));
     }
-    Ok(Ok(Recorded::Replayed(from_row(&row, job.tz))))
+    let point = from_row(&row, tz);
+    if let Some(refusal) = antifraud::Refusal::from_hit(&point) {
+        return Ok(Some(Err(refusal.error())));
+    }
+    Ok(Some(Ok(Recorded::Replayed(point))))
+}
+
+/// Writes one of closeloop's own points (a document open, a stage move, a rule hit
+/// outside the writer) inside the caller's transaction, with its webhook deliveries. No
+/// rules apply; the caller has checked what it writes.
+pub async fn write_in(
+    tx: &mut Tx,
+    at: i64,
+    p: &NewPoint,
+    tz: chrono_tz::Tz,
+) -> Result<TrackingPoint> {
+    check(p)?;
+    let point = insert(tx, p, at, None, tz).await?;
+    let mut subscribers = Subscribers::default();
+    subscribers.enqueue_point(tx, at, &p.org_id, &point).await?;
+    Ok(point)
 }

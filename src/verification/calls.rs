@@ -10,6 +10,7 @@ use crate::customers::{DEFAULT_REGION, PHONE_CONTEXT};
 use crate::db::{new_id, Db, Tx};
 use crate::error::Result;
 use crate::platform::event::Platform;
+use crate::rules::RuleSet;
 use crate::security::{mask_phone, normalize_phone, Cipher};
 
 /// One call as a platform reports it.
@@ -58,10 +59,12 @@ async fn contact_for(
     Ok(None)
 }
 
-/// Stores the records not seen before, in one transaction.
+/// Stores the records not seen before, in one transaction, and in it: re-checks the
+/// claimed calls each new record may back, and flags numbers that keep failing.
 pub async fn store(
     db: &Db,
     cipher: &Cipher,
+    rules: &RuleSet,
     now_ms: i64,
     org_id: &str,
     records: &[CallRecord],
@@ -107,6 +110,21 @@ pub async fn store(
         .rows_affected();
         if inserted == 1 {
             out.inserted += 1;
+            if let Some(user) = &caller_user {
+                super::claims::recheck_around(
+                    &mut tx,
+                    rules,
+                    org_id,
+                    user,
+                    r.started_at_ms,
+                    now_ms,
+                )
+                .await?;
+            }
+            if let Some(p) = &phone {
+                let hash = cipher.lookup_hash(PHONE_CONTEXT, p);
+                flag_if_failing(&mut tx, rules, org_id, &hash, now_ms).await?;
+            }
             if contact.is_none() || caller_user.is_none() {
                 out.unmatched += 1;
             }
@@ -117,4 +135,42 @@ pub async fn store(
     tx.commit().await?;
     metrics::counter!("closeloop_call_records_stored_total").increment(out.inserted as u64);
     Ok(out)
+}
+
+/// A number whose last `failed_calls_to_invalidate` calls all had no talk time is flagged
+/// invalid (the seed's 停机 case); a later answered call does not clear a flag by itself —
+/// a person confirms the number again.
+async fn flag_if_failing(
+    tx: &mut Tx,
+    rules: &RuleSet,
+    org_id: &str,
+    phone_hash: &str,
+    now_ms: i64,
+) -> Result<()> {
+    let n = i64::from(rules.contacts.failed_calls_to_invalidate);
+    if n == 0 {
+        return Ok(());
+    }
+    let rows = sqlx::query(
+        "SELECT duration_s FROM call_records WHERE org_id = $1 AND callee_phone_hash = $2 \
+         ORDER BY started_at DESC LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(phone_hash)
+    .bind(n)
+    .fetch_all(&mut **tx)
+    .await?;
+    let failing = rows.len() as i64 == n && rows.iter().all(|r| r.get::<i64, _>("duration_s") == 0);
+    if failing {
+        sqlx::query(
+            "UPDATE contact_phones SET valid = 0, invalid_reason = 'failed_calls', invalid_at = $1, invalid_by = NULL \
+             WHERE org_id = $2 AND phone_hash = $3 AND valid = 1",
+        )
+        .bind(now_ms)
+        .bind(org_id)
+        .bind(phone_hash)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

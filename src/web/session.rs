@@ -36,6 +36,8 @@ pub struct Session {
     pub user_id: String,
     pub org_id: String,
     pub csrf_token: String,
+    /// How they signed in: `wecom`, or `dev` (the demo's sign-in).
+    pub platform: Option<String>,
 }
 
 impl Session {
@@ -125,7 +127,7 @@ impl FromRequestParts<AppState> for Session {
         let value = cookie_value(&parts.headers)
             .ok_or_else(|| Error::Unauthenticated("请先登录 (sign in first)".into()))?;
         let row = sqlx::query(
-            "SELECT s.user_id, s.org_id, s.csrf_token FROM web_sessions s JOIN users u ON u.id = s.user_id \
+            "SELECT s.user_id, s.org_id, s.csrf_token, s.platform FROM web_sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
         )
         .bind(hash(&value))
@@ -137,6 +139,7 @@ impl FromRequestParts<AppState> for Session {
             user_id: row.get("user_id"),
             org_id: row.get("org_id"),
             csrf_token: row.get("csrf_token"),
+            platform: row.get("platform"),
         })
     }
 }

@@ -80,7 +80,7 @@ async fn filters_and_paging_walk_the_ledger() {
         let actor = if i % 2 == 0 { &rep } else { &other };
         app.create(
             "/api/v1/events",
-            json!({"actor": actor, "customer": customer, "action": if i < 3 { "已电话沟通" } else { "上传方案" }}),
+            json!({"actor": actor, "customer": customer, "action": if i < 3 { "拜访记录" } else { "客户提出价格异议" }}),
         )
         .await;
     }
@@ -113,7 +113,7 @@ async fn filters_and_paging_walk_the_ledger() {
         .unwrap();
     assert_eq!(by_actor["items"].as_array().unwrap().len(), 2);
     let by_action: Value = app
-        .get("/api/v1/events?action=%E4%B8%8A%E4%BC%A0%E6%96%B9%E6%A1%88")
+        .get("/api/v1/events?action=%E5%AE%A2%E6%88%B7%E6%8F%90%E5%87%BA%E4%BB%B7%E6%A0%BC%E5%BC%82%E8%AE%AE")
         .await
         .json()
         .await
@@ -168,7 +168,7 @@ async fn an_idempotency_key_replays_the_first_result_and_writes_nothing_new() {
     assert_eq!(app.count("tracking_points").await, 1);
 
     let mut different = body.clone();
-    different["action"] = json!("上传方案");
+    different["action"] = json!("客户提出价格异议");
     let (status, code, _) = error_code(send(different).await.unwrap()).await;
     assert_eq!((status, code.as_str()), (409, "conflict"));
     assert_eq!(app.count("tracking_points").await, 1);
@@ -178,7 +178,7 @@ async fn an_idempotency_key_replays_the_first_result_and_writes_nothing_new() {
 async fn concurrent_writes_are_all_durable_and_concurrent_retries_write_once() {
     let app = spawn_app().await;
     let (rep, customer) = rep_and_customer(&app).await;
-    let body = json!({"actor": rep, "customer": customer, "action": "已电话沟通"});
+    let body = json!({"actor": rep, "customer": customer, "action": "拜访记录"});
     let mut tasks = Vec::new();
     for i in 0..200 {
         let client = app.client.clone();

@@ -364,3 +364,84 @@ async fn closeloop_paces_itself_to_thirty_messages_a_minute_per_member() {
         .collect();
     assert_eq!(sent, ids[..30]);
 }
+
+/// Attested evidence decided on the card: the superior's click (a signed, encrypted WeCom
+/// callback) confirms the claim; a WeCom retry changes nothing more.
+#[tokio::test]
+async fn an_attestation_is_confirmed_by_the_superiors_card_click() {
+    let (emulator, app) = setup().await;
+    let manager = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "王经理", "roles": ["manager"], "identities": [{"platform": "wecom", "kind": "userid", "value": "wangjl"}]}),
+        )
+        .await;
+    let rep = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "李明", "superiors": [manager["id"]], "identities": [{"platform": "wecom", "kind": "userid", "value": "liming"}]}),
+        )
+        .await;
+    let customer = app.customer("华南智造", rep["id"].as_str()).await;
+    let claim = app
+        .create(
+            "/api/v1/events",
+            json!({"actor": rep["id"], "customer": customer, "action": "已电话沟通"}),
+        )
+        .await;
+    let att = app
+        .create(
+            &format!(
+                "/api/v1/events/{}/attestations",
+                claim["id"].as_str().unwrap()
+            ),
+            json!({"actor": rep["id"], "note": "客户用座机回拨，未走公费电话"}),
+        )
+        .await;
+    app.worker.drain().await.unwrap();
+    let sent = emulator.received_messages();
+    let card = sent
+        .iter()
+        .find(|m| m["touser"] == "wangjl")
+        .expect("the card reached the superior");
+    assert_eq!(
+        card["template_card"]["main_title"]["title"],
+        "跟进证明待确认"
+    );
+    let (card_id,): (String,) = sqlx::query_as("SELECT card_id FROM attestations WHERE id = $1")
+        .bind(att["id"].as_str().unwrap())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let corp = crate::callbacks::CORP;
+    let ts = chrono::Utc::now().timestamp();
+    let code = emulator.issue_response_code();
+    let body = click(&card_id, "wangjl", "confirm", &code);
+    for _ in 0..2 {
+        let res = crate::callbacks::deliver(&app, &body, corp, ts).await;
+        assert_eq!(res.status(), 200);
+    }
+    app.worker.drain().await.unwrap();
+    let v: serde_json::Value = app
+        .get(&format!(
+            "/api/v1/events/{}/verification",
+            claim["id"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "attested");
+    assert_eq!(v["evidence_source"], "attestation");
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM attestations WHERE id = $1")
+        .bind(att["id"].as_str().unwrap())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "confirmed");
+    assert_eq!(
+        app.count("audit_log WHERE action = 'attestation.confirmed'")
+            .await,
+        1
+    );
+}

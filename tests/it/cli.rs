@@ -14,7 +14,7 @@ use crate::helpers::TEST_DATA_KEY;
 
 /// The binary, run in `dir`, with no `CLOSELOOP_*` variable of the test's own environment
 /// (the test sets what it needs) and default logging.
-fn closeloop(dir: &Path) -> Command {
+pub(crate) fn closeloop(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_closeloop"));
     cmd.current_dir(dir).env_remove("RUST_LOG");
     for (name, _) in std::env::vars_os() {
@@ -80,7 +80,7 @@ fn sqlite_url(dir: &Path, file: &str) -> String {
     format!("sqlite://{}/{file}", dir.display())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -58,6 +58,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server; `extra` is TOML appended to the test configuration.
 pub async fn spawn_app_with(extra: &str) -> TestApp {
+    spawn_app_clocked(extra, Arc::new(SystemClock)).await
+}
+
+/// Starts the server on a clock the test controls (a [`ManualClock`]).
+pub async fn spawn_app_clocked(extra: &str, clock: closeloop::clock::SharedClock) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let database_url = fresh_database(dir.path()).await;
     let data_key = if on_postgres() {
@@ -76,9 +81,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     let config = Config::from_toml_only(&toml).expect("test config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = App::build(config, Arc::new(SystemClock))
-        .await
-        .expect("build app");
+    let app = App::build(config, clock).await.expect("build app");
     let db = app.state.db.clone();
     let worker = app.worker.clone();
     let cipher = app.state.cipher.clone();

@@ -38,13 +38,27 @@ async fn call_records_are_stored_once_and_linked_by_phone_hash() {
         record("1:liming:13800138000", "13800138000", 296),
         record("2:liming:13900001111", "13900001111", 30),
     ];
-    let out = calls::store(&app.db, &state_cipher, 1, &app.org_id, &recs)
-        .await
-        .unwrap();
+    let out = calls::store(
+        &app.db,
+        &state_cipher,
+        &Default::default(),
+        1,
+        &app.org_id,
+        &recs,
+    )
+    .await
+    .unwrap();
     assert_eq!((out.inserted, out.duplicates, out.unmatched), (2, 0, 1));
-    let again = calls::store(&app.db, &state_cipher, 2, &app.org_id, &recs)
-        .await
-        .unwrap();
+    let again = calls::store(
+        &app.db,
+        &state_cipher,
+        &Default::default(),
+        2,
+        &app.org_id,
+        &recs,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (again.inserted, again.duplicates),
         (0, 2),
@@ -88,7 +102,7 @@ async fn dial_records_are_polled_with_paging_and_stored_once() {
         emulator.base_url()
     ))
     .await;
-    app.create(
+    let rep = app.create(
         "/api/v1/users",
         json!({"name": "李明", "identities": [{"platform": "wecom", "kind": "userid", "value": "liming"}]}),
     )
@@ -99,6 +113,14 @@ async fn dial_records_are_polled_with_paging_and_stored_once() {
             json!({"name": "华南智造", "contacts": [{"name": "张总", "phones": ["13800138000"]}]}),
         )
         .await;
+    // The rep claims the call; the polled record verifies the claim.
+    let claim = app
+        .create(
+            "/api/v1/events",
+            json!({"actor": rep["id"], "customer": customer["id"], "action": "已电话沟通"}),
+        )
+        .await;
+    assert_eq!(claim["verification"], "pending");
     let now = chrono::Utc::now().timestamp();
     let mut records: Vec<serde_json::Value> = (0..149)
         .map(|i| {
@@ -150,6 +172,17 @@ async fn dial_records_are_polled_with_paging_and_stored_once() {
             .await
             .unwrap();
     assert_eq!(linked, 1);
+    let verification: serde_json::Value = app
+        .get(&format!(
+            "/api/v1/events/{}/verification",
+            claim["id"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verification["status"], "verified", "{verification}");
+    assert_eq!(verification["duration_s"], 296);
     poll().await;
     assert_eq!(
         app.count("call_records").await,

@@ -120,7 +120,7 @@ async fn a_tracking_point_is_delivered_signed_and_recorded_once() {
     assert_eq!(res.status(), 204);
     app.create(
         "/api/v1/events",
-        json!({"actor": rep, "customer": customer, "action": "上传方案"}),
+        json!({"actor": rep, "customer": customer, "action": "客户提出价格异议"}),
     )
     .await;
     assert_eq!(app.count("jobs WHERE kind = 'webhook.deliver'").await, 1);
@@ -261,7 +261,7 @@ async fn kill_minus_nine_mid_work_loses_nothing_and_records_each_job_once() {
     for _ in 0..N {
         let res = post(
             "/api/v1/events",
-            json!({"actor": rep["id"], "customer": customer["id"], "action": "已电话沟通"}),
+            json!({"actor": rep["id"], "customer": customer["id"], "action": "拜访记录"}),
         )
         .await
         .unwrap();

@@ -372,3 +372,52 @@ async fn other_errcodes_give_up_with_the_code_and_message() {
     assert!(matches!(err, JobError::GiveUp(_)), "{err:?}");
     assert_job_error_clean(&err);
 }
+
+/// Two replicas on PostgreSQL share one token: a burst spread over both makes one
+/// `gettoken` call, and a token refused on one replica is refreshed once for both. (On
+/// SQLite a deployment is one process and the in-process single flight is the whole story,
+/// tested above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_postgres_share_one_token_refresh() {
+    if !crate::helpers::on_postgres() {
+        return;
+    }
+    let app = crate::helpers::spawn_app().await;
+    let emu = emulator().await;
+    let replica = || {
+        cache_with(&emu, SECRET, Arc::new(SystemClock))
+            .shared_through(app.db.clone(), app.cipher.clone())
+    };
+    let (a, b) = (replica(), replica());
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
+        calls.push(tokio::spawn(
+            async move { cache.get(SecretKind::App).await },
+        ));
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    for c in calls {
+        tokens.insert(c.await.unwrap().unwrap().expose().to_string());
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the same token");
+    assert_eq!(emu.gettoken_calls(), 1, "one gettoken across both replicas");
+    let stored: (String,) = sqlx::query_as("SELECT token_enc FROM platform_tokens")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let first = tokens.into_iter().next().unwrap();
+    assert!(!stored.0.contains(&first), "stored encrypted");
+
+    // WeCom refuses the token on replica A: one refresh, and B picks the new one up
+    // when it sees its own copy refused.
+    let old = a.get(SecretKind::App).await.unwrap();
+    emu.expire_tokens();
+    a.invalidate(SecretKind::App, &old);
+    let new_a = a.get(SecretKind::App).await.unwrap();
+    assert_ne!(new_a.expose(), old.expose());
+    b.invalidate(SecretKind::App, &old);
+    let new_b = b.get(SecretKind::App).await.unwrap();
+    assert_eq!(new_b.expose(), new_a.expose());
+    assert_eq!(emu.gettoken_calls(), 2);
+}

@@ -41,6 +41,24 @@ pub async fn record(
     ApiJson(ev): ApiJson<NewEvent>,
 ) -> Result<Response> {
     p.require(Permission::Write)?;
+    if tracking::is_reserved(&ev.action) {
+        return Err(Error::invalid(format!(
+            "action `{}`: actions starting with {} are written by closeloop only",
+            ev.action,
+            tracking::RESERVED_PREFIXES.join(", ")
+        )));
+    }
+    let rules = s.rules.current(&p.org_id).await?;
+    if let Some(def) = rules
+        .action(&ev.action)
+        .filter(|d| d.kind == crate::rules::ActionKind::Upload)
+    {
+        return Err(Error::invalid(format!(
+            "`{}` uploads a document: use POST /api/v1/customers/{{id}}/documents?kind={}",
+            def.name,
+            def.document.as_deref().unwrap_or_default()
+        )));
+    }
     let header = |name: &str| -> Result<Option<String>> {
         headers
             .get(name)
@@ -67,6 +85,7 @@ pub async fn record(
         user_agent,
         idempotency_key: header("idempotency-key")?,
         api_key_id: Some(p.api_key_id.clone()),
+        after: None,
     };
     Ok(match s.ledger.record(point, p.tz).await? {
         Recorded::Created(tp) => (StatusCode::CREATED, Json(tp)).into_response(),

@@ -1,9 +1,13 @@
 //! REST API v1: bearer API keys, JSON in and out, cursor paging, OpenAPI document.
 
 mod admin;
+mod collab;
+mod credibility;
 mod customers;
 mod deals;
 mod events;
+mod process;
+mod tasks;
 mod users;
 
 use axum::routing::get;
@@ -33,6 +37,49 @@ pub fn router() -> Router<AppState> {
         .route("/deals/{id}", get(deals::get).patch(deals::update))
         .route("/events", get(events::list).post(events::record))
         .route("/events/{id}", get(events::get))
+        .route("/events/{id}/verification", get(process::verification))
+        .route(
+            "/events/{id}/attestations",
+            axum::routing::post(process::request_attestation),
+        )
+        .route(
+            "/attestations/{id}/decision",
+            axum::routing::post(process::decide_attestation),
+        )
+        .route("/deals/{id}/gate", get(process::gate))
+        .route("/deals/{id}/advance", axum::routing::post(process::advance))
+        .route(
+            "/deals/{id}/rollback",
+            axum::routing::post(process::rollback),
+        )
+        .route(
+            "/deals/{id}/reassign",
+            axum::routing::post(process::reassign),
+        )
+        .route("/freezes", get(process::list_freezes))
+        .route("/freezes/{id}/lift", axum::routing::post(process::lift))
+        .route(
+            "/phones/{id}/validity",
+            axum::routing::put(process::phone_validity),
+        )
+        .route("/chat-counts", axum::routing::put(process::chat_count))
+        .route("/collab/requests", get(collab::list).post(collab::open))
+        .route("/collab/health", get(collab::health))
+        .route("/credibility", get(credibility::list))
+        .route("/tasks", get(tasks::list))
+        .route("/collab/requests/{id}", get(collab::get))
+        .route(
+            "/collab/requests/{id}/{step}",
+            axum::routing::post(collab::step),
+        )
+        .route(
+            "/customers/{id}/assignments/{role}",
+            axum::routing::put(collab::assign),
+        )
+        .route(
+            "/users/{id}/calendar-feed",
+            axum::routing::post(collab::calendar_feed),
+        )
         .route("/platform-events", get(admin::list_platform_events))
         .route("/jobs", get(admin::list_jobs))
         .route("/jobs/{id}/retry", axum::routing::post(admin::retry_job))
@@ -79,6 +126,14 @@ impl Modify for BearerAuth {
         deals::list_leads, deals::create_lead,
         deals::list, deals::create, deals::get, deals::update,
         events::list, events::record, events::get,
+        process::verification, process::request_attestation, process::decide_attestation,
+        process::gate, process::advance, process::rollback, process::reassign,
+        process::list_freezes, process::lift, process::phone_validity, process::chat_count,
+        super::documents::api_upload, super::documents::api_list, super::documents::api_get,
+        super::documents::api_content, super::documents::api_link,
+        collab::open, collab::list, collab::get, collab::step, collab::assign, collab::calendar_feed,
+        collab::health,
+        credibility::list, tasks::list,
         admin::list_platform_events,
         admin::list_jobs, admin::retry_job,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,

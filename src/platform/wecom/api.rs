@@ -50,6 +50,12 @@ impl WecomApi {
         WecomApi::new(tokens, client, &cfg.api_base)
     }
 
+    /// Shares access tokens with other replicas through the database (PostgreSQL).
+    pub fn shared_through(mut self, db: crate::db::Db, cipher: crate::security::Cipher) -> Self {
+        self.tokens = self.tokens.shared_through(db, cipher);
+        self
+    }
+
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
     }

@@ -35,8 +35,15 @@ fn fit(s: &str, max: usize) -> String {
     }
 }
 
-/// The `message/send` body for one card to one WeCom user.
-pub fn render(card: &Card, card_id: &str, to_userid: &str, agent_id: i64) -> Value {
+/// The `message/send` body for one card to one WeCom user; `link` is where tapping the
+/// card opens (its details page), if it has one.
+pub fn render(
+    card: &Card,
+    card_id: &str,
+    to_userid: &str,
+    agent_id: i64,
+    link: Option<&str>,
+) -> Value {
     let mut main_title = json!({"title": fit(&card.title, 26)});
     if let Some(d) = &card.description {
         main_title["desc"] = json!(fit(d, 30));
@@ -58,7 +65,7 @@ pub fn render(card: &Card, card_id: &str, to_userid: &str, agent_id: i64) -> Val
             json!({"text": fit(&b.label, 10), "style": style, "key": button_key(&b.action, card_id)})
         })
         .collect();
-    json!({
+    let mut body = json!({
         "touser": to_userid,
         "msgtype": "template_card",
         "agentid": agent_id,
@@ -72,7 +79,11 @@ pub fn render(card: &Card, card_id: &str, to_userid: &str, agent_id: i64) -> Val
         },
         "enable_duplicate_check": 1,
         "duplicate_check_interval": DUPLICATE_CHECK_INTERVAL,
-    })
+    });
+    if let Some(url) = link {
+        body["template_card"]["card_action"] = json!({"type": 1, "url": url});
+    }
+    body
 }
 
 /// Delivers queued cards through WeCom.
@@ -81,13 +92,15 @@ pub struct DeliverCard {
     pub db: Db,
     pub clock: SharedClock,
     pub agent_id: i64,
+    /// `public_url`, for the card's details link.
+    pub public_url: String,
 }
 
 impl DeliverCard {
     async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
         let row = sqlx::query(
-            "SELECT c.content, c.recipient_user_id, i.value AS userid FROM cards c \
+            "SELECT c.content, c.recipient_user_id, c.purpose, c.object_ref, i.value AS userid FROM cards c \
              LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'wecom' AND i.kind = 'userid' \
              WHERE c.id = $1",
         )
@@ -128,7 +141,18 @@ impl DeliverCard {
             .call_json(
                 SecretKind::App,
                 SEND,
-                &render(&card, card_id, &userid, self.agent_id),
+                &render(
+                    &card,
+                    card_id,
+                    &userid,
+                    self.agent_id,
+                    crate::cards::link_path(
+                        &row.get::<String, _>("purpose"),
+                        row.get::<Option<String>, _>("object_ref").as_deref(),
+                    )
+                    .map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')))
+                    .as_deref(),
+                ),
             )
             .await?;
         if response["invaliduser"]
@@ -188,7 +212,7 @@ impl UpdateCard {
     async fn update(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
         let row = sqlx::query(
-            "SELECT c.content, c.clicked_action, c.response_code, c.response_code_expires_at, i.value AS userid \
+            "SELECT c.content, c.clicked_action, c.status_text, c.response_code, c.response_code_expires_at, i.value AS userid \
              FROM cards c LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id \
              AND i.platform = 'wecom' AND i.kind = 'userid' WHERE c.id = $1",
         )
@@ -217,11 +241,14 @@ impl UpdateCard {
         let action = row
             .get::<Option<String>, _>("clicked_action")
             .unwrap_or_default();
-        let label = card
-            .buttons
-            .iter()
-            .find(|b| b.action == action)
-            .map_or("已处理".to_string(), |b| format!("已{}", b.label));
+        let label = match row.get::<Option<String>, _>("status_text") {
+            Some(text) => text,
+            None => card
+                .buttons
+                .iter()
+                .find(|b| b.action == action)
+                .map_or("已处理".to_string(), |b| format!("已{}", b.label)),
+        };
         self.api
             .call_json(
                 SecretKind::App,
@@ -274,7 +301,16 @@ mod tests {
                 style: ButtonStyle::Primary,
             }],
         };
-        let body = render(&card, "0193-card", "zhanggong", 1_000_002);
+        let body = render(&card, "0193-card", "zhanggong", 1_000_002, None);
+        assert!(body["template_card"].get("card_action").is_none());
+        let linked = render(
+            &card,
+            "0193-card",
+            "zhanggong",
+            1_000_002,
+            Some("https://cl.example.com/collab/requests/r1"),
+        );
+        assert_eq!(linked["template_card"]["card_action"]["type"], 1);
         assert_eq!(body["msgtype"], "template_card");
         assert_eq!(body["enable_duplicate_check"], 1);
         let t = &body["template_card"];

@@ -89,6 +89,7 @@ pub struct DialPoll {
     pub cipher: Cipher,
     pub clock: SharedClock,
     pub org_id: String,
+    pub rules: crate::rules::Rules,
 }
 
 impl DialPoll {
@@ -108,9 +109,15 @@ impl DialPoll {
                 .await?;
             pages += 1;
             let records = parse_page(&response);
+            let rules = self
+                .rules
+                .current(&self.org_id)
+                .await
+                .map_err(|e| JobError::Retry(e.to_string()))?;
             let stored = calls::store(
                 &self.db,
                 &self.cipher,
+                &rules,
                 self.clock.now_ms(),
                 &self.org_id,
                 &records,

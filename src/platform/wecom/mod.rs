@@ -9,4 +9,5 @@ pub mod emulator;
 pub mod events;
 pub mod inbound;
 pub mod jsapi;
+pub mod schedule;
 pub mod token;

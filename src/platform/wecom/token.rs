@@ -8,6 +8,9 @@
 //! - **Wrong credentials** (40001, 40013) are a configuration error: logged loudly and
 //!   remembered for a back-off period in which no `gettoken` is sent, because WeCom bans an
 //!   IP that keeps presenting a bad secret.
+//! - **Across replicas** (PostgreSQL): with a shared store, a refresh takes an advisory
+//!   lock on the token's key and first looks at the token another replica may have just
+//!   stored (encrypted with the data key), so replicas make one `gettoken` call between them.
 //! - Secrets and tokens never appear in errors, logs or `Debug`: the `gettoken` URL carries
 //!   the secret, so transport errors are reported without their URL.
 
@@ -116,7 +119,18 @@ pub struct TokenCache {
     inner: Arc<Inner>,
     refresh_margin: Duration,
     config_backoff: Duration,
+    shared: Option<Shared>,
 }
+
+/// The database every replica sees; used on PostgreSQL only (an SQLite deployment is one
+/// process, and holding its single write lock across an HTTP call would stall writers).
+#[derive(Clone)]
+struct Shared {
+    db: crate::db::Db,
+    cipher: crate::security::Cipher,
+}
+
+const TOKEN_CONTEXT: &str = "platform_tokens.token";
 
 struct Inner {
     client: reqwest::Client,
@@ -136,6 +150,9 @@ struct Slot {
 #[derive(Default)]
 struct SlotState {
     token: Option<Cached>,
+    /// SHA-256 of the last token the platform refused: a copy of it in the shared store
+    /// is stale too.
+    refused: Option<String>,
     /// A rejection of the credentials and when it stops blocking new attempts (epoch ms).
     rejected: Option<(TokenError, i64)>,
     /// Counts finished fetches, so callers that queued behind a failed one share its error
@@ -201,7 +218,17 @@ impl TokenCache {
             }),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             config_backoff: DEFAULT_CONFIG_BACKOFF,
+            shared: None,
         }
+    }
+
+    /// Shares tokens with the other replicas through the database (PostgreSQL only; on
+    /// SQLite this changes nothing).
+    pub fn shared_through(mut self, db: crate::db::Db, cipher: crate::security::Cipher) -> Self {
+        if db.backend == crate::config::Backend::Postgres {
+            self.shared = Some(Shared { db, cipher });
+        }
+        self
     }
 
     /// A cache for every secret `[wecom]` configures.
@@ -243,7 +270,10 @@ impl TokenCache {
                 return self.still_valid(&state, e.clone());
             }
         }
-        let fetched = self.fetch(kind, slot).await;
+        let fetched = match &self.shared {
+            Some(shared) => self.fetch_shared(shared, kind, slot).await,
+            None => self.fetch(kind, slot).await,
+        };
         {
             let mut state = lock(&slot.state);
             state.fetches += 1;
@@ -310,6 +340,75 @@ impl TokenCache {
         {
             state.token = None;
         }
+        state.refused = Some(token_hash(token.expose()));
+    }
+
+    /// The shared store's key for a secret: platform, corp, kind and a hash of the
+    /// secret (a rotated secret starts afresh; the secret itself is never stored).
+    fn shared_key(&self, kind: SecretKind, slot: &Slot) -> String {
+        format!(
+            "wecom:{}:{}:{}",
+            self.inner.corp_id,
+            kind.as_str(),
+            &token_hash(slot.secret.expose_secret())[..16]
+        )
+    }
+
+    /// A refresh under the cross-replica lock: the token another replica stored, when it
+    /// is fresh and not the one just refused; otherwise a `gettoken` call whose result is
+    /// stored for the others. Returns the remaining lifetime in seconds.
+    async fn fetch_shared(
+        &self,
+        shared: &Shared,
+        kind: SecretKind,
+        slot: &Slot,
+    ) -> Result<(AccessToken, u64), TokenError> {
+        let transient = |message: String| TokenError::Transient { kind, message };
+        let db_error = |e: sqlx::Error| {
+            tracing::warn!(error = %e, "shared token store unavailable");
+            transient("the shared token store is unavailable".into())
+        };
+        let key = self.shared_key(kind, slot);
+        let mut tx = shared.db.pool.begin().await.map_err(db_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT token_enc, expires_at FROM platform_tokens WHERE key = $1")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let now = self.now_ms();
+        let refused = lock(&slot.state).refused.clone();
+        if let Some((sealed, expires_at)) = row {
+            if let Ok(token) = shared.cipher.decrypt(TOKEN_CONTEXT, &sealed) {
+                let fresh = expires_at.saturating_sub(now) > duration_ms(self.refresh_margin);
+                if fresh && refused.as_deref() != Some(token_hash(&token).as_str()) {
+                    tx.commit().await.map_err(db_error)?;
+                    let left = u64::try_from((expires_at - now) / 1000).unwrap_or(0);
+                    return Ok((AccessToken(SecretString::from(token)), left));
+                }
+            }
+        }
+        let (token, expires_in) = self.fetch(kind, slot).await?;
+        let expires_at = now.saturating_add(duration_ms(Duration::from_secs(expires_in)));
+        sqlx::query(
+            "INSERT INTO platform_tokens (key, token_enc, expires_at, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO UPDATE SET token_enc = excluded.token_enc, expires_at = excluded.expires_at, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&key)
+        .bind(shared.cipher.encrypt(TOKEN_CONTEXT, token.expose()))
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok((token, expires_in))
     }
 
     fn slot(&self, kind: SecretKind) -> Result<&Slot, TokenError> {
@@ -410,6 +509,11 @@ pub(crate) fn redact(text: &str, secret: &str) -> String {
     } else {
         text.replace(secret, "[redacted]")
     }
+}
+
+fn token_hash(value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))
 }
 
 fn duration_ms(d: Duration) -> i64 {

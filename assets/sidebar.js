@@ -1,0 +1,273 @@
+/* closeloop sidebar: finds the customer of the open chat (WeCom JS-SDK) and records taps.
+   Plain script, no build step; everything it needs is in the page (data attributes, meta). */
+(function () {
+  'use strict';
+
+  var main = document.querySelector('main');
+  if (!main) { return; }
+  var page = main.getAttribute('data-page');
+
+  function meta(name) {
+    var m = document.querySelector('meta[name="' + name + '"]');
+    return m ? m.getAttribute('content') : '';
+  }
+
+  var csrf = meta('csrf-token');
+
+  /* Same-origin request; resolves to {ok, status, data} whatever the answer. */
+  function request(method, url, body, contentType) {
+    var headers = { 'X-CSRF-Token': csrf, 'Accept': 'application/json' };
+    if (contentType) { headers['Content-Type'] = contentType; }
+    return fetch(url, { method: method, credentials: 'same-origin', headers: headers, body: body })
+      .then(function (res) {
+        return res.text().then(function (text) {
+          var data = null;
+          try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+          return { ok: res.ok, status: res.status, data: data };
+        });
+      }, function () {
+        return { ok: false, status: 0, data: null };
+      });
+  }
+
+  function errorOf(res) {
+    var err = res.data && res.data.error;
+    if (err && err.message) { return err; }
+    if (res.status === 0) { return { code: 'network', message: '网络连接失败，请检查网络后重试' }; }
+    if (res.status === 401) { return { code: 'unauthenticated', message: '登录已过期，请重新打开侧边栏' }; }
+    return { code: 'http_' + res.status, message: '请求失败（' + res.status + '），请稍后重试' };
+  }
+
+  var toastTimer = null;
+  function toast(text) {
+    var t = document.getElementById('toast');
+    if (!t) { return; }
+    t.textContent = text;
+    t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { t.hidden = true; }, 2000);
+  }
+
+  /* A message that stays until the next action: refusals must be read, not missed. */
+  function notice(text, code, items) {
+    var n = document.getElementById('notice');
+    if (!n) { return; }
+    n.textContent = text;
+    n.setAttribute('data-code', code || '');
+    n.className = 'notice error';
+    if (items && items.length) {
+      var ul = document.createElement('ul');
+      items.forEach(function (item) {
+        var li = document.createElement('li');
+        li.textContent = item;
+        ul.appendChild(li);
+      });
+      n.appendChild(ul);
+    }
+    n.hidden = false;
+  }
+
+  function clearNotice() {
+    var n = document.getElementById('notice');
+    if (n) { n.hidden = true; n.textContent = ''; n.removeAttribute('data-code'); }
+  }
+
+  /* Re-renders the page's changing sections from a fresh server render. */
+  function refresh() {
+    return fetch(location.href, { credentials: 'same-origin', cache: 'no-store' })
+      .then(function (res) { return res.ok ? res.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, 'text/html');
+        Array.prototype.forEach.call(document.querySelectorAll('[data-refresh]'), function (el) {
+          var next = fresh.getElementById(el.id);
+          if (next) { el.replaceWith(document.importNode(next, true)); }
+        });
+      })
+      .catch(function () { /* the next action or a reload shows the current state */ });
+  }
+
+  function customerPage() {
+    var customer = main.getAttribute('data-customer');
+    var picker = document.getElementById('file-picker');
+    var pendingUpload = null;
+
+    function tap(button) {
+      button.disabled = true;
+      clearNotice();
+      var body = JSON.stringify({ action: button.getAttribute('data-action') });
+      request('POST', '/web/customers/' + encodeURIComponent(customer) + '/actions', body, 'application/json')
+        .then(function (res) {
+          if (res.ok) {
+            toast('已记录');
+          } else {
+            var err = errorOf(res);
+            notice(err.message, err.code);
+          }
+          return refresh();
+        })
+        .then(function () { button.disabled = false; });
+    }
+
+    function advance(button) {
+      button.disabled = true;
+      clearNotice();
+      request('POST', '/web/deals/' + encodeURIComponent(button.getAttribute('data-advance')) + '/advance',
+        '{}', 'application/json')
+        .then(function (res) {
+          if (res.ok) {
+            toast('已推进到「' + res.data.stage + '」');
+          } else {
+            var err = errorOf(res);
+            var missing = (err.details && err.details.missing) || [];
+            notice(err.message, err.code, missing.map(function (m) { return m.message; }));
+          }
+          return refresh();
+        })
+        .then(function () { button.disabled = false; });
+    }
+
+    function upload(button, file) {
+      button.disabled = true;
+      clearNotice();
+      var url = '/web/customers/' + encodeURIComponent(customer) + '/documents?kind=' +
+        encodeURIComponent(button.getAttribute('data-document')) + '&filename=' + encodeURIComponent(file.name);
+      request('POST', url, file, file.type || 'application/octet-stream')
+        .then(function (res) {
+          if (res.ok) {
+            toast('已上传');
+          } else {
+            var err = errorOf(res);
+            notice(err.message, err.code);
+          }
+          return refresh();
+        })
+        .then(function () { button.disabled = false; });
+    }
+
+    document.addEventListener('click', function (ev) {
+      var button = ev.target.closest('button');
+      if (!button || button.disabled) { return; }
+      /* A quick-ask with a collaboration type opens its form (collab.js). */
+      if (button.hasAttribute('data-collab')) { return; }
+      var kind = button.getAttribute('data-kind');
+      if (kind === 'tap' || kind === 'quick_ask') {
+        tap(button);
+      } else if (kind === 'upload' && picker) {
+        pendingUpload = button;
+        picker.value = '';
+        picker.click();
+      } else if (button.hasAttribute('data-advance')) {
+        advance(button);
+      }
+    });
+
+    if (picker) {
+      picker.addEventListener('change', function () {
+        var file = picker.files && picker.files[0];
+        if (file && pendingUpload) { upload(pendingUpload, file); }
+        pendingUpload = null;
+      });
+    }
+  }
+
+  /* The WeCom APIs our pages invoke; wx.config and wx.agentConfig list the same ones. */
+  var WECOM_APIS = ['getCurExternalContact', 'getContext', 'sendChatMessage'];
+  var wecomReady = null;
+
+  /* Inside WeCom: JS-SDK signatures → wx.config → wx.agentConfig. Resolves to the SDK once
+     the app's APIs may be invoked, or rejects with a message to show; runs once a page. */
+  function wecom() {
+    if (wecomReady) { return wecomReady; }
+    wecomReady = new Promise(function (resolve, reject) {
+      var wx = window.wx || window.jWeixin;
+      if (!wx || !wx.config || !wx.agentConfig) {
+        reject(new Error('无法加载企业微信 JS-SDK，请在企业微信客户端中打开，或稍后重试。'));
+        return;
+      }
+      var url = location.href.split('#')[0];
+      request('GET', '/web/wecom/js-config?url=' + encodeURIComponent(url)).then(function (res) {
+        if (!res.ok) {
+          reject(new Error('获取企业微信签名失败：' + errorOf(res).message));
+          return;
+        }
+        var cfg = res.data;
+        wx.error(function () {
+          reject(new Error('企业微信 JS-SDK 验证失败，请确认应用的可信域名配置后重试。'));
+        });
+        wx.ready(function () {
+          wx.agentConfig({
+            corpid: cfg.corp_id,
+            agentid: cfg.agent_id,
+            timestamp: Number(cfg.timestamp),
+            nonceStr: cfg.nonce_str,
+            signature: cfg.agent_signature,
+            jsApiList: WECOM_APIS,
+            success: function () { resolve(wx); },
+            fail: function () {
+              reject(new Error('企业微信应用授权失败（agentConfig），请稍后重试。'));
+            }
+          });
+        });
+        wx.config({
+          beta: true,
+          debug: false,
+          appId: cfg.corp_id,
+          timestamp: Number(cfg.timestamp),
+          nonceStr: cfg.nonce_str,
+          signature: cfg.signature,
+          jsApiList: WECOM_APIS
+        });
+      });
+    });
+    return wecomReady;
+  }
+
+  /* The entry page inside WeCom: getCurExternalContact → our customer → their page. */
+  function bridgePage() {
+    var status = document.getElementById('status');
+
+    var settled = false;
+    function fail(text) {
+      settled = true;
+      status.textContent = text;
+      status.className = 'notice error';
+    }
+    /* Outside the WeCom client the SDK may never answer at all. */
+    setTimeout(function () {
+      if (!settled) { fail('识别当前客户超时，请在企业微信客户端的客户聊天中打开侧边栏。'); }
+    }, 15000);
+
+    wecom().then(function (wx) {
+      wx.invoke('getCurExternalContact', {}, function (r) {
+        if (!r || r.err_msg !== 'getCurExternalContact:ok' || !r.userId) {
+          fail('未能识别当前聊天的客户，请在与客户的单聊中打开侧边栏。');
+          return;
+        }
+        status.textContent = '正在打开客户资料…';
+        request('GET', '/web/wecom/customer?external_userid=' + encodeURIComponent(r.userId))
+          .then(function (found) {
+            if (found.ok && found.data && found.data.customer_id) {
+              settled = true;
+              location.replace('/sidebar/customers/' + encodeURIComponent(found.data.customer_id));
+            } else if (found.status === 404) {
+              fail('该联系人还没有对应的客户记录，请等待同步或联系管理员。');
+            } else {
+              fail('查找客户失败：' + errorOf(found).message);
+            }
+          });
+      });
+    }, function (e) {
+      fail(e.message);
+    });
+  }
+
+  /* What collab.js and tools.js (loaded next) share. */
+  window.closeloop = {
+    request: request, errorOf: errorOf, toast: toast, notice: notice,
+    clearNotice: clearNotice, refresh: refresh, wecom: wecom
+  };
+
+  if (page === 'customer') { customerPage(); }
+  if (page === 'bridge') { bridgePage(); }
+})();

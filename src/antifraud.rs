@@ -1,0 +1,443 @@
+//! Anti-fraud rules, applied by the ledger writer inside the transaction that would
+//! write the point, so concurrent taps cannot slip past a count:
+//!
+//! - **repeat limit**: the same action on the same customer more than `repeat_limit`
+//!   times within `repeat_window` is refused, and the rep's actions on that customer are
+//!   frozen until a manager lifts the freeze;
+//! - **frozen**: while frozen, every guarded action of that rep on that customer is refused;
+//! - **IP burst**: `ip_burst_count` or more records by one rep from one IP within
+//!   `ip_burst_window` are flagged (per rep, since an office shares one NAT address): an
+//!   audit entry and an alert card to the rep's direct superiors.
+//!
+//! Every hit is itself a tracking point (`rule.*`, source `system`).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::access::Actor;
+use crate::cards;
+use crate::db::{new_id, Db, Select, Tx};
+use crate::error::{Error, Result};
+use crate::page::{Page, PageRequest};
+use crate::rules::RuleSet;
+use crate::tracking::{NewPoint, TrackingPoint};
+
+pub const REPEAT_LIMIT: &str = "rule.repeat_limit";
+pub const FROZEN: &str = "rule.frozen";
+pub const IP_BURST: &str = "rule.ip_burst";
+
+/// What the rules say about one attempt.
+#[derive(Debug, Default)]
+pub struct Screen {
+    pub refusal: Option<Refusal>,
+    /// Records by this rep from this IP in the burst window, this one included, when
+    /// that reaches the threshold and the burst has not been flagged yet.
+    pub burst: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The rule-hit action written in place of the attempt.
+    pub rule: &'static str,
+    pub freeze: bool,
+    /// Records of this action on this customer in the window before this attempt.
+    pub count: i64,
+    pub limit: u32,
+    pub window: String,
+}
+
+impl Refusal {
+    pub fn payload(&self, attempted: &str) -> Value {
+        json!({
+            "attempted": attempted,
+            "refused": true,
+            "count_in_window": self.count,
+            "limit": self.limit,
+            "window": self.window,
+        })
+    }
+
+    /// The refusal a rule-hit point records (for answering retries the same way).
+    pub fn from_hit(p: &TrackingPoint) -> Option<Refusal> {
+        let rule = match p.action.as_str() {
+            REPEAT_LIMIT => REPEAT_LIMIT,
+            FROZEN => FROZEN,
+            _ => return None,
+        };
+        let num = |k: &str| p.payload.get(k).and_then(Value::as_i64).unwrap_or(0);
+        Some(Refusal {
+            rule,
+            freeze: rule == REPEAT_LIMIT,
+            count: num("count_in_window"),
+            limit: num("limit") as u32,
+            window: p
+                .payload
+                .get("window")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    pub fn error(&self) -> Error {
+        match self.rule {
+            REPEAT_LIMIT => Error::Refused {
+                code: "repeat_limit",
+                message: format!(
+                    "同一客户的同类动作在{}内已记录{}次（上限{}次），本次未记录；您对该客户的操作已冻结，请联系主管解除 \
+                     (the same action on this customer was already recorded {} times within {}; refused, and your actions on this customer are frozen until a manager lifts it)",
+                    self.window, self.count, self.limit, self.count, self.window
+                ),
+                details: json!({"rule": self.rule, "count_in_window": self.count, "limit": self.limit, "window": self.window, "frozen": true}),
+            },
+            _ => Error::Refused {
+                code: "action_frozen",
+                message: "您对该客户的操作已被冻结，请联系主管解除 (your actions on this customer are frozen until a manager lifts it)".into(),
+                details: json!({"rule": self.rule, "frozen": true}),
+            },
+        }
+    }
+}
+
+fn since_burst(at: i64, a: &crate::rules::AntifraudRules) -> i64 {
+    at - a.ip_burst_window.as_millis() as i64
+}
+
+fn human(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Applies the rules to one attempt of a guarded action.
+pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Result<Screen> {
+    let a = &rules.antifraud;
+    let mut out = Screen::default();
+    if active_freeze_in(tx, &p.org_id, &p.actor, &p.customer)
+        .await?
+        .is_some()
+    {
+        out.refusal = Some(Refusal {
+            rule: FROZEN,
+            freeze: false,
+            count: 0,
+            limit: a.repeat_limit,
+            window: human(a.repeat_window),
+        });
+    } else if a.repeat_limit > 0 {
+        let since = at - a.repeat_window.as_millis() as i64;
+        let count: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tracking_points WHERE actor_user_id = $1 AND customer_id = $2 \
+             AND action = $3 AND occurred_at > $4",
+        )
+        .bind(&p.actor)
+        .bind(&p.customer)
+        .bind(&p.action)
+        .bind(since)
+        .fetch_one(&mut **tx)
+        .await?
+        .get("n");
+        if count >= i64::from(a.repeat_limit) {
+            out.refusal = Some(Refusal {
+                rule: REPEAT_LIMIT,
+                freeze: true,
+                count,
+                limit: a.repeat_limit,
+                window: human(a.repeat_window),
+            });
+        }
+    }
+    if let (Some(ip), true) = (&p.client_ip, a.ip_burst_count > 0) {
+        // Records are the rep's guarded actions (refused attempts included, as their
+        // rule hits); an integration's other events from its server are not counted.
+        let mut counted: Vec<&str> = rules
+            .actions
+            .iter()
+            .filter(|d| d.guarded)
+            .map(|d| d.name.as_str())
+            .collect();
+        counted.extend([REPEAT_LIMIT, FROZEN]);
+        let list = (0..counted.len())
+            .map(|i| format!("${}", i + 5))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT SUM(CASE WHEN action = $3 THEN 0 ELSE 1 END) AS n, \
+                    SUM(CASE WHEN action = $3 THEN 1 ELSE 0 END) AS flagged \
+             FROM tracking_points WHERE actor_user_id = $1 AND client_ip = $2 AND occurred_at > $4 \
+             AND (action = $3 OR action IN ({list}))"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(&p.actor)
+            .bind(ip)
+            .bind(IP_BURST)
+            .bind(since_burst(at, a));
+        for c in &counted {
+            q = q.bind(*c);
+        }
+        let row = q.fetch_one(&mut **tx).await?;
+        let n = row.get::<Option<i64>, _>("n").unwrap_or(0) + 1;
+        let flagged = row.get::<Option<i64>, _>("flagged").unwrap_or(0) > 0;
+        if n >= i64::from(a.ip_burst_count) && !flagged {
+            out.burst = Some(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Freezes the rep's actions on the customer (the caller wrote the rule-hit point).
+pub async fn freeze(
+    tx: &mut Tx,
+    at: i64,
+    p: &NewPoint,
+    refusal: &Refusal,
+    point_id: &str,
+) -> Result<()> {
+    let id = new_id();
+    let reason = format!(
+        "同类动作「{}」在{}内超过{}次",
+        p.action, refusal.window, refusal.limit
+    );
+    sqlx::query(
+        "INSERT INTO action_freezes (id, org_id, user_id, customer_id, rule, reason, point_id, frozen_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&id)
+    .bind(&p.org_id)
+    .bind(&p.actor)
+    .bind(&p.customer)
+    .bind(refusal.rule)
+    .bind(&reason)
+    .bind(point_id)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Actor::system()
+        .audit(
+            tx,
+            at,
+            &p.org_id,
+            "antifraud.freeze",
+            ("action_freeze", &id),
+            json!({"user": p.actor, "customer": p.customer, "action": p.action, "point": point_id}),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Audits a burst and sends an alert card to each of the rep's direct superiors.
+pub async fn alert_burst(
+    tx: &mut Tx,
+    at: i64,
+    p: &NewPoint,
+    count: i64,
+    point_id: &str,
+) -> Result<()> {
+    let ip = p.client_ip.as_deref().unwrap_or_default();
+    Actor::system()
+        .audit(
+            tx,
+            at,
+            &p.org_id,
+            "antifraud.ip_burst",
+            ("user", &p.actor),
+            json!({"ip": ip, "records_in_window": count, "customer": p.customer, "point": point_id}),
+        )
+        .await?;
+    let names = sqlx::query(
+        "SELECT (SELECT name FROM users WHERE id = $1) AS rep, (SELECT name FROM customers WHERE id = $2) AS customer",
+    )
+    .bind(&p.actor)
+    .bind(&p.customer)
+    .fetch_one(&mut **tx)
+    .await?;
+    let rep: String = names.get::<Option<String>, _>("rep").unwrap_or_default();
+    let customer: String = names
+        .get::<Option<String>, _>("customer")
+        .unwrap_or_default();
+    let card = cards::templates::compose(
+        "antifraud.ip_burst",
+        &[
+            ("rep", rep),
+            ("customer", customer),
+            ("action", p.action.clone()),
+            ("ip", ip.to_string()),
+            ("time", crate::clock::rfc3339(at)),
+            ("count", count.to_string()),
+        ],
+    );
+    for superior in direct_superiors(tx, &p.actor).await? {
+        cards::send(
+            tx,
+            at,
+            &p.org_id,
+            &superior,
+            "antifraud.ip_burst",
+            Some(point_id),
+            &card,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The user's direct superiors (from the directory), active ones only.
+pub async fn direct_superiors(tx: &mut Tx, user_id: &str) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT s.superior_id FROM user_superiors s JOIN users u ON u.id = s.superior_id \
+         WHERE s.user_id = $1 AND u.status = 'active' ORDER BY s.superior_id",
+    )
+    .bind(user_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(|r| r.get("superior_id")).collect())
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Freeze {
+    pub id: String,
+    pub user: String,
+    pub customer: String,
+    pub rule: String,
+    pub reason: String,
+    /// The rule-hit tracking point.
+    pub point: Option<String>,
+    pub frozen_at: String,
+    pub lifted_at: Option<String>,
+    pub lifted_by: Option<String>,
+    pub lift_reason: Option<String>,
+}
+
+const FREEZE_COLUMNS: &str =
+    "SELECT id, user_id, customer_id, rule, reason, point_id, frozen_at, lifted_at, lifted_by, \
+     lift_reason FROM action_freezes";
+
+fn freeze_from_row(r: &sqlx::any::AnyRow) -> Freeze {
+    Freeze {
+        id: r.get("id"),
+        user: r.get("user_id"),
+        customer: r.get("customer_id"),
+        rule: r.get("rule"),
+        reason: r.get("reason"),
+        point: r.get("point_id"),
+        frozen_at: crate::clock::rfc3339(r.get("frozen_at")),
+        lifted_at: r
+            .get::<Option<i64>, _>("lifted_at")
+            .map(crate::clock::rfc3339),
+        lifted_by: r.get("lifted_by"),
+        lift_reason: r.get("lift_reason"),
+    }
+}
+
+pub async fn active_freeze_in(
+    tx: &mut Tx,
+    org_id: &str,
+    user: &str,
+    customer: &str,
+) -> Result<Option<Freeze>> {
+    let row = sqlx::query(&format!(
+        "{FREEZE_COLUMNS} WHERE org_id = $1 AND user_id = $2 AND customer_id = $3 AND lifted_at IS NULL \
+         ORDER BY id LIMIT 1"
+    ))
+    .bind(org_id)
+    .bind(user)
+    .bind(customer)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.as_ref().map(freeze_from_row))
+}
+
+/// The freeze in force on this rep's actions on this customer, if any.
+pub async fn active_freeze(
+    db: &Db,
+    org_id: &str,
+    user: &str,
+    customer: &str,
+) -> Result<Option<Freeze>> {
+    let mut conn = db.pool.acquire().await?;
+    let row = sqlx::query(&format!(
+        "{FREEZE_COLUMNS} WHERE org_id = $1 AND user_id = $2 AND customer_id = $3 AND lifted_at IS NULL \
+         ORDER BY id LIMIT 1"
+    ))
+    .bind(org_id)
+    .bind(user)
+    .bind(customer)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.as_ref().map(freeze_from_row))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FreezeFilter {
+    pub user: Option<String>,
+    pub customer: Option<String>,
+    /// `true`: only freezes in force.
+    pub active: Option<bool>,
+}
+
+pub async fn list(
+    db: &Db,
+    org_id: &str,
+    f: &FreezeFilter,
+    page: &PageRequest,
+) -> Result<Page<Freeze>> {
+    let mut sel = Select::org_page(org_id, page);
+    sel.equal_each(&[("user_id", &f.user), ("customer_id", &f.customer)]);
+    if f.active == Some(true) {
+        sel.and_all("lifted_at IS NULL", vec![]);
+    }
+    let sql = sel.sql(FREEZE_COLUMNS, "ORDER BY id LIMIT {limit}");
+    let rows = sel
+        .bind(sqlx::query(&sql))
+        .bind(page.limit + 1)
+        .fetch_all(&db.pool)
+        .await?;
+    let items = rows.iter().map(freeze_from_row).collect();
+    Ok(Page::from_rows(items, page, |f| &f.id))
+}
+
+/// A manager lifts a freeze; the reason is required and audited.
+pub async fn lift(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    id: &str,
+    reason: &str,
+) -> Result<Freeze> {
+    let reason = crate::validate::text("reason", reason, 500)?;
+    let mut tx = db.begin().await?;
+    let lifted = sqlx::query(
+        "UPDATE action_freezes SET lifted_at = $1, lifted_by = $2, lift_reason = $3 \
+         WHERE id = $4 AND org_id = $5 AND lifted_at IS NULL",
+    )
+    .bind(now_ms)
+    .bind(actor.id.as_deref().unwrap_or(actor.kind))
+    .bind(&reason)
+    .bind(id)
+    .bind(org_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let row = sqlx::query(&format!("{FREEZE_COLUMNS} WHERE id = $1 AND org_id = $2"))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound { what: "freeze" })?;
+    if lifted == 0 {
+        return Err(Error::Conflict("this freeze was already lifted".into()));
+    }
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "antifraud.lift",
+            ("action_freeze", id),
+            json!({"reason": reason}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(freeze_from_row(&row))
+}

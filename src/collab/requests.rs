@@ -1,0 +1,768 @@
+//! Collaboration requests: quick-asks and handoffs from a rep to a role.
+//!
+//! Opening one routes it (the customer's assigned person for the role, else the role's
+//! queue: every active member gets the card and the first to accept takes it), checks a
+//! handoff's artefacts, snapshots the content with its hash, sends the cards and starts
+//! the clocks (acknowledgement and SLA) — all in one transaction. Only the assignee may
+//! answer or return it; a repeated action changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::calendar::WorkCalendar;
+use crate::cards::{self, Card};
+use crate::db::{new_id, Db, Tx};
+use crate::error::{Error, Result};
+use crate::jobs::{self, NewJob};
+use crate::rules::{CollabKind, CollabType, RuleSet};
+
+/// Card purpose of a request's card to its assignee (or a queue member).
+pub const CARD_PURPOSE: &str = "collab.request";
+/// Job kinds of the two clocks.
+pub const SLA_JOB: &str = "collab.sla";
+pub const ACK_JOB: &str = "collab.ack";
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequest {
+    /// The collaboration type (`presales_question`, `sales_to_presales`, ...).
+    #[serde(rename = "type")]
+    pub type_key: String,
+    pub customer: String,
+    pub deal: Option<String>,
+    /// The rep asking.
+    pub initiator: String,
+    /// The template's prompts and their answers, e.g. {"问题": "是否支持私有化部署？"}.
+    #[serde(default)]
+    pub content: BTreeMap<String, String>,
+    /// A handoff's artefacts: name → document id.
+    #[serde(default)]
+    pub artefacts: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TrailEntry {
+    pub at: String,
+    pub actor: Option<String>,
+    pub action: String,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Request {
+    pub id: String,
+    pub kind: String,
+    #[serde(rename = "type")]
+    pub type_key: String,
+    pub title: String,
+    pub customer: String,
+    pub deal: Option<String>,
+    pub initiator: String,
+    pub responsible_role: String,
+    /// None while it waits in the role's queue.
+    pub assignee: Option<String>,
+    /// `open`, `accepted`, `answered` or `returned`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub content: Value,
+    /// SHA-256 of the content snapshot.
+    pub content_hash: String,
+    pub artefacts: BTreeMap<String, String>,
+    pub answer: Option<String>,
+    pub answer_date: Option<String>,
+    pub return_reason: Option<String>,
+    pub acknowledged_at: Option<String>,
+    pub ack_due_at: Option<String>,
+    pub due_at: String,
+    pub business_hours: bool,
+    /// Past its deadline and not answered (shown red).
+    pub overdue: bool,
+    pub created_at: String,
+    pub closed_at: Option<String>,
+    pub trail: Vec<TrailEntry>,
+}
+
+/// The content snapshot's hash: canonical JSON (sorted keys) of the filled template.
+pub fn content_hash(content: &Value) -> String {
+    hex::encode(Sha256::digest(content.to_string().as_bytes()))
+}
+
+async fn trail(
+    tx: &mut Tx,
+    now_ms: i64,
+    request: &str,
+    actor: Option<&str>,
+    action: &str,
+    detail: Value,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO collab_events (id, request_id, at, actor_user_id, action, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new_id())
+    .bind(request)
+    .bind(now_ms)
+    .bind(actor)
+    .bind(action)
+    .bind(detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn user_name(tx: &mut Tx, id: &str) -> Result<String> {
+    Ok(sqlx::query("SELECT name FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.get("name"))
+        .unwrap_or_default())
+}
+
+/// Who gets the request: the customer's assigned person for the role, else the role's
+/// queue (every active member with that role). Returns (assignee, recipients).
+async fn route(
+    tx: &mut Tx,
+    org_id: &str,
+    customer: &str,
+    role: &str,
+) -> Result<(Option<String>, Vec<String>)> {
+    let assigned = sqlx::query(
+        "SELECT a.user_id FROM customer_assignments a JOIN users u ON u.id = a.user_id \
+         WHERE a.customer_id = $1 AND a.role = $2 AND u.status = 'active'",
+    )
+    .bind(customer)
+    .bind(role)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(r) = assigned {
+        let id: String = r.get("user_id");
+        return Ok((Some(id.clone()), vec![id]));
+    }
+    let queue: Vec<String> = sqlx::query(
+        "SELECT u.id FROM users u JOIN user_roles r ON r.user_id = u.id \
+         WHERE u.org_id = $1 AND r.role = $2 AND u.status = 'active' ORDER BY u.id",
+    )
+    .bind(org_id)
+    .bind(role)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| r.get("id"))
+    .collect();
+    Ok((None, queue))
+}
+
+fn local_time(ms: i64, tz: chrono_tz::Tz) -> String {
+    crate::clock::from_ms(ms)
+        .with_timezone(&tz)
+        .format("%m-%d %H:%M")
+        .to_string()
+}
+
+fn request_card(
+    t: &CollabType,
+    initiator: &str,
+    customer: &str,
+    content: &Value,
+    due: &str,
+) -> Card {
+    let content = content
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k}：{}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("；")
+        })
+        .unwrap_or_default();
+    cards::templates::compose(
+        "collab.request",
+        &[
+            ("title", t.title.clone()),
+            (
+                "hint",
+                match t.kind {
+                    CollabKind::QuickAsk => "请确认收到并在时限内答复".into(),
+                    CollabKind::Handoff => "交接资料已齐，请确认收到并在时限内出初稿".into(),
+                },
+            ),
+            ("initiator", initiator.to_string()),
+            ("customer", customer.to_string()),
+            ("content", content),
+            ("due", due.to_string()),
+        ],
+    )
+}
+
+/// The deadline of `t` counted from `now`.
+pub fn deadline(t: &CollabType, calendar: &WorkCalendar, now_ms: i64) -> i64 {
+    if t.business_hours {
+        if let Some(d) = calendar.add(crate::clock::from_ms(now_ms), t.sla) {
+            return d.timestamp_millis();
+        }
+    }
+    now_ms + t.sla.as_millis() as i64
+}
+
+/// Opens a request in one transaction: checks, snapshot, cards, clocks.
+pub async fn open(
+    db: &Db,
+    rules: &RuleSet,
+    calendar: &WorkCalendar,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    new: NewRequest,
+) -> Result<Request> {
+    let t = rules.collab(&new.type_key).ok_or_else(|| {
+        Error::invalid(format!(
+            "type `{}` is not a collaboration type of the rule set ({})",
+            new.type_key,
+            rules
+                .collaboration
+                .iter()
+                .map(|c| c.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    for (k, v) in &new.content {
+        crate::validate::text("content key", k, 40)?;
+        crate::validate::multiline(k, v, 2000)?;
+    }
+    let missing_prompts: Vec<&str> = t
+        .prompts
+        .iter()
+        .filter(|p| new.content.get(*p).is_none_or(|v| v.trim().is_empty()))
+        .map(String::as_str)
+        .collect();
+    if !missing_prompts.is_empty() {
+        return Err(Error::invalid(format!(
+            "请填写：{} (the template's fields are required)",
+            missing_prompts.join("、")
+        )));
+    }
+    let mut tx = db.begin().await?;
+    let who = sqlx::query(
+        "SELECT (SELECT name FROM users WHERE id = $1 AND org_id = $3 AND status = 'active') AS initiator, \
+                (SELECT name FROM customers WHERE id = $2 AND org_id = $3) AS customer",
+    )
+    .bind(&new.initiator)
+    .bind(&new.customer)
+    .bind(org_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let Some(initiator_name) = who.get::<Option<String>, _>("initiator") else {
+        return Err(Error::UnknownReference(format!(
+            "initiator `{}` does not exist",
+            new.initiator
+        )));
+    };
+    let Some(customer_name) = who.get::<Option<String>, _>("customer") else {
+        return Err(Error::UnknownReference(format!(
+            "customer `{}` does not exist",
+            new.customer
+        )));
+    };
+    if let Some(d) = &new.deal {
+        let ok = sqlx::query("SELECT 1 FROM deals WHERE id = $1 AND customer_id = $2")
+            .bind(d)
+            .bind(&new.customer)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if ok.is_none() {
+            return Err(Error::UnknownReference(format!(
+                "deal `{d}` does not exist for this customer"
+            )));
+        }
+    }
+    // A handoff carries every configured artefact, each a document of this customer.
+    let mut missing = Vec::new();
+    for name in &t.artefacts {
+        match new.artefacts.get(name) {
+            None => missing.push(name.clone()),
+            Some(doc) => {
+                let ok = sqlx::query(
+                    "SELECT 1 FROM documents WHERE id = $1 AND org_id = $2 AND customer_id = $3",
+                )
+                .bind(doc)
+                .bind(org_id)
+                .bind(&new.customer)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if ok.is_none() {
+                    missing.push(name.clone());
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Refused {
+            code: "handoff_incomplete",
+            message: format!("交接资料不全，缺少：{}", missing.join("、")),
+            details: json!({"missing": missing, "required": t.artefacts}),
+        });
+    }
+    if let Some(extra) = new.artefacts.keys().find(|k| !t.artefacts.contains(k)) {
+        return Err(Error::invalid(format!(
+            "artefact `{extra}` is not one this type carries"
+        )));
+    }
+    let (assignee, recipients) = route(&mut tx, org_id, &new.customer, &t.role).await?;
+    if recipients.is_empty() {
+        return Err(Error::invalid(format!(
+            "没有可接收的「{}」人员，请先在通讯录中为成员设置该角色 (nobody has the role)",
+            t.role
+        )));
+    }
+    let content = serde_json::to_value(&new.content).map_err(|e| Error::Internal(e.into()))?;
+    let hash = content_hash(&content);
+    let id = new_id();
+    let due = deadline(t, calendar, now_ms);
+    let ack_due = now_ms + t.ack_within.as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO collab_requests (id, org_id, kind, type_key, title, customer_id, deal_id, initiator_user_id, \
+         responsible_role, assignee_user_id, status, content, content_hash, ack_due_at, due_at, business_hours, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11, $12, $13, $14, $15, $16, $16)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(match t.kind {
+        CollabKind::QuickAsk => "quick_ask",
+        CollabKind::Handoff => "handoff",
+    })
+    .bind(&t.key)
+    .bind(&t.title)
+    .bind(&new.customer)
+    .bind(&new.deal)
+    .bind(&new.initiator)
+    .bind(&t.role)
+    .bind(&assignee)
+    .bind(content.to_string())
+    .bind(&hash)
+    .bind(ack_due)
+    .bind(due)
+    .bind(i16::from(t.business_hours))
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    for (name, doc) in &new.artefacts {
+        sqlx::query(
+            "INSERT INTO collab_artefacts (request_id, name, document_id) VALUES ($1, $2, $3)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(doc)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let card = request_card(
+        t,
+        &initiator_name,
+        &customer_name,
+        &content,
+        &local_time(due, tz),
+    );
+    for r in &recipients {
+        cards::send(&mut tx, now_ms, org_id, r, CARD_PURPOSE, Some(&id), &card).await?;
+    }
+    trail(
+        &mut tx,
+        now_ms,
+        &id,
+        Some(&new.initiator),
+        "opened",
+        json!({"responsible_role": t.role, "assignee": assignee, "recipients": recipients, "content_hash": hash}),
+    )
+    .await?;
+    for (kind, at) in [(ACK_JOB, ack_due), (SLA_JOB, due)] {
+        jobs::enqueue(
+            &mut tx,
+            now_ms,
+            NewJob::new(kind, json!({"request_id": id}))
+                .org(org_id)
+                .at(at)
+                .dedupe(format!("{kind}:{id}")),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    get(db, org_id, tz, &id).await
+}
+
+const COLUMNS: &str = "SELECT id, kind, type_key, title, customer_id, deal_id, initiator_user_id, responsible_role, \
+     assignee_user_id, status, content, content_hash, answer, answer_date, return_reason, acked_at, ack_due_at, due_at, \
+     CAST(business_hours AS BIGINT) AS business_hours, overdue_at, created_at, closed_at FROM collab_requests";
+
+async fn from_row(
+    conn: &mut sqlx::AnyConnection,
+    r: &sqlx::any::AnyRow,
+    tz: chrono_tz::Tz,
+) -> Result<Request> {
+    let id: String = r.get("id");
+    let artefacts = sqlx::query(
+        "SELECT name, document_id FROM collab_artefacts WHERE request_id = $1 ORDER BY name",
+    )
+    .bind(&id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|a| (a.get("name"), a.get("document_id")))
+    .collect();
+    let trail = sqlx::query(
+        "SELECT at, actor_user_id, action, detail FROM collab_events WHERE request_id = $1 ORDER BY at, id",
+    )
+    .bind(&id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|e| TrailEntry {
+        at: crate::clock::in_zone(e.get("at"), tz),
+        actor: e.get("actor_user_id"),
+        action: e.get("action"),
+        detail: serde_json::from_str(&e.get::<String, _>("detail")).unwrap_or(Value::Null),
+    })
+    .collect();
+    let opt = |k: &str| {
+        r.get::<Option<i64>, _>(k)
+            .map(|ms| crate::clock::in_zone(ms, tz))
+    };
+    Ok(Request {
+        kind: r.get("kind"),
+        type_key: r.get("type_key"),
+        title: r.get("title"),
+        customer: r.get("customer_id"),
+        deal: r.get("deal_id"),
+        initiator: r.get("initiator_user_id"),
+        responsible_role: r.get("responsible_role"),
+        assignee: r.get("assignee_user_id"),
+        status: r.get("status"),
+        content: serde_json::from_str(&r.get::<String, _>("content")).unwrap_or(Value::Null),
+        content_hash: r.get("content_hash"),
+        artefacts,
+        answer: r.get("answer"),
+        answer_date: r.get("answer_date"),
+        return_reason: r.get("return_reason"),
+        acknowledged_at: opt("acked_at"),
+        ack_due_at: opt("ack_due_at"),
+        due_at: crate::clock::in_zone(r.get("due_at"), tz),
+        business_hours: r.get::<i64, _>("business_hours") == 1,
+        overdue: r.get::<Option<i64>, _>("overdue_at").is_some(),
+        created_at: crate::clock::in_zone(r.get("created_at"), tz),
+        closed_at: opt("closed_at"),
+        trail,
+        id,
+    })
+}
+
+pub async fn get(db: &Db, org_id: &str, tz: chrono_tz::Tz, id: &str) -> Result<Request> {
+    let mut conn = db.pool.acquire().await?;
+    let row = sqlx::query(&format!("{COLUMNS} WHERE id = $1 AND org_id = $2"))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::NotFound { what: "request" })?;
+    from_row(&mut conn, &row, tz).await
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RequestFilter {
+    pub assignee: Option<String>,
+    pub initiator: Option<String>,
+    pub customer: Option<String>,
+    pub status: Option<String>,
+}
+
+pub async fn list(
+    db: &Db,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    f: &RequestFilter,
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<Request>> {
+    let mut sel = crate::db::Select::org_page(org_id, page);
+    sel.equal_each(&[
+        ("assignee_user_id", &f.assignee),
+        ("initiator_user_id", &f.initiator),
+        ("customer_id", &f.customer),
+        ("status", &f.status),
+    ]);
+    let sql = sel.sql(COLUMNS, "ORDER BY id LIMIT {limit}");
+    let mut conn = db.pool.acquire().await?;
+    let rows = sel
+        .bind(sqlx::query(&sql))
+        .bind(page.limit + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in &rows {
+        items.push(from_row(&mut conn, r, tz).await?);
+    }
+    Ok(crate::page::Page::from_rows(items, page, |r| &r.id))
+}
+
+/// What the assignee (or a queue member) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// 确认收到 and take it on (claims a queued request).
+    Accept,
+    Answer {
+        text: String,
+        date: Option<String>,
+    },
+    Return {
+        reason: String,
+    },
+}
+
+/// Applies one step inside the caller's transaction; `Ok(false)` when it changed nothing
+/// (a repeat). Authorisation: accepting needs to be a recipient of the request's cards
+/// (the assignee, or anyone in the queue while unclaimed); answering and returning need
+/// to be the assignee.
+pub async fn step_in(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    id: &str,
+    user: &str,
+    step: &Step,
+) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT status, assignee_user_id, initiator_user_id, title, type_key, customer_id, acked_at \
+         FROM collab_requests WHERE id = $1 AND org_id = $2",
+    )
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(Error::NotFound { what: "request" })?;
+    let status: String = row.get("status");
+    let assignee: Option<String> = row.get("assignee_user_id");
+    let closed = status == "answered" || status == "returned";
+    match step {
+        Step::Accept => {
+            let recipient = sqlx::query(
+                "SELECT 1 FROM cards WHERE purpose = $1 AND object_ref = $2 AND recipient_user_id = $3",
+            )
+            .bind(CARD_PURPOSE)
+            .bind(id)
+            .bind(user)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if recipient.is_none() {
+                return Err(Error::Forbidden(
+                    "只有被指派的人员可以接受该请求 (only its assignee or queue may accept)".into(),
+                ));
+            }
+            match &assignee {
+                Some(a) if a != user => {
+                    return Err(Error::Conflict(
+                        "该请求已由他人接受 (someone else took it)".into(),
+                    ))
+                }
+                Some(_) if status != "open" => return Ok(false),
+                _ => {}
+            }
+            if closed {
+                return Ok(false);
+            }
+            let changed = sqlx::query(
+                "UPDATE collab_requests SET assignee_user_id = $1, status = 'accepted', accepted_at = $2, \
+                 acked_at = COALESCE(acked_at, $2), acked_by = COALESCE(acked_by, $1), updated_at = $2 \
+                 WHERE id = $3 AND status = 'open' AND (assignee_user_id IS NULL OR assignee_user_id = $1)",
+            )
+            .bind(user)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Ok(false);
+            }
+            trail(tx, now_ms, id, Some(user), "accepted", json!({})).await?;
+            Ok(true)
+        }
+        Step::Answer { .. } | Step::Return { .. } => {
+            if assignee.as_deref() != Some(user) {
+                return Err(Error::Forbidden(
+                    "只有该请求的负责人可以答复或退回 (only the assignee may answer)".into(),
+                ));
+            }
+            if closed {
+                return Ok(false);
+            }
+            // An assignee may return a request straight away; answering needs accepting.
+            if status == "open" && matches!(step, Step::Answer { .. }) {
+                return Err(Error::Conflict(
+                    "请先确认收到并接受该请求 (accept it first)".into(),
+                ));
+            }
+            let initiator: String = row.get("initiator_user_id");
+            let title: String = row.get("title");
+            let name = user_name(tx, user).await?;
+            let when = local_time(now_ms, tz);
+            let (new_status, text, date, reason) = match step {
+                Step::Answer { text, date } => {
+                    let text = crate::validate::multiline("answer", text, 2000)?;
+                    let date = match date {
+                        Some(d) => Some(
+                            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                                .map_err(|_| Error::invalid("date must be YYYY-MM-DD"))?
+                                .to_string(),
+                        ),
+                        None => None,
+                    };
+                    ("answered", Some(text), date, None)
+                }
+                Step::Return { reason } => (
+                    "returned",
+                    None,
+                    None,
+                    Some(crate::validate::multiline("reason", reason, 500)?),
+                ),
+                Step::Accept => unreachable!("handled above"),
+            };
+            sqlx::query(
+                "UPDATE collab_requests SET status = $1, answer = $2, answer_date = $3, return_reason = $4, \
+                 closed_at = $5, closed_by = $6, updated_at = $5 WHERE id = $7",
+            )
+            .bind(new_status)
+            .bind(&text)
+            .bind(&date)
+            .bind(&reason)
+            .bind(now_ms)
+            .bind(user)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            trail(
+                tx,
+                now_ms,
+                id,
+                Some(user),
+                new_status,
+                json!({"answer": text, "date": date, "reason": reason}),
+            )
+            .await?;
+            // The original cards now show who handled it and when.
+            let verb = if new_status == "answered" {
+                "已答复"
+            } else {
+                "已退回"
+            };
+            let status_text = format!("{name} {verb} {when}");
+            let card_ids: Vec<String> =
+                sqlx::query("SELECT id FROM cards WHERE purpose = $1 AND object_ref = $2")
+                    .bind(CARD_PURPOSE)
+                    .bind(id)
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.get("id"))
+                    .collect();
+            for c in card_ids {
+                cards::show_status(tx, now_ms, org_id, &c, &status_text).await?;
+            }
+            // The answer goes back to the rep as a card.
+            let reply = cards::templates::compose(
+                "collab.reply",
+                &[
+                    ("title", title.clone()),
+                    ("verb", verb.to_string()),
+                    ("handler", name.clone()),
+                    ("time", when),
+                    ("answer", text.clone().unwrap_or_default()),
+                    ("reason", reason.clone().unwrap_or_default()),
+                    ("date", date.clone().unwrap_or_default()),
+                ],
+            );
+            cards::send(
+                tx,
+                now_ms,
+                org_id,
+                &initiator,
+                "collab.reply",
+                Some(id),
+                &reply,
+            )
+            .await?;
+            if let Some(d) = &date {
+                super::calendar_feed::put_entry(
+                    tx,
+                    now_ms,
+                    org_id,
+                    &initiator,
+                    id,
+                    &format!("{title}（{name}确认）"),
+                    d,
+                )
+                .await?;
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// One step as its own transaction, answering with the request as it is afterwards.
+#[allow(clippy::too_many_arguments)]
+pub async fn step(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    id: &str,
+    user: &str,
+    s: &Step,
+) -> Result<Request> {
+    let mut tx = db.begin().await?;
+    step_in(&mut tx, now_ms, org_id, tz, id, user, s).await?;
+    tx.commit().await?;
+    get(db, org_id, tz, id).await
+}
+
+/// Assigns the customer's person for a role (routing for later requests).
+pub async fn assign(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    customer: &str,
+    role: &str,
+    user: &str,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    let ok = sqlx::query(
+        "SELECT (SELECT id FROM customers WHERE id = $1 AND org_id = $3) AS c, \
+                (SELECT id FROM users WHERE id = $2 AND org_id = $3) AS u",
+    )
+    .bind(customer)
+    .bind(user)
+    .bind(org_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if ok.get::<Option<String>, _>("c").is_none() || ok.get::<Option<String>, _>("u").is_none() {
+        return Err(Error::UnknownReference(
+            "customer or user does not exist".into(),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO customer_assignments (customer_id, role, user_id, assigned_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (customer_id, role) DO UPDATE SET user_id = excluded.user_id, assigned_at = excluded.assigned_at",
+    )
+    .bind(customer)
+    .bind(role)
+    .bind(user)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,570 @@
+//! Stage gates: a deal moves forward one stage at a time, and only when the target
+//! stage's requirements (in the rule set) hold on evidence; a refusal lists exactly what
+//! is missing and is itself a tracking point. A manager can roll a deal back to an
+//! earlier stage (reason required, recorded) and reassign it.
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{AnyConnection, Row};
+
+use crate::access::Actor;
+use crate::db::{Db, Tx};
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Deal};
+use crate::rules::{EvidenceKind, RuleSet};
+use crate::tracking::{self, NewPoint, Source};
+use crate::verification::claims;
+
+/// Who moves a deal: the audit actor, and the person when there is one (a signed-in
+/// user, or the `actor` an integration names), whose freezes apply and who appears in
+/// the ledger.
+#[derive(Debug, Clone)]
+pub struct Mover {
+    pub actor: Actor,
+    pub user: Option<String>,
+    /// Where the move was made (`wecom`, ... or None for the API).
+    pub platform: Option<String>,
+}
+
+/// The evidence a customer has, as of a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Evidence {
+    /// Valid communications: verified or attested claims the policy accepts, plus days of
+    /// chat with enough messages.
+    pub communications: i64,
+    pub proposals: i64,
+    pub valid_phones: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Missing {
+    /// `communications`, `proposals`, `valid_contact` or `frozen`.
+    pub code: &'static str,
+    pub need: i64,
+    pub have: i64,
+    /// What to do, in Chinese.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GateReport {
+    pub deal: String,
+    pub from: String,
+    /// The next stage; None at the last one.
+    pub to: Option<String>,
+    pub passed: bool,
+    pub missing: Vec<Missing>,
+    pub evidence: Evidence,
+}
+
+/// Counts the customer's evidence as of `as_of` (epoch ms).
+pub async fn evidence(
+    conn: &mut AnyConnection,
+    rules: &RuleSet,
+    customer_id: &str,
+    as_of: i64,
+) -> Result<Evidence> {
+    let mut out = Evidence::default();
+    let rows = sqlx::query(
+        "SELECT status, evidence_source, platform FROM point_verifications \
+         WHERE customer_id = $1 AND status IN ('verified', 'attested') AND decided_at <= $2",
+    )
+    .bind(customer_id)
+    .bind(as_of)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        let kind = if r.get::<String, _>("status") == "attested" {
+            Some(EvidenceKind::Attested)
+        } else {
+            r.get::<Option<String>, _>("evidence_source")
+                .as_deref()
+                .and_then(claims::kind_of)
+        };
+        let platform: Option<String> = r.get("platform");
+        if kind.is_some_and(|k| rules.policy(platform.as_deref()).contains(&k)) {
+            out.communications += 1;
+        }
+    }
+    let days = sqlx::query(
+        "SELECT DISTINCT day, source FROM chat_message_days \
+         WHERE customer_id = $1 AND messages >= $2 AND updated_at <= $3",
+    )
+    .bind(customer_id)
+    .bind(i64::from(rules.verification.chat_min_messages))
+    .bind(as_of)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut counted = std::collections::BTreeSet::new();
+    for d in &days {
+        let source: String = d.get("source");
+        if rules.policy(Some(&source)).contains(&EvidenceKind::Chat) {
+            counted.insert(d.get::<String, _>("day"));
+        }
+    }
+    out.communications += counted.len() as i64;
+    out.proposals = sqlx::query(
+        "SELECT COUNT(*) AS n FROM documents WHERE customer_id = $1 AND kind = 'proposal' AND created_at <= $2",
+    )
+    .bind(customer_id)
+    .bind(as_of)
+    .fetch_one(&mut *conn)
+    .await?
+    .get("n");
+    out.valid_phones = sqlx::query(
+        "SELECT COUNT(*) AS n FROM contact_phones p JOIN contacts c ON c.id = p.contact_id \
+         WHERE c.customer_id = $1 AND p.valid = 1",
+    )
+    .bind(customer_id)
+    .fetch_one(&mut *conn)
+    .await?
+    .get("n");
+    Ok(out)
+}
+
+/// What entering `to` still needs, given the evidence.
+pub fn missing_for(rules: &RuleSet, to: &str, e: &Evidence) -> Vec<Missing> {
+    let Some(stage) = rules.stages.iter().find(|s| s.name == to) else {
+        return Vec::new();
+    };
+    let r = &stage.requires;
+    let mut out = Vec::new();
+    let need = i64::from(r.communications);
+    if e.communications < need {
+        out.push(Missing {
+            code: "communications",
+            need,
+            have: e.communications,
+            message: format!(
+                "还需 {} 次有效沟通（已有 {} 次，需 {} 次）：核验通过且不少于 {} 分钟的通话、单日不少于 {} 条消息的聊天，或主管确认的证明",
+                need - e.communications,
+                e.communications,
+                need,
+                rules.verification.min_call_seconds.div_ceil(60),
+                rules.verification.chat_min_messages
+            ),
+        });
+    }
+    let need = i64::from(r.proposals);
+    if e.proposals < need {
+        out.push(Missing {
+            code: "proposals",
+            need,
+            have: e.proposals,
+            message: format!(
+                "还需上传 {} 份方案文档（已有 {} 份）",
+                need - e.proposals,
+                e.proposals
+            ),
+        });
+    }
+    if r.valid_contact && e.valid_phones == 0 {
+        out.push(Missing {
+            code: "valid_contact",
+            need: 1,
+            have: 0,
+            message: "客户没有有效的联系电话（号码已被标记失效），请先核实并更新号码".into(),
+        });
+    }
+    out
+}
+
+struct DealRow {
+    customer: String,
+    stage: String,
+    owner: Option<String>,
+    lead: Option<String>,
+}
+
+async fn deal_row(conn: &mut AnyConnection, org_id: &str, deal_id: &str) -> Result<DealRow> {
+    let r = sqlx::query(
+        "SELECT customer_id, stage, owner_user_id, lead_id FROM deals WHERE id = $1 AND org_id = $2",
+    )
+    .bind(deal_id)
+    .bind(org_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::NotFound { what: "deal" })?;
+    Ok(DealRow {
+        customer: r.get("customer_id"),
+        stage: r.get("stage"),
+        owner: r.get("owner_user_id"),
+        lead: r.get("lead_id"),
+    })
+}
+
+/// The target of a forward move: the next stage, which `to` may name but not skip past.
+fn next_stage<'r>(rules: &'r RuleSet, from: &str, to: Option<&str>) -> Result<&'r str> {
+    let illegal = |message: String| Error::Refused {
+        code: "illegal_stage_move",
+        message,
+        details: json!({"from": from, "to": to, "stages": rules.stages.iter().map(|s| &s.name).collect::<Vec<_>>()}),
+    };
+    let Some(i) = rules.stage_index(from) else {
+        return Err(illegal(format!(
+            "当前阶段「{from}」不在生效的规则中，请由主管回退到规则中的阶段 (stage not in the rule set)"
+        )));
+    };
+    let Some(next) = rules.stages.get(i + 1) else {
+        return Err(illegal(format!(
+            "「{from}」已是最后阶段 (already the last stage)"
+        )));
+    };
+    match to {
+        Some(t) if t != next.name => Err(illegal(format!(
+            "只能从「{from}」推进到下一阶段「{}」，不能到「{t}」 (a deal moves forward one stage at a time)",
+            next.name
+        ))),
+        _ => Ok(&next.name),
+    }
+}
+
+/// The gate between a deal's stage and the next, with what is missing.
+pub async fn report(db: &Db, rules: &RuleSet, org_id: &str, deal_id: &str) -> Result<GateReport> {
+    let mut conn = db.pool.acquire().await?;
+    let d = deal_row(&mut conn, org_id, deal_id).await?;
+    let e = evidence(&mut conn, rules, &d.customer, i64::MAX).await?;
+    let to = rules
+        .stage_index(&d.stage)
+        .and_then(|i| rules.stages.get(i + 1))
+        .map(|s| s.name.clone());
+    let missing = to
+        .as_deref()
+        .map(|t| missing_for(rules, t, &e))
+        .unwrap_or_default();
+    Ok(GateReport {
+        deal: deal_id.to_string(),
+        from: d.stage,
+        passed: to.is_some() && missing.is_empty(),
+        to,
+        missing,
+        evidence: e,
+    })
+}
+
+fn stage_point(
+    org_id: &str,
+    user: &str,
+    customer: &str,
+    deal: &str,
+    action: &str,
+    by: &Mover,
+    payload: serde_json::Value,
+) -> NewPoint {
+    NewPoint {
+        deal: Some(deal.to_string()),
+        platform: by.platform.clone(),
+        ..NewPoint::new(org_id, user, customer, action, Source::System, payload)
+    }
+}
+
+/// Moves a deal to its next stage if the gate holds; otherwise records the refusal (a
+/// `rule.gate` point when a person tried) and answers what is missing.
+#[allow(clippy::too_many_arguments)]
+pub async fn advance(
+    db: &Db,
+    rules: &RuleSet,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    deal_id: &str,
+    to: Option<&str>,
+    by: &Mover,
+) -> Result<Deal> {
+    let mut tx = db.begin().await?;
+    let d = deal_row(&mut tx, org_id, deal_id).await?;
+    let target = next_stage(rules, &d.stage, to)?.to_string();
+    let e = evidence(&mut tx, rules, &d.customer, i64::MAX).await?;
+    let mut missing = missing_for(rules, &target, &e);
+    if let Some(user) = &by.user {
+        if crate::directory::users::exists_in(&mut tx, org_id, user).await? {
+            if crate::antifraud::active_freeze_in(&mut tx, org_id, user, &d.customer)
+                .await?
+                .is_some()
+            {
+                missing.push(Missing {
+                    code: "frozen",
+                    need: 0,
+                    have: 1,
+                    message: "您对该客户的操作已被冻结，请联系主管解除".into(),
+                });
+            }
+        } else {
+            return Err(Error::UnknownReference(format!(
+                "actor `{user}` does not exist"
+            )));
+        }
+    }
+    if !missing.is_empty() {
+        let details = json!({"deal": deal_id, "from": d.stage, "to": target, "missing": missing, "evidence": e});
+        if let Some(user) = &by.user {
+            let p = stage_point(
+                org_id,
+                user,
+                &d.customer,
+                deal_id,
+                "rule.gate",
+                by,
+                details.clone(),
+            );
+            tracking::write_in(&mut tx, now_ms, &p, tz).await?;
+        }
+        by.actor
+            .audit(
+                &mut tx,
+                now_ms,
+                org_id,
+                "deal.advance_refused",
+                ("deal", deal_id),
+                details.clone(),
+            )
+            .await?;
+        tx.commit().await?;
+        let list: Vec<&str> = missing.iter().map(|m| m.message.as_str()).collect();
+        return Err(Error::Refused {
+            code: "gate_not_met",
+            message: format!("无法推进到「{target}」：{}", list.join("；")),
+            details,
+        });
+    }
+    move_stage(
+        &mut tx, now_ms, org_id, tz, deal_id, &d, &target, "advance", None, by,
+    )
+    .await?;
+    tx.commit().await?;
+    pipeline::get_deal(db, org_id, deal_id).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn move_stage(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    deal_id: &str,
+    d: &DealRow,
+    target: &str,
+    kind: &str,
+    reason: Option<&str>,
+    by: &Mover,
+) -> Result<()> {
+    // Compare-and-set: a concurrent move of the same deal makes this one a conflict.
+    let moved =
+        sqlx::query("UPDATE deals SET stage = $1, updated_at = $2 WHERE id = $3 AND stage = $4")
+            .bind(target)
+            .bind(now_ms)
+            .bind(deal_id)
+            .bind(&d.stage)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if moved != 1 {
+        return Err(Error::Conflict(
+            "the deal's stage changed meanwhile; reload and try again".into(),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO deal_stage_history (id, deal_id, from_stage, to_stage, actor_user_id, actor_api_key_id, reason, at, kind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(crate::db::new_id())
+    .bind(deal_id)
+    .bind(&d.stage)
+    .bind(target)
+    .bind(&by.user)
+    .bind(if by.actor.kind == "api_key" { by.actor.id.clone() } else { None })
+    .bind(reason)
+    .bind(now_ms)
+    .bind(kind)
+    .execute(&mut **tx)
+    .await?;
+    let detail = json!({"from": d.stage, "to": target, "reason": reason});
+    if let Some(user) = &by.user {
+        let p = stage_point(
+            org_id,
+            user,
+            &d.customer,
+            deal_id,
+            &format!("stage.{kind}"),
+            by,
+            detail.clone(),
+        );
+        tracking::write_in(tx, now_ms, &p, tz).await?;
+    }
+    by.actor
+        .audit(
+            tx,
+            now_ms,
+            org_id,
+            &format!("deal.{kind}"),
+            ("deal", deal_id),
+            detail,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Whether `user` may roll back or reassign deals: a manager or admin, or a direct
+/// superior of the deal's owner.
+async fn may_manage(tx: &mut Tx, user: &str, owner: Option<&str>) -> Result<bool> {
+    let role = sqlx::query(
+        "SELECT 1 FROM user_roles WHERE user_id = $1 AND role IN ('manager', 'admin') LIMIT 1",
+    )
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if role.is_some() {
+        return Ok(true);
+    }
+    let Some(owner) = owner else { return Ok(false) };
+    Ok(
+        sqlx::query("SELECT 1 FROM user_superiors WHERE user_id = $1 AND superior_id = $2")
+            .bind(owner)
+            .bind(user)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some(),
+    )
+}
+
+async fn require_manager(tx: &mut Tx, by: &Mover, owner: Option<&str>) -> Result<()> {
+    if let Some(user) = &by.user {
+        if !may_manage(tx, user, owner).await? {
+            return Err(Error::Forbidden(
+                "只有主管或管理员可以回退阶段或重新分配 (managers only)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A manager rolls a deal back to an earlier stage; the reason is required and kept in
+/// the stage history, the audit log and the ledger.
+#[allow(clippy::too_many_arguments)]
+pub async fn rollback(
+    db: &Db,
+    rules: &RuleSet,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    deal_id: &str,
+    to: &str,
+    reason: &str,
+    by: &Mover,
+) -> Result<Deal> {
+    let reason = crate::validate::text("reason", reason, 500)?;
+    let mut tx = db.begin().await?;
+    let d = deal_row(&mut tx, org_id, deal_id).await?;
+    require_manager(&mut tx, by, d.owner.as_deref()).await?;
+    let Some(target) = rules.stage_index(to) else {
+        return Err(Error::invalid(format!(
+            "stage `{to}` is not in the rule set"
+        )));
+    };
+    // A stage no longer in the rules counts as later than all of them.
+    let current = rules.stage_index(&d.stage).unwrap_or(usize::MAX);
+    if target >= current {
+        return Err(Error::Refused {
+            code: "illegal_stage_move",
+            message: format!(
+                "只能回退到「{}」之前的阶段 (a rollback goes to an earlier stage)",
+                d.stage
+            ),
+            details: json!({"from": d.stage, "to": to}),
+        });
+    }
+    move_stage(
+        &mut tx,
+        now_ms,
+        org_id,
+        tz,
+        deal_id,
+        &d,
+        to,
+        "rollback",
+        Some(&reason),
+        by,
+    )
+    .await?;
+    tx.commit().await?;
+    pipeline::get_deal(db, org_id, deal_id).await
+}
+
+/// A manager hands a deal (and its lead and customer) to another rep.
+#[allow(clippy::too_many_arguments)]
+pub async fn reassign(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    deal_id: &str,
+    owner: &str,
+    reason: &str,
+    by: &Mover,
+) -> Result<Deal> {
+    let reason = crate::validate::text("reason", reason, 500)?;
+    let mut tx = db.begin().await?;
+    let d = deal_row(&mut tx, org_id, deal_id).await?;
+    require_manager(&mut tx, by, d.owner.as_deref()).await?;
+    let active = sqlx::query("SELECT status FROM users WHERE id = $1 AND org_id = $2")
+        .bind(owner)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get::<String, _>("status"));
+    match active.as_deref() {
+        None => {
+            return Err(Error::UnknownReference(format!(
+                "owner `{owner}` does not exist"
+            )))
+        }
+        Some("active") => {}
+        Some(_) => return Err(Error::invalid(format!("owner `{owner}` has left"))),
+    }
+    if d.owner.as_deref() == Some(owner) {
+        return Err(Error::Conflict(
+            "the deal already belongs to this person".into(),
+        ));
+    }
+    sqlx::query("UPDATE deals SET owner_user_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(owner)
+        .bind(now_ms)
+        .bind(deal_id)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(lead) = &d.lead {
+        sqlx::query("UPDATE leads SET owner_user_id = $1, updated_at = $2 WHERE id = $3")
+            .bind(owner)
+            .bind(now_ms)
+            .bind(lead)
+            .execute(&mut *tx)
+            .await?;
+    }
+    crate::customers::transfer_owner(&mut tx, now_ms, &d.customer, Some(owner), "reassigned")
+        .await?;
+    let detail = json!({"from": d.owner, "to": owner, "reason": reason});
+    if let Some(user) = &by.user {
+        let p = stage_point(
+            org_id,
+            user,
+            &d.customer,
+            deal_id,
+            "deal.reassigned",
+            by,
+            detail.clone(),
+        );
+        tracking::write_in(&mut tx, now_ms, &p, tz).await?;
+    }
+    by.actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "deal.reassign",
+            ("deal", deal_id),
+            detail,
+        )
+        .await?;
+    tx.commit().await?;
+    pipeline::get_deal(db, org_id, deal_id).await
+}

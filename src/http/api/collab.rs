@@ -1,0 +1,176 @@
+//! Collaboration over the API: quick-asks and handoffs, their steps, customer
+//! assignments per role, and calendar feed addresses.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::access::{Permission, Principal};
+use crate::collab::requests::{self, NewRequest, Request, RequestFilter, Step};
+use crate::error::Result;
+use crate::http::{ApiJson, ApiQuery, AppState};
+use crate::page::{Page, PageParams};
+
+#[utoipa::path(post, path = "/api/v1/collab/requests", tag = "collaboration", request_body = NewRequest,
+    responses((status = 201, body = Request),
+        (status = 409, description = "`handoff_incomplete`: details.missing lists the artefacts", body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody)))]
+pub async fn open(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(new): ApiJson<NewRequest>,
+) -> Result<(StatusCode, Json<Request>)> {
+    p.require(Permission::Write)?;
+    let rules = s.rules.current(&p.org_id).await?;
+    let r = requests::open(
+        &s.db,
+        &rules,
+        &s.calendar,
+        s.clock.now_ms(),
+        &p.org_id,
+        p.tz,
+        new,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+#[utoipa::path(get, path = "/api/v1/collab/requests", tag = "collaboration", params(PageParams, RequestFilter),
+    responses((status = 200, description = "A page of requests", body = Object)))]
+pub async fn list(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<RequestFilter>,
+) -> Result<Json<Page<Request>>> {
+    p.require(Permission::Read)?;
+    Ok(Json(
+        requests::list(&s.db, &p.org_id, p.tz, &f, &page.validate()?).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/collab/requests/{id}", tag = "collaboration",
+    responses((status = 200, body = Request), (status = 404, body = super::ErrorBody)))]
+pub async fn get(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Request>> {
+    p.require(Permission::Read)?;
+    Ok(Json(requests::get(&s.db, &p.org_id, p.tz, &id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepBody {
+    /// The person acting (the assignee, or a queue member accepting).
+    pub actor: String,
+    /// `answer`: the answer.
+    pub text: Option<String>,
+    /// `answer`: a date it confirms, YYYY-MM-DD (delivery dates go to the rep's calendar).
+    pub date: Option<String>,
+    /// `return`: why it goes back (required).
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/collab/requests/{id}/{step}", tag = "collaboration", request_body = StepBody,
+    params(("step" = String, Path, description = "`accept` (确认收到并接受), `answer` or `return`")),
+    responses((status = 200, body = Request), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn step(
+    State(s): State<AppState>,
+    p: Principal,
+    Path((id, step)): Path<(String, String)>,
+    ApiJson(b): ApiJson<StepBody>,
+) -> Result<Json<Request>> {
+    p.require(Permission::Write)?;
+    let st = match step.as_str() {
+        "accept" => Step::Accept,
+        "answer" => Step::Answer {
+            text: b.text.unwrap_or_default(),
+            date: b.date,
+        },
+        "return" => Step::Return {
+            reason: b.reason.unwrap_or_default(),
+        },
+        _ => return Err(crate::error::Error::NotFound { what: "step" }),
+    };
+    Ok(Json(
+        requests::step(&s.db, s.clock.now_ms(), &p.org_id, p.tz, &id, &b.actor, &st).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    pub user: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/customers/{id}/assignments/{role}", tag = "collaboration", request_body = Assignment,
+    responses((status = 204, description = "Requests to this role for this customer go to this person")))]
+pub async fn assign(
+    State(s): State<AppState>,
+    p: Principal,
+    Path((customer, role)): Path<(String, String)>,
+    ApiJson(b): ApiJson<Assignment>,
+) -> Result<StatusCode> {
+    p.require(Permission::Write)?;
+    requests::assign(
+        &s.db,
+        s.clock.now_ms(),
+        &p.org_id,
+        &customer,
+        &role,
+        &b.user,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/calendar-feed", tag = "collaboration",
+    responses((status = 201, description = "`{\"url\": …}`: the secret ICS address, shown once; a new one revokes the old", body = Object)))]
+pub async fn calendar_feed(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(user): Path<String>,
+) -> Result<(StatusCode, Json<Value>)> {
+    p.require(Permission::Admin)?;
+    let token =
+        crate::collab::calendar_feed::new_feed(&s.db, s.clock.now_ms(), &p.org_id, &user).await?;
+    let url = format!(
+        "{}/calendar/{token}.ics",
+        s.config.public_url.trim_end_matches('/')
+    );
+    Ok((StatusCode::CREATED, Json(json!({"url": url}))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WeekQuery {
+    /// Any date in the week (YYYY-MM-DD); default: last week.
+    pub week: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/collab/health", tag = "collaboration", params(WeekQuery),
+    responses((status = 200, body = crate::collab::health::Health)))]
+pub async fn health(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<WeekQuery>,
+) -> Result<Json<crate::collab::health::Health>> {
+    p.require(Permission::Read)?;
+    let week = match &q.week {
+        Some(d) => {
+            let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                crate::error::Error::invalid("week must be a date such as 2026-11-23")
+            })?;
+            crate::credibility::Week::containing(date, p.tz)?
+        }
+        None => crate::credibility::Week::before(s.clock.now_ms(), p.tz)?,
+    };
+    let mut conn = s.db.pool.acquire().await?;
+    Ok(Json(
+        crate::collab::health::compute(&mut conn, &p.org_id, &week).await?,
+    ))
+}

@@ -1,0 +1,347 @@
+//! The verified loop over the API: stage gates and moves, freezes, claim verification,
+//! attestations, contact validity and chat-message counts.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use sqlx::Row;
+
+use crate::access::{Permission, Principal};
+use crate::antifraud::{self, Freeze, FreezeFilter};
+use crate::customers::{self, Phone};
+use crate::error::{Error, Result};
+use crate::gates::{self, GateReport, Mover};
+use crate::http::{ApiJson, ApiQuery, AppState};
+use crate::page::{Page, PageParams};
+use crate::pipeline::Deal;
+use crate::verification::attest::{self, Attestation, NewAttestation};
+use crate::verification::claims::{self, Verification};
+
+fn mover(p: &Principal, user: Option<String>) -> Mover {
+    Mover {
+        actor: p.actor(),
+        user,
+        platform: None,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/deals/{id}/gate", tag = "gates",
+    responses((status = 200, description = "The gate to the next stage and what is missing", body = GateReport),
+        (status = 404, body = super::ErrorBody)))]
+pub async fn gate(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<GateReport>> {
+    p.require(Permission::Read)?;
+    let rules = s.rules.current(&p.org_id).await?;
+    Ok(Json(gates::report(&s.db, &rules, &p.org_id, &id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Advance {
+    /// The next stage (the default); any other stage is refused.
+    pub to: Option<String>,
+    /// The person moving the deal, if the integration acts for one.
+    pub actor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/deals/{id}/advance", tag = "gates", request_body = Advance,
+    responses((status = 200, body = Deal),
+        (status = 409, description = "`gate_not_met` (details.missing lists exactly what is missing) or `illegal_stage_move`", body = super::ErrorBody)))]
+pub async fn advance(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Advance>,
+) -> Result<Json<Deal>> {
+    p.require(Permission::Write)?;
+    let rules = s.rules.current(&p.org_id).await?;
+    Ok(Json(
+        gates::advance(
+            &s.db,
+            &rules,
+            s.clock.now_ms(),
+            &p.org_id,
+            p.tz,
+            &id,
+            b.to.as_deref(),
+            &mover(&p, b.actor),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// An earlier stage.
+    pub to: String,
+    /// Why (required; kept in the stage history).
+    pub reason: String,
+    /// The manager acting, if the integration acts for one.
+    pub actor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/deals/{id}/rollback", tag = "gates", request_body = Rollback,
+    responses((status = 200, body = Deal), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn rollback(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Rollback>,
+) -> Result<Json<Deal>> {
+    p.require(Permission::Admin)?;
+    let rules = s.rules.current(&p.org_id).await?;
+    Ok(Json(
+        gates::rollback(
+            &s.db,
+            &rules,
+            s.clock.now_ms(),
+            &p.org_id,
+            p.tz,
+            &id,
+            &b.to,
+            &b.reason,
+            &mover(&p, b.actor),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reassign {
+    /// The rep taking over the deal, its lead and its customer.
+    pub owner: String,
+    pub reason: String,
+    pub actor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/deals/{id}/reassign", tag = "gates", request_body = Reassign,
+    responses((status = 200, body = Deal), (status = 403, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+pub async fn reassign(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Reassign>,
+) -> Result<Json<Deal>> {
+    p.require(Permission::Admin)?;
+    Ok(Json(
+        gates::reassign(
+            &s.db,
+            s.clock.now_ms(),
+            &p.org_id,
+            p.tz,
+            &id,
+            &b.owner,
+            &b.reason,
+            &mover(&p, b.actor),
+        )
+        .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/freezes", tag = "antifraud", params(PageParams, FreezeFilter),
+    responses((status = 200, description = "A page of freezes", body = Object)))]
+pub async fn list_freezes(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<FreezeFilter>,
+) -> Result<Json<Page<Freeze>>> {
+    p.require(Permission::Read)?;
+    Ok(Json(
+        antifraud::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lift {
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/freezes/{id}/lift", tag = "antifraud", request_body = Lift,
+    responses((status = 200, body = Freeze), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn lift(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Lift>,
+) -> Result<Json<Freeze>> {
+    p.require(Permission::Admin)?;
+    Ok(Json(
+        antifraud::lift(
+            &s.db,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            &id,
+            &b.reason,
+        )
+        .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/events/{id}/verification", tag = "tracking",
+    responses((status = 200, body = Verification), (status = 404, description = "No such point, or it claims nothing to verify", body = super::ErrorBody)))]
+pub async fn verification(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Verification>> {
+    p.require(Permission::Read)?;
+    claims::get(&s.db, &p.org_id, &id)
+        .await?
+        .map(Json)
+        .ok_or(Error::NotFound {
+            what: "verification",
+        })
+}
+
+#[utoipa::path(post, path = "/api/v1/events/{id}/attestations", tag = "tracking", request_body = NewAttestation,
+    responses((status = 201, body = Attestation), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+pub async fn request_attestation(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<NewAttestation>,
+) -> Result<(StatusCode, Json<Attestation>)> {
+    p.require(Permission::Write)?;
+    let a = attest::request(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, b).await?;
+    Ok((StatusCode::CREATED, Json(a)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// The superior deciding (must be the attestation's approver).
+    pub actor: String,
+    pub approve: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/attestations/{id}/decision", tag = "tracking", request_body = Decision,
+    responses((status = 200, body = Attestation), (status = 403, body = super::ErrorBody)))]
+pub async fn decide_attestation(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Decision>,
+) -> Result<Json<Attestation>> {
+    p.require(Permission::Write)?;
+    let mut tx = s.db.begin().await?;
+    attest::decide(
+        &mut tx,
+        s.clock.now_ms(),
+        &p.org_id,
+        &id,
+        b.approve,
+        &b.actor,
+        &p.actor(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(attest::get(&s.db, &p.org_id, &id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Validity {
+    pub valid: bool,
+    /// Why it is invalid (e.g. 停机, 空号).
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/v1/phones/{id}/validity", tag = "customers", request_body = Validity,
+    responses((status = 200, body = Phone), (status = 404, body = super::ErrorBody)))]
+pub async fn phone_validity(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Validity>,
+) -> Result<Json<Phone>> {
+    p.require(Permission::Write)?;
+    Ok(Json(
+        customers::set_phone_validity(
+            &s.db,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            &id,
+            b.valid,
+            b.reason.as_deref(),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatCount {
+    pub user: String,
+    pub customer: String,
+    /// The day in the organisation's zone, `YYYY-MM-DD`.
+    pub day: String,
+    /// Messages exchanged that day (both directions).
+    pub messages: i64,
+    /// The message source: `wecom`, `dingtalk`, `feishu` (its evidence policy applies).
+    pub source: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/chat-counts", tag = "tracking", request_body = ChatCount,
+    responses((status = 204, description = "Stored (the latest count for that day wins)"), (status = 422, body = super::ErrorBody)))]
+pub async fn chat_count(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(b): ApiJson<ChatCount>,
+) -> Result<StatusCode> {
+    p.require(Permission::Write)?;
+    if chrono::NaiveDate::parse_from_str(&b.day, "%Y-%m-%d").is_err() {
+        return Err(Error::invalid("day must be a date such as 2026-11-27"));
+    }
+    if !(0..=100_000).contains(&b.messages) {
+        return Err(Error::invalid("messages must be between 0 and 100000"));
+    }
+    if !["wecom", "dingtalk", "feishu"].contains(&b.source.as_str()) {
+        return Err(Error::invalid("source must be wecom, dingtalk or feishu"));
+    }
+    let known = sqlx::query(
+        "SELECT (SELECT id FROM users WHERE id = $1 AND org_id = $3) AS u, \
+                (SELECT id FROM customers WHERE id = $2 AND org_id = $3) AS c",
+    )
+    .bind(&b.user)
+    .bind(&b.customer)
+    .bind(&p.org_id)
+    .fetch_one(&s.db.pool)
+    .await?;
+    if known.get::<Option<String>, _>("u").is_none() {
+        return Err(Error::UnknownReference(format!(
+            "user `{}` does not exist",
+            b.user
+        )));
+    }
+    if known.get::<Option<String>, _>("c").is_none() {
+        return Err(Error::UnknownReference(format!(
+            "customer `{}` does not exist",
+            b.customer
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO chat_message_days (org_id, user_id, customer_id, day, messages, source, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org_id, user_id, customer_id, day) \
+         DO UPDATE SET messages = excluded.messages, source = excluded.source, updated_at = excluded.updated_at",
+    )
+    .bind(&p.org_id)
+    .bind(&b.user)
+    .bind(&b.customer)
+    .bind(&b.day)
+    .bind(b.messages)
+    .bind(&b.source)
+    .bind(s.clock.now_ms())
+    .execute(&s.db.pool)
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

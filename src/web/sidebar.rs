@@ -1,0 +1,1015 @@
+//! The sidebar page shown in the chat toolbar (聊天工具栏) next to a customer's chat:
+//! server-rendered, mobile-first, in Simplified Chinese, with its CSS and JavaScript
+//! embedded in the binary (no build step, no CDN). Inside WeCom the page loads the
+//! platform's JS-SDK at run time to learn which customer the chat is with; one tap on an
+//! action button records a tracking point through the ledger, where the anti-fraud rules
+//! apply; a quick-ask or handoff opens its request form (src/web/collab.rs); sending a
+//! proposal, attesting a claim, contact validity and the manager's tools live in
+//! src/web/sidebar_tools.rs. `closeloop demo` adds a development sign-in that lists
+//! sample users.
+
+use std::sync::LazyLock;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::access::Actor;
+use crate::antifraud;
+use crate::customers;
+use crate::error::{Error, Result};
+use crate::gates::{self, Mover};
+use crate::http::{ApiJson, ApiQuery, AppState, ClientIp};
+use crate::rules::{ActionKind, RuleSet};
+use crate::tracking::{NewPoint, Recorded, Source};
+use crate::web::session::{self, Session};
+use crate::web::sidebar_tools as tools;
+
+const CSS: &str = include_str!("../../assets/sidebar.css");
+const JS: &str = include_str!("../../assets/sidebar.js");
+/// The collaboration pages' script (src/web/collab.rs), loaded after `sidebar.js`.
+const COLLAB_JS: &str = include_str!("../../assets/collab.js");
+/// The customer page's tools (src/web/sidebar_tools.rs), loaded after `sidebar.js`.
+const TOOLS_JS: &str = include_str!("../../assets/tools.js");
+
+/// A short hash of the embedded assets: changed assets get new URLs, so browsers may keep
+/// them for a year without ever running a stale script.
+static ASSET_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let mut h = Sha256::new();
+    h.update(CSS.as_bytes());
+    h.update(JS.as_bytes());
+    h.update(COLLAB_JS.as_bytes());
+    h.update(TOOLS_JS.as_bytes());
+    hex::encode(h.finalize())[..12].to_string()
+});
+
+/// Longest user agent kept on a tracking point.
+const MAX_USER_AGENT: usize = 512;
+/// Touches listed on a customer's page.
+const RECENT_TOUCHES: i64 = 10;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sidebar", get(entry))
+        .route("/sidebar/customers/{id}", get(customer_page))
+        .route("/web/customers/{id}/actions", post(record_action))
+        .route("/web/deals/{id}/advance", post(advance_deal))
+        .route("/auth/dev", get(dev_page).post(dev_sign_in))
+        .route("/assets/{version}/{file}", get(asset))
+}
+
+fn asset_url(file: &str) -> String {
+    format!("/assets/{}/{file}", *ASSET_VERSION)
+}
+
+async fn asset(Path((version, file)): Path<(String, String)>) -> Result<Response> {
+    let (body, content_type) = match file.as_str() {
+        "sidebar.css" => (CSS, "text/css; charset=utf-8"),
+        "sidebar.js" => (JS, "application/javascript; charset=utf-8"),
+        "collab.js" => (COLLAB_JS, "application/javascript; charset=utf-8"),
+        "tools.js" => (TOOLS_JS, "application/javascript; charset=utf-8"),
+        _ => return Err(Error::NotFound { what: "asset" }),
+    };
+    // An old page asking for an old version must not cache today's file under that URL.
+    if version != *ASSET_VERSION {
+        return Err(Error::NotFound { what: "asset" });
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+// ----------------------------------------------------------------------------------------
+// HTML
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Everything but RFC 3986's unreserved characters, for a path segment or a query value.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub(crate) fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// `scheme://host[:port]` of an http(s) address, or None when it is not one. The host is
+/// checked character by character because it goes into a header.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = rest.split(['/', '?', '#']).next()?;
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    ok.then(|| format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// Only our own scripts, styles and requests, plus the platform's JS-SDK when the page
+/// loads it.
+fn content_security_policy(jssdk_origin: Option<&str>) -> String {
+    let scripts = match jssdk_origin {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".into(),
+    };
+    format!(
+        "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
+    )
+}
+
+#[derive(Default)]
+pub(crate) struct Html {
+    pub(crate) title: String,
+    /// `data-page` of `<main>`, which tells the script what to wire up.
+    pub(crate) page: &'static str,
+    pub(crate) main_attrs: String,
+    pub(crate) body: String,
+    pub(crate) csrf: Option<String>,
+    /// The platform JS-SDK, loaded before our script.
+    pub(crate) jssdk: Option<String>,
+}
+
+impl Html {
+    pub(crate) fn into_response(self, status: StatusCode) -> Response {
+        let mut head = String::new();
+        if let Some(t) = &self.csrf {
+            head.push_str(&format!(
+                "<meta name=\"csrf-token\" content=\"{}\">\n",
+                escape(t)
+            ));
+        }
+        let mut scripts = String::new();
+        if let Some(src) = &self.jssdk {
+            // WeCom's SDK recognises the calling domain by the Referer; our page policy
+            // (same-origin) would strip it on this one cross-origin request.
+            scripts.push_str(&format!(
+                "<script src=\"{}\" referrerpolicy=\"origin\"></script>\n",
+                escape(src)
+            ));
+        }
+        for file in ["sidebar.js", "collab.js", "tools.js"] {
+            scripts.push_str(&format!("<script src=\"{}\"></script>\n", asset_url(file)));
+        }
+        let doc = format!(
+            "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1, viewport-fit=cover\">\n\
+             <title>{title}</title>\n{head}<link rel=\"stylesheet\" href=\"{css}\">\n</head>\n<body>\n\
+             <main data-page=\"{page}\"{attrs}>\n{body}</main>\n\
+             <div id=\"toast\" class=\"toast\" role=\"status\" hidden></div>\n{scripts}</body>\n</html>\n",
+            title = escape(&self.title),
+            css = asset_url("sidebar.css"),
+            page = self.page,
+            attrs = self.main_attrs,
+            body = self.body,
+        );
+        let csp = content_security_policy(self.jssdk.as_deref().and_then(origin).as_deref());
+        let mut res = (status, doc).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        // Pages carry the CSRF token and personal data: never cache or share them.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+        res
+    }
+}
+
+/// A page handler's error, shown as a page rather than as the API's JSON.
+pub(crate) struct PageError(pub(crate) Error);
+
+impl From<Error> for PageError {
+    fn from(e: Error) -> Self {
+        PageError(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let message = match &self.0 {
+            Error::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "internal error on a sidebar page");
+                "服务器内部错误，请稍后重试".to_string()
+            }
+            Error::NotFound { .. } => "未找到该页面或客户".to_string(),
+            other => other.to_string(),
+        };
+        message_page(self.0.status(), "出错了", &message)
+    }
+}
+
+pub(crate) type PageResult = std::result::Result<Response, PageError>;
+
+pub(crate) fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+    Html {
+        title: title.into(),
+        page: "message",
+        body: format!(
+            "<h1>{}</h1>\n<p class=\"notice error\">{}</p>\n",
+            escape(title),
+            escape(message)
+        ),
+        ..Html::default()
+    }
+    .into_response(status)
+}
+
+fn redirect(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+/// Where someone without a session goes: WeCom's sign-in when WeCom is configured, the
+/// development sign-in in the demo, otherwise a page saying where to open the sidebar.
+fn sign_in_first(s: &AppState, next: &str) -> Response {
+    if s.wecom_web.is_some() {
+        redirect(&format!("/auth/wecom/login?next={}", enc(next)))
+    } else if s.dev_sign_in {
+        redirect(&format!("/auth/dev?next={}", enc(next)))
+    } else {
+        message_page(
+            StatusCode::UNAUTHORIZED,
+            "请先登录",
+            "请在企业微信聊天工具栏中打开本页面。",
+        )
+    }
+}
+
+/// The answer to a page request whose session could not be read: sign in when there is
+/// none, an error page otherwise.
+pub(crate) fn not_signed_in(s: &AppState, e: Error, next: &str) -> Response {
+    match e {
+        Error::Unauthenticated(_) => sign_in_first(s, next),
+        other => PageError(other).into_response(),
+    }
+}
+
+pub(crate) async fn org_timezone(s: &AppState, org_id: &str) -> Result<chrono_tz::Tz> {
+    if org_id == s.default_org.id {
+        return Ok(s.default_org.timezone);
+    }
+    Ok(crate::directory::orgs::by_id(&s.db, org_id)
+        .await?
+        .map_or(s.default_org.timezone, |o| o.timezone))
+}
+
+// ----------------------------------------------------------------------------------------
+// Pages
+
+/// The platform JS-SDK a page loads: WeCom's, when WeCom is configured and the person
+/// signed in through it (the page then runs `wx.config` and `wx.agentConfig`).
+fn jssdk_for(s: &AppState, session: &Session) -> Option<String> {
+    let in_wecom = session.platform.as_deref() == Some("wecom");
+    match &s.config.wecom {
+        Some(w) if in_wecom && s.wecom_web.is_some() => Some(w.jssdk_url.clone()),
+        _ => None,
+    }
+}
+
+/// `GET /sidebar`: what the chat toolbar opens. Inside WeCom it finds the customer of the
+/// open chat through the JS-SDK; elsewhere (the demo) it lists the rep's customers.
+async fn entry(State(s): State<AppState>, session: Result<Session>) -> PageResult {
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => return Ok(not_signed_in(&s, e, "/sidebar")),
+    };
+    match jssdk_for(&s, &session) {
+        Some(jssdk) => Ok(Html {
+            title: "客户侧边栏".into(),
+            page: "bridge",
+            body: "<h1>客户侧边栏</h1>\n\
+                   <p id=\"status\" class=\"notice\" role=\"status\">正在识别当前聊天的客户…</p>\n"
+                .into(),
+            csrf: Some(session.csrf_token),
+            jssdk: Some(jssdk),
+            ..Html::default()
+        }
+        .into_response(StatusCode::OK)),
+        None => customer_list(&s, &session).await,
+    }
+}
+
+async fn customer_list(s: &AppState, session: &Session) -> PageResult {
+    let rows = sqlx::query(
+        "SELECT id, name, tier FROM customers WHERE org_id = $1 AND owner_user_id = $2 \
+         ORDER BY name, id LIMIT 200",
+    )
+    .bind(&session.org_id)
+    .bind(&session.user_id)
+    .fetch_all(&s.db.pool)
+    .await
+    .map_err(Error::from)?;
+    let mut body = String::from("<h1>我的客户</h1>\n");
+    if rows.is_empty() {
+        body.push_str("<p class=\"empty\">您名下还没有客户。</p>\n");
+    } else {
+        body.push_str("<ul class=\"list customers\">\n");
+        for r in &rows {
+            let id: String = r.get("id");
+            let name: String = r.get("name");
+            let tier: Option<String> = r.get("tier");
+            body.push_str(&format!(
+                "<li><a href=\"/sidebar/customers/{}\">{}</a>{}</li>\n",
+                enc(&id),
+                escape(&name),
+                tier_badge(tier.as_deref())
+            ));
+        }
+        body.push_str("</ul>\n");
+    }
+    if s.dev_sign_in {
+        body.push_str("<p class=\"meta\"><a href=\"/auth/dev?next=%2Fsidebar\">切换用户</a></p>\n");
+    }
+    Ok(Html {
+        title: "我的客户".into(),
+        page: "list",
+        body,
+        csrf: Some(session.csrf_token.clone()),
+        ..Html::default()
+    }
+    .into_response(StatusCode::OK))
+}
+
+fn tier_badge(tier: Option<&str>) -> String {
+    match tier {
+        Some(t) => format!(
+            " <span class=\"tier tier-{}\">{} 级</span>",
+            escape(&t.to_ascii_lowercase()),
+            escape(t)
+        ),
+        None => " <span class=\"tier\">未分级</span>".into(),
+    }
+}
+
+fn verification_label(status: &str) -> Option<&'static str> {
+    match status {
+        "pending" => Some("待核验"),
+        "verified" => Some("已核验"),
+        "too_short" => Some("通话过短"),
+        "unverified" => Some("未核验"),
+        "attested" => Some("已证明"),
+        _ => None,
+    }
+}
+
+/// `GET /sidebar/customers/{id}`: the customer, their open deals and what the next stage
+/// still needs, the last touches, a freeze banner, the phone numbers (masked) and the
+/// action buttons of the rule set in force.
+async fn customer_page(
+    State(s): State<AppState>,
+    session: Result<Session>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => return Ok(not_signed_in(&s, e, &format!("/sidebar/customers/{id}"))),
+    };
+    let id =
+        crate::validate::id("customer", &id).map_err(|_| Error::NotFound { what: "customer" })?;
+    let org = &session.org_id;
+    let tz = org_timezone(&s, org).await?;
+    let customer = customers::get(&s.db, org, &id).await?;
+    let rules = s.rules.current(org).await?;
+    let freeze = antifraud::active_freeze(&s.db, org, &session.user_id, &id).await?;
+    let now = s.clock.now_ms();
+    let viewer = tools::Viewer::load(&s, org, &session.user_id, now).await?;
+    let jssdk = jssdk_for(&s, &session);
+
+    let mut body = format!(
+        "<header class=\"customer\">\n<h1>{}</h1>{}\n</header>\n",
+        escape(&customer.name),
+        tier_badge(customer.tier.as_deref())
+    );
+    body.push_str(&freeze_section(freeze.as_ref()));
+    body.push_str(&viewer.freezes_section(&s, org, &id, tz).await?);
+    body.push_str("<div id=\"notice\" class=\"notice\" role=\"alert\" hidden></div>\n");
+    body.push_str(&actions_section(&rules));
+    body.push_str(&tools::proposals_section(&s, org, &id, tz, jssdk.is_some()).await?);
+    body.push_str(&crate::web::collab::sidebar_sections(&s, &rules, org, &id, tz, now).await?);
+    body.push_str(&deals_section(&s, &rules, &viewer, org, &id).await?);
+    body.push_str(&touches_section(&s, &viewer, org, &id, tz).await?);
+    body.push_str(&contacts_section(&customer));
+    Ok(Html {
+        title: customer.name.clone(),
+        page: "customer",
+        main_attrs: format!(" data-customer=\"{}\"", escape(&id)),
+        body,
+        csrf: Some(session.csrf_token),
+        jssdk,
+    }
+    .into_response(StatusCode::OK))
+}
+
+fn freeze_section(freeze: Option<&antifraud::Freeze>) -> String {
+    let inner = match freeze {
+        Some(f) => format!(
+            "<p class=\"banner frozen\">您对该客户的操作已冻结：{}。请联系主管解除。</p>\n",
+            escape(&f.reason)
+        ),
+        None => String::new(),
+    };
+    format!("<section id=\"freeze\" data-refresh>{inner}</section>\n")
+}
+
+fn actions_section(rules: &RuleSet) -> String {
+    let mut out =
+        String::from("<section class=\"actions\">\n<h2>记录跟进</h2>\n<div class=\"buttons\">\n");
+    for a in &rules.actions {
+        let name = escape(&a.name);
+        let line = match a.kind {
+            ActionKind::Tap => format!(
+                "<button type=\"button\" class=\"action tap\" data-kind=\"tap\" data-action=\"{name}\">{name}</button>\n"
+            ),
+            // A quick-ask with a collaboration type opens its form (src/web/collab.rs).
+            ActionKind::QuickAsk => format!(
+                "<button type=\"button\" class=\"action quick-ask\"{} data-kind=\"quick_ask\" data-action=\"{name}\">{name}</button>\n",
+                rules
+                    .collab_for_action(&a.name)
+                    .map(|c| format!(" data-collab=\"{}\"", escape(&c.key)))
+                    .unwrap_or_default()
+            ),
+            ActionKind::Upload => format!(
+                "<button type=\"button\" class=\"action upload\" data-kind=\"upload\" data-action=\"{name}\" \
+                 data-document=\"{}\">{name}</button>\n",
+                escape(a.document.as_deref().unwrap_or_default())
+            ),
+        };
+        out.push_str(&line);
+    }
+    out.push_str("</div>\n<input type=\"file\" id=\"file-picker\" hidden>\n</section>\n");
+    out
+}
+
+async fn deals_section(
+    s: &AppState,
+    rules: &RuleSet,
+    viewer: &tools::Viewer,
+    org: &str,
+    customer: &str,
+) -> Result<String> {
+    let rows = sqlx::query(
+        "SELECT id, title, stage, owner_user_id FROM deals WHERE org_id = $1 AND customer_id = $2 \
+         ORDER BY created_at, id",
+    )
+    .bind(org)
+    .bind(customer)
+    .fetch_all(&s.db.pool)
+    .await?;
+    let last = rules.stages.last().map(|st| st.name.as_str());
+    let mut items = String::new();
+    for r in &rows {
+        let deal: String = r.get("id");
+        let title: String = r.get("title");
+        let stage: String = r.get("stage");
+        let owner: Option<String> = r.get("owner_user_id");
+        // A deal in the last stage is closed (won); the sidebar shows open deals only.
+        if Some(stage.as_str()) == last {
+            continue;
+        }
+        let report = gates::report(&s.db, rules, org, &deal).await?;
+        let next = match (&report.to, report.passed) {
+            (None, _) => String::new(),
+            (Some(to), true) => format!(
+                "<p class=\"next ok\">已满足进入「{to}」的条件</p>\n\
+                 <button type=\"button\" class=\"advance\" data-advance=\"{deal}\">推进到「{to}」</button>\n",
+                to = escape(to),
+                deal = escape(&deal)
+            ),
+            (Some(to), false) => {
+                let mut list = String::new();
+                for m in &report.missing {
+                    list.push_str(&format!(
+                        "<li data-missing=\"{}\">{}</li>\n",
+                        escape(m.code),
+                        escape(&m.message)
+                    ));
+                }
+                format!(
+                    "<p class=\"next\">进入「{}」还需：</p>\n<ul class=\"missing\">\n{list}</ul>\n",
+                    escape(to)
+                )
+            }
+        };
+        let manage = viewer.deal_tools(rules, &deal, &stage, owner.as_deref());
+        items.push_str(&format!(
+            "<li class=\"deal\" data-deal=\"{}\">\n<div class=\"deal-title\">{}</div>\n\
+             <div class=\"stage\">当前阶段：<strong>{}</strong></div>\n{next}{manage}</li>\n",
+            escape(&deal),
+            escape(&title),
+            escape(&stage)
+        ));
+    }
+    let inner = if items.is_empty() {
+        "<p class=\"empty\">暂无进行中的商机。</p>\n".to_string()
+    } else {
+        format!("<ul class=\"list deals\">\n{items}</ul>\n")
+    };
+    Ok(format!(
+        "<section id=\"deals\" class=\"deals\" data-refresh>\n<h2>进行中的商机</h2>\n{inner}</section>\n"
+    ))
+}
+
+async fn touches_section(
+    s: &AppState,
+    viewer: &tools::Viewer,
+    org: &str,
+    customer: &str,
+    tz: chrono_tz::Tz,
+) -> Result<String> {
+    // closeloop's own points (rule hits, stage moves, document opens) are not touches.
+    let rows = sqlx::query(
+        "SELECT p.id, p.actor_user_id, p.action, p.occurred_at, p.verification, u.name AS actor_name \
+         FROM tracking_points p LEFT JOIN users u ON u.id = p.actor_user_id \
+         WHERE p.org_id = $1 AND p.customer_id = $2 AND p.source <> 'system' \
+         ORDER BY p.occurred_at DESC, p.id DESC LIMIT $3",
+    )
+    .bind(org)
+    .bind(customer)
+    .bind(RECENT_TOUCHES)
+    .fetch_all(&s.db.pool)
+    .await?;
+    let claims: Vec<tools::Touch> = rows
+        .iter()
+        .map(|r| tools::Touch {
+            point: r.get("id"),
+            actor: r.get("actor_user_id"),
+        })
+        .collect();
+    let mut extra = viewer.touch_tools(s, org, &claims).await?;
+    let mut items = String::new();
+    for (r, claim) in rows.iter().zip(&claims) {
+        let action: String = r.get("action");
+        let at: i64 = r.get("occurred_at");
+        let verification: String = r.get("verification");
+        let who: Option<String> = r.get("actor_name");
+        let when = crate::clock::from_ms(at)
+            .with_timezone(&tz)
+            .format("%m-%d %H:%M")
+            .to_string();
+        let status = verification_label(&verification)
+            .map(|label| {
+                format!(
+                    " <span class=\"status status-{}\">{label}</span>",
+                    escape(&verification)
+                )
+            })
+            .unwrap_or_default();
+        let attest = extra.remove(&claim.point).unwrap_or_default();
+        items.push_str(&format!(
+            "<li class=\"touch\" data-point=\"{}\" data-verification=\"{}\"><span class=\"what\">{}</span>{status}\
+             <div class=\"meta\">{when} · {}</div>{attest}</li>\n",
+            escape(&claim.point),
+            escape(&verification),
+            escape(&action),
+            escape(who.as_deref().unwrap_or("—"))
+        ));
+    }
+    let inner = if items.is_empty() {
+        "<p class=\"empty\">还没有跟进记录。</p>\n".to_string()
+    } else {
+        format!("<ol class=\"list touches\">\n{items}</ol>\n")
+    };
+    Ok(format!(
+        "<section id=\"touches\" data-refresh>\n<h2>最近跟进</h2>\n{inner}</section>\n"
+    ))
+}
+
+fn contacts_section(c: &customers::Customer) -> String {
+    let mut items = String::new();
+    for contact in &c.contacts {
+        let mut phones = String::new();
+        for p in &contact.phones {
+            let validity = if p.valid {
+                "<span class=\"valid\">有效</span>".to_string()
+            } else {
+                match &p.invalid_reason {
+                    Some(r) => format!("<span class=\"invalid\">已失效（{}）</span>", escape(r)),
+                    None => "<span class=\"invalid\">已失效</span>".to_string(),
+                }
+            };
+            phones.push_str(&format!(
+                "<li class=\"phone\" data-phone=\"{}\"><span class=\"number\">{}</span> {validity}{}</li>\n",
+                escape(&p.id),
+                escape(&p.masked),
+                tools::phone_tools(p)
+            ));
+        }
+        let title = contact
+            .title
+            .as_deref()
+            .map(|t| format!(" <span class=\"meta\">{}</span>", escape(t)))
+            .unwrap_or_default();
+        items.push_str(&format!(
+            "<li class=\"contact\"><div>{}{title}</div>\n<ul class=\"phones\">\n{phones}</ul></li>\n",
+            escape(&contact.name)
+        ));
+    }
+    let inner = if items.is_empty() {
+        "<p class=\"empty\">暂无联系人。</p>\n".to_string()
+    } else {
+        format!("<ul class=\"list contacts\">\n{items}</ul>\n")
+    };
+    format!("<section id=\"contacts\" class=\"contacts\" data-refresh>\n<h2>联系人</h2>\n{inner}</section>\n")
+}
+
+// ----------------------------------------------------------------------------------------
+// What the page's script calls
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tap {
+    action: String,
+    deal: Option<String>,
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::USER_AGENT).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(MAX_USER_AGENT)
+            .collect()
+    })
+}
+
+/// `POST /web/customers/{id}/actions` `{"action": "...", "deal": optional}`: one tap, one
+/// tracking point (server time, the signed-in user, client IP, user agent). Only taps and
+/// quick-asks of the catalog in force are accepted; uploads go with their document.
+async fn record_action(
+    State(s): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(tap): ApiJson<Tap>,
+) -> Result<Response> {
+    session.require_csrf(&headers)?;
+    let org = &session.org_id;
+    let rules = s.rules.current(org).await?;
+    match rules.action(&tap.action).map(|a| a.kind) {
+        Some(ActionKind::Tap | ActionKind::QuickAsk) => {}
+        Some(ActionKind::Upload) => {
+            return Err(Error::invalid(format!(
+                "「{}」需要上传文件，不能直接点按 (an upload action records with its document)",
+                tap.action
+            )))
+        }
+        None => {
+            return Err(Error::invalid(format!(
+                "「{}」不在当前的动作目录中 (not an action of the rule set in force)",
+                tap.action
+            )))
+        }
+    }
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let point = NewPoint {
+        org_id: org.clone(),
+        actor: session.user_id.clone(),
+        customer: id,
+        deal: tap.deal,
+        action: tap.action,
+        payload: serde_json::json!({}),
+        source: Source::Sidebar,
+        platform: session.platform.clone(),
+        client_ip: ip.map(|i| i.to_string()),
+        user_agent: user_agent(&headers),
+        idempotency_key,
+        api_key_id: None,
+        after: None,
+    };
+    let tz = org_timezone(&s, org).await?;
+    Ok(match s.ledger.record(point, tz).await? {
+        Recorded::Created(p) => (StatusCode::CREATED, Json(p)).into_response(),
+        Recorded::Replayed(p) => (StatusCode::OK, Json(p)).into_response(),
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceBody {
+    to: Option<String>,
+}
+
+/// `POST /web/deals/{id}/advance` `{"to": optional}`: moves the deal to its next stage when
+/// the gate holds; a refusal (`gate_not_met`) lists what is missing.
+async fn advance_deal(
+    State(s): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AdvanceBody>,
+) -> Result<Json<crate::pipeline::Deal>> {
+    session.require_csrf(&headers)?;
+    let org = &session.org_id;
+    let rules = s.rules.current(org).await?;
+    let tz = org_timezone(&s, org).await?;
+    let by = Mover {
+        actor: Actor {
+            kind: "user",
+            id: Some(session.user_id.clone()),
+        },
+        user: Some(session.user_id.clone()),
+        platform: session.platform.clone(),
+    };
+    let deal = gates::advance(
+        &s.db,
+        &rules,
+        s.clock.now_ms(),
+        org,
+        tz,
+        &id,
+        b.to.as_deref(),
+        &by,
+    )
+    .await?;
+    Ok(Json(deal))
+}
+
+// ----------------------------------------------------------------------------------------
+// Development sign-in (`closeloop demo` only)
+
+fn dev_only(s: &AppState) -> Result<()> {
+    if s.dev_sign_in {
+        Ok(())
+    } else {
+        Err(Error::NotFound { what: "route" })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// `GET /auth/dev`: pick a sample user to act as.
+async fn dev_page(State(s): State<AppState>, ApiQuery(q): ApiQuery<NextQuery>) -> Result<Response> {
+    dev_only(&s)?;
+    let next = session::safe_next(q.next.as_deref().or(Some("/sidebar")));
+    let rows = sqlx::query(
+        "SELECT id, name, department FROM users WHERE org_id = $1 AND status = 'active' ORDER BY name, id",
+    )
+    .bind(&s.default_org.id)
+    .fetch_all(&s.db.pool)
+    .await?;
+    let mut body = String::from(
+        "<h1>开发登录</h1>\n<p class=\"banner\">仅用于演示：选择一位成员，以其身份使用侧边栏。</p>\n",
+    );
+    if rows.is_empty() {
+        body.push_str("<p class=\"empty\">还没有成员。</p>\n");
+    } else {
+        body.push_str("<ul class=\"list users\">\n");
+        for r in &rows {
+            let id: String = r.get("id");
+            let name: String = r.get("name");
+            let department: Option<String> = r.get("department");
+            let department = department
+                .map(|d| format!(" <span class=\"meta\">{}</span>", escape(&d)))
+                .unwrap_or_default();
+            body.push_str(&format!(
+                "<li><form method=\"post\" action=\"/auth/dev\">\
+                 <input type=\"hidden\" name=\"user_id\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"next\" value=\"{}\">\
+                 <button type=\"submit\" class=\"action\">{}</button>{department}</form></li>\n",
+                escape(&id),
+                escape(&next),
+                escape(&name)
+            ));
+        }
+        body.push_str("</ul>\n");
+    }
+    Ok(Html {
+        title: "开发登录".into(),
+        page: "dev",
+        body,
+        ..Html::default()
+    }
+    .into_response(StatusCode::OK))
+}
+
+#[derive(Debug, Deserialize)]
+struct DevSignIn {
+    user_id: String,
+    next: Option<String>,
+}
+
+/// `application/x-www-form-urlencoded` pairs (axum's form extractor is not compiled in).
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Login CSRF: no session (so no CSRF token) exists yet, and a cross-site form could sign
+/// a visitor's browser in as someone else. A browser always sends `Origin` on a POST
+/// (and `Referer` under our same-origin referrer policy), and a page cannot forge either,
+/// so the request must come from our own origin: the configured `public_url`, or the
+/// address the browser used to reach us (`Host`; the demo is often opened as localhost
+/// rather than 127.0.0.1). A request carrying neither header does not come from a modern
+/// browser's cross-site form; it is accepted unless `Sec-Fetch-Site` says it is cross-site.
+fn same_origin(public_url: &str, headers: &HeaderMap) -> bool {
+    let ours: Vec<String> = {
+        let mut v: Vec<String> = origin(public_url).into_iter().collect();
+        if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            for scheme in ["http", "https"] {
+                if let Some(o) = origin(&format!("{scheme}://{host}")) {
+                    v.push(o);
+                }
+            }
+        }
+        v
+    };
+    let header_origin = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .map(|v| origin(v).unwrap_or_default())
+    };
+    if let Some(o) = header_origin(header::ORIGIN) {
+        return ours.contains(&o);
+    }
+    if let Some(o) = header_origin(header::REFERER) {
+        return ours.contains(&o);
+    }
+    !matches!(
+        headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()),
+        Some("cross-site" | "same-site")
+    )
+}
+
+/// `POST /auth/dev` (form or JSON `{"user_id": "...", "next": "/sidebar"}`): a session for
+/// that active user, then on to the sidebar.
+async fn dev_sign_in(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    dev_only(&s)?;
+    if !same_origin(&s.config.public_url, &headers) {
+        return Err(Error::Forbidden(
+            "登录请求必须来自本站页面 (sign-in must come from this site)".into(),
+        ));
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let form: DevSignIn = if is_json {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::MalformedBody(format!("expected {{\"user_id\": \"...\"}}: {e}")))?
+    } else {
+        let pairs = form_pairs(&body);
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        DevSignIn {
+            user_id: get("user_id").ok_or_else(|| Error::invalid("user_id is required"))?,
+            next: get("next"),
+        }
+    };
+    let user = crate::validate::id("user_id", &form.user_id)?;
+    let active =
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 AND org_id = $2 AND status = 'active'")
+            .bind(&user)
+            .bind(&s.default_org.id)
+            .fetch_optional(&s.db.pool)
+            .await?;
+    if active.is_none() {
+        return Err(Error::UnknownReference(format!("no active user `{user}`")));
+    }
+    let (value, _csrf) =
+        session::create(&s.db, s.clock.now_ms(), &s.default_org.id, &user, "dev").await?;
+    let next = session::safe_next(form.next.as_deref().or(Some("/sidebar")));
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                session::set_cookie(&value, s.config.public_url.starts_with("https://")),
+            ),
+            (header::LOCATION, next),
+        ],
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+        assert_eq!(escape("已电话沟通"), "已电话沟通");
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert_eq!(
+            origin("https://res.wx.qq.com/wwopen/js/jwxwork-1.0.0.js").as_deref(),
+            Some("https://res.wx.qq.com")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8080?x").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(origin("javascript:alert(1)"), None);
+        assert_eq!(origin("https://evil.example; script-src *"), None);
+    }
+
+    #[test]
+    fn sign_in_posts_must_come_from_our_origin() {
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            same_origin("http://127.0.0.1:8080", &h)
+        };
+        assert!(with(&[("origin", "http://127.0.0.1:8080")]));
+        assert!(with(&[
+            ("host", "localhost:8080"),
+            ("origin", "http://localhost:8080")
+        ]));
+        assert!(!with(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "https://evil.example")
+        ]));
+        assert!(!with(&[("origin", "null")]));
+        assert!(with(&[("referer", "http://127.0.0.1:8080/auth/dev")]));
+        assert!(!with(&[("referer", "http://evil.example/x")]));
+        assert!(with(&[]));
+        assert!(!with(&[("sec-fetch-site", "cross-site")]));
+    }
+
+    #[test]
+    fn form_bodies_decode() {
+        assert_eq!(
+            form_pairs(b"user_id=u-1&next=%2Fsidebar%3Fa%3D1&x=a+b"),
+            vec![
+                ("user_id".to_string(), "u-1".to_string()),
+                ("next".to_string(), "/sidebar?a=1".to_string()),
+                ("x".to_string(), "a b".to_string())
+            ]
+        );
+    }
+}

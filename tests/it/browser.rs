@@ -1,0 +1,736 @@
+//! The sidebar in a real headless browser (Debian's `chromium` and `chromium-driver`),
+//! driven over W3C WebDriver with plain HTTP: WeCom sign-in through the emulator's OAuth
+//! page, the JS-SDK stand-in finding the customer of the open chat, taps, the
+//! anti-fraud freeze as the rep sees it, and a quick-ask and a handoff from the sidebar
+//! to the request page where presales accepts and answers.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use closeloop::platform::wecom::emulator::Emulator;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::sidebar::{spawn_sidebar, wecom_config, CORP};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The W3C name of an element reference in WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long the page may take to reach a state (sign-in runs through three redirects).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A chromedriver process and one browser session. Dropping it ends the session (which
+/// closes the browser) and kills chromedriver, also when a test fails halfway.
+struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: Option<String>,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+/// Whether the browser tests can run here; they fail loudly when they cannot, unless
+/// `CLOSELOOP_SKIP_BROWSER=1` says to skip them.
+fn browser_available() -> bool {
+    if std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    if std::env::var("CLOSELOOP_SKIP_BROWSER").as_deref() == Ok("1") {
+        println!(
+            "note: {CHROMEDRIVER} is missing; browser test skipped (CLOSELOOP_SKIP_BROWSER=1)"
+        );
+        return false;
+    }
+    panic!(
+        "{CHROMEDRIVER} or {CHROMIUM} is missing: install the browser with \
+         `apt-get install -y chromium chromium-driver` (or set CLOSELOOP_SKIP_BROWSER=1 to skip)"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Browser {
+            driver,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            session: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            _profile: profile,
+        };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let ready = browser
+                .http
+                .get(format!("http://{}/status", browser.addr))
+                .send()
+                .await
+                .ok();
+            let ready = match ready {
+                Some(r) => r.json::<Value>().await.ok(),
+                None => None,
+            };
+            if ready.is_some_and(|v| v["value"]["ready"] == true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = browser._profile.path().display().to_string();
+        let created = browser
+            .command(
+                reqwest::Method::POST,
+                "/session",
+                Some(json!({"capabilities": {"alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": [
+                            "--headless=new", "--no-sandbox", "--disable-gpu",
+                            "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update",
+                            "--disable-sync", format!("--user-data-dir={profile}"),
+                        ],
+                    },
+                }}})),
+            )
+            .await;
+        browser.session = Some(
+            created["sessionId"]
+                .as_str()
+                .expect("a new session has an id")
+                .to_string(),
+        );
+        browser
+    }
+
+    /// One WebDriver command; panics with the driver's answer on an error.
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("http://{}{path}", self.addr));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("chromedriver answers");
+        let status = res.status();
+        let v: Value = res.json().await.expect("chromedriver answers JSON");
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v["value"].clone()
+    }
+
+    fn session_path(&self, rest: &str) -> String {
+        format!("/session/{}{rest}", self.session.as_deref().unwrap())
+    }
+
+    async fn goto(&self, url: &str) {
+        self.command(
+            reqwest::Method::POST,
+            &self.session_path("/url"),
+            Some(json!({"url": url})),
+        )
+        .await;
+    }
+
+    async fn current_url(&self) -> String {
+        self.command(reqwest::Method::GET, &self.session_path("/url"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs `script` in the page and returns its value.
+    async fn eval(&self, script: &str, args: Value) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            &self.session_path("/execute/sync"),
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                &self.session_path("/element"),
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element reference for {css}: {found}"))
+            .to_string()
+    }
+
+    /// Clicks like a person: the element must be visible and enabled.
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &self.session_path(&format!("/element/{id}/click")),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// Types `text` into the element like a person (it must be visible and enabled).
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &self.session_path(&format!("/element/{id}/value")),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    /// Sets the session cookie (of `Cookie` header form `name=value`) for the current
+    /// origin, as a sign-in would: another person in the same browser.
+    async fn sign_in_as(&self, cookie: &str) {
+        let (name, value) = cookie.split_once('=').unwrap();
+        self.command(
+            reqwest::Method::POST,
+            &self.session_path("/cookie"),
+            Some(json!({"cookie": {"name": name, "value": value, "path": "/", "httpOnly": true}})),
+        )
+        .await;
+    }
+
+    /// Text of the first element matching `css`, "" when there is none.
+    async fn text(&self, css: &str) -> String {
+        self.eval(
+            "var e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+            json!([css]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// Polls `check` until it holds; panics with `what` and the page text otherwise.
+    async fn wait_for<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + PATIENCE;
+        while !check().await {
+            if Instant::now() > deadline {
+                let url = self.current_url().await;
+                let body = self.text("body").await;
+                panic!("timed out waiting for {what}; at {url}:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn quit(mut self) {
+        if let Some(id) = self.session.take() {
+            let _ = self
+                .http
+                .delete(format!("http://{}/session/{id}", self.addr))
+                .send()
+                .await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Drop cannot await: end the session with a plain blocking request, so chromedriver
+        // closes the browser before it is killed.
+        if let Some(id) = self.session.take() {
+            if let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    stream,
+                    "DELETE /session/{id} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    self.addr
+                );
+                // chromedriver keeps the connection open after answering, so read until
+                // the whole answer is in rather than until the end of the stream.
+                let mut answer = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !complete_http_answer(&answer) {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Whether `bytes` hold an HTTP answer's head and its whole `Content-Length` body.
+fn complete_http_answer(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rep_signs_in_through_wecom_taps_and_meets_the_freeze() {
+    if !browser_available() {
+        return;
+    }
+    let emulator = Emulator::start(CORP, vec![("app-secret".to_string(), "app")]).await;
+    let app = spawn_sidebar(&wecom_config(&emulator), false).await;
+    let rep = app.member("李明", "liming").await;
+    let customer = app.customer("华南智造", &rep).await;
+    app.link_external(&customer, "wmEXT001").await;
+    emulator.set_current_member(Some("liming"));
+    emulator.set_current_external_contact(Some("wmEXT001"));
+
+    let browser = Browser::start().await;
+    // The toolbar opens /sidebar: OAuth through the emulator, then the JS-SDK stand-in
+    // names the chat's external contact and the page goes to that customer.
+    browser.goto(&app.url("/sidebar")).await;
+    let customer_path = format!("/sidebar/customers/{customer}");
+    browser
+        .wait_for("the customer's page", || async {
+            browser.current_url().await.ends_with(&customer_path)
+                && !browser.text("h1").await.is_empty()
+        })
+        .await;
+    assert_eq!(browser.text("header.customer h1").await, "华南智造");
+    for name in [
+        "已电话沟通",
+        "已发送样品清单",
+        "客户提出价格异议",
+        "上传方案",
+    ] {
+        assert_eq!(
+            browser
+                .text(&format!("button[data-action=\"{name}\"]"))
+                .await,
+            name
+        );
+    }
+
+    // One tap: the touch appears as 待核验, and the ledger has the whole context.
+    browser.click("button[data-action=\"已电话沟通\"]").await;
+    browser
+        .wait_for("the new touch", || async {
+            browser.text("#touches .touch").await.contains("待核验")
+        })
+        .await;
+    browser
+        .wait_for("the toast", || async {
+            browser.text("#toast").await == "已记录"
+        })
+        .await;
+    let rows = sqlx::query(
+        "SELECT source, actor_user_id, client_ip, user_agent, platform, verification FROM tracking_points \
+         WHERE customer_id = $1 AND action = '已电话沟通'",
+    )
+    .bind(&customer)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.get::<String, _>("source"), "sidebar");
+    assert_eq!(row.get::<String, _>("actor_user_id"), rep);
+    assert_eq!(
+        row.get::<Option<String>, _>("client_ip").as_deref(),
+        Some("127.0.0.1")
+    );
+    let agent: String = row.get::<Option<String>, _>("user_agent").unwrap();
+    assert!(agent.contains("Chrome"), "{agent}");
+    assert_eq!(
+        row.get::<Option<String>, _>("platform").as_deref(),
+        Some("wecom")
+    );
+    assert_eq!(row.get::<String, _>("verification"), "pending");
+
+    // The second is recorded; the third is refused and freezes the rep on this customer.
+    browser.click("button[data-action=\"已电话沟通\"]").await;
+    browser
+        .wait_for("the second touch", || async {
+            browser
+                .eval(
+                    "return document.querySelectorAll('#touches .touch').length;",
+                    json!([]),
+                )
+                .await
+                == 2
+        })
+        .await;
+    browser
+        .wait_for("the button to be ready again", || async {
+            browser
+                .eval(
+                    "return !document.querySelector('button[data-action=\"已电话沟通\"]').disabled;",
+                    json!([]),
+                )
+                .await
+                == true
+        })
+        .await;
+    browser.click("button[data-action=\"已电话沟通\"]").await;
+    browser
+        .wait_for("the refusal", || async {
+            !browser.text("#notice").await.is_empty()
+        })
+        .await;
+    let code = browser
+        .eval(
+            "return document.getElementById('notice').getAttribute('data-code');",
+            json!([]),
+        )
+        .await;
+    assert_eq!(code, "repeat_limit");
+    assert!(browser.text("#notice").await.contains("冻结"));
+    assert_eq!(
+        browser
+            .eval(
+                "return document.querySelectorAll('#touches .touch').length;",
+                json!([]),
+            )
+            .await,
+        2,
+        "the refused tap is no touch"
+    );
+    browser.goto(&app.url(&customer_path)).await;
+    browser
+        .wait_for("the page after reload", || async {
+            browser.text("header.customer h1").await == "华南智造"
+        })
+        .await;
+    let banner = browser.text("#freeze .banner.frozen").await;
+    assert!(banner.contains("您对该客户的操作已冻结"), "{banner}");
+
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_contact_gets_a_clear_message_and_the_stand_in_checks_signatures() {
+    if !browser_available() {
+        return;
+    }
+    let emulator = Emulator::start(CORP, vec![("app-secret".to_string(), "app")]).await;
+    let app = spawn_sidebar(&wecom_config(&emulator), false).await;
+    app.member("李明", "liming").await;
+    emulator.set_current_member(Some("liming"));
+    // Outside a customer chat, or with a contact closeloop does not know: a clear message.
+    emulator.set_current_external_contact(Some("wmUNKNOWN"));
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/sidebar")).await;
+    browser
+        .wait_for("the unknown-contact message", || async {
+            browser.text("#status").await.contains("还没有对应的客户")
+        })
+        .await;
+    // The stand-in checks what the page passes to wx.config.
+    let err = browser
+        .command(
+            reqwest::Method::POST,
+            &browser.session_path("/execute/async"),
+            Some(json!({
+                "script": "var done = arguments[arguments.length - 1]; \
+                           wx.error(function (res) { done(res.errMsg); }); \
+                           wx.config({appId: 'x', timestamp: 1, nonceStr: 'n'});",
+                "args": []
+            })),
+        )
+        .await;
+    assert!(err.as_str().unwrap().contains("missing signature"), "{err}");
+    // What the page would post into the chat is kept for tests to read.
+    let sent = browser
+        .command(
+            reqwest::Method::POST,
+            &browser.session_path("/execute/async"),
+            Some(json!({
+                "script": "var done = arguments[arguments.length - 1]; \
+                           wx.invoke('sendChatMessage', {msgtype: 'text', text: {content: '方案已发送'}}, function (res) { \
+                             done([res.err_msg, wx.__calls.filter(function (c) { return c.api === 'sendChatMessage'; })]); });",
+                "args": []
+            })),
+        )
+        .await;
+    assert_eq!(sent[0], "sendChatMessage:ok");
+    assert_eq!(sent[1][0]["args"]["text"]["content"], "方案已发送");
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rep_asks_presales_from_the_sidebar_and_presales_accepts_on_the_request_page() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_sidebar("", false).await;
+    let rep = app.create("/api/v1/users", json!({"name": "李明"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let presales = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "roles": ["presales"]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let customer = app.customer("华南智造", &rep).await;
+    sqlx::query(
+        "INSERT INTO customer_assignments (customer_id, role, user_id, assigned_at) VALUES ($1, 'presales', $2, 0)",
+    )
+    .bind(&customer)
+    .bind(&presales)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let (rep_cookie, _) = app.session(&rep, "wecom").await;
+    let (presales_cookie, _) = app.session(&presales, "wecom").await;
+
+    let browser = Browser::start().await;
+    // Cookies belong to an origin: be on it first.
+    browser.goto(&app.url("/healthz")).await;
+    browser.sign_in_as(&rep_cookie).await;
+    browser
+        .goto(&app.url(&format!("/sidebar/customers/{customer}")))
+        .await;
+    browser
+        .wait_for("the customer's page", || async {
+            browser.text("header.customer h1").await == "华南智造"
+        })
+        .await;
+
+    // The quick-ask opens its form: the template's prompt and who receives it.
+    let form = "form.collab-form[data-type=\"presales_question\"]";
+    browser.click("button[data-action=\"@售前快速提问\"]").await;
+    browser
+        .wait_for("the quick-ask form", || async {
+            browser
+                .eval(
+                    "return !document.querySelector(arguments[0]).hidden;",
+                    json!([form]),
+                )
+                .await
+                == true
+        })
+        .await;
+    assert!(
+        browser
+            .text(&format!("{form} .receiver"))
+            .await
+            .contains("张工"),
+        "{}",
+        browser.text(form).await
+    );
+    browser
+        .type_into(
+            &format!("{form} input[data-prompt=\"问题\"]"),
+            "是否支持私有化部署？",
+        )
+        .await;
+    browser
+        .click(&format!("{form} button[type=\"submit\"]"))
+        .await;
+    browser
+        .wait_for("the request to be sent", || async {
+            browser
+                .text("#collab-result")
+                .await
+                .contains("已发送给 张工")
+        })
+        .await;
+    browser
+        .wait_for("the customer's requests to list it", || async {
+            browser
+                .text("#collab-requests")
+                .await
+                .contains("售前快速提问")
+        })
+        .await;
+    let taps: i64 = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM tracking_points WHERE action = '@售前快速提问'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+    .get("n");
+    assert_eq!(taps, 0, "the form opens a request, not a bare tap");
+
+    // A handoff with one of its three artefacts: the file goes up, the refusal lists the
+    // other two; with all three it is sent.
+    let files = tempfile::tempdir().unwrap();
+    let file = |name: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, format!("{name} 的内容")).unwrap();
+        path.display().to_string()
+    };
+    let handoff = "form.collab-form[data-type=\"sales_to_presales\"]";
+    browser
+        .click("button[data-collab=\"sales_to_presales\"]")
+        .await;
+    browser
+        .type_into(
+            &format!("{handoff} input[data-prompt=\"客户需求概述\"]"),
+            "私有化部署，500 人",
+        )
+        .await;
+    browser
+        .type_into(
+            &format!("{handoff} input[data-artefact=\"客户需求清单\"]"),
+            &file("needs.txt"),
+        )
+        .await;
+    browser
+        .click(&format!("{handoff} button[type=\"submit\"]"))
+        .await;
+    let refusal = format!("{handoff} [data-error]");
+    browser
+        .wait_for("the refusal", || async {
+            browser.text(&refusal).await.contains("交接资料不全")
+        })
+        .await;
+    let listed = browser
+        .eval(
+            "return Array.prototype.map.call(document.querySelectorAll(arguments[0] + ' li'), \
+             function (li) { return li.textContent; });",
+            json!([refusal]),
+        )
+        .await;
+    assert_eq!(listed, json!(["竞品对比表", "预算范围确认截图"]));
+    for (artefact, name) in [
+        ("竞品对比表", "rivals.txt"),
+        ("预算范围确认截图", "budget.txt"),
+    ] {
+        browser
+            .type_into(
+                &format!("{handoff} input[data-artefact=\"{artefact}\"]"),
+                &file(name),
+            )
+            .await;
+    }
+    browser
+        .click(&format!("{handoff} button[type=\"submit\"]"))
+        .await;
+    browser
+        .wait_for("the handoff to be sent", || async {
+            browser
+                .text("#collab-requests")
+                .await
+                .contains("销售→售前交接")
+        })
+        .await;
+    let documents: i64 =
+        sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM documents WHERE kind = 'artefact'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+            .get("n");
+    assert_eq!(
+        documents, 3,
+        "the first file went up once, not again on the retry"
+    );
+
+    let row = sqlx::query(
+        "SELECT id, initiator_user_id, assignee_user_id, content FROM collab_requests \
+         WHERE type_key = 'presales_question'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let id: String = row.get("id");
+    assert_eq!(row.get::<String, _>("initiator_user_id"), rep);
+    assert_eq!(
+        row.get::<Option<String>, _>("assignee_user_id").as_deref(),
+        Some(presales.as_str())
+    );
+    assert_eq!(
+        row.get::<String, _>("content"),
+        r#"{"问题":"是否支持私有化部署？"}"#
+    );
+
+    // Presales, in the same browser with a session of their own, opens what the card links.
+    browser.sign_in_as(&presales_cookie).await;
+    browser
+        .goto(&app.url(&format!("/collab/requests/{id}")))
+        .await;
+    browser
+        .wait_for("the request page", || async {
+            browser.text("header.request h1").await == "售前快速提问"
+        })
+        .await;
+    assert_eq!(browser.text("header.request .badge").await, "待接受");
+    browser
+        .wait_for("the countdown to run", || async {
+            browser
+                .eval(
+                    "var c = document.querySelector('#deadline .countdown'); \
+                     return !!c && c.hasAttribute('data-skew') && c.textContent.indexOf('剩余') === 0;",
+                    json!([]),
+                )
+                .await
+                == true
+        })
+        .await;
+    browser.click("button[data-step=\"accept\"]").await;
+    browser
+        .wait_for("the request to be accepted", || async {
+            browser.text("header.request .badge").await == "处理中"
+        })
+        .await;
+    assert!(browser.text(".ack").await.contains("已确认收到"));
+    browser
+        .type_into(
+            "form[data-step=\"answer\"] input[name=\"text\"]",
+            "支持，需要 8 核 32G",
+        )
+        .await;
+    browser
+        .click("form[data-step=\"answer\"] button[type=\"submit\"]")
+        .await;
+    browser
+        .wait_for("the answer", || async {
+            browser.text("header.request .badge").await == "已答复"
+        })
+        .await;
+    assert_eq!(browser.text("p.answer").await, "支持，需要 8 核 32G");
+
+    browser.quit().await;
+    app.stop().await;
+}
