@@ -422,6 +422,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  演示登录 dev sign-in:     {base}/auth/dev  (任选一位示例成员 act as any sample member)"
     );
     println!("  协作请求 collaboration:   {base}/collab");
+    println!("  协作健康周报 health report: {base}/collab/health  (以主管登录 sign in as a manager, e.g. 王经理)");
     println!("  模拟聊天 emulated chat:   {}", emulator.chat_url());
     println!("      每位成员收到的卡片，可点击；点击即企业微信签名加密回调 (every member's cards; a click is a signed, encrypted WeCom callback)");
     println!("  API 文档 OpenAPI:         {base}/api/v1/openapi.json");
@@ -727,6 +728,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
         initiator: user(initiator),
         content: BTreeMap::from([(prompt.to_string(), text.to_string())]),
         artefacts: BTreeMap::new(),
+        source: Some(crate::tracking::Source::Sidebar),
     };
     let delivery = rules
         .collab("delivery_schedule")

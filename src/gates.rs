@@ -163,7 +163,7 @@ pub fn missing_for(rules: &RuleSet, to: &str, e: &Evidence) -> Vec<Missing> {
             code: "valid_contact",
             need: 1,
             have: 0,
-            message: "客户没有有效的联系电话（号码已被标记失效），请先核实并更新号码".into(),
+            message: "缺少有效联系方式：客户的号码均已被标记失效，请先核实并更新号码".into(),
         });
     }
     out

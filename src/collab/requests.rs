@@ -42,6 +42,9 @@ pub struct NewRequest {
     /// A handoff's artefacts: name → document id.
     #[serde(default)]
     pub artefacts: BTreeMap<String, String>,
+    /// Where it was opened (the ledger point's source); the API when unset.
+    #[serde(skip)]
+    pub source: Option<crate::tracking::Source>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -371,6 +374,19 @@ pub async fn open(
     for r in &recipients {
         cards::send(&mut tx, now_ms, org_id, r, CARD_PURPOSE, Some(&id), &card).await?;
     }
+    // The rep's ask is a tracking point like any sidebar tap.
+    let point = crate::tracking::NewPoint {
+        deal: new.deal.clone(),
+        ..crate::tracking::NewPoint::new(
+            org_id,
+            &new.initiator,
+            &new.customer,
+            t.action.as_deref().unwrap_or(&t.title),
+            new.source.unwrap_or(crate::tracking::Source::Api),
+            json!({"request": id, "type": t.key}),
+        )
+    };
+    crate::tracking::write_in(&mut tx, now_ms, &point, tz).await?;
     trail(
         &mut tx,
         now_ms,
@@ -659,7 +675,12 @@ pub async fn step_in(
             } else {
                 "已退回"
             };
-            let status_text = format!("{name} {verb} {when}");
+            // WeCom shows at most 10 characters in place of the buttons: who, what, when.
+            let hhmm = crate::clock::from_ms(now_ms)
+                .with_timezone(&tz)
+                .format("%H:%M")
+                .to_string();
+            let status_text = format!("{name}{verb}{hhmm}");
             let card_ids: Vec<String> =
                 sqlx::query("SELECT id FROM cards WHERE purpose = $1 AND object_ref = $2")
                     .bind(CARD_PURPOSE)

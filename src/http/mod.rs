@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/calendar/{file}", get(calendar_feed))
         .merge(documents::routes())
         .merge(crate::web::sidebar::routes())
+        .merge(crate::web::health::routes())
         .merge(crate::web::sidebar_tools::routes())
         .merge(crate::web::collab::routes())
         .fallback(|| async { Error::NotFound { what: "route" } });

@@ -332,7 +332,13 @@ impl Default for RuleSet {
                         ..Requirements::default()
                     },
                 ),
-                stage("赢单", Requirements::default()),
+                stage(
+                    "赢单",
+                    Requirements {
+                        valid_contact: true,
+                        ..Requirements::default()
+                    },
+                ),
             ],
             actions: vec![
                 ActionDef {
@@ -346,9 +352,11 @@ impl Default for RuleSet {
                     document: Some("proposal".into()),
                     ..ActionDef::tap("上传方案")
                 },
+                // Proof for an attestation: a frozen rep must still be able to explain.
                 ActionDef {
                     kind: ActionKind::Upload,
                     document: Some("proof".into()),
+                    guarded: false,
                     ..ActionDef::tap("上传证明")
                 },
                 // A handoff carries several artefacts at once: not a repeatable claim.

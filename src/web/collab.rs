@@ -43,7 +43,7 @@ pub fn routes() -> Router<AppState> {
 // ----------------------------------------------------------------------------------------
 // Wording and time
 
-fn role_label(role: &str) -> &str {
+pub(crate) fn role_label(role: &str) -> &str {
     match role {
         "presales" => "售前",
         "delivery" => "交付",
@@ -885,6 +885,7 @@ async fn open_request(
             initiator: session.user_id.clone(),
             content: b.content,
             artefacts: b.artefacts,
+            source: Some(crate::tracking::Source::Sidebar),
         },
     )
     .await?;

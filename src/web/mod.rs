@@ -2,6 +2,7 @@
 //! endpoints the sidebar page's JavaScript calls.
 
 pub mod collab;
+pub mod health;
 pub mod session;
 pub mod sidebar;
 pub mod sidebar_tools;

@@ -1,8 +1,9 @@
 //! The sidebar in a real headless browser (Debian's `chromium` and `chromium-driver`),
 //! driven over W3C WebDriver with plain HTTP: WeCom sign-in through the emulator's OAuth
 //! page, the JS-SDK stand-in finding the customer of the open chat, taps, the
-//! anti-fraud freeze as the rep sees it, and a quick-ask and a handoff from the sidebar
-//! to the request page where presales accepts and answers.
+//! anti-fraud freeze as the rep sees it, a proposal sent into the open chat as a tracked
+//! link, and a quick-ask and a handoff from the sidebar to the request page where
+//! presales accepts and answers.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -591,7 +592,10 @@ async fn a_rep_asks_presales_from_the_sidebar_and_presales_accepts_on_the_reques
     .await
     .unwrap()
     .get("n");
-    assert_eq!(taps, 0, "the form opens a request, not a bare tap");
+    assert_eq!(
+        taps, 1,
+        "the form opens a request, recorded as one tracking point (no extra bare tap)"
+    );
 
     // A handoff with one of its three artefacts: the file goes up, the refusal lists the
     // other two; with all three it is sent.
@@ -730,6 +734,152 @@ async fn a_rep_asks_presales_from_the_sidebar_and_presales_accepts_on_the_reques
         })
         .await;
     assert_eq!(browser.text("p.answer").await, "支持，需要 8 核 32G");
+
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_wecom_a_rep_sends_a_proposal_into_the_chat_as_a_tracked_link() {
+    if !browser_available() {
+        return;
+    }
+    let emulator = Emulator::start(CORP, vec![("app-secret".to_string(), "app")]).await;
+    let app = spawn_sidebar(&wecom_config(&emulator), false).await;
+    let rep = app.member("李明", "liming").await;
+    let customer = app.customer("华南智造", &rep).await;
+    app.link_external(&customer, "wmEXT001").await;
+    // Nothing new to upload: the proposal is already there.
+    let doc =
+        crate::sidebar_tools::upload_proposal(&app, &customer, &rep, "华南智造-质检方案.pdf").await;
+    emulator.set_current_member(Some("liming"));
+    emulator.set_current_external_contact(Some("wmEXT001"));
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/sidebar")).await;
+    let customer_path = format!("/sidebar/customers/{customer}");
+    browser
+        .wait_for("the customer's page", || async {
+            browser.current_url().await.ends_with(&customer_path)
+                && browser.text("header.customer h1").await == "华南智造"
+        })
+        .await;
+    assert!(browser
+        .text("#proposals")
+        .await
+        .contains("华南智造-质检方案.pdf"));
+    // The customer page signs the JS-SDK itself, as the entry page does.
+    browser
+        .wait_for("the page's own agentConfig", || async {
+            browser
+                .eval(
+                    "return !!window.wx && wx.__calls.some(function (c) { \
+                       return c.api === 'agentConfig' && c.args.jsApiList.indexOf('sendChatMessage') >= 0; });",
+                    json!([]),
+                )
+                .await
+                == true
+        })
+        .await;
+
+    browser
+        .click(&format!("button[data-send-document=\"{doc}\"]"))
+        .await;
+    browser
+        .wait_for("the toast", || async {
+            browser.text("#toast").await == "已发送到聊天"
+        })
+        .await;
+    let sent = browser
+        .eval(
+            "return wx.__calls.filter(function (c) { return c.api === 'sendChatMessage'; });",
+            json!([]),
+        )
+        .await;
+    assert_eq!(sent.as_array().unwrap().len(), 1, "{sent}");
+    let args = &sent[0]["args"];
+    assert_eq!(args["msgtype"], "news", "{args}");
+    assert_eq!(args["news"]["title"], "华南智造-质检方案.pdf");
+    assert_eq!(args["news"]["imgUrl"], "");
+    let link = args["news"]["link"].as_str().unwrap().to_string();
+    assert!(link.starts_with(&app.url("/d/")), "{link}");
+    browser
+        .wait_for("the proposal to show as sent", || async {
+            browser.text("#proposals").await.contains("已发送")
+        })
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "return document.getElementById('share-result').hidden;",
+                json!([])
+            )
+            .await,
+        true,
+        "no link to copy inside WeCom"
+    );
+
+    // The ledger has the `document.sent` point, and the link in the chat is the tracked one.
+    let rows = sqlx::query(
+        "SELECT actor_user_id, source, payload FROM tracking_points \
+         WHERE customer_id = $1 AND action = 'document.sent'",
+    )
+    .bind(&customer)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<String, _>("actor_user_id"), rep);
+    assert_eq!(rows[0].get::<String, _>("source"), "sidebar");
+    assert!(rows[0].get::<String, _>("payload").contains(&doc));
+    let res = reqwest::get(&link).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let opened: Option<i64> =
+        sqlx::query("SELECT first_opened_at FROM document_links WHERE document_id = $1")
+            .bind(&doc)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+            .get("first_opened_at");
+    assert!(opened.is_some(), "the chat's link is the tracked one");
+
+    // Outside WeCom (a demo session, no JS-SDK on the page) the link is shown to copy.
+    let (dev_cookie, _) = app.session(&rep, "dev").await;
+    browser.sign_in_as(&dev_cookie).await;
+    browser.goto(&app.url(&customer_path)).await;
+    browser
+        .wait_for("the page without the JS-SDK", || async {
+            browser.text("#proposals").await.contains("已打开")
+        })
+        .await;
+    assert_eq!(
+        browser.eval("return typeof window.wx;", json!([])).await,
+        "undefined"
+    );
+    browser
+        .click(&format!("button[data-send-document=\"{doc}\"]"))
+        .await;
+    browser
+        .wait_for("the link to copy", || async {
+            browser
+                .eval(
+                    "var i = document.querySelector('#share-result input'); return i ? i.value : '';",
+                    json!([]),
+                )
+                .await
+                .as_str()
+                .is_some_and(|v| v.starts_with(&app.url("/d/")) && v != link)
+        })
+        .await;
+    let sent: i64 = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM document_links WHERE document_id = $1",
+    )
+    .bind(&doc)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+    .get("n");
+    assert_eq!(sent, 2);
 
     browser.quit().await;
     app.stop().await;

@@ -120,6 +120,13 @@ async fn a_quick_ask_goes_to_the_assigned_presales_and_the_answer_back_to_the_re
     );
     assert_eq!(t.cards_to(&t.presales, "collab.request").await, 1);
     assert_eq!(t.cards_to(&t.presales2, "collab.request").await, 0);
+    assert_eq!(
+        t.app
+            .count("tracking_points WHERE action = '@售前快速提问'")
+            .await,
+        1,
+        "the ask is a tracking point"
+    );
 
     // Only the assignee acts; answering needs accepting first.
     let (status, _, _) =
@@ -503,21 +510,12 @@ async fn the_assignee_may_return_at_once_and_answers_keep_their_lines() {
 /// (日程) as a whole-day event, through a durable job.
 #[tokio::test]
 async fn a_confirmed_date_is_pushed_to_the_reps_wecom_calendar() {
-    use closeloop::platform::wecom::emulator::Emulator;
-    let emulator =
-        Emulator::start("wwcl0000000000001", vec![("app-secret".to_string(), "app")]).await;
-    let app = crate::helpers::spawn_app_with(&format!(
-        "[wecom]\ncorp_id = \"wwcl0000000000001\"\nagent_id = 1000002\nsecret = \"app-secret\"\ntoken = \"QDG6eK\"\n\
-         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\napi_base = \"{}\"\n",
-        emulator.base_url()
-    ))
-    .await;
-    let user = |name: &str, role: &str, userid: &str| json!({"name": name, "roles": [role], "identities": [{"platform": "wecom", "kind": "userid", "value": userid}]});
+    let (emulator, app) = wecom_app().await;
     let rep = app
-        .create("/api/v1/users", user("李明", "sales", "liming"))
+        .create("/api/v1/users", wecom_user("李明", "sales", "liming"))
         .await;
     let delivery = app
-        .create("/api/v1/users", user("交付王", "delivery", "jiaofu"))
+        .create("/api/v1/users", wecom_user("交付王", "delivery", "jiaofu"))
         .await;
     let customer = app.customer("华南智造", rep["id"].as_str()).await;
     let r = app
@@ -562,4 +560,161 @@ async fn a_confirmed_date_is_pushed_to_the_reps_wecom_calendar() {
     // Running the worker again pushes nothing twice.
     app.worker.drain().await.unwrap();
     assert_eq!(emulator.schedules().len(), 1);
+}
+
+/// The whole flow through the WeCom emulator: the card reaches presales, the click (a
+/// signed, encrypted callback) accepts, the answer goes back to the rep as a card, and the
+/// original card is updated to show who answered and when.
+#[tokio::test]
+async fn a_quick_ask_runs_on_wecom_cards_end_to_end() {
+    let (emulator, app) = wecom_app().await;
+    let rep = app
+        .create("/api/v1/users", wecom_user("李明", "sales", "liming"))
+        .await;
+    let presales = app
+        .create("/api/v1/users", wecom_user("张工", "presales", "zhanggong"))
+        .await;
+    let customer = app.customer("华南智造", rep["id"].as_str()).await;
+    let r = app
+        .create(
+            "/api/v1/collab/requests",
+            json!({"type": "presales_question", "customer": customer, "initiator": rep["id"],
+                   "content": {"问题": "是否支持私有化部署？"}}),
+        )
+        .await;
+    let id = r["id"].as_str().unwrap();
+    app.worker.drain().await.unwrap();
+    let sent = emulator.received_messages();
+    let card = sent
+        .iter()
+        .find(|m| m["touser"] == "zhanggong")
+        .expect("the card reached presales");
+    let tc = &card["template_card"];
+    assert_eq!(tc["main_title"]["title"], "售前快速提问");
+    assert!(tc["card_action"]["url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/collab/requests/{id}")));
+    let task = tc["task_id"].as_str().unwrap().to_string();
+    let key = tc["button_list"][0]["key"].as_str().unwrap().to_string();
+    assert_eq!(key, format!("accept:{task}"));
+
+    // 张工 taps 确认收到并接受: WeCom calls back (twice, as it retries).
+    let code = emulator.issue_response_code();
+    let ts = chrono::Utc::now().timestamp();
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[zhanggong]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[template_card_event]]></Event>\
+         <EventKey><![CDATA[{key}]]></EventKey><TaskId><![CDATA[{task}]]></TaskId>\
+         <CardType><![CDATA[button_interaction]]></CardType><ResponseCode><![CDATA[{code}]]></ResponseCode>\
+         <AgentID>1000002</AgentID></xml>",
+        corp = crate::callbacks::CORP
+    );
+    for _ in 0..2 {
+        let res = crate::callbacks::deliver(&app, &body, crate::callbacks::CORP, ts).await;
+        assert_eq!(res.status(), 200);
+    }
+    app.worker.drain().await.unwrap();
+    let accepted: Value = app
+        .get(&format!("/api/v1/collab/requests/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(accepted["status"], "accepted");
+    assert_eq!(accepted["assignee"], presales["id"]);
+    assert!(
+        emulator.card_updates().is_empty(),
+        "the card keeps its code until the request is done"
+    );
+
+    let res = app
+        .post(
+            &format!("/api/v1/collab/requests/{id}/answer"),
+            &json!({"actor": presales["id"], "text": "支持，需 8 核 32G"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    app.worker.drain().await.unwrap();
+    let updates = emulator.card_updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0]["response_code"], code.as_str());
+    let label = updates[0]["button"]["replace_name"].as_str().unwrap();
+    assert!(label.starts_with("张工已答复"), "{label}");
+    assert_eq!(
+        label.chars().count(),
+        10,
+        "who, what and when fit WeCom's 10 characters"
+    );
+    let reply = emulator
+        .received_messages()
+        .into_iter()
+        .find(|m| m["touser"] == "liming")
+        .expect("the answer reached the rep");
+    assert_eq!(
+        reply["template_card"]["main_title"]["title"],
+        "售前快速提问：已答复"
+    );
+}
+
+#[tokio::test]
+async fn the_health_page_is_for_managers() {
+    let t = team("").await;
+    t.assign_presales(&t.presales).await;
+    t.ask().await;
+    let cookie = |user: String| {
+        let db = t.app.db.clone();
+        let org = t.app.org_id.clone();
+        async move {
+            let (value, _) = closeloop::web::session::create(&db, FRIDAY_4PM, &org, &user, "dev")
+                .await
+                .unwrap();
+            format!("closeloop_session={value}")
+        }
+    };
+    let get = |cookie: String| {
+        t.app
+            .client
+            .get(t.app.url("/collab/health?week=2026-11-27"))
+            .header("cookie", cookie)
+            .send()
+    };
+    let res = get(cookie(t.presales_boss.clone()).await).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("2026-11-23 至 2026-11-29"), "{html}");
+    assert!(
+        html.contains("<th scope=\"row\">售前</th><td>1</td>"),
+        "{html}"
+    );
+    assert!(html.contains("张工（售前）"), "{html}");
+    let res = get(cookie(t.rep.clone()).await).await.unwrap();
+    assert_eq!(res.status(), 403);
+    let res = t
+        .app
+        .client
+        .get(t.app.url("/collab/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.status(), 200, "a session is needed");
+}
+
+/// An app on the WeCom emulator.
+async fn wecom_app() -> (closeloop::platform::wecom::emulator::Emulator, TestApp) {
+    use closeloop::platform::wecom::emulator::Emulator;
+    let emulator =
+        Emulator::start("wwcl0000000000001", vec![("app-secret".to_string(), "app")]).await;
+    let app = crate::helpers::spawn_app_with(&format!(
+        "[wecom]\ncorp_id = \"wwcl0000000000001\"\nagent_id = 1000002\nsecret = \"app-secret\"\ntoken = \"QDG6eK\"\n\
+         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\napi_base = \"{}\"\n",
+        emulator.base_url()
+    ))
+    .await;
+    (emulator, app)
+}
+
+/// A user with a role and a WeCom userid.
+fn wecom_user(name: &str, role: &str, userid: &str) -> Value {
+    json!({"name": name, "roles": [role], "identities": [{"platform": "wecom", "kind": "userid", "value": userid}]})
 }

@@ -19,6 +19,7 @@ mod jobs;
 mod ops;
 mod rules;
 mod sidebar;
+mod sidebar_tools;
 mod signin;
 mod verification;
 mod verified_loop;
