@@ -338,24 +338,46 @@ async fn build_worker(
             crate::collab::calendar_feed::NoPlatformCalendar,
         );
     }
+    // Cards go out on the platforms configured, each person on one they are on.
+    let mut deliver: Vec<(Platform, Arc<dyn crate::jobs::Handler>)> = Vec::new();
+    let mut update: Vec<(Platform, Arc<dyn crate::jobs::Handler>)> = Vec::new();
     if let (Some(wecom), Some(api)) = (&config.wecom, &wecom_api) {
-        registry.register(
-            crate::cards::UPDATE,
-            crate::platform::wecom::cards::UpdateCard {
+        let agent_id: i64 = wecom.agent_id.parse().context("wecom.agent_id")?;
+        update.push((
+            Platform::Wecom,
+            Arc::new(crate::platform::wecom::cards::UpdateCard {
                 api: api.clone(),
                 db: db.clone(),
                 clock: clock.clone(),
-                agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
+                agent_id,
+            }),
+        ));
+        deliver.push((
+            Platform::Wecom,
+            Arc::new(crate::platform::wecom::cards::DeliverCard {
+                api: api.clone(),
+                db: db.clone(),
+                clock: clock.clone(),
+                agent_id,
+                public_url: config.public_url.clone(),
+            }),
+        ));
+    }
+    if !deliver.is_empty() {
+        registry.register(
+            crate::cards::DELIVER,
+            crate::cards::route::ByPlatform {
+                db: db.clone(),
+                channels: deliver,
+                by_card: false,
             },
         );
         registry.register(
-            crate::cards::DELIVER,
-            crate::platform::wecom::cards::DeliverCard {
-                api: api.clone(),
+            crate::cards::UPDATE,
+            crate::cards::route::ByPlatform {
                 db: db.clone(),
-                clock: clock.clone(),
-                agent_id: wecom.agent_id.parse().context("wecom.agent_id")?,
-                public_url: config.public_url.clone(),
+                channels: update,
+                by_card: true,
             },
         );
     }

@@ -11,6 +11,7 @@ use crate::jobs::{self, NewJob};
 
 /// The job kind that delivers a card through the configured platform.
 pub const DELIVER: &str = "card.deliver";
+pub mod route;
 pub mod templates;
 
 pub const MAX_FIELDS: usize = 6;
