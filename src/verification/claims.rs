@@ -114,9 +114,48 @@ impl EvidenceSource for CallRecords {
     }
 }
 
+/// Meeting records (DingTalk conferences, Feishu VC meetings and one-to-one calls): the
+/// rep took part, the customer's side was linked, within the window.
+pub struct MeetingRecords;
+
+impl EvidenceSource for MeetingRecords {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::Meeting
+    }
+
+    fn find<'a>(&'a self, tx: &'a mut Tx, c: &'a ClaimCtx) -> BoxFuture<'a, Result<Vec<Found>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT m.id, m.duration_s FROM meeting_records m \
+                 WHERE m.org_id = $1 AND m.user_id = $2 AND m.customer_id = $3 \
+                 AND m.started_at >= $4 AND m.started_at <= $5 \
+                 AND NOT EXISTS (SELECT 1 FROM point_verifications v WHERE v.evidence_source = 'meeting' \
+                                 AND v.evidence_ref = m.id AND v.point_id <> $6) \
+                 ORDER BY m.duration_s DESC, m.id",
+            )
+            .bind(&c.org_id)
+            .bind(&c.actor)
+            .bind(&c.customer)
+            .bind(c.occurred_at - c.window_ms)
+            .bind(c.occurred_at + c.window_ms)
+            .bind(&c.point_id)
+            .fetch_all(&mut **tx)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Found {
+                    source: "meeting",
+                    reference: r.get("id"),
+                    duration_s: r.get("duration_s"),
+                })
+                .collect())
+        })
+    }
+}
+
 /// Every evidence source closeloop knows, searched in this order.
 pub fn sources() -> Vec<Box<dyn EvidenceSource>> {
-    vec![Box::new(CallRecords)]
+    vec![Box::new(CallRecords), Box::new(MeetingRecords)]
 }
 
 /// Which evidence kind a stored `evidence_source` is.

@@ -4,3 +4,4 @@
 pub mod attest;
 pub mod calls;
 pub mod claims;
+pub mod meetings;

@@ -694,3 +694,70 @@ async fn the_seed_troubleshooting_case_end_to_end() {
         );
     }
 }
+
+/// Where the platform has meeting records (DingTalk, Feishu), a meeting with the customer
+/// backs a claimed call under an evidence policy that accepts meetings.
+#[tokio::test]
+async fn a_meeting_record_verifies_a_claim_where_meetings_count() {
+    use closeloop::verification::meetings::{self, MeetingRecord};
+    let l = setup().await;
+    sqlx::query(
+        "INSERT INTO user_identities (org_id, platform, kind, value, user_id, created_at) \
+         VALUES ($1, 'dingtalk', 'userid', 'liming-dd', $2, 0)",
+    )
+    .bind(&l.app.org_id)
+    .bind(&l.rep)
+    .execute(&l.app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO customer_external_ids (org_id, platform, external_user_id, customer_id, created_at) \
+         VALUES ($1, 'dingtalk', 'ext-zhang', $2, 0)",
+    )
+    .bind(&l.app.org_id)
+    .bind(&l.customer)
+    .execute(&l.app.db.pool)
+    .await
+    .unwrap();
+    let claim = l.tap_ok("已电话沟通").await;
+    let record = |id: &str, secs: i64| MeetingRecord {
+        platform: Platform::Dingtalk,
+        meeting_id: id.into(),
+        member: "liming-dd".into(),
+        external_participants: vec!["ext-zhang".into()],
+        kind: "call".into(),
+        topic: Some("需求沟通".into()),
+        started_at_ms: l.clock.now_ms() - 5 * 60_000,
+        duration_s: secs,
+    };
+    let rules = l.app_rules().await;
+    let out = meetings::store(
+        &l.app.db,
+        &rules,
+        l.clock.now_ms(),
+        &l.app.org_id,
+        &[record("m1", 600)],
+    )
+    .await
+    .unwrap();
+    assert_eq!((out.inserted, out.unmatched), (1, 0));
+    assert_eq!(l.status(&claim).await, "verified");
+    let v: Value = l
+        .app
+        .get(&format!("/api/v1/events/{claim}/verification"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["evidence_source"], "meeting");
+    let again = meetings::store(
+        &l.app.db,
+        &rules,
+        l.clock.now_ms(),
+        &l.app.org_id,
+        &[record("m1", 600)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.duplicates, 1, "a record is stored once");
+}
