@@ -63,7 +63,7 @@ impl App {
             &cipher,
             &config,
             &org,
-            client,
+            client.clone(),
             wecom_api.clone(),
             &rules,
         )
@@ -84,8 +84,35 @@ impl App {
             })),
             _ => None,
         };
+        let feishu = match &config.feishu {
+            Some(f) => Some(Arc::new(
+                crate::platform::feishu::inbound::FeishuInbound::from_config(f, &org.id)?,
+            )),
+            None => None,
+        };
+        let dingtalk = match &config.dingtalk {
+            Some(d) => Some(Arc::new(
+                crate::platform::dingtalk::inbound::DingtalkInbound::from_config(d, &org.id)?,
+            )),
+            None => None,
+        };
+        let dingtalk_web = config.dingtalk.as_ref().map(|d| {
+            Arc::new(crate::platform::dingtalk::web::DingtalkWeb::new(
+                crate::platform::dingtalk::api::DingtalkApi::from_config(
+                    d,
+                    client.clone(),
+                    clock.clone(),
+                ),
+                clock.clone(),
+                d.corp_id.clone().unwrap_or_default(),
+                d.agent_id.clone().unwrap_or_default(),
+            ))
+        });
         let state = AppState {
             wecom,
+            dingtalk,
+            dingtalk_web,
+            feishu,
             wecom_web,
             db,
             config: Arc::new(config),
@@ -273,6 +300,21 @@ async fn build_worker(
     if let Some(api) = &wecom_api {
         directories.insert(Platform::Wecom, Arc::new(api.clone()));
     }
+    let dingtalk_api = config.dingtalk.as_ref().map(|d| {
+        crate::platform::dingtalk::api::DingtalkApi::from_config(d, client.clone(), clock.clone())
+    });
+    if let Some(api) = &dingtalk_api {
+        directories.insert(Platform::Dingtalk, Arc::new(api.clone()));
+    }
+    let feishu_api = config.feishu.as_ref().map(|f| {
+        crate::platform::feishu::token::FeishuApi::from_config(f, client.clone(), clock.clone())
+    });
+    if let Some(api) = &feishu_api {
+        directories.insert(
+            Platform::Feishu,
+            Arc::new(crate::platform::feishu::contacts::FeishuDirectory { api: api.clone() }),
+        );
+    }
     if !directories.is_empty() {
         use crate::directory::sync;
         registry.register(
@@ -360,6 +402,44 @@ async fn build_worker(
                 clock: clock.clone(),
                 agent_id,
                 public_url: config.public_url.clone(),
+            }),
+        ));
+    }
+    if let Some(api) = feishu_api {
+        update.push((
+            Platform::Feishu,
+            Arc::new(crate::platform::feishu::cards::UpdateCard {
+                api: api.clone(),
+                db: db.clone(),
+                clock: clock.clone(),
+            }),
+        ));
+        deliver.push((
+            Platform::Feishu,
+            Arc::new(crate::platform::feishu::cards::DeliverCard {
+                api,
+                db: db.clone(),
+                clock: clock.clone(),
+                public_url: config.public_url.clone(),
+            }),
+        ));
+    }
+    if let (Some(d), Some(api)) = (&config.dingtalk, dingtalk_api) {
+        update.push((
+            Platform::Dingtalk,
+            Arc::new(crate::platform::dingtalk::cards::UpdateCard {
+                api: api.clone(),
+                db: db.clone(),
+            }),
+        ));
+        deliver.push((
+            Platform::Dingtalk,
+            Arc::new(crate::platform::dingtalk::cards::DeliverCard {
+                api,
+                db: db.clone(),
+                clock: clock.clone(),
+                template_id: d.card_template_id.clone(),
+                robot_code: d.robot_code.clone().unwrap_or_else(|| d.app_key.clone()),
             }),
         ));
     }

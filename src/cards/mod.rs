@@ -207,6 +207,19 @@ pub async fn record_click(
     Ok(Click::Recorded)
 }
 
+/// After a card's update: the one-shot code (WeCom response_code, Feishu delayed-update
+/// token) is spent or no longer needed, so it is forgotten.
+pub async fn spend_update_code(tx: &mut Tx, now_ms: i64, card_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE cards SET response_code = NULL, response_code_expires_at = NULL, updated_at = $1 WHERE id = $2",
+    )
+    .bind(now_ms)
+    .bind(card_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Purposes whose cards are updated when their object is done, not on the first click.
 pub const DEFERRED_UPDATE_PREFIX: &str = "collab.";
 

@@ -44,6 +44,11 @@ pub struct AppState {
     /// Present when `[wecom]` is configured.
     pub wecom: Option<Arc<crate::platform::wecom::inbound::WecomInbound>>,
     pub wecom_web: Option<Arc<crate::platform::wecom::jsapi::WecomWeb>>,
+    /// Present when `[dingtalk]` is configured.
+    pub dingtalk: Option<Arc<crate::platform::dingtalk::inbound::DingtalkInbound>>,
+    pub dingtalk_web: Option<Arc<crate::platform::dingtalk::web::DingtalkWeb>>,
+    /// Present when `[feishu]` is configured.
+    pub feishu: Option<Arc<crate::platform::feishu::inbound::FeishuInbound>>,
     /// The rule set in force (versioned in the database).
     pub rules: crate::rules::Rules,
     pub blobs: crate::storage::BlobStore,
@@ -73,8 +78,24 @@ pub fn router(state: AppState) -> Router {
                 .post(callbacks::wecom_receive)
                 .layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
         )
+        .route(
+            "/callback/dingtalk",
+            axum::routing::post(callbacks::dingtalk_receive)
+                .layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
+        )
+        .route(
+            "/callback/dingtalk/card",
+            axum::routing::post(callbacks::dingtalk_card)
+                .layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
+        )
+        .route(
+            "/callback/feishu",
+            axum::routing::post(callbacks::feishu_receive)
+                .layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
+        )
         .route("/calendar/{file}", get(calendar_feed))
         .merge(documents::routes())
+        .merge(crate::platform::dingtalk::web::routes())
         .merge(crate::web::sidebar::routes())
         .merge(crate::web::health::routes())
         .merge(crate::web::sidebar_tools::routes())

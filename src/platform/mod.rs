@@ -46,6 +46,7 @@ pub trait Directory: Send + Sync + 'static {
 pub fn parse_stored(platform: event::Platform, body: &str) -> Result<event::InboundEvent, String> {
     match platform {
         event::Platform::Wecom => wecom::inbound::parse(body),
-        other => Err(format!("no parser for {} callbacks yet", other.as_str())),
+        event::Platform::Feishu => feishu::inbound::parse(body),
+        event::Platform::Dingtalk => dingtalk::inbound::parse(body),
     }
 }

@@ -1,3 +1,10 @@
 //! DingTalk (钉钉).
 
+pub mod api;
+pub mod cards;
 pub mod crypto;
+pub mod directory;
+pub mod emulator;
+pub mod events;
+pub mod inbound;
+pub mod web;

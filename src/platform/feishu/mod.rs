@@ -1,3 +1,9 @@
 //! Feishu / Lark (飞书).
 
+pub mod cards;
+pub mod contacts;
 pub mod crypto;
+pub mod emulator;
+pub mod events;
+pub mod inbound;
+pub mod token;

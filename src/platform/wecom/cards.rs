@@ -274,11 +274,12 @@ impl Handler for UpdateCard {
         _out: &'a Value,
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            sqlx::query("UPDATE cards SET response_code = NULL, response_code_expires_at = NULL, updated_at = $1 WHERE id = $2")
-                .bind(self.clock.now_ms())
-                .bind(job.payload["card_id"].as_str().unwrap_or_default())
-                .execute(&mut **tx)
-                .await?;
+            crate::cards::spend_update_code(
+                tx,
+                self.clock.now_ms(),
+                job.payload["card_id"].as_str().unwrap_or_default(),
+            )
+            .await?;
             Ok(())
         })
     }

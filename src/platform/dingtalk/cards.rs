@@ -1,0 +1,235 @@
+//! Cards on DingTalk (PROTOCOLS §2.4): a card template registered on the platform
+//! (`dingtalk.card_template_id`, imported from `cards/dingtalk/`), filled from the card model
+//! through `cardParamMap`, delivered with `createAndDeliver` to the recipient's robot chat,
+//! and updated with `PUT /v1.0/card/instances`. The card id is the `outTrackId`; a pressed
+//! button's action id is the model's action, so a click comes back as
+//! `<action>:<card id>` like on every platform.
+
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::api::DingtalkApi;
+use crate::cards::{ButtonStyle, Card};
+use crate::clock::SharedClock;
+use crate::db::{Db, Tx};
+use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
+
+const CREATE_AND_DELIVER: &str = "/v1.0/card/instances/createAndDeliver";
+const UPDATE: &str = "/v1.0/card/instances";
+/// The route key closeloop's card callback URL is registered under
+/// (`POST /v1.0/card/callbacks/register`).
+pub const CALLBACK_ROUTE_KEY: &str = "closeloop";
+
+/// The template's variables for a card model: every value is a string, as `cardParamMap`
+/// requires. `buttons` is a JSON list the template's button group iterates over.
+pub fn params(card: &Card, card_id: &str) -> Value {
+    let fields: String = card
+        .fields
+        .iter()
+        .map(|(k, v)| format!("**{k}**：{v}"))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let buttons: Vec<Value> = card
+        .buttons
+        .iter()
+        .map(|b| {
+            let style = match b.style {
+                ButtonStyle::Primary => "blue",
+                ButtonStyle::Default => "gray",
+                ButtonStyle::Danger => "red",
+            };
+            json!({"action": b.action, "label": b.label, "style": style})
+        })
+        .collect();
+    json!({
+        "card_id": card_id,
+        "title": card.title,
+        "description": card.description.clone().unwrap_or_default(),
+        "fields": fields,
+        "buttons": Value::Array(buttons).to_string(),
+        "status": "",
+    })
+}
+
+/// The `createAndDeliver` body: one card to one member's robot chat.
+pub fn render(
+    card: &Card,
+    card_id: &str,
+    userid: &str,
+    template_id: &str,
+    robot_code: &str,
+) -> Value {
+    json!({
+        "cardTemplateId": template_id,
+        "outTrackId": card_id,
+        "callbackType": "HTTP",
+        "callbackRouteKey": CALLBACK_ROUTE_KEY,
+        "cardData": {"cardParamMap": params(card, card_id)},
+        "openSpaceId": format!("dtv1.card//IM_ROBOT.{userid}"),
+        "imRobotOpenSpaceModel": {"supportForward": false},
+        "imRobotOpenDeliverModel": {"spaceType": "IM_ROBOT", "robotCode": robot_code},
+        "userIdType": 1,
+    })
+}
+
+/// Delivers queued cards through DingTalk.
+pub struct DeliverCard {
+    pub api: DingtalkApi,
+    pub db: Db,
+    pub clock: SharedClock,
+    /// `dingtalk.card_template_id`.
+    pub template_id: Option<String>,
+    /// `dingtalk.robot_code`, or the AppKey (an internal app's robot code).
+    pub robot_code: String,
+}
+
+impl DeliverCard {
+    async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let card_id = job.payload["card_id"].as_str().unwrap_or_default();
+        let template_id = self.template_id.as_deref().ok_or_else(|| {
+            JobError::GiveUp("dingtalk.card_template_id is not configured".into())
+        })?;
+        let row = sqlx::query(
+            "SELECT c.content, i.value AS userid FROM cards c \
+             LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'dingtalk' AND i.kind = 'userid' \
+             WHERE c.id = $1",
+        )
+        .bind(card_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
+        let Some(userid) = row.get::<Option<String>, _>("userid") else {
+            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
+                .bind(self.clock.now_ms())
+                .bind(card_id)
+                .execute(&self.db.pool)
+                .await?;
+            return Err(JobError::GiveUp(
+                "the recipient has no DingTalk userid".into(),
+            ));
+        };
+        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        self.api
+            .call(
+                reqwest::Method::POST,
+                CREATE_AND_DELIVER,
+                &render(&card, card_id, &userid, template_id, &self.robot_code),
+            )
+            .await?;
+        Ok(json!({"out_track_id": card_id}))
+    }
+}
+
+impl Handler for DeliverCard {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.deliver(job))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        out: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let now = self.clock.now_ms();
+            sqlx::query(
+                "UPDATE cards SET status = 'sent', platform = 'dingtalk', platform_message_id = $1, \
+                 updated_at = $2, sent_at = $2 WHERE id = $3",
+            )
+            .bind(out["out_track_id"].as_str())
+            .bind(now)
+            .bind(job.payload["card_id"].as_str().unwrap_or_default())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// After the recipient's first click: shows what was chosen and removes the buttons.
+pub struct UpdateCard {
+    pub api: DingtalkApi,
+    pub db: Db,
+}
+
+impl UpdateCard {
+    async fn update(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let card_id = job.payload["card_id"].as_str().unwrap_or_default();
+        let row =
+            sqlx::query("SELECT content, clicked_action, status_text FROM cards WHERE id = $1")
+                .bind(card_id)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
+        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let action = row
+            .get::<Option<String>, _>("clicked_action")
+            .unwrap_or_default();
+        let label = match row.get::<Option<String>, _>("status_text") {
+            Some(text) => text,
+            None => card
+                .buttons
+                .iter()
+                .find(|b| b.action == action)
+                .map_or("已处理".to_string(), |b| format!("已{}", b.label)),
+        };
+        self.api
+            .call(
+                reqwest::Method::PUT,
+                UPDATE,
+                &json!({
+                    "outTrackId": card_id,
+                    "cardData": {"cardParamMap": {"status": label, "buttons": "[]"}},
+                    "cardUpdateOptions": {"updateCardDataByKey": true},
+                    "userIdType": 1,
+                }),
+            )
+            .await?;
+        Ok(json!({"status": label}))
+    }
+}
+
+impl Handler for UpdateCard {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.update(job))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _tx: &'a mut Tx,
+        _job: &'a ClaimedJob,
+        _out: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cards::Button;
+
+    #[test]
+    fn renders_template_parameters_as_strings() {
+        let card = Card {
+            title: "售前快速提问".into(),
+            description: None,
+            fields: vec![("客户".into(), "华南智造".into())],
+            buttons: vec![Button {
+                action: "accept".into(),
+                label: "接受".into(),
+                style: ButtonStyle::Primary,
+            }],
+        };
+        let body = render(&card, "c1", "zhanggong", "tpl.schema", "dingrobot");
+        assert_eq!(body["outTrackId"], "c1");
+        assert_eq!(body["openSpaceId"], "dtv1.card//IM_ROBOT.zhanggong");
+        let map = body["cardData"]["cardParamMap"].as_object().unwrap();
+        assert!(map.values().all(Value::is_string));
+        let buttons: Value = serde_json::from_str(map["buttons"].as_str().unwrap()).unwrap();
+        assert_eq!(buttons[0]["action"], "accept");
+    }
+}

@@ -1,0 +1,705 @@
+//! A local DingTalk server speaking the documented protocol (PROTOCOLS §2): tests point
+//! closeloop at it (`dingtalk.api_base` and `dingtalk.oapi_base` both name it), and the demo
+//! can run it in place of api.dingtalk.com / oapi.dingtalk.com. It issues and checks access
+//! tokens for the new and the old API, accepts interactive cards, records what it is sent,
+//! fails on request (5xx, timeouts, error codes), and pushes events to closeloop signed and
+//! encrypted as DingTalk does, checking the encrypted `success` answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::crypto::{DingtalkCrypto, SUCCESS};
+use crate::platform::crypto::{random_nonce, EncodingAesKey};
+
+/// New API (api.dingtalk.com).
+pub const ACCESS_TOKEN: &str = "/v1.0/oauth2/accessToken";
+pub const CARD_CREATE_AND_DELIVER: &str = "/v1.0/card/instances/createAndDeliver";
+pub const CARD_INSTANCES: &str = "/v1.0/card/instances";
+/// Old API (oapi.dingtalk.com).
+pub const GETTOKEN: &str = "/gettoken";
+pub const DEPARTMENT_LISTSUB: &str = "/topapi/v2/department/listsub";
+pub const USER_LIST: &str = "/topapi/v2/user/list";
+pub const USER_GET: &str = "/topapi/v2/user/get";
+pub const JSAPI_TICKETS: &str = "/v1.0/oauth2/jsapiTickets";
+pub const GETUSERINFO: &str = "/topapi/v2/user/getuserinfo";
+const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
+/// The header the new API takes its access token in.
+pub const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
+
+/// A fault the emulator injects instead of answering normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// HTTP 500 with a non-JSON body, as a failing gateway answers.
+    Http5xx,
+    /// Answers only after [`Emulator::set_timeout_delay`] (default 30 s).
+    Timeout,
+    /// The error code: old-API paths answer HTTP 200 `{"errcode":…}`; new-API paths answer
+    /// HTTP 400 `{"code":…,"message":…}` (401 `InvalidAuthentication` for the token codes).
+    Errcode(i64),
+}
+
+/// A running DingTalk emulator on `127.0.0.1`; stops when dropped.
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+struct Shared {
+    app_key: String,
+    app_secret: String,
+    state: Mutex<EmulatorState>,
+}
+
+#[derive(Default)]
+struct EmulatorState {
+    tokens: HashMap<String, IssuedToken>,
+    /// The live token: DingTalk returns the same token while it is valid.
+    current: Option<String>,
+    token_calls: usize,
+    failures: HashMap<String, VecDeque<Failure>>,
+    timeout_delay: Option<Duration>,
+    /// Bodies of accepted `createAndDeliver` calls, oldest first.
+    cards: Vec<Value>,
+    /// Bodies of accepted `PUT /v1.0/card/instances` calls, oldest first.
+    card_updates: Vec<Value>,
+    /// Every event push attempt: (event JSON, HTTP status, whether the answer was the
+    /// correctly encrypted and signed `success`).
+    pushes: Vec<PushAttempt>,
+    /// Address book: `listsub` entries (`dept_id`, `name`, `parent_id`) and users
+    /// (`userid`, `name`, `dept_id_list`, `manager_userid`, `active`).
+    departments: Vec<Value>,
+    users: Vec<Value>,
+    /// 免登 codes not yet used → userid.
+    auth_codes: HashMap<String, String>,
+    /// The live jsapi ticket.
+    jsapi_ticket: Option<String>,
+}
+
+/// One attempt to push an event to closeloop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushAttempt {
+    pub event: String,
+    /// 0 when no answer came.
+    pub status: u16,
+    pub success_reply: bool,
+}
+
+struct IssuedToken {
+    issued: Instant,
+    invalidated: bool,
+}
+
+impl IssuedToken {
+    fn expired(&self) -> bool {
+        self.invalidated || self.issued.elapsed() >= TOKEN_LIFETIME
+    }
+}
+
+/// closeloop's `/callback/dingtalk` as configured in the developer console: the URL, the
+/// token, the aes_key, and the owner key (AppKey for an app-level subscription, CorpId for
+/// an enterprise-level one).
+#[derive(Clone)]
+pub struct PushTarget {
+    pub url: String,
+    pub token: String,
+    pub aes_key: String,
+    pub owner_key: String,
+}
+
+impl Emulator {
+    /// Starts serving on `127.0.0.1:0` for one app with these credentials.
+    pub async fn start(app_key: impl Into<String>, app_secret: impl Into<String>) -> Self {
+        let state = Arc::new(Shared {
+            app_key: app_key.into(),
+            app_secret: app_secret.into(),
+            state: Mutex::new(EmulatorState::default()),
+        });
+        let router = Router::new()
+            .route(ACCESS_TOKEN, post(access_token))
+            .route(GETTOKEN, get(gettoken))
+            .route(CARD_CREATE_AND_DELIVER, post(card_create))
+            .route(CARD_INSTANCES, axum::routing::put(card_update))
+            .route(DEPARTMENT_LISTSUB, post(department_listsub))
+            .route(USER_LIST, post(user_list))
+            .route(USER_GET, post(user_get))
+            .route(JSAPI_TICKETS, post(jsapi_tickets))
+            .route(GETUSERINFO, post(getuserinfo))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the DingTalk emulator binds a local port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!(error = %e, "DingTalk emulator stopped");
+            }
+        });
+        Emulator {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    /// What to configure as `dingtalk.api_base` and `dingtalk.oapi_base`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Token requests answered, both APIs together.
+    pub fn token_calls(&self) -> usize {
+        self.state.lock().token_calls
+    }
+
+    /// Makes every token issued so far invalid (new API 401 `InvalidAuthentication`, old
+    /// API 42001); the next token request issues a new one.
+    pub fn expire_tokens(&self) {
+        let mut state = self.state.lock();
+        for token in state.tokens.values_mut() {
+            token.invalidated = true;
+        }
+        state.current = None;
+    }
+
+    /// The next `n` requests to `path` (e.g. [`CARD_CREATE_AND_DELIVER`]) fail with `failure`.
+    pub fn fail_next(&self, path: &str, n: usize, failure: Failure) {
+        self.state
+            .lock()
+            .failures
+            .entry(path.to_string())
+            .or_default()
+            .extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// How long a [`Failure::Timeout`] keeps the client waiting.
+    pub fn set_timeout_delay(&self, delay: Duration) {
+        self.state.lock().timeout_delay = Some(delay);
+    }
+
+    /// Accepted `createAndDeliver` bodies, oldest first.
+    pub fn cards(&self) -> Vec<Value> {
+        self.state.lock().cards.clone()
+    }
+
+    /// Accepted card update bodies, oldest first.
+    pub fn card_updates(&self) -> Vec<Value> {
+        self.state.lock().card_updates.clone()
+    }
+
+    /// Sets the address book: departments (`dept_id`, `name`, `parent_id`) and users
+    /// (`userid`, `name`, `dept_id_list`, `manager_userid`, `active`).
+    pub fn set_directory(&self, departments: Vec<Value>, users: Vec<Value>) {
+        let mut state = self.state.lock();
+        state.departments = departments;
+        state.users = users;
+    }
+
+    /// Issues a 免登 code for `userid`, as `dd.runtime.permission.requestAuthCode` would
+    /// in the member's client; it can be exchanged once.
+    pub fn issue_auth_code(&self, userid: &str) -> String {
+        let code = format!("emulated-code-{}", uuid::Uuid::new_v4().simple());
+        self.state
+            .lock()
+            .auth_codes
+            .insert(code.clone(), userid.to_string());
+        code
+    }
+
+    /// The jsapi ticket handed out, if any.
+    pub fn jsapi_ticket(&self) -> Option<String> {
+        self.state.lock().jsapi_ticket.clone()
+    }
+
+    /// Presses `action` on the card `out_track_id` as `user_id`, the way DingTalk calls a
+    /// registered HTTP card callback: the `actionCallback` JSON, signed with `api_secret`
+    /// over the current millisecond timestamp. Returns the HTTP status (0: no answer).
+    pub async fn press_card_button(
+        &self,
+        callback_url: &str,
+        api_secret: &str,
+        out_track_id: &str,
+        user_id: &str,
+        action: &str,
+    ) -> u16 {
+        let content =
+            json!({"cardPrivateData": {"actionIds": [action], "params": {"action": action}}});
+        let body = json!({
+            "type": "actionCallback",
+            "outTrackId": out_track_id,
+            "userId": user_id,
+            "content": content.to_string(),
+        });
+        let ts = chrono::Utc::now().timestamp_millis().to_string();
+        reqwest::Client::new()
+            .post(callback_url)
+            .header(
+                "x-ddpaas-signature",
+                super::inbound::card_signature(api_secret, &ts),
+            )
+            .header("x-ddpaas-signature-timestamp", &ts)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// Every push attempt so far, oldest first.
+    pub fn pushes(&self) -> Vec<PushAttempt> {
+        self.state.lock().pushes.clone()
+    }
+
+    /// Pushes `event` (the plaintext JSON) to closeloop as DingTalk does: encrypted for the
+    /// target's owner key, signed with a millisecond timestamp and a fresh nonce, body
+    /// `{"encrypt":…}`. An answer that is not a 200 carrying the encrypted, correctly signed
+    /// `success` within 1.5 s counts as failed and is retried, three times at most, each
+    /// retry freshly encrypted (DingTalk's own retry schedule is not documented). Returns
+    /// the attempts made.
+    pub async fn push_event(&self, target: &PushTarget, event: &str) -> Vec<PushAttempt> {
+        let Ok(key) = EncodingAesKey::parse(&target.aes_key) else {
+            return Vec::new();
+        };
+        let crypto = DingtalkCrypto::new(&target.token, key, target.owner_key.clone());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(1500))
+            .build()
+            .expect("a plain HTTP client builds");
+        let mut attempts = Vec::new();
+        for _ in 0..4 {
+            let ts = chrono::Utc::now().timestamp_millis().to_string();
+            let nonce = random_nonce();
+            let encrypted = crypto.encrypt_random(event);
+            let signature = crypto.signature(&ts, &nonce, &encrypted);
+            let answer = client
+                .post(&target.url)
+                .query(&[
+                    ("signature", signature.as_str()),
+                    ("timestamp", ts.as_str()),
+                    ("nonce", nonce.as_str()),
+                ])
+                .json(&json!({ "encrypt": encrypted }))
+                .send()
+                .await;
+            let (status, success_reply) = match answer {
+                Ok(res) => {
+                    let status = res.status().as_u16();
+                    let body = res.bytes().await.unwrap_or_default();
+                    (status, status == 200 && is_success_reply(&crypto, &body))
+                }
+                Err(_) => (0, false),
+            };
+            let attempt = PushAttempt {
+                event: event.to_string(),
+                status,
+                success_reply,
+            };
+            self.state.lock().pushes.push(attempt.clone());
+            attempts.push(attempt);
+            if success_reply {
+                break;
+            }
+        }
+        attempts
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Whether `body` is `{"msg_signature","timeStamp","nonce","encrypt"}` with a valid
+/// signature over an encrypted `success` for our owner key.
+pub fn is_success_reply(crypto: &DingtalkCrypto, body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+    let encrypt = field("encrypt");
+    crypto
+        .verify_signature(
+            field("timeStamp"),
+            field("nonce"),
+            encrypt,
+            field("msg_signature"),
+        )
+        .is_ok()
+        && crypto.decrypt(encrypt).is_ok_and(|m| m == SUCCESS)
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, EmulatorState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the next injected failure for `path` and acts it out.
+    async fn injected(&self, path: &str) -> Option<Response> {
+        let (failure, delay) = {
+            let mut state = self.lock();
+            let failure = state.failures.get_mut(path)?.pop_front()?;
+            (failure, state.timeout_delay)
+        };
+        let new_api = path.starts_with("/v1.0/");
+        Some(match failure {
+            Failure::Http5xx => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+            }
+            Failure::Timeout => {
+                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
+                (StatusCode::GATEWAY_TIMEOUT, "timeout").into_response()
+            }
+            Failure::Errcode(code) if new_api => match code {
+                40014 | 42001 | 41001 => invalid_authentication(),
+                _ => new_api_error(StatusCode::BAD_REQUEST, &code.to_string(), errmsg_for(code)),
+            },
+            Failure::Errcode(code) => errcode(code),
+        })
+    }
+
+    /// Issues (or renews) the app's token: the same token while it is valid.
+    fn issue(&self) -> (String, u64) {
+        let mut state = self.lock();
+        state.token_calls += 1;
+        let live = state
+            .current
+            .clone()
+            .filter(|t| state.tokens.get(t).is_some_and(|t| !t.expired()));
+        let token = live.unwrap_or_else(|| {
+            let token = format!("dt-{}", uuid::Uuid::new_v4().simple());
+            state.tokens.insert(
+                token.clone(),
+                IssuedToken {
+                    issued: Instant::now(),
+                    invalidated: false,
+                },
+            );
+            state.current = Some(token.clone());
+            token
+        });
+        // "有效期内重复获取会返回相同结果并自动续期": a repeat request renews it.
+        if let Some(t) = state.tokens.get_mut(&token) {
+            t.issued = Instant::now();
+        }
+        (token, TOKEN_LIFETIME.as_secs())
+    }
+
+    /// The old API's check of `access_token`: 41001 missing, 40014 unknown, 42001 expired.
+    fn check_old_token(&self, token: Option<&str>) -> Result<(), i64> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(41001);
+        };
+        match self.lock().tokens.get(token) {
+            None => Err(40014),
+            Some(t) if t.expired() => Err(42001),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The new API's check of the `x-acs-dingtalk-access-token` header.
+    fn new_token_valid(&self, headers: &HeaderMap) -> bool {
+        let token = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+        self.check_old_token(token).is_ok()
+    }
+}
+
+fn errcode(code: i64) -> Response {
+    Json(json!({ "errcode": code, "errmsg": errmsg_for(code) })).into_response()
+}
+
+fn new_api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let requestid = uuid::Uuid::new_v4().simple().to_string();
+    (
+        status,
+        Json(json!({ "code": code, "message": message, "requestid": requestid })),
+    )
+        .into_response()
+}
+
+fn invalid_authentication() -> Response {
+    new_api_error(
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthentication",
+        "不合法的access_token",
+    )
+}
+
+fn errmsg_for(code: i64) -> &'static str {
+    match code {
+        40014 => "不合法的access_token",
+        41001 => "缺少access_token参数",
+        42001 => "access_token超时",
+        40089 => "不合法的corpid或corpsecret",
+        90002 => "服务器繁忙",
+        40035 => "不合法的参数",
+        60121 => "找不到该用户",
+        40078 => "不存在的临时授权码",
+        _ => "emulated error",
+    }
+}
+
+/// `POST /v1.0/oauth2/accessToken {appKey, appSecret}` → `{accessToken, expireIn}`.
+async fn access_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    if let Some(failure) = shared.injected(ACCESS_TOKEN).await {
+        return failure;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if body["appKey"].as_str() != Some(shared.app_key.as_str())
+        || body["appSecret"].as_str() != Some(shared.app_secret.as_str())
+    {
+        shared.lock().token_calls += 1;
+        // The exact code for wrong credentials is not in PROTOCOLS; a 400 is what counts.
+        return new_api_error(
+            StatusCode::BAD_REQUEST,
+            "invalidClientIdOrSecret",
+            "无效的clientId或者clientSecret",
+        );
+    }
+    let (token, expire_in) = shared.issue();
+    Json(json!({ "accessToken": token, "expireIn": expire_in })).into_response()
+}
+
+/// `GET /gettoken?appkey=&appsecret=` → `{errcode:0, access_token, expires_in}`.
+async fn gettoken(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(GETTOKEN).await {
+        return failure;
+    }
+    if query.get("appkey") != Some(&shared.app_key)
+        || query.get("appsecret") != Some(&shared.app_secret)
+    {
+        shared.lock().token_calls += 1;
+        return errcode(40089);
+    }
+    let (token, expires_in) = shared.issue();
+    Json(json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "access_token": token,
+        "expires_in": expires_in,
+    }))
+    .into_response()
+}
+
+/// `POST /v1.0/card/instances/createAndDeliver`: needs a template id and an `outTrackId`.
+async fn card_create(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(CARD_CREATE_AND_DELIVER).await {
+        return failure;
+    }
+    if !shared.new_token_valid(&headers) {
+        return invalid_authentication();
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return new_api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "body is not JSON",
+        );
+    };
+    let missing = ["cardTemplateId", "outTrackId", "openSpaceId"]
+        .into_iter()
+        .find(|k| body[*k].as_str().is_none_or(str::is_empty));
+    if let Some(k) = missing {
+        return new_api_error(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            &format!("{k} is mandatory"),
+        );
+    }
+    let out_track_id = body["outTrackId"].as_str().unwrap_or_default().to_string();
+    shared.lock().cards.push(body);
+    Json(json!({
+        "success": true,
+        "result": {"outTrackId": out_track_id, "deliverResults": [{"success": true}]}
+    }))
+    .into_response()
+}
+
+/// `PUT /v1.0/card/instances`: updates a card delivered before, by `outTrackId`.
+async fn card_update(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(CARD_INSTANCES).await {
+        return failure;
+    }
+    if !shared.new_token_valid(&headers) {
+        return invalid_authentication();
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return new_api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "body is not JSON",
+        );
+    };
+    let mut state = shared.lock();
+    let known = state
+        .cards
+        .iter()
+        .any(|c| c["outTrackId"] == body["outTrackId"]);
+    if !known {
+        return new_api_error(
+            StatusCode::BAD_REQUEST,
+            "param.outTrackIdNotExist",
+            "card not found",
+        );
+    }
+    state.card_updates.push(body);
+    Json(json!({ "success": true, "result": true })).into_response()
+}
+
+/// The old API's request checks: injected failure, then `access_token`, then a JSON body.
+async fn oapi_request(
+    shared: &Shared,
+    path: &str,
+    query: &HashMap<String, String>,
+    body: &Bytes,
+) -> Result<Value, Response> {
+    if let Some(failure) = shared.injected(path).await {
+        return Err(failure);
+    }
+    shared
+        .check_old_token(query.get("access_token").map(String::as_str))
+        .map_err(errcode)?;
+    serde_json::from_slice(body).map_err(|_| errcode(40035))
+}
+
+/// `topapi/v2/department/listsub {dept_id}`: the direct children of a department.
+async fn department_listsub(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match oapi_request(&shared, DEPARTMENT_LISTSUB, &query, &body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parent = body["dept_id"].as_i64().unwrap_or(1);
+    let children: Vec<Value> = shared
+        .lock()
+        .departments
+        .iter()
+        .filter(|d| d["parent_id"].as_i64() == Some(parent))
+        .cloned()
+        .collect();
+    Json(json!({"errcode": 0, "errmsg": "ok", "result": children})).into_response()
+}
+
+/// `topapi/v2/user/list {dept_id, cursor, size}`: one page of a department's members.
+async fn user_list(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match oapi_request(&shared, USER_LIST, &query, &body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let dept = body["dept_id"].as_i64().unwrap_or(1);
+    let cursor = body["cursor"].as_u64().unwrap_or(0) as usize;
+    let size = body["size"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
+    let all: Vec<Value> = shared
+        .lock()
+        .users
+        .iter()
+        .filter(|u| {
+            u["dept_id_list"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|d| d.as_i64() == Some(dept)))
+        })
+        .cloned()
+        .collect();
+    let page: Vec<Value> = all.iter().skip(cursor).take(size).cloned().collect();
+    let next = cursor + page.len();
+    let has_more = next < all.len();
+    let mut result = json!({"has_more": has_more, "list": page});
+    if has_more {
+        result["next_cursor"] = json!(next);
+    }
+    Json(json!({"errcode": 0, "errmsg": "ok", "result": result})).into_response()
+}
+
+/// `topapi/v2/user/get {userid}`: one member; 60121 when there is none.
+async fn user_get(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match oapi_request(&shared, USER_GET, &query, &body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let found = shared
+        .lock()
+        .users
+        .iter()
+        .find(|u| u["userid"] == body["userid"])
+        .cloned();
+    match found {
+        Some(user) => Json(json!({"errcode": 0, "errmsg": "ok", "result": user})).into_response(),
+        None => errcode(60121),
+    }
+}
+
+/// `POST /v1.0/oauth2/jsapiTickets` → `{jsapiTicket, expireIn}`: the same ticket while live.
+async fn jsapi_tickets(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(failure) = shared.injected(JSAPI_TICKETS).await {
+        return failure;
+    }
+    if !shared.new_token_valid(&headers) {
+        return invalid_authentication();
+    }
+    let mut state = shared.lock();
+    let ticket = state
+        .jsapi_ticket
+        .get_or_insert_with(|| format!("ticket-{}", uuid::Uuid::new_v4().simple()))
+        .clone();
+    Json(json!({"jsapiTicket": ticket, "expireIn": 7200})).into_response()
+}
+
+/// `POST topapi/v2/user/getuserinfo {code}`: a 免登 code, once; 40078 for an unknown or
+/// used code.
+async fn getuserinfo(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match oapi_request(&shared, GETUSERINFO, &query, &body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let code = body["code"].as_str().unwrap_or_default();
+    match shared.lock().auth_codes.remove(code) {
+        Some(userid) => Json(json!({
+            "errcode": 0, "errmsg": "ok",
+            "result": {"userid": userid, "unionid": format!("union-{userid}"), "sys_level": 0}
+        }))
+        .into_response(),
+        None => errcode(40078),
+    }
+}

@@ -1,0 +1,309 @@
+//! Cards on Feishu (PROTOCOLS §3.4): the card model rendered as an interactive message card,
+//! sent with `im/v1/messages` (`msg_type` `interactive`) to the recipient's `user_id`. Each
+//! button's `value` is `{"key": "<action>:<card id>"}`, so a `card.action.trigger` names the
+//! card and the action. Cards declare `update_multi`, so after a click the message itself is
+//! replaced through `PATCH im/v1/messages/:message_id` (valid for 14 days).
+
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::token::FeishuApi;
+use crate::cards::{button_key, ButtonStyle, Card};
+use crate::clock::SharedClock;
+use crate::db::{Db, Tx};
+use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
+
+pub const MESSAGES: &str = "/open-apis/im/v1/messages";
+/// Feishu lets a message be edited for 14 days.
+const PATCH_WINDOW_MS: i64 = 14 * 24 * 3600 * 1000;
+
+/// The card JSON for `card`. `done`, once the recipient has chosen, replaces the buttons
+/// with that outcome.
+pub fn render(card: &Card, card_id: &str, link: Option<&str>, done: Option<&str>) -> Value {
+    let mut elements = Vec::new();
+    if let Some(d) = &card.description {
+        elements.push(json!({"tag": "div", "text": {"tag": "plain_text", "content": d}}));
+    }
+    if !card.fields.is_empty() {
+        let fields: Vec<Value> = card
+            .fields
+            .iter()
+            .map(|(k, v)| {
+                json!({"is_short": true,
+                       "text": {"tag": "lark_md", "content": format!("**{}**\n{}", md(k), md(v))}})
+            })
+            .collect();
+        elements.push(json!({"tag": "div", "fields": fields}));
+    }
+    match done {
+        Some(outcome) => {
+            elements.push(
+                json!({"tag": "note", "elements": [{"tag": "plain_text", "content": outcome}]}),
+            );
+        }
+        None if !card.buttons.is_empty() => {
+            let actions: Vec<Value> = card
+                .buttons
+                .iter()
+                .map(|b| {
+                    let kind = match b.style {
+                        ButtonStyle::Primary => "primary",
+                        ButtonStyle::Default => "default",
+                        ButtonStyle::Danger => "danger",
+                    };
+                    json!({"tag": "button", "text": {"tag": "plain_text", "content": b.label},
+                           "type": kind, "value": {"key": button_key(&b.action, card_id)}})
+                })
+                .collect();
+            elements.push(json!({"tag": "action", "actions": actions}));
+        }
+        None => {}
+    }
+    let mut out = json!({
+        "config": {"wide_screen_mode": true, "update_multi": true},
+        "header": {"title": {"tag": "plain_text", "content": card.title},
+                   "template": if done.is_some() { "grey" } else { "blue" }},
+        "elements": elements,
+    });
+    if let Some(url) = link {
+        out["card_link"] = json!({"url": url});
+    }
+    out
+}
+
+/// lark_md treats `*`, `_`, `~` and `[` specially; user text is shown as written.
+fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '_' | '~' | '[' | ']' | '`' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The outcome line shown on a card after the click: the card's status text, else "已<label>".
+pub fn outcome(card: &Card, action: &str, status_text: Option<String>) -> String {
+    status_text.unwrap_or_else(|| {
+        card.buttons
+            .iter()
+            .find(|b| b.action == action)
+            .map_or("已处理".to_string(), |b| format!("已{}", b.label))
+    })
+}
+
+/// Delivers queued cards through Feishu.
+pub struct DeliverCard {
+    pub api: FeishuApi,
+    pub db: Db,
+    pub clock: SharedClock,
+    /// `public_url`, for the card's details link.
+    pub public_url: String,
+}
+
+impl DeliverCard {
+    async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let card_id = job.payload["card_id"].as_str().unwrap_or_default();
+        let row = sqlx::query(
+            "SELECT c.content, c.purpose, c.object_ref, i.value AS user_id FROM cards c \
+             LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'feishu' AND i.kind = 'user_id' \
+             WHERE c.id = $1",
+        )
+        .bind(card_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
+        let Some(user_id) = row.get::<Option<String>, _>("user_id") else {
+            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
+                .bind(self.clock.now_ms())
+                .bind(card_id)
+                .execute(&self.db.pool)
+                .await?;
+            return Err(JobError::GiveUp(
+                "the recipient has no Feishu user_id".into(),
+            ));
+        };
+        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let link = crate::cards::link_path(
+            &row.get::<String, _>("purpose"),
+            row.get::<Option<String>, _>("object_ref").as_deref(),
+        )
+        .map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')));
+        let content = render(&card, card_id, link.as_deref(), None).to_string();
+        let answer = self
+            .api
+            .call_json(
+                reqwest::Method::POST,
+                MESSAGES,
+                &[("receive_id_type", "user_id")],
+                Some(
+                    &json!({"receive_id": user_id, "msg_type": "interactive", "content": content}),
+                ),
+            )
+            .await?;
+        let message_id = answer["data"]["message_id"]
+            .as_str()
+            .ok_or_else(|| JobError::Retry("send answer without a message_id".into()))?;
+        Ok(json!({ "message_id": message_id }))
+    }
+}
+
+impl Handler for DeliverCard {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.deliver(job))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        out: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let now = self.clock.now_ms();
+            sqlx::query(
+                "UPDATE cards SET status = 'sent', platform = 'feishu', platform_message_id = $1, \
+                 updated_at = $2, sent_at = $2 WHERE id = $3",
+            )
+            .bind(out["message_id"].as_str())
+            .bind(now)
+            .bind(job.payload["card_id"].as_str().unwrap_or_default())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// After the recipient's click, replaces the card (buttons gone, the outcome shown) by
+/// editing the message; works for every viewer because the card declares `update_multi`.
+pub struct UpdateCard {
+    pub api: FeishuApi,
+    pub db: Db,
+    pub clock: SharedClock,
+}
+
+impl UpdateCard {
+    async fn update(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let card_id = job.payload["card_id"].as_str().unwrap_or_default();
+        let row = sqlx::query(
+            "SELECT content, clicked_action, status_text, platform_message_id, sent_at FROM cards WHERE id = $1",
+        )
+        .bind(card_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
+        let Some(message_id) = row.get::<Option<String>, _>("platform_message_id") else {
+            return Err(JobError::GiveUp("the card has no Feishu message".into()));
+        };
+        if row
+            .get::<Option<i64>, _>("sent_at")
+            .is_some_and(|t| t + PATCH_WINDOW_MS <= self.clock.now_ms())
+        {
+            return Err(JobError::GiveUp(
+                "the card is older than 14 days: Feishu no longer lets it change".into(),
+            ));
+        }
+        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let action = row
+            .get::<Option<String>, _>("clicked_action")
+            .unwrap_or_default();
+        let label = outcome(&card, &action, row.get("status_text"));
+        let content = render(&card, card_id, None, Some(&label)).to_string();
+        self.api
+            .call_json(
+                reqwest::Method::PATCH,
+                &format!("{MESSAGES}/{message_id}"),
+                &[],
+                Some(&json!({ "content": content })),
+            )
+            .await?;
+        Ok(json!({ "outcome": label }))
+    }
+}
+
+impl Handler for UpdateCard {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.update(job))
+    }
+
+    /// The click's delayed-update token is not used (the message edit needs none): forget it.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        _out: &'a Value,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            crate::cards::spend_update_code(
+                tx,
+                self.clock.now_ms(),
+                job.payload["card_id"].as_str().unwrap_or_default(),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cards::Button;
+
+    fn card() -> Card {
+        Card {
+            title: "售前快速提问".into(),
+            description: Some("李明 · 华南智造".into()),
+            fields: vec![("问题".into(), "支持*私有化*部署？".into())],
+            buttons: vec![
+                Button {
+                    action: "accept".into(),
+                    label: "接受".into(),
+                    style: ButtonStyle::Primary,
+                },
+                Button {
+                    action: "reject".into(),
+                    label: "退回".into(),
+                    style: ButtonStyle::Danger,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn renders_an_interactive_card_with_button_keys() {
+        let c = render(&card(), "card1", Some("https://cl.example.com/x"), None);
+        assert_eq!(c["config"]["update_multi"], true);
+        assert_eq!(c["header"]["title"]["content"], "售前快速提问");
+        let actions = &c["elements"][2]["actions"];
+        assert_eq!(actions[0]["value"]["key"], "accept:card1");
+        assert_eq!(actions[1]["type"], "danger");
+        assert_eq!(c["card_link"]["url"], "https://cl.example.com/x");
+        assert!(c["elements"][1]["fields"][0]["text"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\\*私有化\\*"));
+        // The key parses back to the button the click came from.
+        let key = crate::platform::feishu::events::button_key(&actions[1]["value"]).unwrap();
+        assert_eq!(
+            crate::cards::parse_button_key(&key),
+            Some(("reject", "card1"))
+        );
+    }
+
+    #[test]
+    fn a_chosen_card_shows_the_outcome_instead_of_buttons() {
+        let label = outcome(&card(), "accept", None);
+        assert_eq!(label, "已接受");
+        assert_eq!(outcome(&card(), "x", Some("已转交".into())), "已转交");
+        let c = render(&card(), "card1", None, Some(&label));
+        let s = c.to_string();
+        assert!(!s.contains("\"button\""));
+        assert!(s.contains("已接受"));
+        assert_eq!(c["config"]["update_multi"], true);
+    }
+}

@@ -1,0 +1,710 @@
+//! A local Feishu server speaking the real protocol (PROTOCOLS §3): tests point closeloop at
+//! it, and `closeloop demo` can run it in place of open.feishu.cn. It issues and checks
+//! tenant access tokens, records what it is sent, fails on request (5xx, timeouts, error
+//! codes), and pushes events to closeloop's `/callback/feishu` signed and encrypted as
+//! Feishu does, re-pushing what is not acknowledged.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::crypto::{FeishuCrypto, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+
+pub const TENANT_TOKEN: &str = "/open-apis/auth/v3/tenant_access_token/internal";
+pub const MESSAGES: &str = "/open-apis/im/v1/messages";
+/// A tenant access token lives two hours.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
+/// With less than this left, asking again issues a new token (the old one stays valid).
+const REISSUE_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// The token error codes (oapi-sdk-go `core/constants.go`).
+pub const TENANT_TOKEN_INVALID: i64 = 99991663;
+pub const APP_TOKEN_INVALID: i64 = 99991664;
+pub const ACCESS_TOKEN_INVALID: i64 = 99991671;
+/// The emulator's answer to a wrong app id or secret. The real code is not in PROTOCOLS;
+/// closeloop must treat any non-zero code from the token endpoint as a configuration error.
+pub const BAD_APP_CREDENTIALS: i64 = 10014;
+/// Feishu's re-push schedule after an unacknowledged push (PROTOCOLS §3.3, newer quote).
+pub const DOCUMENTED_RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_secs(15),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(60 * 60),
+    Duration::from_secs(6 * 60 * 60),
+];
+
+/// A fault the emulator injects instead of answering normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// HTTP 500 with a non-JSON body, as a failing gateway answers.
+    Http5xx,
+    /// Answers only after [`Emulator::set_timeout_delay`] (default 30 s).
+    Timeout,
+    /// HTTP 200 with this `code`.
+    Code(i64),
+}
+
+/// Where pushed events go: closeloop's `/callback/feishu` with the app's Encrypt Key (none:
+/// plaintext, unsigned) and Verification Token, as configured in the developer console.
+#[derive(Debug, Clone)]
+pub struct EventTarget {
+    pub url: String,
+    pub encrypt_key: Option<String>,
+    pub verification_token: String,
+}
+
+/// One push attempt of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub event_id: String,
+    /// HTTP status (0: no answer within the timeout).
+    pub status: u16,
+    /// The answer body, when there was one.
+    pub body: Option<Value>,
+}
+
+/// A running Feishu emulator on `127.0.0.1`; stops when dropped.
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+struct Shared {
+    app_id: String,
+    app_secret: String,
+    state: Mutex<EmulatorState>,
+}
+
+#[derive(Default)]
+struct EmulatorState {
+    tokens: HashMap<String, IssuedToken>,
+    /// The newest token; handed out again until it is within the re-issue window.
+    current: Option<String>,
+    token_calls: usize,
+    messages: Vec<Value>,
+    /// `PATCH im/v1/messages/:message_id` bodies accepted, with the `message_id` added.
+    message_updates: Vec<Value>,
+    failures: HashMap<String, VecDeque<Failure>>,
+    timeout_delay: Option<Duration>,
+    retry_delays: Option<Vec<Duration>>,
+    deliveries: Vec<Delivery>,
+    /// The address book: departments (`department_id`, `name`) and users (contact v3 shape).
+    departments: Vec<Value>,
+    users: Vec<Value>,
+    next_id: u64,
+}
+
+struct IssuedToken {
+    issued: Instant,
+    lifetime: Duration,
+    invalidated: bool,
+}
+
+impl IssuedToken {
+    fn remaining(&self) -> Duration {
+        self.lifetime.saturating_sub(self.issued.elapsed())
+    }
+
+    fn valid(&self) -> bool {
+        !self.invalidated && !self.remaining().is_zero()
+    }
+}
+
+impl Emulator {
+    /// Starts serving on `127.0.0.1:0` for one self-built app.
+    pub async fn start(app_id: impl Into<String>, app_secret: impl Into<String>) -> Self {
+        let state = Arc::new(Shared {
+            app_id: app_id.into(),
+            app_secret: app_secret.into(),
+            state: Mutex::new(EmulatorState::default()),
+        });
+        let router = Router::new()
+            .route(TENANT_TOKEN, post(tenant_access_token))
+            .route(MESSAGES, post(send_message))
+            .route(
+                "/open-apis/im/v1/messages/{message_id}",
+                axum::routing::patch(patch_message),
+            )
+            .route(
+                "/open-apis/contact/v3/departments/{department_id}/children",
+                axum::routing::get(department_children),
+            )
+            .route(
+                "/open-apis/contact/v3/users/find_by_department",
+                axum::routing::get(users_by_department),
+            )
+            .route(
+                "/open-apis/contact/v3/users/{user_id}",
+                axum::routing::get(user_get),
+            )
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the Feishu emulator binds a local port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!(error = %e, "Feishu emulator stopped");
+            }
+        });
+        Emulator {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    /// What to configure as `feishu.api_base`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token_calls(&self) -> usize {
+        self.state.lock().token_calls
+    }
+
+    /// The bodies `im/v1/messages` accepted, oldest first, with the `receive_id_type` added.
+    pub fn messages(&self) -> Vec<Value> {
+        self.state.lock().messages.clone()
+    }
+
+    /// Sets the address book: every department below the root, and the users (each with
+    /// `user_id`, `name`, `department_ids`, optional `leader_user_id` and `status`).
+    pub fn set_directory(&self, departments: Vec<Value>, users: Vec<Value>) {
+        let mut state = self.state.lock();
+        state.departments = departments;
+        state.users = users;
+    }
+
+    /// The message edits accepted, oldest first.
+    pub fn message_updates(&self) -> Vec<Value> {
+        self.state.lock().message_updates.clone()
+    }
+
+    /// Every push attempt so far, oldest first.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state.lock().deliveries.clone()
+    }
+
+    /// Makes every token issued so far answer 99991663, as Feishu may do before expiry; the
+    /// next token request issues a new one.
+    pub fn invalidate_tokens(&self) {
+        let mut state = self.state.lock();
+        for token in state.tokens.values_mut() {
+            token.invalidated = true;
+        }
+        state.current = None;
+    }
+
+    /// Makes the current token expire in `left`, e.g. to enter the re-issue window.
+    pub fn age_current_token(&self, left: Duration) {
+        let mut state = self.state.lock();
+        if let Some(current) = state.current.clone() {
+            if let Some(t) = state.tokens.get_mut(&current) {
+                t.lifetime = t.issued.elapsed() + left;
+            }
+        }
+    }
+
+    /// Whether `token` would be accepted now.
+    pub fn token_is_valid(&self, token: &str) -> bool {
+        self.state
+            .lock()
+            .tokens
+            .get(token)
+            .is_some_and(|t| t.valid())
+    }
+
+    /// The next `n` requests to `path` fail with `failure`.
+    pub fn fail_next(&self, path: &str, n: usize, failure: Failure) {
+        self.state
+            .lock()
+            .failures
+            .entry(path.to_string())
+            .or_default()
+            .extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// How long a [`Failure::Timeout`] keeps the client waiting.
+    pub fn set_timeout_delay(&self, delay: Duration) {
+        self.state.lock().timeout_delay = Some(delay);
+    }
+
+    /// The waits between re-pushes (default [`DOCUMENTED_RETRY_DELAYS`]); tests shorten them.
+    pub fn set_retry_delays(&self, delays: Vec<Duration>) {
+        self.state.lock().retry_delays = Some(delays);
+    }
+
+    /// A schema 2.0 event of `event_type` with a fresh `event_id`, as Feishu would send it.
+    pub fn event(&self, event_type: &str, verification_token: &str, event: Value) -> Value {
+        let id = {
+            let mut state = self.state.lock();
+            state.next_id += 1;
+            state.next_id
+        };
+        json!({
+            "schema": "2.0",
+            "header": {
+                "event_id": format!("{:032x}", u128::from(id) ^ rand::random::<u64>() as u128),
+                "event_type": event_type,
+                "create_time": chrono::Utc::now().timestamp_millis().to_string(),
+                "token": verification_token,
+                "app_id": self.state.app_id,
+                "tenant_key": "emulated-tenant",
+            },
+            "event": event,
+        })
+    }
+
+    /// Pushes `payload` (the decrypted event JSON) to `target` as Feishu does: encrypted and
+    /// signed when an Encrypt Key is set; anything but a 200 (or no answer within 3 s) is
+    /// pushed again after each of the retry delays. Returns this event's attempts.
+    pub async fn push(&self, target: &EventTarget, payload: &Value) -> Vec<Delivery> {
+        let event_id = payload["header"]["event_id"]
+            .as_str()
+            .or_else(|| payload["uuid"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let delays = self
+            .state
+            .lock()
+            .retry_delays
+            .clone()
+            .unwrap_or_else(|| DOCUMENTED_RETRY_DELAYS.to_vec());
+        let mut attempts = Vec::new();
+        for attempt in 0..=delays.len() {
+            if attempt > 0 {
+                tokio::time::sleep(delays[attempt - 1]).await;
+            }
+            let (status, body) = post_event(target, payload).await;
+            let delivery = Delivery {
+                event_id: event_id.clone(),
+                status,
+                body,
+            };
+            self.state.lock().deliveries.push(delivery.clone());
+            attempts.push(delivery);
+            if status == 200 {
+                break;
+            }
+        }
+        attempts
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The request closeloop receives for `payload`: body and headers, signed at `timestamp`.
+pub fn signed_request(
+    target: &EventTarget,
+    payload: &Value,
+    timestamp: &str,
+    nonce: &str,
+) -> (Vec<(&'static str, String)>, String) {
+    let plain = payload.to_string();
+    match target.encrypt_key.as_deref().map(FeishuCrypto::new) {
+        Some(Ok(crypto)) => {
+            let body = json!({ "encrypt": crypto.encrypt_random(&plain) }).to_string();
+            let signature = crypto.signature(timestamp, nonce, body.as_bytes());
+            let headers = vec![
+                (TIMESTAMP_HEADER, timestamp.to_string()),
+                (NONCE_HEADER, nonce.to_string()),
+                (SIGNATURE_HEADER, signature),
+            ];
+            (headers, body)
+        }
+        _ => (Vec::new(), plain),
+    }
+}
+
+async fn post_event(target: &EventTarget, payload: &Value) -> (u16, Option<Value>) {
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let nonce = crate::platform::crypto::random_nonce();
+    let (headers, body) = signed_request(target, payload, &timestamp, &nonce);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("a plain HTTP client builds");
+    let mut request = client
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    match request.send().await {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.ok())
+        }
+        Err(_) => (0, None),
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, EmulatorState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the next injected failure for `path` and acts it out; `None`: answer normally.
+    async fn injected(&self, path: &str) -> Option<Response> {
+        let (failure, delay) = {
+            let mut state = self.lock();
+            let failure = state.failures.get_mut(path)?.pop_front()?;
+            (failure, state.timeout_delay)
+        };
+        Some(match failure {
+            Failure::Http5xx => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+            }
+            Failure::Timeout => {
+                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
+                code(-1, "system busy")
+            }
+            Failure::Code(c) => code(c, msg_for(c)),
+        })
+    }
+
+    /// The bearer token of the request if it is live; otherwise Feishu's token error code.
+    fn check_bearer(&self, headers: &HeaderMap) -> Result<(), i64> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| !t.is_empty())
+            .ok_or(ACCESS_TOKEN_INVALID)?;
+        match self.lock().tokens.get(token) {
+            Some(t) if t.valid() => Ok(()),
+            _ => Err(TENANT_TOKEN_INVALID),
+        }
+    }
+}
+
+fn code(code: i64, msg: &str) -> Response {
+    Json(json!({ "code": code, "msg": msg })).into_response()
+}
+
+fn msg_for(code: i64) -> &'static str {
+    match code {
+        TENANT_TOKEN_INVALID => {
+            "Invalid access token for authorization. Please make a request with token attached."
+        }
+        APP_TOKEN_INVALID => "app access token invalid",
+        ACCESS_TOKEN_INVALID => "access token invalid",
+        BAD_APP_CREDENTIALS => "app secret invalid",
+        -1 => "system busy",
+        _ => "emulated error",
+    }
+}
+
+async fn tenant_access_token(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(TENANT_TOKEN).await {
+        return failure;
+    }
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut state = shared.lock();
+    state.token_calls += 1;
+    if req["app_id"].as_str() != Some(shared.app_id.as_str())
+        || req["app_secret"].as_str() != Some(shared.app_secret.as_str())
+    {
+        return code(BAD_APP_CREDENTIALS, msg_for(BAD_APP_CREDENTIALS));
+    }
+    let live = state
+        .current
+        .as_ref()
+        .and_then(|c| state.tokens.get(c).map(|t| (c.clone(), t)))
+        .filter(|(_, t)| t.valid() && t.remaining() >= REISSUE_WINDOW)
+        .map(|(c, t)| (c, t.remaining()));
+    let (token, remaining) = match live {
+        Some(live) => live,
+        None => {
+            // A new token; one issued before stays valid until its own expiry.
+            let token = format!("t-emulated-{}", uuid::Uuid::new_v4().simple());
+            state.tokens.insert(
+                token.clone(),
+                IssuedToken {
+                    issued: Instant::now(),
+                    lifetime: TOKEN_LIFETIME,
+                    invalidated: false,
+                },
+            );
+            state.current = Some(token.clone());
+            (token, TOKEN_LIFETIME)
+        }
+    };
+    Json(json!({
+        "code": 0,
+        "msg": "ok",
+        "tenant_access_token": token,
+        "expire": remaining.as_secs(),
+    }))
+    .into_response()
+}
+
+async fn send_message(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(MESSAGES).await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let Ok(mut message) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid JSON").into_response();
+    };
+    let id_type = query.get("receive_id_type").cloned().unwrap_or_default();
+    if !["open_id", "user_id", "union_id", "email", "chat_id"].contains(&id_type.as_str())
+        || message["receive_id"].as_str().is_none_or(str::is_empty)
+        || message["msg_type"].as_str().is_none()
+        || message["content"].as_str().is_none()
+    {
+        return code(230001, "invalid parameter");
+    }
+    message["receive_id_type"] = Value::String(id_type);
+    let message_id = {
+        let mut state = shared.lock();
+        state.next_id += 1;
+        let id = format!("om_emulated_{}", state.next_id);
+        message["message_id"] = Value::String(id.clone());
+        state.messages.push(message);
+        id
+    };
+    Json(json!({"code": 0, "msg": "success", "data": {"message_id": message_id}})).into_response()
+}
+
+/// Whether a card's JSON (as the `content` string) declares `config.update_multi`.
+fn update_multi(content: Option<&str>) -> bool {
+    content
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        .is_some_and(|card| card["config"]["update_multi"] == true)
+}
+
+async fn patch_message(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(message_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = format!("{MESSAGES}/{{message_id}}");
+    if let Some(failure) = shared.injected(&path).await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let Ok(mut update) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid JSON").into_response();
+    };
+    let mut state = shared.lock();
+    let Some(original) = state
+        .messages
+        .iter()
+        .find(|m| m["message_id"] == message_id.as_str())
+    else {
+        return code(230001, "message not found");
+    };
+    // Both the sent card and its replacement must allow shared updates.
+    if original["msg_type"] != "interactive"
+        || !update_multi(original["content"].as_str())
+        || !update_multi(update["content"].as_str())
+    {
+        return code(230099, "card is not update_multi");
+    }
+    update["message_id"] = Value::String(message_id);
+    state.message_updates.push(update);
+    Json(json!({"code": 0, "msg": "success", "data": {}})).into_response()
+}
+
+type Params = axum::extract::Query<HashMap<String, String>>;
+
+/// One page of `items` by the numeric `page_token` (an offset) and `page_size` (≤ 50).
+fn page(items: Vec<Value>, query: &HashMap<String, String>) -> Response {
+    let size: usize = query
+        .get("page_size")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 50);
+    let start: usize = query
+        .get("page_token")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let end = (start + size).min(items.len());
+    let has_more = end < items.len();
+    let mut data = json!({
+        "items": items.get(start.min(end)..end).unwrap_or_default(),
+        "has_more": has_more,
+    });
+    if has_more {
+        data["page_token"] = Value::String(end.to_string());
+    }
+    Json(json!({"code": 0, "msg": "success", "data": data})).into_response()
+}
+
+async fn department_children(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(_department_id): axum::extract::Path<String>,
+    axum::extract::Query(query): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(failure) = shared.injected("/open-apis/contact/v3/departments").await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let departments = shared.lock().departments.clone();
+    page(departments, &query)
+}
+
+async fn users_by_department(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(failure) = shared.injected("/open-apis/contact/v3/users").await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let department = query.get("department_id").cloned().unwrap_or_default();
+    let users: Vec<Value> = shared
+        .lock()
+        .users
+        .iter()
+        .filter(|u| {
+            u["department_ids"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d == department.as_str()))
+        })
+        .cloned()
+        .collect();
+    page(users, &query)
+}
+
+async fn user_get(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(user_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(failure) = shared.injected("/open-apis/contact/v3/users").await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let user = shared
+        .lock()
+        .users
+        .iter()
+        .find(|u| u["user_id"] == user_id.as_str())
+        .cloned();
+    match user {
+        Some(user) => {
+            Json(json!({"code": 0, "msg": "success", "data": {"user": user}})).into_response()
+        }
+        None => code(41050, "no such user (emulated code)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn token(client: &reqwest::Client, emu: &Emulator, secret: &str) -> Value {
+        client
+            .post(format!("{}{TENANT_TOKEN}", emu.base_url()))
+            .json(&json!({"app_id": "cli_test", "app_secret": secret}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_follow_the_reissue_rules() {
+        let emu = Emulator::start("cli_test", "secret").await;
+        let client = reqwest::Client::new();
+        let first = token(&client, &emu, "secret").await;
+        assert_eq!(first["code"], 0);
+        assert_eq!(first["expire"], 7200);
+        let t1 = first["tenant_access_token"].as_str().unwrap().to_string();
+        // Plenty of time left: the same token again.
+        let again = token(&client, &emu, "secret").await;
+        assert_eq!(again["tenant_access_token"], t1.as_str());
+        // Inside the last 30 minutes: a new token, and the old one still works.
+        emu.age_current_token(Duration::from_secs(600));
+        let second = token(&client, &emu, "secret").await;
+        let t2 = second["tenant_access_token"].as_str().unwrap().to_string();
+        assert_ne!(t1, t2);
+        assert!(emu.token_is_valid(&t1) && emu.token_is_valid(&t2));
+        emu.invalidate_tokens();
+        assert!(!emu.token_is_valid(&t2));
+        let bad = token(&client, &emu, "wrong").await;
+        assert_eq!(bad["code"], BAD_APP_CREDENTIALS);
+        assert!(bad.get("tenant_access_token").is_none());
+        assert_eq!(emu.token_calls(), 4);
+
+        emu.fail_next(TENANT_TOKEN, 1, Failure::Http5xx);
+        let res = client
+            .post(format!("{}{TENANT_TOKEN}", emu.base_url()))
+            .json(&json!({"app_id": "cli_test", "app_secret": "secret"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 500);
+    }
+
+    #[tokio::test]
+    async fn messages_need_a_live_token() {
+        let emu = Emulator::start("cli_test", "secret").await;
+        let client = reqwest::Client::new();
+        let t = token(&client, &emu, "secret").await["tenant_access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let send = |token: String| {
+            client
+                .post(format!(
+                    "{}{MESSAGES}?receive_id_type=user_id",
+                    emu.base_url()
+                ))
+                .bearer_auth(token)
+                .json(&json!({"receive_id": "u1", "msg_type": "interactive", "content": "{}"}))
+                .send()
+        };
+        let ok: Value = send(t.clone()).await.unwrap().json().await.unwrap();
+        assert_eq!(ok["code"], 0);
+        emu.invalidate_tokens();
+        let stale: Value = send(t).await.unwrap().json().await.unwrap();
+        assert_eq!(stale["code"], TENANT_TOKEN_INVALID);
+        assert_eq!(emu.messages().len(), 1);
+        assert_eq!(emu.messages()[0]["receive_id_type"], "user_id");
+    }
+}

@@ -1,0 +1,327 @@
+//! Feishu event callbacks in (`POST /callback/feishu`, PROTOCOLS §3.1, §3.3) into the inbox.
+//!
+//! With an Encrypt Key: timestamp window → `X-Lark-Signature` over the raw body → decrypt →
+//! Verification Token (when configured) → parse. Without one the body is plaintext and the
+//! Verification Token inside it is the only proof of origin. A failure up to the token check
+//! refuses the request with a 4xx and writes nothing; a body that is signed but cannot be
+//! parsed is kept in the inbox as `quarantined`, never lost.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::crypto::FeishuCrypto;
+use super::events::{self, EnvelopeKind};
+use crate::config::{ConfigError, FeishuConfig, Secret};
+use crate::error::{Error, Result};
+use crate::inbox::{InboxWriter, NewEntry};
+use crate::platform::crypto::CryptoError;
+use crate::platform::event::{EventKind, InboundEvent};
+use crate::security::Cipher;
+
+pub const PLATFORM: &str = "feishu";
+
+/// The signed request headers (`X-Lark-Request-Timestamp`, `X-Lark-Request-Nonce`,
+/// `X-Lark-Signature`).
+#[derive(Debug, Clone, Copy)]
+pub struct SignedHeaders<'a> {
+    pub timestamp: &'a str,
+    pub nonce: &'a str,
+    pub signature: &'a str,
+}
+
+/// One configured Feishu app receiving event callbacks for one organisation.
+pub struct FeishuInbound {
+    crypto: Option<FeishuCrypto>,
+    verification_token: Option<Secret>,
+    max_skew: Duration,
+    org_id: String,
+    app: String,
+}
+
+/// What became of a POSTed callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// The console's URL check: answer with this challenge.
+    Challenge(String),
+    /// Written to the inbox.
+    New {
+        inbox_id: String,
+        event_type: String,
+    },
+    /// Feishu re-pushed an event we already hold: acknowledged, not processed again.
+    Duplicate { event_type: String },
+    /// Authenticated, but unparsable: kept for inspection.
+    Quarantined { inbox_id: String },
+}
+
+impl FeishuInbound {
+    pub fn from_config(cfg: &FeishuConfig, org_id: &str) -> Result<Self, ConfigError> {
+        let crypto = match cfg.encrypt_key.as_ref().filter(|k| !k.expose().is_empty()) {
+            Some(key) => Some(FeishuCrypto::new(key.expose()).map_err(|e| ConfigError {
+                key: "feishu.encrypt_key".into(),
+                problem: e.to_string(),
+            })?),
+            None => None,
+        };
+        let verification_token = cfg
+            .verification_token
+            .clone()
+            .filter(|t| !t.expose().is_empty());
+        if crypto.is_none() && verification_token.is_none() {
+            return Err(ConfigError {
+                key: "feishu.verification_token".into(),
+                problem: "required when feishu.encrypt_key is not set: without either, \
+                          callbacks cannot be authenticated"
+                    .into(),
+            });
+        }
+        Ok(FeishuInbound {
+            crypto,
+            verification_token,
+            max_skew: cfg.max_clock_skew,
+            org_id: org_id.to_string(),
+            app: "default".into(),
+        })
+    }
+
+    /// `POST /callback/feishu`: authenticate, decrypt, parse, and write to the inbox.
+    pub async fn receive(
+        &self,
+        inbox: &InboxWriter,
+        cipher: &Cipher,
+        now_ms: i64,
+        signed: Option<SignedHeaders<'_>>,
+        body: &[u8],
+    ) -> Result<Received> {
+        let (plain, signature_checked) = match &self.crypto {
+            Some(crypto) => {
+                if let Some(h) = signed {
+                    self.check_timestamp(h.timestamp, now_ms)?;
+                    crypto
+                        .verify_signature(h.timestamp, h.nonce, body, h.signature)
+                        .map_err(rejected)?;
+                }
+                (
+                    crypto.decrypt_body(body).map_err(rejected)?,
+                    signed.is_some(),
+                )
+            }
+            None => (
+                String::from_utf8(body.to_vec())
+                    .map_err(|_| Error::MalformedBody("body is not UTF-8".into()))?,
+                false,
+            ),
+        };
+        let envelope = serde_json::from_str::<Value>(&plain)
+            .map_err(|_| "payload is not valid JSON".to_string())
+            .and_then(|v| events::envelope(&v));
+        let envelope = match envelope {
+            Ok(e) => e,
+            // Only a signature vouches for a body we cannot read the token of.
+            Err(e) if signature_checked => {
+                let key = format!("sha256:{}", hex::encode(Sha256::digest(plain.as_bytes())));
+                return self.quarantine(inbox, cipher, &key, &plain, e).await;
+            }
+            Err(e) => return Err(Error::MalformedBody(e)),
+        };
+        if let Some(expected) = &self.verification_token {
+            let given = envelope.token.as_deref().unwrap_or_default();
+            if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+                return Err(refused(
+                    "bad_token",
+                    "callback refused: verification token mismatch",
+                ));
+            }
+        }
+        let event_id = match envelope.kind {
+            // The SDK answers the URL check without a signature: the console may not sign it.
+            EnvelopeKind::UrlVerification { challenge } => {
+                count("challenge");
+                return Ok(Received::Challenge(challenge));
+            }
+            EnvelopeKind::Event { event_id } => event_id,
+        };
+        if self.crypto.is_some() && !signature_checked {
+            return Err(refused(
+                "missing_signature",
+                "callback refused: X-Lark-Signature headers missing",
+            ));
+        }
+        let event = match parse(&plain) {
+            Ok(event) => event,
+            Err(e) => return self.quarantine(inbox, cipher, &event_id, &plain, e).await,
+        };
+        // Events closeloop does not act on (yet) are kept, marked as such, and cost no job.
+        let (status, note) = if acts_on(&event.kind) {
+            ("received", None)
+        } else {
+            ("ignored", Some("no handler for this event type yet"))
+        };
+        let id = inbox
+            .record(
+                cipher,
+                NewEntry {
+                    org_id: &self.org_id,
+                    platform: PLATFORM,
+                    app: &self.app,
+                    dedupe_key: &event_id,
+                    event_type: &event.type_name,
+                    body: &plain,
+                    summary: summary(&event),
+                    status,
+                    error: note,
+                    process: status == "received",
+                    ordering_key: ordering_key(&event.kind),
+                },
+            )
+            .await?;
+        Ok(match id {
+            None => {
+                count("duplicate");
+                Received::Duplicate {
+                    event_type: event.type_name,
+                }
+            }
+            Some(inbox_id) => {
+                count("new");
+                Received::New {
+                    inbox_id,
+                    event_type: event.type_name,
+                }
+            }
+        })
+    }
+
+    async fn quarantine(
+        &self,
+        inbox: &InboxWriter,
+        cipher: &Cipher,
+        dedupe_key: &str,
+        plain: &str,
+        error: String,
+    ) -> Result<Received> {
+        let id = inbox
+            .record(
+                cipher,
+                NewEntry {
+                    org_id: &self.org_id,
+                    platform: PLATFORM,
+                    app: &self.app,
+                    dedupe_key,
+                    event_type: "unparsable",
+                    body: plain,
+                    summary: Value::Null,
+                    status: "quarantined",
+                    error: Some(&error),
+                    process: false,
+                    ordering_key: None,
+                },
+            )
+            .await?;
+        Ok(match id {
+            None => {
+                count("duplicate");
+                Received::Duplicate {
+                    event_type: "unparsable".into(),
+                }
+            }
+            Some(inbox_id) => {
+                count("quarantined");
+                Received::Quarantined { inbox_id }
+            }
+        })
+    }
+
+    /// `X-Lark-Request-Timestamp` is Unix seconds; `max_clock_skew = 0` turns the check off.
+    fn check_timestamp(&self, timestamp: &str, now_ms: i64) -> Result<()> {
+        let ts: i64 = timestamp
+            .parse()
+            .ok()
+            .filter(|_| timestamp.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                Error::MalformedBody("X-Lark-Request-Timestamp is not a number".into())
+            })?;
+        if self.max_skew.is_zero() {
+            return Ok(());
+        }
+        let skew_ms = (now_ms - ts.saturating_mul(1000)).unsigned_abs();
+        if skew_ms > self.max_skew.as_millis() as u64 {
+            count("stale");
+            return Err(Error::CallbackRejected {
+                code: "stale_timestamp",
+                message: format!(
+                    "callback timestamp is {} s away from the server clock (feishu.max_clock_skew is {} s)",
+                    skew_ms / 1000,
+                    self.max_skew.as_secs()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parses a decrypted (or plaintext) event payload, as stored in the inbox.
+pub fn parse(body: &str) -> Result<InboundEvent, String> {
+    events::parse(body)
+}
+
+/// The events closeloop acts on so far.
+fn acts_on(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::CardAction { .. }
+            | EventKind::UserCreated { .. }
+            | EventKind::UserUpdated { .. }
+            | EventKind::UserDeleted { .. }
+    )
+}
+
+/// Clicks are processed in order per card, directory changes in order per organisation.
+fn ordering_key(kind: &EventKind) -> Option<String> {
+    match kind {
+        EventKind::CardAction { task_id, .. } => Some(format!("card:{task_id}")),
+        EventKind::UserCreated { .. }
+        | EventKind::UserUpdated { .. }
+        | EventKind::UserDeleted { .. }
+        | EventKind::DepartmentCreated { .. }
+        | EventKind::DepartmentUpdated { .. }
+        | EventKind::DepartmentDeleted { .. } => Some(format!("{PLATFORM}:directory")),
+        _ => None,
+    }
+}
+
+/// The event as the inbox API shows it: ids and types, no one-shot update token.
+fn summary(event: &InboundEvent) -> Value {
+    let mut v = serde_json::to_value(&event.kind).unwrap_or(Value::Null);
+    if let (Value::Object(m), EventKind::CardAction { .. }) = (&mut v, &event.kind) {
+        m.remove("response_code");
+    }
+    v
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!("closeloop_callbacks_total", "platform" => PLATFORM, "outcome" => outcome)
+        .increment(1);
+}
+
+fn refused(code: &'static str, message: &str) -> Error {
+    count(code);
+    Error::CallbackRejected {
+        code,
+        message: message.into(),
+    }
+}
+
+fn rejected(e: CryptoError) -> Error {
+    match e {
+        CryptoError::BadSignature => refused("bad_signature", "callback refused: bad signature"),
+        CryptoError::MalformedEnvelope(_) => {
+            count("malformed");
+            Error::MalformedBody(format!("callback refused: {e}"))
+        }
+        _ => refused("undecryptable", "callback refused: cannot decrypt"),
+    }
+}

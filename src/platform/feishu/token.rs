@@ -1,0 +1,386 @@
+//! Feishu tenant access tokens (PROTOCOLS §3.7) and the authenticated API call.
+//!
+//! - **Cache** until shortly before `expire` (the official Go SDK keeps a 3-minute margin).
+//! - **Single flight**: one `tenant_access_token/internal` request at a time; callers queued
+//!   behind it use its result.
+//! - **Token-invalid codes** (99991663, 99991664, 99991671) from an API call drop exactly the
+//!   token that failed, fetch a new one and retry the call once.
+//! - **Wrong app credentials** are a configuration error, remembered for a back-off period in
+//!   which no token request is sent, so a bad secret is not presented in a loop.
+//! - Secrets and tokens never appear in errors, logs or `Debug`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use crate::clock::SharedClock;
+use crate::config::FeishuConfig;
+use crate::jobs::JobError;
+
+pub const TENANT_TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
+/// Codes meaning "this token is no longer accepted" (oapi-sdk-go `core/constants.go`).
+pub const TOKEN_INVALID_CODES: [i64; 3] = [99991663, 99991664, 99991671];
+const REFRESH_MARGIN: Duration = Duration::from_secs(3 * 60);
+const CONFIG_BACKOFF: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FeishuError {
+    /// The app id or secret is wrong: retrying cannot help until an operator fixes it.
+    #[error("Feishu rejected the app credentials (code {code}: {msg}); fix feishu.app_id / feishu.app_secret — no new token is requested until the back-off ends")]
+    Configuration { code: i64, msg: String },
+    /// A network failure, 5xx or unreadable answer: worth retrying later.
+    #[error("Feishu request failed: {0}")]
+    Transient(String),
+    /// The API answered with a non-zero `code` other than a token error.
+    #[error("Feishu API error {code}: {msg}")]
+    Api { code: i64, msg: String },
+}
+
+impl From<FeishuError> for JobError {
+    fn from(e: FeishuError) -> Self {
+        match e {
+            FeishuError::Transient(_) => JobError::Retry(e.to_string()),
+            FeishuError::Configuration { .. } | FeishuError::Api { .. } => {
+                JobError::GiveUp(e.to_string())
+            }
+        }
+    }
+}
+
+/// A tenant access token; shown as `[redacted]`.
+#[derive(Clone)]
+pub struct TenantToken(SecretString);
+
+impl TenantToken {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for TenantToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The Feishu open API of one app, with its token cache. Cheap to clone.
+#[derive(Clone)]
+pub struct FeishuApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    api_base: String,
+    app_id: String,
+    app_secret: SecretString,
+    clock: SharedClock,
+    state: Mutex<State>,
+    /// Held across a token request: the single flight.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The token and when to stop using it (epoch ms).
+    token: Option<(TenantToken, i64)>,
+    /// Until when (epoch ms) rejected credentials are not presented again, and why.
+    rejected: Option<(i64, i64, String)>,
+    token_requests: usize,
+}
+
+impl fmt::Debug for FeishuApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeishuApi")
+            .field("api_base", &self.inner.api_base)
+            .field("app_id", &self.inner.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeishuApi {
+    pub fn from_config(cfg: &FeishuConfig, client: reqwest::Client, clock: SharedClock) -> Self {
+        FeishuApi {
+            inner: Arc::new(Inner {
+                client,
+                api_base: cfg.api_base.trim_end_matches('/').to_string(),
+                app_id: cfg.app_id.clone(),
+                app_secret: SecretString::from(cfg.app_secret.expose().to_string()),
+                clock,
+                state: Mutex::new(State::default()),
+                refresh: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// How many token requests this process has sent.
+    pub fn token_requests(&self) -> usize {
+        self.inner.lock().token_requests
+    }
+
+    /// A live tenant access token, fetched when the cache has none.
+    pub async fn token(&self) -> Result<TenantToken, FeishuError> {
+        if let Some(t) = self.cached()? {
+            return Ok(t);
+        }
+        let _flight = self.inner.refresh.lock().await;
+        // Whoever held the flight before us may have fetched one.
+        if let Some(t) = self.cached()? {
+            return Ok(t);
+        }
+        self.fetch().await
+    }
+
+    /// Drops `failed` if it is still the cached token (a newer one is kept).
+    pub fn invalidate(&self, failed: &TenantToken) {
+        let mut state = self.inner.lock();
+        if state
+            .token
+            .as_ref()
+            .is_some_and(|(t, _)| t.expose() == failed.expose())
+        {
+            state.token = None;
+        }
+    }
+
+    /// Calls `method path` with the tenant token and a JSON body; a token-invalid answer
+    /// refreshes the token and retries once. Returns the whole answer when `code` is 0.
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, FeishuError> {
+        let mut retried = false;
+        loop {
+            let token = self.token().await?;
+            let mut req = self
+                .inner
+                .client
+                .request(method.clone(), format!("{}{path}", self.inner.api_base))
+                .bearer_auth(token.expose())
+                .query(query);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let answer = send(req).await?;
+            let code = answer["code"].as_i64().unwrap_or(-1);
+            if code == 0 {
+                return Ok(answer);
+            }
+            let msg = answer["msg"].as_str().unwrap_or_default().to_string();
+            if TOKEN_INVALID_CODES.contains(&code) {
+                self.invalidate(&token);
+                if !retried {
+                    retried = true;
+                    continue;
+                }
+                return Err(FeishuError::Transient(format!(
+                    "token rejected twice (code {code})"
+                )));
+            }
+            return Err(FeishuError::Api { code, msg });
+        }
+    }
+
+    fn cached(&self) -> Result<Option<TenantToken>, FeishuError> {
+        let now = self.inner.clock.now_ms();
+        let state = self.inner.lock();
+        if let Some((until, code, msg)) = &state.rejected {
+            if now < *until {
+                return Err(FeishuError::Configuration {
+                    code: *code,
+                    msg: msg.clone(),
+                });
+            }
+        }
+        Ok(state
+            .token
+            .as_ref()
+            .filter(|(_, use_until)| now < *use_until)
+            .map(|(t, _)| t.clone()))
+    }
+
+    async fn fetch(&self) -> Result<TenantToken, FeishuError> {
+        self.inner.lock().token_requests += 1;
+        let req = self
+            .inner
+            .client
+            .post(format!("{}{TENANT_TOKEN_PATH}", self.inner.api_base))
+            .json(&json!({
+                "app_id": self.inner.app_id,
+                "app_secret": self.inner.app_secret.expose_secret(),
+            }));
+        let answer = send(req).await?;
+        let code = answer["code"].as_i64().unwrap_or(-1);
+        let now = self.inner.clock.now_ms();
+        match (code, answer["tenant_access_token"].as_str()) {
+            (0, Some(token)) if !token.is_empty() => {
+                let expire = answer["expire"].as_u64().unwrap_or(7200);
+                let use_for = Duration::from_secs(expire).saturating_sub(REFRESH_MARGIN);
+                let token = TenantToken(SecretString::from(token.to_string()));
+                let mut state = self.inner.lock();
+                state.token = Some((token.clone(), now + use_for.as_millis() as i64));
+                state.rejected = None;
+                Ok(token)
+            }
+            (0, _) => Err(FeishuError::Transient(
+                "token answer without a token".into(),
+            )),
+            (-1, _) => Err(FeishuError::Transient("token answer without a code".into())),
+            (code, _) => {
+                let msg = answer["msg"].as_str().unwrap_or_default().to_string();
+                tracing::error!(
+                    platform = "feishu",
+                    code,
+                    %msg,
+                    "Feishu rejected the app credentials; check feishu.app_id and feishu.app_secret"
+                );
+                self.inner.lock().rejected =
+                    Some((now + CONFIG_BACKOFF.as_millis() as i64, code, msg.clone()));
+                Err(FeishuError::Configuration { code, msg })
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Sends and reads a JSON answer. Transport errors are reported without their URL.
+async fn send(req: reqwest::RequestBuilder) -> Result<Value, FeishuError> {
+    let res = req
+        .send()
+        .await
+        .map_err(|e| FeishuError::Transient(transport(&e)))?;
+    let status = res.status();
+    if status.is_server_error() {
+        return Err(FeishuError::Transient(format!("HTTP {status}")));
+    }
+    res.json::<Value>()
+        .await
+        .map_err(|_| FeishuError::Transient(format!("HTTP {status} without a JSON body")))
+}
+
+fn transport(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        "transport error".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::feishu::emulator::{Emulator, Failure, MESSAGES};
+
+    fn api(emu: &Emulator, secret: &str) -> FeishuApi {
+        let cfg: FeishuConfig = serde_json::from_value(json!({
+            "app_id": "cli_test",
+            "app_secret": secret,
+            "api_base": emu.base_url(),
+        }))
+        .unwrap();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        FeishuApi::from_config(&cfg, client, std::sync::Arc::new(crate::clock::SystemClock))
+    }
+
+    fn message() -> Value {
+        json!({"receive_id": "u1", "msg_type": "interactive", "content": "{}"})
+    }
+
+    async fn send_message(api: &FeishuApi) -> Result<Value, FeishuError> {
+        api.call_json(
+            reqwest::Method::POST,
+            MESSAGES,
+            &[("receive_id_type", "user_id")],
+            Some(&message()),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn one_token_request_for_a_burst_and_refresh_on_invalidation() {
+        let emu = Emulator::start("cli_test", "secret").await;
+        let api = api(&emu, "secret");
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let api = api.clone();
+            calls.spawn(async move { send_message(&api).await });
+        }
+        while let Some(r) = calls.join_next().await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(emu.token_calls(), 1);
+        // Feishu invalidates the token early: one refresh, the call retried once.
+        emu.invalidate_tokens();
+        send_message(&api).await.unwrap();
+        assert_eq!(emu.token_calls(), 2);
+        assert_eq!(emu.messages().len(), 9);
+        // A token error twice in a row is not retried in a loop.
+        emu.fail_next(MESSAGES, 2, Failure::Code(99991663));
+        assert!(matches!(
+            send_message(&api).await,
+            Err(FeishuError::Transient(_))
+        ));
+        assert_eq!(emu.token_calls(), 3);
+        // The token that failed last is not reused.
+        send_message(&api).await.unwrap();
+        assert_eq!(emu.token_calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_a_configuration_error_not_a_loop() {
+        let emu = Emulator::start("cli_test", "secret").await;
+        let api = api(&emu, "wrong-secret");
+        for _ in 0..3 {
+            let err = send_message(&api).await.unwrap_err();
+            assert!(matches!(err, FeishuError::Configuration { .. }));
+            assert!(!err.to_string().contains("wrong-secret"));
+            assert!(matches!(JobError::from(err), JobError::GiveUp(_)));
+        }
+        assert_eq!(emu.token_calls(), 1);
+        assert!(!format!("{api:?}").contains("wrong-secret"));
+    }
+
+    #[tokio::test]
+    async fn server_errors_and_timeouts_are_transient() {
+        let emu = Emulator::start("cli_test", "secret").await;
+        let api = api(&emu, "secret");
+        emu.fail_next(
+            crate::platform::feishu::emulator::TENANT_TOKEN,
+            1,
+            Failure::Http5xx,
+        );
+        assert!(matches!(
+            send_message(&api).await,
+            Err(FeishuError::Transient(_))
+        ));
+        emu.set_timeout_delay(Duration::from_secs(2));
+        emu.fail_next(MESSAGES, 1, Failure::Timeout);
+        let err = send_message(&api).await.unwrap_err();
+        assert!(matches!(&err, FeishuError::Transient(m) if m == "timed out"));
+        assert!(matches!(JobError::from(err), JobError::Retry(_)));
+        send_message(&api).await.unwrap();
+        emu.fail_next(MESSAGES, 1, Failure::Code(230002));
+        assert!(matches!(
+            send_message(&api).await,
+            Err(FeishuError::Api { code: 230002, .. })
+        ));
+    }
+}

@@ -1,0 +1,479 @@
+//! Feishu event callbacks end to end: pushed by the Feishu emulator signed and encrypted as
+//! Feishu does (or plaintext with only the Verification Token), into the inbox.
+
+use std::time::Duration;
+
+use closeloop::platform::feishu::crypto::{
+    FeishuCrypto, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+use closeloop::platform::feishu::emulator::{signed_request, Emulator, EventTarget};
+use serde_json::{json, Value};
+
+use crate::helpers::{error_code, spawn_app_with, TestApp};
+
+const APP_ID: &str = "cli_a1b2c3d4e5f6";
+const SECRET: &str = "feishu-app-secret";
+const TOKEN: &str = "vtoken-123";
+const KEY: &str = "Fq3BucfwoJQMjXxrwi3I6fFildR0NgmI";
+
+fn feishu_toml(encrypt_key: Option<&str>, skew: &str) -> String {
+    let key = encrypt_key
+        .map(|k| format!("encrypt_key = \"{k}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[feishu]\napp_id = \"{APP_ID}\"\napp_secret = \"{SECRET}\"\n\
+         verification_token = \"{TOKEN}\"\n{key}max_clock_skew = \"{skew}\"\n\
+         api_base = \"http://127.0.0.1:9\"\n"
+    )
+}
+
+struct Setup {
+    app: TestApp,
+    emu: Emulator,
+    target: EventTarget,
+}
+
+async fn setup(encrypt_key: Option<&str>) -> Setup {
+    let app = spawn_app_with(&feishu_toml(encrypt_key, "5m")).await;
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    emu.set_retry_delays(vec![Duration::from_millis(10); 2]);
+    let target = EventTarget {
+        url: app.url("/callback/feishu"),
+        encrypt_key: encrypt_key.map(str::to_owned),
+        verification_token: TOKEN.into(),
+    };
+    Setup { app, emu, target }
+}
+
+fn user_created(emu: &Emulator, token: &str, user_id: &str) -> Value {
+    emu.event(
+        "contact.user.created_v3",
+        token,
+        json!({"object": {"user_id": user_id, "open_id": "ou_1", "name": "张三"}}),
+    )
+}
+
+async fn inbox(app: &TestApp) -> Vec<Value> {
+    let page: Value = app
+        .get("/api/v1/platform-events?platform=feishu")
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+/// POSTs `body` with the given headers to `/callback/feishu`.
+async fn post(app: &TestApp, headers: &[(&str, String)], body: String) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url("/callback/feishu"))
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    req.send().await.unwrap()
+}
+
+fn now() -> String {
+    chrono::Utc::now().timestamp().to_string()
+}
+
+#[tokio::test]
+async fn url_verification_answers_the_challenge_with_and_without_an_encrypt_key() {
+    for key in [Some(KEY), None] {
+        let s = setup(key).await;
+        let check =
+            json!({"challenge": "ajls384kdjx98XX", "token": TOKEN, "type": "url_verification"});
+        let attempts = s.emu.push(&s.target, &check).await;
+        assert_eq!(attempts.len(), 1, "{key:?}");
+        assert_eq!(attempts[0].status, 200);
+        assert_eq!(
+            attempts[0].body,
+            Some(json!({"challenge": "ajls384kdjx98XX"}))
+        );
+        // The console's check may come unsigned; the encryption (or token) vouches for it.
+        let (_, body) = signed_request(&s.target, &check, &now(), "n");
+        let res = post(&s.app, &[], body).await;
+        assert_eq!(res.status(), 200);
+        // A wrong token is refused.
+        let wrong = json!({"challenge": "x", "token": "nope", "type": "url_verification"});
+        let (headers, body) = signed_request(&s.target, &wrong, &now(), "n");
+        let res = post(&s.app, &headers, body).await;
+        let (status, code, _) = error_code(res).await;
+        assert_eq!((status, code.as_str()), (401, "bad_token"));
+        assert!(inbox(&s.app).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_stored_once_even_when_pushed_again() {
+    for key in [Some(KEY), None] {
+        let s = setup(key).await;
+        let event = user_created(&s.emu, TOKEN, "e33ggbyz");
+        let first = s.emu.push(&s.target, &event).await;
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].status, 200);
+        assert_eq!(first[0].body, Some(json!({"msg": "success"})));
+        // Feishu re-pushes the same event_id (freshly encrypted): acknowledged, not stored again.
+        assert_eq!(s.emu.push(&s.target, &event).await[0].status, 200);
+        let items = inbox(&s.app).await;
+        assert_eq!(items.len(), 1, "{key:?}");
+        assert_eq!(items[0]["event_type"], "contact.user.created_v3");
+        assert_eq!(items[0]["dedupe_key"], event["header"]["event_id"]);
+        assert_eq!(items[0]["status"], "received");
+        assert_eq!(items[0]["summary"]["type"], "user_created");
+        assert_eq!(items[0]["summary"]["user_id"], "e33ggbyz");
+        // Another event is another row; an unmodelled one is kept, marked ignored.
+        let other = s.emu.event(
+            "vc.meeting.meeting_ended_v1",
+            TOKEN,
+            json!({"meeting": {"meeting_no": "235812466"}}),
+        );
+        assert_eq!(s.emu.push(&s.target, &other).await[0].status, 200);
+        let items = inbox(&s.app).await;
+        assert_eq!(items.len(), 2);
+        assert!(items
+            .iter()
+            .any(|i| i["event_type"] == "vc.meeting.meeting_ended_v1" && i["status"] == "ignored"));
+        let (body,): (String,) = sqlx::query_as("SELECT body FROM inbox LIMIT 1")
+            .fetch_one(&s.app.db.pool)
+            .await
+            .unwrap();
+        assert!(!body.contains("e33ggbyz"), "inbox body stored in the clear");
+    }
+}
+
+#[tokio::test]
+async fn card_clicks_are_stored_and_answered_with_a_toast() {
+    let s = setup(Some(KEY)).await;
+    let click = s.emu.event(
+        "card.action.trigger",
+        TOKEN,
+        json!({"operator": {"user_id": "u1", "open_id": "ou_1"}, "token": "c-secret-token",
+               "action": {"tag": "button", "value": {"key": "accept:card42"}}}),
+    );
+    let attempts = s.emu.push(&s.target, &click).await;
+    assert_eq!(attempts[0].status, 200);
+    assert_eq!(attempts[0].body.as_ref().unwrap()["toast"]["type"], "info");
+    let items = inbox(&s.app).await;
+    assert_eq!(items[0]["summary"]["type"], "card_action");
+    assert_eq!(items[0]["summary"]["action_key"], "accept:card42");
+    let listed = s
+        .app
+        .get("/api/v1/platform-events")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains("c-secret-token"), "update token leaked");
+}
+
+#[tokio::test]
+async fn bad_signatures_stale_and_malformed_pushes_are_refused_and_not_written() {
+    let s = setup(Some(KEY)).await;
+    let event = user_created(&s.emu, TOKEN, "u1");
+    let ts = now();
+    let (headers, body) = signed_request(&s.target, &event, &ts, "n1");
+
+    // Wrong signature.
+    let mut bad = headers.clone();
+    bad[2].1 = "0".repeat(64);
+    let (status, code, _) = error_code(post(&s.app, &bad, body.clone()).await).await;
+    assert_eq!((status, code.as_str()), (401, "bad_signature"));
+
+    // The same body, re-serialised: the signature covers the raw bytes.
+    let respaced = body.replacen("\":\"", "\": \"", 1);
+    let (status, code, _) = error_code(post(&s.app, &headers, respaced).await).await;
+    assert_eq!((status, code.as_str()), (401, "bad_signature"));
+
+    // Stale: correctly signed ten minutes ago.
+    let old = (chrono::Utc::now().timestamp() - 600).to_string();
+    let (stale_headers, stale_body) = signed_request(&s.target, &event, &old, "n2");
+    let (status, code, _) = error_code(post(&s.app, &stale_headers, stale_body).await).await;
+    assert_eq!((status, code.as_str()), (401, "stale_timestamp"));
+
+    // No signature headers on an event.
+    let (status, code, _) = error_code(post(&s.app, &[], body.clone()).await).await;
+    assert_eq!((status, code.as_str()), (401, "missing_signature"));
+
+    // Signed garbage that is not an encrypted envelope.
+    let crypto = FeishuCrypto::new(KEY).unwrap();
+    for garbage in ["not json", "{}", r#"{"encrypt":"!!"}"#] {
+        let sig = crypto.signature(&ts, "n3", garbage.as_bytes());
+        let h = [
+            (TIMESTAMP_HEADER, ts.clone()),
+            (NONCE_HEADER, "n3".to_string()),
+            (SIGNATURE_HEADER, sig),
+        ];
+        let res = post(&s.app, &h, garbage.to_string()).await;
+        assert!(
+            (400..500).contains(&res.status().as_u16()),
+            "{garbage}: {}",
+            res.status()
+        );
+    }
+
+    // Wrong Verification Token inside a correctly signed body.
+    let forged = user_created(&s.emu, "another-token", "u1");
+    let (h, b) = signed_request(&s.target, &forged, &ts, "n4");
+    let (status, code, _) = error_code(post(&s.app, &h, b).await).await;
+    assert_eq!((status, code.as_str()), (401, "bad_token"));
+
+    // Oversized.
+    let huge = json!({"encrypt": "A".repeat(100 * 1024)}).to_string();
+    let sig = crypto.signature(&ts, "n5", huge.as_bytes());
+    let h = [
+        (TIMESTAMP_HEADER, ts.clone()),
+        (NONCE_HEADER, "n5".to_string()),
+        (SIGNATURE_HEADER, sig),
+    ];
+    assert_eq!(post(&s.app, &h, huge).await.status(), 413);
+
+    assert_eq!(s.app.count("inbox").await, 0);
+    // And the genuine push still goes through.
+    assert_eq!(post(&s.app, &headers, body).await.status(), 200);
+    assert_eq!(s.app.count("inbox").await, 1);
+}
+
+#[tokio::test]
+async fn without_an_encrypt_key_the_token_is_the_check() {
+    let s = setup(None).await;
+    let forged = user_created(&s.emu, "another-token", "u1");
+    let (status, code, _) = error_code(post(&s.app, &[], forged.to_string()).await).await;
+    assert_eq!((status, code.as_str()), (401, "bad_token"));
+    for garbage in ["not json", "[]", r#"{"schema":"2.0"}"#] {
+        let res = post(&s.app, &[], garbage.to_string()).await;
+        assert_eq!(res.status(), 400, "{garbage}");
+    }
+    assert_eq!(s.app.count("inbox").await, 0);
+}
+
+#[tokio::test]
+async fn signed_but_unparsable_events_are_quarantined_once() {
+    let s = setup(Some(KEY)).await;
+    // A 2.0 header with a known type but a body that lacks the user: signed, so kept.
+    let broken = s
+        .emu
+        .event("contact.user.created_v3", TOKEN, json!({"object": {}}));
+    assert_eq!(s.emu.push(&s.target, &broken).await[0].status, 200);
+    assert_eq!(s.emu.push(&s.target, &broken).await[0].status, 200);
+    // Signed, decryptable, but not JSON at all.
+    let crypto = FeishuCrypto::new(KEY).unwrap();
+    let body = json!({"encrypt": crypto.encrypt_random("not json")}).to_string();
+    let ts = now();
+    let h = [
+        (TIMESTAMP_HEADER, ts.clone()),
+        (NONCE_HEADER, "n".to_string()),
+        (
+            SIGNATURE_HEADER,
+            crypto.signature(&ts, "n", body.as_bytes()),
+        ),
+    ];
+    assert_eq!(post(&s.app, &h, body).await.status(), 200);
+    let items = inbox(&s.app).await;
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i["status"] == "quarantined"));
+}
+
+#[tokio::test]
+async fn unacknowledged_pushes_are_retried() {
+    // No `[feishu]` section: closeloop answers 404, so the emulator pushes again.
+    let app = spawn_app_with("").await;
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    emu.set_retry_delays(vec![Duration::from_millis(5); 3]);
+    let target = EventTarget {
+        url: app.url("/callback/feishu"),
+        encrypt_key: Some(KEY.into()),
+        verification_token: TOKEN.into(),
+    };
+    let attempts = emu.push(&target, &user_created(&emu, TOKEN, "u1")).await;
+    assert_eq!(attempts.len(), 4);
+    assert!(attempts.iter().all(|a| a.status == 404));
+    assert_eq!(emu.deliveries().len(), 4);
+}
+
+fn quick_ask() -> closeloop::cards::Card {
+    use closeloop::cards::{Button, ButtonStyle, Card};
+    Card {
+        title: "售前快速提问".into(),
+        description: Some("李明 · 华南智造".into()),
+        fields: vec![("问题".into(), "是否支持私有化部署？".into())],
+        buttons: vec![
+            Button {
+                action: "accept".into(),
+                label: "接受".into(),
+                style: ButtonStyle::Primary,
+            },
+            Button {
+                action: "reject".into(),
+                label: "退回".into(),
+                style: ButtonStyle::Danger,
+            },
+        ],
+    }
+}
+
+fn click(emu: &Emulator, card: &str, user_id: &str, action: &str) -> Value {
+    emu.event(
+        "card.action.trigger",
+        TOKEN,
+        json!({"operator": {"user_id": user_id, "open_id": format!("ou_{user_id}")},
+               "token": "c-delayed-update-token",
+               "action": {"tag": "button", "value": {"key": format!("{action}:{card}")}},
+               "context": {"open_message_id": "om_x", "open_chat_id": "oc_x"}}),
+    )
+}
+
+#[tokio::test]
+async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_them_once() {
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    emu.set_retry_delays(vec![Duration::from_millis(10); 2]);
+    let app = spawn_app_with(
+        &feishu_toml(Some(KEY), "5m").replace("http://127.0.0.1:9", &emu.base_url()),
+    )
+    .await;
+    let target = EventTarget {
+        url: app.url("/callback/feishu"),
+        encrypt_key: Some(KEY.into()),
+        verification_token: TOKEN.into(),
+    };
+    let presales = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "identities": [{"platform": "feishu", "kind": "user_id", "value": "zhanggong"}]}),
+        )
+        .await;
+    app.create(
+        "/api/v1/users",
+        json!({"name": "王芳", "identities": [{"platform": "feishu", "kind": "user_id", "value": "wangfang"}]}),
+    )
+    .await;
+    let mut tx = app.db.begin().await.unwrap();
+    let id = closeloop::cards::send(
+        &mut tx,
+        chrono::Utc::now().timestamp_millis(),
+        &app.org_id,
+        presales["id"].as_str().unwrap(),
+        "quick_ask",
+        Some("ask:1"),
+        &quick_ask(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    app.worker.drain().await.unwrap();
+
+    let sent = emu.messages();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["receive_id"], "zhanggong");
+    assert_eq!(sent[0]["receive_id_type"], "user_id");
+    assert_eq!(sent[0]["msg_type"], "interactive");
+    let card: Value = serde_json::from_str(sent[0]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(card["config"]["update_multi"], true);
+    assert_eq!(
+        card["elements"][2]["actions"][1]["value"]["key"],
+        format!("reject:{id}")
+    );
+    let (status, message_id): (String, Option<String>) =
+        sqlx::query_as("SELECT status, platform_message_id FROM cards WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "sent");
+    assert_eq!(message_id.as_deref(), sent[0]["message_id"].as_str());
+
+    // A forwarded card clicked by someone else changes nothing.
+    let stranger = emu
+        .push(&target, &click(&emu, &id, "wangfang", "accept"))
+        .await;
+    assert_eq!(stranger[0].status, 200);
+    app.worker.drain().await.unwrap();
+    let (clicked,): (Option<String>,) =
+        sqlx::query_as("SELECT clicked_action FROM cards WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(clicked, None);
+
+    // The recipient's click, re-pushed by Feishu, then a second (different) click.
+    let first = click(&emu, &id, "zhanggong", "accept");
+    let answer = emu.push(&target, &first).await;
+    assert_eq!(answer[0].status, 200);
+    assert!(answer[0].body.as_ref().unwrap()["toast"].is_object());
+    assert_eq!(emu.push(&target, &first).await[0].status, 200);
+    let double = click(&emu, &id, "zhanggong", "reject");
+    assert_eq!(emu.push(&target, &double).await[0].status, 200);
+    app.worker.drain().await.unwrap();
+
+    let (clicked, by): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT clicked_action, clicked_by_user_id FROM cards WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (clicked.as_deref(), by.as_deref()),
+        (Some("accept"), presales["id"].as_str())
+    );
+    let updates = emu.message_updates();
+    assert_eq!(updates.len(), 1, "one update for one answer");
+    assert_eq!(updates[0]["message_id"], sent[0]["message_id"]);
+    let updated: Value = serde_json::from_str(updates[0]["content"].as_str().unwrap()).unwrap();
+    assert!(updated.to_string().contains("已接受"));
+    assert!(!updated.to_string().contains("\"button\""));
+}
+
+#[tokio::test]
+async fn a_contact_event_brings_the_member_and_their_leader_in_from_the_directory() {
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    let app = spawn_app_with(
+        &feishu_toml(Some(KEY), "5m").replace("http://127.0.0.1:9", &emu.base_url()),
+    )
+    .await;
+    // The start-up directory sync runs first, on an empty address book, so it does not race
+    // the events' processing for the same members.
+    app.worker.drain().await.unwrap();
+    emu.set_directory(
+        vec![json!({"department_id": "D1", "name": "华南销售部"})],
+        vec![
+            json!({"user_id": "liming", "name": "李明", "department_ids": ["D1"], "leader_user_id": "wangzong"}),
+            json!({"user_id": "wangzong", "name": "王总", "department_ids": ["0"]}),
+        ],
+    );
+    let target = EventTarget {
+        url: app.url("/callback/feishu"),
+        encrypt_key: Some(KEY.into()),
+        verification_token: TOKEN.into(),
+    };
+    for user in ["wangzong", "liming"] {
+        let event = user_created(&emu, TOKEN, user);
+        assert_eq!(emu.push(&target, &event).await[0].status, 200);
+    }
+    app.worker.drain().await.unwrap();
+    let items = inbox(&app).await;
+    assert!(
+        items.iter().all(|i| i["status"] == "processed"),
+        "{items:?}"
+    );
+    let (name,): (String,) = sqlx::query_as(
+        "SELECT u.name FROM users u JOIN user_identities i ON i.user_id = u.id \
+         WHERE i.platform = 'feishu' AND i.kind = 'user_id' AND i.value = 'liming'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(name, "李明");
+    let (superior,): (String,) = sqlx::query_as(
+        "SELECT b.name FROM user_superiors s \
+         JOIN user_identities i ON i.user_id = s.user_id AND i.platform = 'feishu' AND i.value = 'liming' \
+         JOIN users b ON b.id = s.superior_id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(superior, "王总");
+}
