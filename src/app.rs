@@ -108,11 +108,19 @@ impl App {
                 d.agent_id.clone().unwrap_or_default(),
             ))
         });
+        let feishu_web = config.feishu.as_ref().map(|f| {
+            Arc::new(crate::platform::feishu::web::FeishuWeb::from_config(
+                f,
+                client.clone(),
+                clock.clone(),
+            ))
+        });
         let state = AppState {
             wecom,
             dingtalk,
             dingtalk_web,
             feishu,
+            feishu_web,
             wecom_web,
             db,
             config: Arc::new(config),

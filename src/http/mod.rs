@@ -49,6 +49,7 @@ pub struct AppState {
     pub dingtalk_web: Option<Arc<crate::platform::dingtalk::web::DingtalkWeb>>,
     /// Present when `[feishu]` is configured.
     pub feishu: Option<Arc<crate::platform::feishu::inbound::FeishuInbound>>,
+    pub feishu_web: Option<Arc<crate::platform::feishu::web::FeishuWeb>>,
     /// The rule set in force (versioned in the database).
     pub rules: crate::rules::Rules,
     pub blobs: crate::storage::BlobStore,
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/calendar/{file}", get(calendar_feed))
         .merge(documents::routes())
         .merge(crate::platform::dingtalk::web::routes())
+        .merge(crate::platform::feishu::web::routes())
         .merge(crate::web::sidebar::routes())
         .merge(crate::web::health::routes())
         .merge(crate::web::sidebar_tools::routes())

@@ -477,3 +477,268 @@ async fn a_contact_event_brings_the_member_and_their_leader_in_from_the_director
     .unwrap();
     assert_eq!(superior, "王总");
 }
+
+// --- H5 sign-in (OAuth) and h5sdk.config -------------------------------------------------
+
+const PUBLIC: &str = "https://closeloop.example.com";
+
+async fn h5_app(emu: &Emulator) -> TestApp {
+    spawn_app_with(&format!(
+        "public_url = \"{PUBLIC}\"\n[feishu]\napp_id = \"{APP_ID}\"\napp_secret = \"{SECRET}\"\n\
+         verification_token = \"{TOKEN}\"\napi_base = \"{base}\"\naccounts_base = \"{base}\"\n",
+        base = emu.base_url()
+    ))
+    .await
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn feishu_user(app: &TestApp, name: &str, kind: &str, value: &str) -> String {
+    let user = app
+        .create(
+            "/api/v1/users",
+            json!({"name": name, "identities": [{"platform": "feishu", "kind": kind, "value": value}]}),
+        )
+        .await;
+    user["id"].as_str().unwrap().to_string()
+}
+
+/// `/auth/feishu/login` → the emulated authorize page → the callback's (code, state).
+async fn authorize(app: &TestApp, emu: &Emulator, next: &str) -> (String, String) {
+    let client = no_redirects();
+    let login = client
+        .get(app.url("/auth/feishu/login"))
+        .query(&[("next", next)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let authorize = login.headers()["location"].to_str().unwrap().to_string();
+    assert!(authorize.starts_with(&format!(
+        "{}/open-apis/authen/v1/authorize?client_id={APP_ID}",
+        emu.base_url()
+    )));
+    let page = client.get(&authorize).send().await.unwrap();
+    assert_eq!(page.status(), 302);
+    let back = reqwest::Url::parse(page.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        back.as_str().split('?').next().unwrap(),
+        format!("{PUBLIC}/auth/feishu/callback")
+    );
+    let param = |k: &str| {
+        back.query_pairs()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    (param("code"), param("state"))
+}
+
+async fn callback(app: &TestApp, code: &str, state: &str) -> reqwest::Response {
+    no_redirects()
+        .get(app.url("/auth/feishu/callback"))
+        .query(&[("code", code), ("state", state)])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn session_cookie(res: &reqwest::Response) -> String {
+    let set = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("Secure"), "{set}");
+    set.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn feishu_oauth_signs_a_member_in_and_refuses_bad_codes_and_states() {
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    let app = h5_app(&emu).await;
+    let liming = feishu_user(&app, "李明", "user_id", "fs_liming").await;
+    emu.set_current_member(Some(
+        json!({"user_id": "fs_liming", "open_id": "ou_liming", "name": "李明"}),
+    ));
+
+    let (code, state) = authorize(&app, &emu, "/sidebar?x=1").await;
+    let res = callback(&app, &code, &state).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/sidebar?x=1");
+    let cookie = session_cookie(&res);
+    let me: Value = app
+        .client
+        .get(app.url("/web/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user_id"], liming.as_str());
+    let platform: (Option<String>,) = sqlx::query_as("SELECT platform FROM web_sessions")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(platform.0.as_deref(), Some("feishu"));
+    let (sessions, users) = (app.count("web_sessions").await, app.count("users").await);
+
+    // The code is single use; a made-up one is refused the same way.
+    let (_, fresh_state) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) = error_code(callback(&app, &code, &fresh_state).await).await;
+    assert_eq!(status, 422);
+    assert!(msg.contains("登录码无效"), "{msg}");
+    let (_, fresh_state) = authorize(&app, &emu, "/").await;
+    assert_eq!(callback(&app, "made-up", &fresh_state).await.status(), 422);
+    // An unknown state is refused before the code is even exchanged.
+    let exchanges = emu.oauth_token_calls();
+    let (unused_code, _) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) = error_code(callback(&app, &unused_code, "made-up").await).await;
+    assert_eq!(status, 422);
+    assert!(msg.contains("登录请求已失效"), "{msg}");
+    assert_eq!(emu.oauth_token_calls(), exchanges);
+    // A state is single use too.
+    let (code2, state2) = authorize(&app, &emu, "/").await;
+    assert_eq!(callback(&app, &code2, &state2).await.status(), 303);
+    let (code3, _) = authorize(&app, &emu, "/").await;
+    assert_eq!(callback(&app, &code3, &state2).await.status(), 422);
+    assert_eq!(app.count("web_sessions").await, sessions + 1);
+
+    // Someone outside the organisation is turned away, and nothing is created.
+    emu.set_current_member(None);
+    let (code, state) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) = error_code(callback(&app, &code, &state).await).await;
+    assert_eq!(status, 403);
+    assert!(msg.contains("未找到您的 closeloop 账号"), "{msg}");
+    assert_eq!(app.count("web_sessions").await, sessions + 1);
+    assert_eq!(app.count("users").await, users);
+
+    // A member known only by open_id signs in through that identity.
+    let wang = feishu_user(&app, "王芳", "open_id", "ou_wangfang").await;
+    emu.set_current_member(Some(json!({"open_id": "ou_wangfang", "name": "王芳"})));
+    let (code, state) = authorize(&app, &emu, "/").await;
+    let res = callback(&app, &code, &state).await;
+    assert_eq!(res.status(), 303);
+    let me: Value = app
+        .client
+        .get(app.url("/web/session"))
+        .header("cookie", session_cookie(&res))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user_id"], wang.as_str());
+
+    // A member who has left is refused, and their old session stops working.
+    sqlx::query("UPDATE users SET status = 'left' WHERE id = $1")
+        .bind(&liming)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    emu.set_current_member(Some(
+        json!({"user_id": "fs_liming", "open_id": "ou_liming"}),
+    ));
+    let (code, state) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) = error_code(callback(&app, &code, &state).await).await;
+    assert_eq!(status, 403);
+    assert!(msg.contains("已停用"), "{msg}");
+    let old = app
+        .client
+        .get(app.url("/web/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401);
+}
+
+#[tokio::test]
+async fn feishu_sign_in_reports_an_unreachable_feishu_as_unavailable() {
+    use closeloop::platform::feishu::emulator::{Failure, OAUTH_TOKEN};
+
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    let app = h5_app(&emu).await;
+    feishu_user(&app, "李明", "user_id", "fs_liming").await;
+    emu.set_current_member(Some(
+        json!({"user_id": "fs_liming", "open_id": "ou_liming"}),
+    ));
+    emu.fail_next(OAUTH_TOKEN, 1, Failure::Http5xx);
+    let (code, state) = authorize(&app, &emu, "/").await;
+    let res = callback(&app, &code, &state).await;
+    assert_eq!(res.status(), 503);
+    let body = res.text().await.unwrap();
+    assert!(!body.contains(SECRET) && !body.contains(&code), "{body}");
+    assert_eq!(app.count("web_sessions").await, 0);
+}
+
+#[tokio::test]
+async fn feishu_js_config_is_signed_from_one_cached_ticket() {
+    use closeloop::platform::feishu::crypto::jsapi_signature;
+    use closeloop::platform::feishu::emulator::{Failure, JSAPI_TICKET};
+
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    let app = h5_app(&emu).await;
+    feishu_user(&app, "李明", "user_id", "fs_liming").await;
+    emu.set_current_member(Some(
+        json!({"user_id": "fs_liming", "open_id": "ou_liming"}),
+    ));
+    let (code, state) = authorize(&app, &emu, "/").await;
+    let cookie = session_cookie(&callback(&app, &code, &state).await);
+
+    let page = "https://cl.example.com/h5?a=1%202#top";
+    let js_config = || {
+        app.client
+            .get(app.url("/web/feishu/js-config"))
+            .query(&[("url", page)])
+            .header("cookie", &cookie)
+            .send()
+    };
+    // A failing ticket endpoint is a 503 and nothing is cached.
+    emu.fail_next(JSAPI_TICKET, 1, Failure::Http5xx);
+    assert_eq!(js_config().await.unwrap().status(), 503);
+    assert!(emu.jsapi_ticket().is_none());
+
+    let before = chrono::Utc::now().timestamp_millis();
+    let (a, b, c) = tokio::join!(js_config(), js_config(), js_config());
+    for res in [a, b, c] {
+        let res = res.unwrap();
+        assert_eq!(res.status(), 200);
+        let cfg: Value = res.json().await.unwrap();
+        assert_eq!(cfg["appId"], APP_ID);
+        let ts = cfg["timestamp"].as_i64().unwrap();
+        assert!(ts >= before - 1000 && ts <= chrono::Utc::now().timestamp_millis() + 1000);
+        let expected = jsapi_signature(
+            &emu.jsapi_ticket().unwrap(),
+            cfg["nonceStr"].as_str().unwrap(),
+            &ts.to_string(),
+            page,
+        );
+        assert_eq!(cfg["signature"], expected.as_str());
+    }
+    assert_eq!(js_config().await.unwrap().status(), 200);
+    assert_eq!(emu.ticket_calls(), 1);
+
+    // Not signed in: no signatures; a relative url is refused.
+    let anonymous = app
+        .client
+        .get(app.url("/web/feishu/js-config"))
+        .query(&[("url", page)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let relative = app
+        .client
+        .get(app.url("/web/feishu/js-config"))
+        .query(&[("url", "/h5")])
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relative.status(), 422);
+}

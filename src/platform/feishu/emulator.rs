@@ -22,6 +22,13 @@ use super::crypto::{FeishuCrypto, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEAD
 
 pub const TENANT_TOKEN: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 pub const MESSAGES: &str = "/open-apis/im/v1/messages";
+pub const AUTHORIZE: &str = "/open-apis/authen/v1/authorize";
+pub const OAUTH_TOKEN: &str = "/open-apis/authen/v2/oauth/token";
+pub const USER_INFO: &str = "/open-apis/authen/v1/user_info";
+pub const JSAPI_TICKET: &str = "/open-apis/jssdk/ticket/get";
+/// The emulator's answer to an unknown, used or expired sign-in code. The real code is not in
+/// PROTOCOLS; closeloop treats any non-zero code from the token endpoint as a refused code.
+pub const BAD_OAUTH_CODE: i64 = 20003;
 /// A tenant access token lives two hours.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 /// With less than this left, asking again issues a new token (the old one stays valid).
@@ -101,6 +108,16 @@ struct EmulatorState {
     departments: Vec<Value>,
     users: Vec<Value>,
     next_id: u64,
+    /// Who the authorize page signs in (`user_id`, `open_id`, `name`); `None`: an outsider
+    /// known only by an `open_id`.
+    current_member: Option<Value>,
+    /// Unused sign-in codes and whom they name.
+    oauth_codes: HashMap<String, Value>,
+    /// User access tokens issued for codes.
+    user_tokens: HashMap<String, Value>,
+    oauth_token_calls: usize,
+    jsapi_ticket: Option<String>,
+    ticket_calls: usize,
 }
 
 struct IssuedToken {
@@ -146,6 +163,10 @@ impl Emulator {
                 "/open-apis/contact/v3/users/{user_id}",
                 axum::routing::get(user_get),
             )
+            .route(AUTHORIZE, axum::routing::get(authorize))
+            .route(OAUTH_TOKEN, post(oauth_token))
+            .route(USER_INFO, axum::routing::get(user_info))
+            .route(JSAPI_TICKET, post(jssdk_ticket))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -185,6 +206,32 @@ impl Emulator {
         let mut state = self.state.lock();
         state.departments = departments;
         state.users = users;
+    }
+
+    /// Whom the authorize page signs in from now on (`user_id`, `open_id`, `name`); `None`:
+    /// someone outside the organisation.
+    pub fn set_current_member(&self, member: Option<Value>) {
+        self.state.lock().current_member = member;
+    }
+
+    /// A single-use sign-in code for `member` (as the authorize page would issue).
+    pub fn issue_oauth_code(&self, member: Option<Value>) -> String {
+        self.state.issue_code(member)
+    }
+
+    /// How many code exchanges were asked for.
+    pub fn oauth_token_calls(&self) -> usize {
+        self.state.lock().oauth_token_calls
+    }
+
+    /// The JSAPI ticket last issued, if any.
+    pub fn jsapi_ticket(&self) -> Option<String> {
+        self.state.lock().jsapi_ticket.clone()
+    }
+
+    /// How many JSAPI tickets were asked for.
+    pub fn ticket_calls(&self) -> usize {
+        self.state.lock().ticket_calls
     }
 
     /// The message edits accepted, oldest first.
@@ -361,6 +408,18 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A single-use sign-in code for `member`; `None`: an outsider with only an `open_id`.
+    fn issue_code(&self, member: Option<Value>) -> String {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let n = state.next_id;
+        let code = format!("code-emulated-{n}-{}", uuid::Uuid::new_v4().simple());
+        let member = member
+            .unwrap_or_else(|| json!({"open_id": format!("ou_outsider_{n}"), "name": "外部人员"}));
+        state.oauth_codes.insert(code.clone(), member);
+        code
     }
 
     /// Takes the next injected failure for `path` and acts it out; `None`: answer normally.
@@ -629,6 +688,107 @@ async fn user_get(
         }
         None => code(41050, "no such user (emulated code)"),
     }
+}
+
+/// `GET authen/v1/authorize`: signs in the current member at once and sends the browser
+/// back to `redirect_uri` with a fresh code and the `state` it was given.
+async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): Params,
+) -> Response {
+    if let Some(failure) = shared.injected(AUTHORIZE).await {
+        return failure;
+    }
+    let redirect_uri = query.get("redirect_uri").cloned().unwrap_or_default();
+    if query.get("client_id") != Some(&shared.app_id)
+        || query.get("response_type").map(String::as_str) != Some("code")
+        || !(redirect_uri.starts_with("http://") || redirect_uri.starts_with("https://"))
+    {
+        return (StatusCode::BAD_REQUEST, "invalid authorize request").into_response();
+    }
+    let member = shared.lock().current_member.clone();
+    let emu_code = shared.issue_code(member);
+    let mut params = vec![("code", emu_code.as_str())];
+    if let Some(state) = query.get("state") {
+        params.push(("state", state.as_str()));
+    }
+    match reqwest::Url::parse_with_params(&redirect_uri, &params) {
+        Ok(url) => (StatusCode::FOUND, [("location", url.to_string())]).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "invalid redirect_uri").into_response(),
+    }
+}
+
+/// `POST authen/v2/oauth/token`: a code (single use) → a user access token.
+async fn oauth_token(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    if let Some(failure) = shared.injected(OAUTH_TOKEN).await {
+        return failure;
+    }
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut state = shared.lock();
+    state.oauth_token_calls += 1;
+    if req["client_id"].as_str() != Some(shared.app_id.as_str())
+        || req["client_secret"].as_str() != Some(shared.app_secret.as_str())
+    {
+        return code(BAD_APP_CREDENTIALS, msg_for(BAD_APP_CREDENTIALS));
+    }
+    let member = match (req["grant_type"].as_str(), req["code"].as_str()) {
+        (Some("authorization_code"), Some(c)) => state.oauth_codes.remove(c),
+        _ => None,
+    };
+    let Some(member) = member else {
+        return Json(json!({
+            "code": BAD_OAUTH_CODE,
+            "error": "invalid_grant",
+            "error_description": "the code is invalid, used or expired",
+        }))
+        .into_response();
+    };
+    let token = format!("u-emulated-{}", uuid::Uuid::new_v4().simple());
+    state.user_tokens.insert(token.clone(), member);
+    Json(json!({
+        "code": 0,
+        "access_token": token,
+        "expires_in": 7200,
+        "token_type": "Bearer",
+        "scope": "",
+    }))
+    .into_response()
+}
+
+/// `GET authen/v1/user_info` with a user access token.
+async fn user_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(failure) = shared.injected(USER_INFO).await {
+        return failure;
+    }
+    let member = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| shared.lock().user_tokens.get(t).cloned());
+    match member {
+        Some(member) => Json(json!({"code": 0, "msg": "success", "data": member})).into_response(),
+        None => code(ACCESS_TOKEN_INVALID, msg_for(ACCESS_TOKEN_INVALID)),
+    }
+}
+
+/// `POST jssdk/ticket/get` with the tenant access token.
+async fn jssdk_ticket(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(failure) = shared.injected(JSAPI_TICKET).await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let ticket = format!("jsapi-emulated-{}", uuid::Uuid::new_v4().simple());
+    let mut state = shared.lock();
+    state.ticket_calls += 1;
+    state.jsapi_ticket = Some(ticket.clone());
+    Json(json!({
+        "code": 0,
+        "msg": "ok",
+        "data": {"ticket": ticket, "expire_in": 7200},
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

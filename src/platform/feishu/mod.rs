@@ -7,3 +7,4 @@ pub mod emulator;
 pub mod events;
 pub mod inbound;
 pub mod token;
+pub mod web;
