@@ -34,14 +34,14 @@ struct Browser {
 }
 
 /// Whether the browser tests can run here. Where Chromium is missing they are skipped with
-/// a note (a developer's fresh machine), unless `CLOSELOOP_REQUIRE_BROWSER=1` — which
+/// a note (a developer's fresh machine), unless `CI_REQUIRE_BROWSER=1` — which
 /// `.ci/run` sets after installing it — makes that a failure.
 fn browser_available() -> bool {
     if std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists() {
         return true;
     }
     let hint = "install the browser with `apt-get install -y chromium chromium-driver`";
-    if std::env::var("CLOSELOOP_REQUIRE_BROWSER").as_deref() == Ok("1") {
+    if std::env::var("CI_REQUIRE_BROWSER").as_deref() == Ok("1") {
         panic!("{CHROMEDRIVER} or {CHROMIUM} is missing: {hint}");
     }
     println!("note: {CHROMEDRIVER} or {CHROMIUM} is missing; browser test skipped ({hint})");
