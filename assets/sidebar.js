@@ -1,4 +1,5 @@
-/* closeloop sidebar: finds the customer of the open chat (WeCom JS-SDK) and records taps.
+/* closeloop sidebar: finds the customer of the open chat (WeCom JS-SDK), signs in inside
+   DingTalk (免登), configures the DingTalk or Feishu SDK, and records taps.
    Plain script, no build step; everything it needs is in the page (data attributes, meta). */
 (function () {
   'use strict';
@@ -6,6 +7,8 @@
   var main = document.querySelector('main');
   if (!main) { return; }
   var page = main.getAttribute('data-page');
+  /* The client the page runs in (wecom, dingtalk, feishu), absent in a plain browser. */
+  var platform = main.getAttribute('data-platform');
 
   function meta(name) {
     var m = document.querySelector('meta[name="' + name + '"]');
@@ -262,12 +265,153 @@
     });
   }
 
+  /* A same-site path to go to after sign-in; the server has already checked it. */
+  function localPath(p) {
+    return (p && p.charAt(0) === '/' && p.charAt(1) !== '/' && p.indexOf('\\') === -1) ? p : '/';
+  }
+
+  /* DingTalk 免登: the JSAPI's requestAuthCode (no dd.config needed) → our session →
+     `next`. The code is good for five minutes, once. */
+  function dingtalkLoginPage() {
+    var status = document.getElementById('status');
+    var next = localPath(main.getAttribute('data-next'));
+    var settled = false;
+    function fail(text) {
+      settled = true;
+      status.textContent = text;
+      status.className = 'notice error';
+    }
+    function signIn(result) {
+      if (settled) { return; }
+      var code = result && (result.code || result.authCode);
+      if (!code) { fail('未能从钉钉获取登录码，请在钉钉工作台中重新打开。'); return; }
+      settled = true;
+      status.textContent = '正在登录…';
+      request('POST', '/auth/dingtalk/code', JSON.stringify({ code: code }), 'application/json')
+        .then(function (res) {
+          if (res.ok) {
+            location.replace(next);
+          } else {
+            fail('登录失败：' + errorOf(res).message);
+          }
+        });
+    }
+    function refused() {
+      if (!settled) { fail('钉钉未能确认您的身份，请在钉钉工作台中重新打开。'); }
+    }
+    var dd = window.dd;
+    if (!dd || !dd.runtime || !dd.runtime.permission || !dd.runtime.permission.requestAuthCode) {
+      fail('无法加载钉钉 JSAPI，请在钉钉客户端中打开本页面。');
+      return;
+    }
+    /* Outside the DingTalk client the JSAPI may never answer at all. */
+    setTimeout(function () {
+      if (!settled) { fail('钉钉登录超时，请在钉钉客户端中打开本页面。'); }
+    }, 15000);
+    var asked = dd.runtime.permission.requestAuthCode({
+      corpId: main.getAttribute('data-corp-id'),
+      clientId: main.getAttribute('data-client-id'),
+      onSuccess: signIn,
+      onFail: refused
+    });
+    /* Newer JSAPI versions answer with a promise as well as the callbacks. */
+    if (asked && typeof asked.then === 'function') { asked.then(signIn, refused); }
+  }
+
+  /* The DingTalk APIs our pages invoke; dd.config lists them. */
+  var DINGTALK_APIS = ['biz.navigation.setTitle'];
+  var dingtalkReady = null;
+
+  /* Inside DingTalk: our signature → dd.config. Resolves to the JSAPI once its authorised
+     APIs may be called, or rejects with a message; runs once a page. */
+  function dingtalk() {
+    if (dingtalkReady) { return dingtalkReady; }
+    dingtalkReady = new Promise(function (resolve, reject) {
+      var dd = window.dd;
+      if (!dd || !dd.config) {
+        reject(new Error('无法加载钉钉 JSAPI，请在钉钉客户端中打开。'));
+        return;
+      }
+      var url = location.href.split('#')[0];
+      request('GET', '/web/dingtalk/js-config?url=' + encodeURIComponent(url)).then(function (res) {
+        if (!res.ok) {
+          reject(new Error('获取钉钉签名失败：' + errorOf(res).message));
+          return;
+        }
+        var cfg = res.data;
+        dd.error(function () {
+          reject(new Error('钉钉 JSAPI 验证失败，请确认应用的安全域名配置后重试。'));
+        });
+        dd.ready(function () { resolve(dd); });
+        dd.config({
+          agentId: cfg.agentId,
+          corpId: cfg.corpId,
+          timeStamp: cfg.timeStamp,
+          nonceStr: cfg.nonceStr,
+          signature: cfg.signature,
+          type: cfg.type,
+          jsApiList: DINGTALK_APIS
+        });
+      });
+    });
+    return dingtalkReady;
+  }
+
+  var feishuReady = null;
+
+  /* Inside Feishu: our signature → h5sdk.config. Resolves to the SDK, or rejects with a
+     message; runs once a page. */
+  function feishu() {
+    if (feishuReady) { return feishuReady; }
+    feishuReady = new Promise(function (resolve, reject) {
+      var h5sdk = window.h5sdk;
+      if (!h5sdk || !h5sdk.config) {
+        reject(new Error('无法加载飞书 JSSDK，请在飞书客户端中打开。'));
+        return;
+      }
+      var url = location.href.split('#')[0];
+      request('GET', '/web/feishu/js-config?url=' + encodeURIComponent(url)).then(function (res) {
+        if (!res.ok) {
+          reject(new Error('获取飞书签名失败：' + errorOf(res).message));
+          return;
+        }
+        var cfg = res.data;
+        h5sdk.config({
+          appId: cfg.appId,
+          timestamp: cfg.timestamp,
+          nonceStr: cfg.nonceStr,
+          signature: cfg.signature,
+          jsApiList: [],
+          onSuccess: function () { resolve(h5sdk); },
+          onFail: function () {
+            reject(new Error('飞书 JSSDK 验证失败，请确认应用的 H5 可信域名配置后重试。'));
+          }
+        });
+      });
+    });
+    return feishuReady;
+  }
+
   /* What collab.js and tools.js (loaded next) share. */
   window.closeloop = {
     request: request, errorOf: errorOf, toast: toast, notice: notice,
-    clearNotice: clearNotice, refresh: refresh, wecom: wecom
+    clearNotice: clearNotice, refresh: refresh, platform: platform,
+    wecom: wecom, dingtalk: dingtalk, feishu: feishu
   };
 
   if (page === 'customer') { customerPage(); }
   if (page === 'bridge') { bridgePage(); }
+  if (page === 'dingtalk-login') { dingtalkLoginPage(); }
+  /* Neither client names the open chat, so nothing here waits on the SDK: a failed config
+     only costs DingTalk's native title. */
+  if (platform === 'dingtalk') {
+    dingtalk().then(function (dd) {
+      if (dd.biz && dd.biz.navigation && dd.biz.navigation.setTitle) {
+        dd.biz.navigation.setTitle({ title: document.title });
+      }
+    }, function () { /* the page works without the JSAPI */ });
+  }
+  if (platform === 'feishu') {
+    feishu().catch(function () { /* the page works without the JSSDK */ });
+  }
 })();

@@ -1,5 +1,5 @@
 /* closeloop customer-page tools (src/web/sidebar_tools.rs): send a proposal as a tracked
-   link (into the open WeCom chat, or as a link to copy), attest a claim, mark a number
+   link (into the open WeCom chat, or as a link to copy elsewhere), attest a claim, mark a number
    invalid or valid, and the manager's rollback, reassignment and freeze lifting.
    Loaded after sidebar.js, whose helpers it uses (window.closeloop). Plain script, no
    build step. Sections are re-rendered by refresh(), so every listener is delegated. */
@@ -12,8 +12,9 @@
   var customer = main.getAttribute('data-customer');
 
   /* Inside WeCom the page loads the JS-SDK; it is signed once, at load, as on the entry
-     page. Anything short of a ready SDK means the link is shown to copy instead. */
-  var chat = (window.wx || window.jWeixin) ? cl.wecom() : null;
+     page. Anything short of a ready SDK means the link is shown to copy instead, and so
+     does every other client: DingTalk and Feishu name no open chat to send into. */
+  var chat = (cl.platform === 'wecom' && (window.wx || window.jWeixin)) ? cl.wecom() : null;
   if (chat) { chat.catch(function () { /* sending falls back to copying the link */ }); }
   var CHAT_PATIENCE_MS = 8000;
 

@@ -323,6 +323,69 @@ async fn build_worker(
             Arc::new(crate::platform::feishu::contacts::FeishuDirectory { api: api.clone() }),
         );
     }
+    // Meeting records (issue 7): DingTalk conferences and Feishu VC meetings, polled when
+    // `poll_meetings` is switched on (the app needs the platform's meeting permission).
+    {
+        use crate::platform::{dingtalk::conference, feishu::vc};
+        let mut polls = Vec::new();
+        if let Some(api) = dingtalk_api
+            .as_ref()
+            .filter(|_| config.dingtalk.as_ref().is_some_and(|d| d.poll_meetings))
+        {
+            registry.register(
+                conference::POLL_KIND,
+                conference::ConferencePoll {
+                    api: api.clone(),
+                    clock: clock.clone(),
+                    org_id: org.id.clone(),
+                },
+            );
+            registry.register(
+                conference::FETCH_KIND,
+                conference::ConferenceFetch {
+                    api: api.clone(),
+                    db: db.clone(),
+                    clock: clock.clone(),
+                    org_id: org.id.clone(),
+                    rules: rules.clone(),
+                },
+            );
+            polls.push((conference::POLL_KIND, conference::EVERY));
+        }
+        if let Some(api) = feishu_api
+            .as_ref()
+            .filter(|_| config.feishu.as_ref().is_some_and(|f| f.poll_meetings))
+        {
+            registry.register(
+                vc::KIND,
+                vc::VcPoll {
+                    api: api.clone(),
+                    db: db.clone(),
+                    clock: clock.clone(),
+                    org_id: org.id.clone(),
+                    rules: rules.clone(),
+                },
+            );
+            polls.push((vc::KIND, vc::EVERY));
+        }
+        for (kind, every) in polls {
+            schedule::upsert(
+                db,
+                clock.now_ms(),
+                &ScheduleSpec {
+                    id: format!("{kind}:{}", org.id),
+                    org_id: Some(org.id.clone()),
+                    kind: kind.into(),
+                    payload: serde_json::json!({}),
+                    every: Every::Interval(every),
+                    timezone: org.timezone,
+                    misfire: Misfire::Once,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register the meeting-record poll {kind}: {e}"))?;
+        }
+    }
     if !directories.is_empty() {
         use crate::directory::sync;
         registry.register(
@@ -438,6 +501,7 @@ async fn build_worker(
             Arc::new(crate::platform::dingtalk::cards::UpdateCard {
                 api: api.clone(),
                 db: db.clone(),
+                clock: clock.clone(),
             }),
         ));
         deliver.push((

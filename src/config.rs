@@ -271,6 +271,13 @@ pub struct DingtalkConfig {
     pub api_base: String,
     #[serde(default = "DingtalkConfig::default_oapi_base")]
     pub oapi_base: String,
+    /// Poll video conferences as meeting records (needs `VideoConference.Conference.Read`).
+    #[serde(default)]
+    pub poll_meetings: bool,
+    /// The JSAPI script the sidebar pages load inside DingTalk (its origin is allowed by
+    /// the pages' Content-Security-Policy).
+    #[serde(default = "DingtalkConfig::default_jsapi_url")]
+    pub jsapi_url: String,
     #[serde(
         default = "default_skew",
         deserialize_with = "duration",
@@ -286,6 +293,10 @@ impl DingtalkConfig {
     fn default_oapi_base() -> String {
         "https://oapi.dingtalk.com".into()
     }
+    /// The CDN address open.dingtalk.com's 客户端SDK介绍 page gives.
+    fn default_jsapi_url() -> String {
+        "https://g.alicdn.com/dingding/dingtalk-jsapi/3.1.0/dingtalk.open.js".into()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,6 +311,13 @@ pub struct FeishuConfig {
     pub api_base: String,
     #[serde(default = "FeishuConfig::default_accounts_base")]
     pub accounts_base: String,
+    /// Poll ended VC meetings as meeting records (needs the VC meeting-data permission).
+    #[serde(default)]
+    pub poll_meetings: bool,
+    /// The JSSDK (`window.h5sdk`) the sidebar pages load inside Feishu (its origin is
+    /// allowed by the pages' Content-Security-Policy).
+    #[serde(default = "FeishuConfig::default_h5sdk_url")]
+    pub h5sdk_url: String,
     #[serde(
         default = "default_skew",
         deserialize_with = "duration",
@@ -314,6 +332,10 @@ impl FeishuConfig {
     }
     fn default_accounts_base() -> String {
         "https://accounts.feishu.cn".into()
+    }
+    /// The script open.feishu.cn's web-app (网页应用) introduction names.
+    fn default_h5sdk_url() -> String {
+        "https://lf1-cdn-tos.bytegoofy.com/goofy/lark/op/h5-js-sdk-1.5.23.js".into()
     }
 }
 
@@ -494,6 +516,7 @@ impl Config {
                 .map_err(|e| ConfigError::new("wecom.encoding_aes_key", e.to_string()))?;
             base_url("wecom.api_base", &w.api_base)?;
             base_url("wecom.oauth_base", &w.oauth_base)?;
+            base_url("wecom.jssdk_url", &w.jssdk_url)?;
         }
         if let Some(d) = &self.dingtalk {
             non_empty("dingtalk.app_key", &d.app_key)?;
@@ -503,6 +526,7 @@ impl Config {
                 .map_err(|e| ConfigError::new("dingtalk.aes_key", e.to_string()))?;
             base_url("dingtalk.api_base", &d.api_base)?;
             base_url("dingtalk.oapi_base", &d.oapi_base)?;
+            base_url("dingtalk.jsapi_url", &d.jsapi_url)?;
         }
         if let Some(f) = &self.feishu {
             non_empty("feishu.app_id", &f.app_id)?;
@@ -515,6 +539,7 @@ impl Config {
             }
             base_url("feishu.api_base", &f.api_base)?;
             base_url("feishu.accounts_base", &f.accounts_base)?;
+            base_url("feishu.h5sdk_url", &f.h5sdk_url)?;
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 //! transaction; button keys come from code (`<action>:<card id>`), so what a click means
 //! never depends on wording.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::db::{new_id, Tx};
@@ -33,16 +35,46 @@ pub struct Button {
     pub style: ButtonStyle,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How urgent a card looks, on platforms whose cards have a coloured header (Feishu).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tone {
+    #[default]
+    Info,
+    Warning,
+    Danger,
+}
+
+impl Tone {
+    fn is_info(&self) -> bool {
+        *self == Tone::Info
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Card {
     pub title: String,
     pub description: Option<String>,
     /// Label and value pairs, shown in order.
     pub fields: Vec<(String, String)>,
     pub buttons: Vec<Button>,
+    #[serde(default, skip_serializing_if = "Tone::is_info")]
+    pub tone: Tone,
+    /// The same card as one platform's templates word it (`cards/<platform>/`), where that
+    /// differs from this one. Buttons carry the same actions on every platform.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, Card>,
 }
 
 impl Card {
+    /// The card as it is shown on `platform`.
+    pub fn into_platform(mut self, platform: crate::platform::event::Platform) -> Card {
+        self.variants.remove(platform.as_str()).unwrap_or(Card {
+            variants: BTreeMap::new(),
+            ..self
+        })
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         if self.title.trim().is_empty() {
             return Err(Error::invalid("a card needs a title"));
@@ -67,6 +99,14 @@ impl Card {
         }
         Ok(())
     }
+}
+
+/// A stored card (`cards.content`) as it is shown on `platform`.
+pub fn stored(
+    content: &str,
+    platform: crate::platform::event::Platform,
+) -> std::result::Result<Card, serde_json::Error> {
+    Ok(serde_json::from_str::<Card>(content)?.into_platform(platform))
 }
 
 /// The page a card of `purpose` about `object_ref` opens when tapped (relative to
@@ -207,6 +247,33 @@ pub async fn record_click(
     Ok(Click::Recorded)
 }
 
+/// After a platform accepted a card: where it went, its message id there, and the one-shot
+/// update code the send returned (WeCom), kept until `code_expires_at`.
+pub async fn mark_sent(
+    tx: &mut Tx,
+    now_ms: i64,
+    card_id: &str,
+    platform: crate::platform::event::Platform,
+    message_id: Option<&str>,
+    code: Option<(&str, i64)>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE cards SET status = 'sent', platform = $1, platform_message_id = $2, \
+         response_code = COALESCE($3, response_code), \
+         response_code_expires_at = CASE WHEN $3 IS NULL THEN response_code_expires_at ELSE $4 END, \
+         updated_at = $5, sent_at = $5 WHERE id = $6",
+    )
+    .bind(platform.as_str())
+    .bind(message_id)
+    .bind(code.map(|(c, _)| c))
+    .bind(code.map(|(_, until)| until))
+    .bind(now_ms)
+    .bind(card_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// After a card's update: the one-shot code (WeCom response_code, Feishu delayed-update
 /// token) is spent or no longer needed, so it is forgotten.
 pub async fn spend_update_code(tx: &mut Tx, now_ms: i64, card_id: &str) -> Result<()> {
@@ -218,6 +285,89 @@ pub async fn spend_update_code(tx: &mut Tx, now_ms: i64, card_id: &str) -> Resul
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// What a card shows once answered: its status text, else 「已<label of the chosen button>」.
+pub fn outcome(card: &Card, action: &str, status_text: Option<String>) -> String {
+    status_text.unwrap_or_else(|| {
+        card.buttons
+            .iter()
+            .find(|b| b.action == action)
+            .map_or("已处理".to_string(), |b| format!("已{}", b.label))
+    })
+}
+
+/// How a button press will leave its card, for platforms that answer the press itself with
+/// the updated card (Feishu within 3 s, DingTalk within 2 s). The press is already stored;
+/// this only reads. Until the press is processed, a press shows its own choice; the first
+/// stored press decides, and the update that follows shows that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preview {
+    /// The key is not a closeloop button key, or the card has no such button.
+    Unknown,
+    /// Pressed by someone the card was not sent to: nothing changes.
+    NotRecipient,
+    Chosen {
+        /// The card as the platform shows it.
+        card: Card,
+        /// The outcome line that replaces the buttons.
+        label: String,
+        /// An earlier press chose something else; `label` shows that.
+        repeat: bool,
+        /// The card's details page (relative to `public_url`), if any.
+        link: Option<String>,
+    },
+}
+
+pub async fn preview_click(
+    db: &crate::db::Db,
+    org_id: &str,
+    platform: crate::platform::event::Platform,
+    platform_user: &str,
+    key: &str,
+) -> Result<Preview> {
+    use sqlx::Row;
+    let Some((action, card_id)) = parse_button_key(key) else {
+        return Ok(Preview::Unknown);
+    };
+    let row = sqlx::query(
+        "SELECT content, recipient_user_id, clicked_action, status_text, purpose, object_ref \
+         FROM cards WHERE id = $1 AND org_id = $2",
+    )
+    .bind(card_id)
+    .bind(org_id)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Preview::Unknown);
+    };
+    let mut tx = db.begin().await?;
+    let clicker = crate::directory::sync::user_of(&mut tx, org_id, platform, platform_user).await?;
+    tx.rollback().await?;
+    if clicker.as_deref() != Some(row.get::<String, _>("recipient_user_id").as_str()) {
+        return Ok(Preview::NotRecipient);
+    }
+    let card = stored(&row.get::<String, _>("content"), platform)
+        .map_err(|e| Error::Internal(e.into()))?;
+    if !card.buttons.iter().any(|b| b.action == action) {
+        return Ok(Preview::Unknown);
+    }
+    let chosen: Option<String> = row.get("clicked_action");
+    let label = outcome(
+        &card,
+        chosen.as_deref().unwrap_or(action),
+        row.get("status_text"),
+    );
+    let link = link_path(
+        &row.get::<String, _>("purpose"),
+        row.get::<Option<String>, _>("object_ref").as_deref(),
+    );
+    Ok(Preview::Chosen {
+        repeat: chosen.as_deref().is_some_and(|c| c != action),
+        card,
+        label,
+        link,
+    })
 }
 
 /// Purposes whose cards are updated when their object is done, not on the first click.

@@ -12,7 +12,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Deserialize;
 
-use super::{Button, ButtonStyle, Card, MAX_BUTTONS, MAX_FIELDS};
+use super::{Button, ButtonStyle, Card, Tone, MAX_BUTTONS, MAX_FIELDS};
+use crate::platform::event::Platform;
 
 /// What code supplies to a template, and the actions its buttons trigger.
 pub struct Spec {
@@ -82,49 +83,35 @@ pub const SPECS: &[Spec] = &[
     },
 ];
 
-/// The embedded WeCom templates (`cards/wecom/<name>.toml`).
-const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "antifraud.ip_burst",
-        include_str!("../../cards/wecom/antifraud.ip_burst.toml"),
-    ),
-    (
-        "attestation",
-        include_str!("../../cards/wecom/attestation.toml"),
-    ),
-    (
-        "collab.request",
-        include_str!("../../cards/wecom/collab.request.toml"),
-    ),
-    (
-        "collab.reminder",
-        include_str!("../../cards/wecom/collab.reminder.toml"),
-    ),
-    (
-        "collab.nudge",
-        include_str!("../../cards/wecom/collab.nudge.toml"),
-    ),
-    (
-        "collab.escalation",
-        include_str!("../../cards/wecom/collab.escalation.toml"),
-    ),
-    (
-        "collab.reply",
-        include_str!("../../cards/wecom/collab.reply.toml"),
-    ),
-    (
-        "collab.health",
-        include_str!("../../cards/wecom/collab.health.toml"),
-    ),
-    (
-        "credibility.alert",
-        include_str!("../../cards/wecom/credibility.alert.toml"),
-    ),
-    (
-        "credibility.review",
-        include_str!("../../cards/wecom/credibility.review.toml"),
-    ),
-];
+/// The platforms with a template folder of their own. The first is the base: every card is
+/// composed from it, and from each other platform's folder where that words it differently.
+pub const PLATFORMS: [Platform; 3] = [Platform::Wecom, Platform::Dingtalk, Platform::Feishu];
+
+macro_rules! embedded {
+    ($($name:literal),* $(,)?) => {
+        /// The embedded templates of each platform (`cards/<platform>/<name>.toml`).
+        const EMBEDDED: &[(&str, &str, &str)] = &[
+            $(
+                ("wecom", $name, include_str!(concat!("../../cards/wecom/", $name, ".toml"))),
+                ("dingtalk", $name, include_str!(concat!("../../cards/dingtalk/", $name, ".toml"))),
+                ("feishu", $name, include_str!(concat!("../../cards/feishu/", $name, ".toml"))),
+            )*
+        ];
+    };
+}
+
+embedded!(
+    "antifraud.ip_burst",
+    "attestation",
+    "collab.request",
+    "collab.reminder",
+    "collab.nudge",
+    "collab.escalation",
+    "collab.reply",
+    "collab.health",
+    "credibility.alert",
+    "credibility.review",
+);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,12 +131,15 @@ struct Template {
     /// action → label
     #[serde(default)]
     buttons: BTreeMap<String, String>,
+    /// `info` (default), `warning` or `danger`: the header colour where a platform has one.
+    #[serde(default)]
+    tone: Tone,
 }
 
-/// A checked set of templates.
+/// A checked set of templates, per platform.
 #[derive(Debug, Clone)]
 pub struct Templates {
-    by_name: HashMap<&'static str, Template>,
+    by_name: HashMap<(Platform, &'static str), Template>,
 }
 
 fn placeholders(text: &str) -> Vec<&str> {
@@ -213,65 +203,91 @@ fn check(spec: &Spec, t: &Template, source: &str) -> Result<(), String> {
 }
 
 impl Templates {
-    /// The embedded templates, with any `<name>.toml` in `override_dir` replacing its
-    /// embedded twin; every one checked. Unknown files in the folder are refused (a typo
-    /// in a file name would otherwise silently change nothing).
+    /// The embedded templates, with any file in `override_dir` replacing its embedded twin:
+    /// `<name>.toml` for every platform, `<platform>/<name>.toml` for one (which wins). Every
+    /// one is checked. Unknown files and folders are refused (a typo in a file name would
+    /// otherwise silently change nothing).
     pub fn load(override_dir: Option<&Path>) -> Result<Templates, String> {
-        let mut texts: HashMap<&'static str, (String, String)> = EMBEDDED
+        let mut texts: HashMap<(Platform, &'static str), (String, String)> = EMBEDDED
             .iter()
-            .map(|(n, t)| {
+            .map(|(platform, n, t)| {
+                let p = platform_named(platform).expect("embedded platform");
                 (
-                    *n,
-                    (t.to_string(), format!("cards/wecom/{n}.toml (embedded)")),
+                    (p, *n),
+                    (
+                        t.to_string(),
+                        format!("cards/{platform}/{n}.toml (embedded)"),
+                    ),
                 )
             })
             .collect();
         if let Some(dir) = override_dir {
-            let entries = std::fs::read_dir(dir)
-                .map_err(|e| format!("cards.override_dir {}: {e}", dir.display()))?;
-            for entry in entries {
-                let path = entry.map_err(|e| e.to_string())?.path();
-                let file = path
-                    .file_name()
-                    .and_then(|f| f.to_str())
-                    .unwrap_or_default()
-                    .to_string();
-                let Some(name) = file.strip_suffix(".toml") else {
+            let mut per_platform = Vec::new();
+            for (path, name) in toml_files(dir)? {
+                if let Some(p) = name.strip_prefix('/').and_then(platform_named) {
+                    per_platform.push((p, path));
                     continue;
-                };
-                let Some(spec) = SPECS.iter().find(|s| s.name == name) else {
-                    return Err(format!(
-                        "card template {}: no card is called `{name}` (known: {})",
-                        path.display(),
-                        SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                    ));
-                };
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("card template {}: {e}", path.display()))?;
-                texts.insert(spec.name, (text, path.display().to_string()));
+                }
+                let spec = spec_of(&path, &name)?;
+                let text = read(&path)?;
+                for p in PLATFORMS {
+                    texts.insert((p, spec.name), (text.clone(), path.display().to_string()));
+                }
+            }
+            for (p, sub) in per_platform {
+                for (path, name) in toml_files(&sub)? {
+                    if name.starts_with('/') {
+                        return Err(format!(
+                            "card templates {}: no folders inside a platform's folder",
+                            path.display()
+                        ));
+                    }
+                    let spec = spec_of(&path, &name)?;
+                    texts.insert((p, spec.name), (read(&path)?, path.display().to_string()));
+                }
             }
         }
         let mut by_name = HashMap::new();
-        for spec in SPECS {
-            let (text, source) = texts
-                .get(spec.name)
-                .ok_or_else(|| format!("card template `{}` is missing", spec.name))?;
-            let t: Template =
-                toml::from_str(text).map_err(|e| format!("card template {source}: {e}"))?;
-            check(spec, &t, source)?;
-            by_name.insert(spec.name, t);
+        for p in PLATFORMS {
+            for spec in SPECS {
+                let (text, source) = texts.get(&(p, spec.name)).ok_or_else(|| {
+                    format!(
+                        "card template `{}` for {} is missing",
+                        spec.name,
+                        p.as_str()
+                    )
+                })?;
+                let t: Template =
+                    toml::from_str(text).map_err(|e| format!("card template {source}: {e}"))?;
+                check(spec, &t, source)?;
+                by_name.insert((p, spec.name), t);
+            }
         }
         Ok(Templates { by_name })
     }
 
-    /// Composes the card `name` from `vars`. A field whose value comes out empty is left
-    /// out (optional values). Unknown names are a bug in code, caught by tests.
+    /// Composes the card `name` from `vars`, as the base platform's templates word it, with
+    /// each other platform's wording attached where it differs. A field whose value comes
+    /// out empty is left out (optional values). Unknown names are a bug in code, caught by
+    /// tests.
     pub fn card(&self, name: &str, vars: &[(&str, String)]) -> Card {
+        let mut base = self.card_for(PLATFORMS[0], name, vars);
+        for p in &PLATFORMS[1..] {
+            let variant = self.card_for(*p, name, vars);
+            if variant != base {
+                base.variants.insert(p.as_str().to_string(), variant);
+            }
+        }
+        base
+    }
+
+    /// Card `name` as `platform`'s templates word it.
+    pub fn card_for(&self, platform: Platform, name: &str, vars: &[(&str, String)]) -> Card {
         let spec = SPECS
             .iter()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no card spec `{name}`"));
-        let t = &self.by_name[spec.name];
+        let t = &self.by_name[&(platform, spec.name)];
         let fill = |text: &str| {
             let mut out = text.to_string();
             for (k, v) in vars {
@@ -301,8 +317,56 @@ impl Templates {
                     style: *style,
                 })
                 .collect(),
+            tone: t.tone,
+            variants: BTreeMap::new(),
         }
     }
+}
+
+fn platform_named(name: &str) -> Option<Platform> {
+    PLATFORMS.into_iter().find(|p| p.as_str() == name)
+}
+
+/// The `.toml` files in `dir` as (path, card name), and its sub-folders as (path, "/name").
+fn toml_files(dir: &Path) -> Result<Vec<(std::path::PathBuf, String)>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cards.override_dir {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if path.is_dir() {
+            if platform_named(&file).is_none() {
+                return Err(format!(
+                    "card templates {}: a folder must be named after a platform ({})",
+                    path.display(),
+                    PLATFORMS.map(|p| p.as_str()).join(", ")
+                ));
+            }
+            out.push((path, format!("/{file}")));
+        } else if let Some(name) = file.strip_suffix(".toml") {
+            out.push((path.clone(), name.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn spec_of(path: &Path, name: &str) -> Result<&'static Spec, String> {
+    SPECS.iter().find(|s| s.name == name).ok_or_else(|| {
+        format!(
+            "card template {}: no card is called `{name}` (known: {})",
+            path.display(),
+            SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("card template {}: {e}", path.display()))
 }
 
 fn installed() -> &'static RwLock<Option<Arc<Templates>>> {
@@ -337,10 +401,13 @@ mod tests {
     #[test]
     fn every_embedded_template_is_valid_and_fills() {
         let t = Templates::load(None).unwrap();
-        for spec in SPECS {
+        for (platform, spec) in PLATFORMS
+            .iter()
+            .flat_map(|p| SPECS.iter().map(move |s| (*p, s)))
+        {
             let vars: Vec<(&str, String)> =
                 spec.vars.iter().map(|v| (*v, format!("<{v}>"))).collect();
-            let card = t.card(spec.name, &vars);
+            let card = t.card_for(platform, spec.name, &vars);
             assert!(!card.title.contains('{'), "{}: {}", spec.name, card.title);
             for (k, v) in &card.fields {
                 assert!(
@@ -389,6 +456,64 @@ mod tests {
         std::fs::write(dir.path().join("atestation.toml"), "title = \"x\"\n").unwrap();
         let e = Templates::load(Some(dir.path())).unwrap_err();
         assert!(e.contains("no card is called `atestation`"), "{e}");
+    }
+
+    #[test]
+    fn each_platform_has_its_own_wording_and_overrides_can_target_one() {
+        let vars = [
+            ("title", "售前快速提问".to_string()),
+            ("assignees", "张工".into()),
+            ("initiator", "李明".into()),
+            ("customer", "华南智造".into()),
+        ];
+        let t = Templates::load(None).unwrap();
+        let card = t.card("collab.escalation", &vars);
+        // WeCom cards have no header colour: the title carries the urgency.
+        assert_eq!(card.title, "【超时升级】售前快速提问");
+        let feishu = card.clone().into_platform(Platform::Feishu);
+        assert_eq!(feishu.title, "超时升级：售前快速提问");
+        assert_eq!(feishu.tone, Tone::Danger);
+        assert!(feishu.variants.is_empty());
+        assert_eq!(
+            card.clone().into_platform(Platform::Wecom).title,
+            card.title
+        );
+        // Stored and read back, each platform still gets its own.
+        let json = serde_json::to_string(&card).unwrap();
+        let back = crate::cards::stored(&json, Platform::Dingtalk).unwrap();
+        assert_eq!(back.title, "超时升级：售前快速提问");
+
+        let dir = tempfile::tempdir().unwrap();
+        let all = "title = \"全员：{title}\"\n";
+        std::fs::write(dir.path().join("collab.escalation.toml"), all).unwrap();
+        std::fs::create_dir(dir.path().join("feishu")).unwrap();
+        std::fs::write(
+            dir.path().join("feishu/collab.escalation.toml"),
+            "title = \"飞书：{title}\"\ntone = \"warning\"\n",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let card = t.card("collab.escalation", &vars);
+        assert_eq!(card.title, "全员：售前快速提问");
+        assert_eq!(
+            card.clone().into_platform(Platform::Dingtalk).title,
+            "全员：售前快速提问"
+        );
+        let feishu = card.into_platform(Platform::Feishu);
+        assert_eq!(feishu.title, "飞书：售前快速提问");
+        assert_eq!(feishu.tone, Tone::Warning);
+
+        std::fs::create_dir(dir.path().join("slack")).unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err();
+        assert!(e.contains("named after a platform"), "{e}");
+        std::fs::remove_dir(dir.path().join("slack")).unwrap();
+        std::fs::write(
+            dir.path().join("feishu/attestation.toml"),
+            "title = \"x\"\n[buttons]\nconfirm = \"是\"\n",
+        )
+        .unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err();
+        assert!(e.contains("feishu/attestation.toml"), "{e}");
     }
 
     #[test]

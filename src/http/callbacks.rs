@@ -53,8 +53,8 @@ pub async fn wecom_receive(
 }
 
 /// `POST /callback/feishu`: the URL check is answered with its challenge; events are
-/// acknowledged only after the inbox commit. A card click is answered with a toast (Feishu
-/// waits at most 3 s for it); the card itself is updated by the click's processing.
+/// acknowledged only after the inbox commit. A card click is answered (Feishu waits at most
+/// 3 s) with a toast and the card as it now looks; later changes edit the message.
 pub async fn feishu_receive(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -82,29 +82,38 @@ pub async fn feishu_receive(
     let outcome = feishu
         .receive(&s.inbox, &s.cipher, s.clock.now_ms(), signed, &body)
         .await?;
-    let event_type = match &outcome {
+    let click = match outcome {
         FeishuReceived::Challenge(challenge) => {
             return Ok(axum::Json(serde_json::json!({ "challenge": challenge })))
         }
-        FeishuReceived::New { event_type, .. } => {
+        FeishuReceived::New {
+            event_type, click, ..
+        } => {
             tracing::debug!(platform = "feishu", %event_type, "callback stored");
-            event_type
+            click
         }
-        FeishuReceived::Duplicate { event_type } => {
+        FeishuReceived::Duplicate { click, .. } => {
             tracing::debug!(platform = "feishu", "duplicate callback acknowledged");
-            event_type
+            click
         }
         FeishuReceived::Quarantined { inbox_id } => {
             tracing::warn!(platform = "feishu", inbox = %inbox_id, "signed callback could not be parsed; quarantined");
-            return Ok(axum::Json(serde_json::json!({ "msg": "success" })));
+            None
         }
     };
-    if event_type == "card.action.trigger" {
-        return Ok(axum::Json(
-            serde_json::json!({ "toast": { "type": "info", "content": "已收到" } }),
-        ));
+    match click {
+        // The click is stored; its answer shows the card as it will look once processed.
+        Some(click) => Ok(axum::Json(
+            crate::platform::feishu::cards::click_answer(
+                &s.db,
+                &s.default_org.id,
+                &s.config.public_url,
+                &click,
+            )
+            .await?,
+        )),
+        None => Ok(axum::Json(serde_json::json!({ "msg": "success" }))),
     }
-    Ok(axum::Json(serde_json::json!({ "msg": "success" })))
 }
 
 /// `POST /callback/dingtalk`: every accepted push (and the URL check) is answered with the
@@ -174,5 +183,21 @@ pub async fn dingtalk_card(
         .receive_card(&s.inbox, &s.cipher, s.clock.now_ms(), signed, &body)
         .await?;
     tracing::debug!(platform = "dingtalk", outcome = ?received, "card callback");
-    Ok(axum::Json(serde_json::json!({})))
+    // Stored; the answer shows the card as it will look once the press is processed.
+    let preview = match &received.press {
+        Some((user, key)) => {
+            crate::cards::preview_click(
+                &s.db,
+                &s.default_org.id,
+                crate::platform::event::Platform::Dingtalk,
+                user,
+                key,
+            )
+            .await?
+        }
+        None => crate::cards::Preview::Unknown,
+    };
+    Ok(axum::Json(crate::platform::dingtalk::cards::click_answer(
+        &preview,
+    )))
 }

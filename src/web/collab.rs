@@ -485,6 +485,7 @@ fn request_form(t: &CollabType, to: &Receiver) -> String {
 /// `GET /collab/requests/{id}`: what a card opens.
 async fn request_page(
     State(s): State<AppState>,
+    headers: HeaderMap,
     session: Result<Session>,
     Path(id): Path<String>,
 ) -> PageResult {
@@ -492,7 +493,14 @@ async fn request_page(
         crate::validate::id("request", &id).map_err(|_| Error::NotFound { what: "request" })?;
     let session = match session {
         Ok(session) => session,
-        Err(e) => return Ok(not_signed_in(&s, e, &format!("/collab/requests/{id}"))),
+        Err(e) => {
+            return Ok(not_signed_in(
+                &s,
+                &headers,
+                e,
+                &format!("/collab/requests/{id}"),
+            ))
+        }
     };
     let org = &session.org_id;
     let me = session.user_id.as_str();
@@ -748,10 +756,14 @@ fn trail_item(e: &TrailEntry, name: &dyn Fn(&str) -> String, tz: chrono_tz::Tz) 
 }
 
 /// `GET /collab`: requests assigned to me, waiting in my roles' queues, and mine.
-async fn my_requests(State(s): State<AppState>, session: Result<Session>) -> PageResult {
+async fn my_requests(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    session: Result<Session>,
+) -> PageResult {
     let session = match session {
         Ok(session) => session,
-        Err(e) => return Ok(not_signed_in(&s, e, "/collab")),
+        Err(e) => return Ok(not_signed_in(&s, &headers, e, "/collab")),
     };
     let org = session.org_id.as_str();
     let me = session.user_id.as_str();
@@ -806,6 +818,7 @@ async fn my_requests(State(s): State<AppState>, session: Result<Session>) -> Pag
 /// the organisation may download, as any member may view the request page linking it.
 async fn document_content(
     State(s): State<AppState>,
+    headers: HeaderMap,
     session: Result<Session>,
     Path(id): Path<String>,
 ) -> PageResult {
@@ -816,6 +829,7 @@ async fn document_content(
         Err(e) => {
             return Ok(not_signed_in(
                 &s,
+                &headers,
                 e,
                 &format!("/web/documents/{id}/content"),
             ))

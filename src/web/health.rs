@@ -3,7 +3,7 @@
 //! ratio, return rate. Managers and admins see it; others are told it is theirs to ask for.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
@@ -67,12 +67,13 @@ async fn may_see(s: &AppState, user: &str) -> Result<bool> {
 
 async fn page(
     State(s): State<AppState>,
+    headers: HeaderMap,
     session: Result<Session>,
     Query(q): Query<WeekQuery>,
 ) -> PageResult {
     let session = match session {
         Ok(session) => session,
-        Err(e) => return Ok(not_signed_in(&s, e, "/collab/health")),
+        Err(e) => return Ok(not_signed_in(&s, &headers, e, "/collab/health")),
     };
     if !may_see(&s, &session.user_id).await? {
         return Ok(message_page(

@@ -1,7 +1,9 @@
 //! The sidebar page shown in the chat toolbar (聊天工具栏) next to a customer's chat:
 //! server-rendered, mobile-first, in Simplified Chinese, with its CSS and JavaScript
 //! embedded in the binary (no build step, no CDN). Inside WeCom the page loads the
-//! platform's JS-SDK at run time to learn which customer the chat is with; one tap on an
+//! platform's JS-SDK at run time to learn which customer the chat is with; inside DingTalk
+//! (H5 微应用) and Feishu (网页应用), which name no open chat, it lists the rep's
+//! customers and loads that platform's SDK for the page's own use. One tap on an
 //! action button records a tracking point through the ledger, where the anti-fraud rules
 //! apply; a quick-ask or handoff opens its request form (src/web/collab.rs); sending a
 //! proposal, attesting a claim, contact validity and the manager's tools live in
@@ -26,6 +28,7 @@ use crate::customers;
 use crate::error::{Error, Result};
 use crate::gates::{self, Mover};
 use crate::http::{ApiJson, ApiQuery, AppState, ClientIp};
+use crate::platform::event::Platform;
 use crate::rules::{ActionKind, RuleSet};
 use crate::tracking::{NewPoint, Recorded, Source};
 use crate::web::session::{self, Session};
@@ -159,6 +162,9 @@ pub(crate) struct Html {
     pub(crate) csrf: Option<String>,
     /// The platform JS-SDK, loaded before our script.
     pub(crate) jssdk: Option<String>,
+    /// `data-platform` of `<main>`: the client the page runs in, which tells the script
+    /// which SDK to configure.
+    pub(crate) platform: Option<Platform>,
 }
 
 impl Html {
@@ -186,11 +192,15 @@ impl Html {
             "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1, viewport-fit=cover\">\n\
              <title>{title}</title>\n{head}<link rel=\"stylesheet\" href=\"{css}\">\n</head>\n<body>\n\
-             <main data-page=\"{page}\"{attrs}>\n{body}</main>\n\
+             <main data-page=\"{page}\"{platform}{attrs}>\n{body}</main>\n\
              <div id=\"toast\" class=\"toast\" role=\"status\" hidden></div>\n{scripts}</body>\n</html>\n",
             title = escape(&self.title),
             css = asset_url("sidebar.css"),
             page = self.page,
+            platform = self
+                .platform
+                .map(|p| format!(" data-platform=\"{}\"", p.as_str()))
+                .unwrap_or_default(),
             attrs = self.main_attrs,
             body = self.body,
         );
@@ -261,27 +271,93 @@ fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
-/// Where someone without a session goes: WeCom's sign-in when WeCom is configured, the
-/// development sign-in in the demo, otherwise a page saying where to open the sidebar.
-fn sign_in_first(s: &AppState, next: &str) -> Response {
+/// The platforms this deployment can sign a browser in through, WeCom first. DingTalk's
+/// 免登 names the organisation by its CorpId, so without `dingtalk.corp_id` it cannot.
+fn sign_in_platforms(s: &AppState) -> Vec<Platform> {
+    let mut offered = Vec::new();
     if s.wecom_web.is_some() {
-        redirect(&format!("/auth/wecom/login?next={}", enc(next)))
-    } else if s.dev_sign_in {
-        redirect(&format!("/auth/dev?next={}", enc(next)))
+        offered.push(Platform::Wecom);
+    }
+    if s.dingtalk_web
+        .as_ref()
+        .is_some_and(|d| !d.corp_id.is_empty())
+    {
+        offered.push(Platform::Dingtalk);
+    }
+    if s.feishu_web.is_some() {
+        offered.push(Platform::Feishu);
+    }
+    offered
+}
+
+/// The client a request comes from, by the markers the platforms' in-app browsers put in
+/// their User-Agent: `DingTalk` (as in `AliApp(DingTalk/6.5.20)`), `Lark`/`Feishu` (as in
+/// `Lark/5.10.4 … ChannelName/Feishu`), `wxwork` (WeCom).
+fn client_of(headers: &HeaderMap) -> Option<Platform> {
+    let ua = headers.get(header::USER_AGENT)?.to_str().ok()?;
+    if ua.contains("DingTalk") {
+        Some(Platform::Dingtalk)
+    } else if ua.contains("Lark") || ua.contains("Feishu") {
+        Some(Platform::Feishu)
+    } else if ua.contains("wxwork") {
+        Some(Platform::Wecom)
     } else {
-        message_page(
+        None
+    }
+}
+
+/// Which sign-in someone without a session gets: the platform whose client they are in,
+/// else the only one configured, else WeCom; `None` when none of these applies.
+fn sign_in_platform(offered: &[Platform], client: Option<Platform>) -> Option<Platform> {
+    let only = match offered {
+        [only] => Some(*only),
+        _ => None,
+    };
+    let wecom = offered
+        .contains(&Platform::Wecom)
+        .then_some(Platform::Wecom);
+    client.filter(|p| offered.contains(p)).or(only).or(wecom)
+}
+
+fn platform_label(p: Platform) -> &'static str {
+    match p {
+        Platform::Wecom => "企业微信",
+        Platform::Dingtalk => "钉钉",
+        Platform::Feishu => "飞书",
+    }
+}
+
+/// Where someone without a session goes: the chosen platform's sign-in, the development
+/// sign-in in the demo, otherwise a page saying where to open the sidebar.
+fn sign_in_first(s: &AppState, headers: &HeaderMap, next: &str) -> Response {
+    let offered = sign_in_platforms(s);
+    let next = enc(next);
+    match sign_in_platform(&offered, client_of(headers)) {
+        Some(Platform::Wecom) => redirect(&format!("/auth/wecom/login?next={next}")),
+        Some(Platform::Dingtalk) => redirect(&format!("/auth/dingtalk/login?next={next}")),
+        Some(Platform::Feishu) => redirect(&format!("/auth/feishu/login?next={next}")),
+        None if s.dev_sign_in => redirect(&format!("/auth/dev?next={next}")),
+        None if offered.is_empty() => message_page(
             StatusCode::UNAUTHORIZED,
             "请先登录",
-            "请在企业微信聊天工具栏中打开本页面。",
-        )
+            "本服务尚未配置企业微信、钉钉或飞书登录，请联系管理员。",
+        ),
+        None => {
+            let names: Vec<&str> = offered.iter().map(|p| platform_label(*p)).collect();
+            message_page(
+                StatusCode::UNAUTHORIZED,
+                "请先登录",
+                &format!("请在{}客户端的工作台中打开本页面。", names.join("或")),
+            )
+        }
     }
 }
 
 /// The answer to a page request whose session could not be read: sign in when there is
 /// none, an error page otherwise.
-pub(crate) fn not_signed_in(s: &AppState, e: Error, next: &str) -> Response {
+pub(crate) fn not_signed_in(s: &AppState, headers: &HeaderMap, e: Error, next: &str) -> Response {
     match e {
-        Error::Unauthenticated(_) => sign_in_first(s, next),
+        Error::Unauthenticated(_) => sign_in_first(s, headers, next),
         other => PageError(other).into_response(),
     }
 }
@@ -298,25 +374,36 @@ pub(crate) async fn org_timezone(s: &AppState, org_id: &str) -> Result<chrono_tz
 // ----------------------------------------------------------------------------------------
 // Pages
 
-/// The platform JS-SDK a page loads: WeCom's, when WeCom is configured and the person
-/// signed in through it (the page then runs `wx.config` and `wx.agentConfig`).
-fn jssdk_for(s: &AppState, session: &Session) -> Option<String> {
-    let in_wecom = session.platform.as_deref() == Some("wecom");
-    match &s.config.wecom {
-        Some(w) if in_wecom && s.wecom_web.is_some() => Some(w.jssdk_url.clone()),
-        _ => None,
-    }
+/// The platform client a page runs in and the JS-SDK it loads there: the platform the
+/// person signed in through, while that platform is configured. WeCom's page runs
+/// `wx.config` and `wx.agentConfig`, DingTalk's `dd.config`, Feishu's `h5sdk.config`.
+fn client_for(s: &AppState, session: &Session) -> Option<(Platform, String)> {
+    let platform = Platform::parse(session.platform.as_deref()?)?;
+    let jssdk = match platform {
+        Platform::Wecom if s.wecom_web.is_some() => s.config.wecom.as_ref()?.jssdk_url.clone(),
+        Platform::Dingtalk if s.dingtalk_web.is_some() => {
+            s.config.dingtalk.as_ref()?.jsapi_url.clone()
+        }
+        Platform::Feishu if s.feishu_web.is_some() => s.config.feishu.as_ref()?.h5sdk_url.clone(),
+        _ => return None,
+    };
+    Some((platform, jssdk))
 }
 
 /// `GET /sidebar`: what the chat toolbar opens. Inside WeCom it finds the customer of the
-/// open chat through the JS-SDK; elsewhere (the demo) it lists the rep's customers.
-async fn entry(State(s): State<AppState>, session: Result<Session>) -> PageResult {
+/// open chat through the JS-SDK; elsewhere (DingTalk, Feishu, the demo) it lists the rep's
+/// customers.
+async fn entry(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    session: Result<Session>,
+) -> PageResult {
     let session = match session {
         Ok(session) => session,
-        Err(e) => return Ok(not_signed_in(&s, e, "/sidebar")),
+        Err(e) => return Ok(not_signed_in(&s, &headers, e, "/sidebar")),
     };
-    match jssdk_for(&s, &session) {
-        Some(jssdk) => Ok(Html {
+    match client_for(&s, &session) {
+        Some((Platform::Wecom, jssdk)) => Ok(Html {
             title: "客户侧边栏".into(),
             page: "bridge",
             body: "<h1>客户侧边栏</h1>\n\
@@ -324,14 +411,19 @@ async fn entry(State(s): State<AppState>, session: Result<Session>) -> PageResul
                 .into(),
             csrf: Some(session.csrf_token),
             jssdk: Some(jssdk),
+            platform: Some(Platform::Wecom),
             ..Html::default()
         }
         .into_response(StatusCode::OK)),
-        None => customer_list(&s, &session).await,
+        client => customer_list(&s, &session, client).await,
     }
 }
 
-async fn customer_list(s: &AppState, session: &Session) -> PageResult {
+async fn customer_list(
+    s: &AppState,
+    session: &Session,
+    client: Option<(Platform, String)>,
+) -> PageResult {
     let rows = sqlx::query(
         "SELECT id, name, tier FROM customers WHERE org_id = $1 AND owner_user_id = $2 \
          ORDER BY name, id LIMIT 200",
@@ -362,11 +454,14 @@ async fn customer_list(s: &AppState, session: &Session) -> PageResult {
     if s.dev_sign_in {
         body.push_str("<p class=\"meta\"><a href=\"/auth/dev?next=%2Fsidebar\">切换用户</a></p>\n");
     }
+    let (platform, jssdk) = client.unzip();
     Ok(Html {
         title: "我的客户".into(),
         page: "list",
         body,
         csrf: Some(session.csrf_token.clone()),
+        jssdk,
+        platform,
         ..Html::default()
     }
     .into_response(StatusCode::OK))
@@ -399,12 +494,20 @@ fn verification_label(status: &str) -> Option<&'static str> {
 /// action buttons of the rule set in force.
 async fn customer_page(
     State(s): State<AppState>,
+    headers: HeaderMap,
     session: Result<Session>,
     Path(id): Path<String>,
 ) -> PageResult {
     let session = match session {
         Ok(session) => session,
-        Err(e) => return Ok(not_signed_in(&s, e, &format!("/sidebar/customers/{id}"))),
+        Err(e) => {
+            return Ok(not_signed_in(
+                &s,
+                &headers,
+                e,
+                &format!("/sidebar/customers/{id}"),
+            ))
+        }
     };
     let id =
         crate::validate::id("customer", &id).map_err(|_| Error::NotFound { what: "customer" })?;
@@ -415,7 +518,7 @@ async fn customer_page(
     let freeze = antifraud::active_freeze(&s.db, org, &session.user_id, &id).await?;
     let now = s.clock.now_ms();
     let viewer = tools::Viewer::load(&s, org, &session.user_id, now).await?;
-    let jssdk = jssdk_for(&s, &session);
+    let (platform, jssdk) = client_for(&s, &session).unzip();
 
     let mut body = format!(
         "<header class=\"customer\">\n<h1>{}</h1>{}\n</header>\n",
@@ -426,7 +529,8 @@ async fn customer_page(
     body.push_str(&viewer.freezes_section(&s, org, &id, tz).await?);
     body.push_str("<div id=\"notice\" class=\"notice\" role=\"alert\" hidden></div>\n");
     body.push_str(&actions_section(&rules));
-    body.push_str(&tools::proposals_section(&s, org, &id, tz, jssdk.is_some()).await?);
+    let in_wecom = platform == Some(Platform::Wecom);
+    body.push_str(&tools::proposals_section(&s, org, &id, tz, in_wecom).await?);
     body.push_str(&crate::web::collab::sidebar_sections(&s, &rules, org, &id, tz, now).await?);
     body.push_str(&deals_section(&s, &rules, &viewer, org, &id).await?);
     body.push_str(&touches_section(&s, &viewer, org, &id, tz).await?);
@@ -438,6 +542,7 @@ async fn customer_page(
         body,
         csrf: Some(session.csrf_token),
         jssdk,
+        platform,
     }
     .into_response(StatusCode::OK))
 }
@@ -960,6 +1065,41 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
         );
         assert_eq!(escape("已电话沟通"), "已电话沟通");
+    }
+
+    #[test]
+    fn the_client_and_then_the_configuration_choose_the_sign_in() {
+        use Platform::{Dingtalk, Feishu, Wecom};
+        let ua = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::USER_AGENT, v.parse().unwrap());
+            client_of(&h)
+        };
+        assert_eq!(
+            ua("Mozilla/5.0 AliApp(DingTalk/6.5.20) language/zh-CN"),
+            Some(Dingtalk)
+        );
+        assert_eq!(ua("Mozilla/5.0 Lark/5.10.4 LarkLocale/zh_CN"), Some(Feishu));
+        assert_eq!(ua("Mozilla/5.0 ChannelName/Feishu"), Some(Feishu));
+        assert_eq!(
+            ua("Mozilla/5.0 wxwork/4.1.10 MicroMessenger/7.0.1"),
+            Some(Wecom)
+        );
+        assert_eq!(ua("Mozilla/5.0 Chrome/120.0 Safari/537.36"), None);
+        assert_eq!(client_of(&HeaderMap::new()), None);
+
+        assert_eq!(
+            sign_in_platform(&[Wecom, Dingtalk, Feishu], Some(Feishu)),
+            Some(Feishu)
+        );
+        assert_eq!(
+            sign_in_platform(&[Wecom, Dingtalk, Feishu], None),
+            Some(Wecom)
+        );
+        assert_eq!(sign_in_platform(&[Dingtalk], None), Some(Dingtalk));
+        assert_eq!(sign_in_platform(&[Dingtalk], Some(Feishu)), Some(Dingtalk));
+        assert_eq!(sign_in_platform(&[Dingtalk, Feishu], Some(Wecom)), None);
+        assert_eq!(sign_in_platform(&[], Some(Dingtalk)), None);
     }
 
     #[test]

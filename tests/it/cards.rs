@@ -36,6 +36,7 @@ fn quick_ask() -> Card {
                 style: ButtonStyle::Danger,
             },
         ],
+        ..Default::default()
     }
 }
 

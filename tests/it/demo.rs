@@ -94,6 +94,7 @@ fn approval_card() -> Card {
                 style: ButtonStyle::Danger,
             },
         ],
+        ..Default::default()
     }
 }
 

@@ -383,6 +383,7 @@ async fn a_card_click_is_verified_stored_once_and_recorded_on_the_card() {
             label: "接受".into(),
             style: ButtonStyle::Primary,
         }],
+        ..Default::default()
     };
     let mut tx = app.db.begin().await.unwrap();
     let id = cards::send(
@@ -470,6 +471,7 @@ async fn send_card(app: &TestApp, to: &str) -> String {
                 style: ButtonStyle::Danger,
             },
         ],
+        ..Default::default()
     };
     let mut tx = app.db.begin().await.unwrap();
     let id = cards::send(

@@ -146,7 +146,7 @@ async fn an_event_is_stored_once_even_when_pushed_again() {
 }
 
 #[tokio::test]
-async fn card_clicks_are_stored_and_answered_with_a_toast() {
+async fn card_clicks_are_stored_and_a_click_on_an_unknown_card_is_answered_with_a_toast() {
     let s = setup(Some(KEY)).await;
     let click = s.emu.event(
         "card.action.trigger",
@@ -156,7 +156,9 @@ async fn card_clicks_are_stored_and_answered_with_a_toast() {
     );
     let attempts = s.emu.push(&s.target, &click).await;
     assert_eq!(attempts[0].status, 200);
-    assert_eq!(attempts[0].body.as_ref().unwrap()["toast"]["type"], "info");
+    let answer = attempts[0].body.as_ref().unwrap();
+    assert_eq!(answer["toast"]["type"], "error");
+    assert!(answer.get("card").is_none(), "no card to show: {answer}");
     let items = inbox(&s.app).await;
     assert_eq!(items[0]["summary"]["type"], "card_action");
     assert_eq!(items[0]["summary"]["action_key"], "accept:card42");
@@ -312,6 +314,7 @@ fn quick_ask() -> closeloop::cards::Card {
                 style: ButtonStyle::Danger,
             },
         ],
+        ..Default::default()
     }
 }
 
@@ -390,6 +393,9 @@ async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_t
         .push(&target, &click(&emu, &id, "wangfang", "accept"))
         .await;
     assert_eq!(stranger[0].status, 200);
+    let answer = stranger[0].body.clone().unwrap();
+    assert_eq!(answer["toast"]["type"], "warning");
+    assert!(answer.get("card").is_none(), "the card stays as it is");
     app.worker.drain().await.unwrap();
     let (clicked,): (Option<String>,) =
         sqlx::query_as("SELECT clicked_action FROM cards WHERE id = $1")
@@ -401,12 +407,25 @@ async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_t
 
     // The recipient's click, re-pushed by Feishu, then a second (different) click.
     let first = click(&emu, &id, "zhanggong", "accept");
+    // The recipient: answered within the request with the card as it now looks.
     let answer = emu.push(&target, &first).await;
     assert_eq!(answer[0].status, 200);
-    assert!(answer[0].body.as_ref().unwrap()["toast"].is_object());
+    let body = answer[0].body.clone().unwrap();
+    assert_eq!(body["toast"]["type"], "success");
+    assert_eq!(body["card"]["type"], "raw");
+    let shown = body["card"]["data"].to_string();
+    assert!(shown.contains("已接受"), "{shown}");
+    assert!(!shown.contains("\"button\""), "{shown}");
+    assert_eq!(body["card"]["data"]["config"]["update_multi"], true);
     assert_eq!(emu.push(&target, &first).await[0].status, 200);
+    app.worker.drain().await.unwrap();
+    // A later press on the other button is answered with the first choice.
     let double = click(&emu, &id, "zhanggong", "reject");
-    assert_eq!(emu.push(&target, &double).await[0].status, 200);
+    let again = emu.push(&target, &double).await;
+    assert_eq!(again[0].status, 200);
+    let body = again[0].body.clone().unwrap();
+    assert_eq!(body["toast"]["content"], "您已选择过：已接受");
+    assert!(body["card"]["data"].to_string().contains("已接受"));
     app.worker.drain().await.unwrap();
 
     let (clicked, by): (Option<String>, Option<String>) =

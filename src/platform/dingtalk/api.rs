@@ -144,8 +144,8 @@ impl DingtalkApi {
         }
     }
 
-    /// Calls the new API (`api.dingtalk.com`) with a JSON body, refreshing the token once
-    /// if it was refused.
+    /// Calls the new API (`api.dingtalk.com`) with a JSON body (`Value::Null`: none, for a
+    /// GET), refreshing the token once if it was refused.
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -182,7 +182,13 @@ impl DingtalkApi {
                     .request(method.clone(), format!("{}{path}", self.inner.api_base))
                     .header(TOKEN_HEADER, token.expose_secret())
             };
-            let res = request.json(body).send().await.map_err(|e| {
+            // A GET carries its parameters in the path's query string and has no body.
+            let request = if body.is_null() {
+                request
+            } else {
+                request.json(body)
+            };
+            let res = request.send().await.map_err(|e| {
                 JobError::Retry(format!("DingTalk {path} failed: {}", e.without_url()))
             })?;
             let status = res.status();

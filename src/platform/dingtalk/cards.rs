@@ -9,16 +9,22 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::api::DingtalkApi;
-use crate::cards::{ButtonStyle, Card};
+use crate::cards::{ButtonStyle, Card, Tone};
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
+use crate::platform::event::Platform;
 
 const CREATE_AND_DELIVER: &str = "/v1.0/card/instances/createAndDeliver";
 const UPDATE: &str = "/v1.0/card/instances";
 /// The route key closeloop's card callback URL is registered under
 /// (`POST /v1.0/card/callbacks/register`).
 pub const CALLBACK_ROUTE_KEY: &str = "closeloop";
+
+/// DingTalk updates a card by its `outTrackId` and gives no one-shot code for it. A click
+/// records this in the code's place, so a card answered on DingTalk can later show who
+/// handled its request and when, once, like the other platforms' cards.
+pub const UPDATE_BY_TRACK_ID: &str = "dingtalk:out-track-id";
 
 /// The template's variables for a card model: every value is a string, as `cardParamMap`
 /// requires. `buttons` is a JSON list the template's button group iterates over.
@@ -48,6 +54,11 @@ pub fn params(card: &Card, card_id: &str) -> Value {
         "fields": fields,
         "buttons": Value::Array(buttons).to_string(),
         "status": "",
+        "tone": match card.tone {
+            Tone::Info => "info",
+            Tone::Warning => "warning",
+            Tone::Danger => "danger",
+        },
     })
 }
 
@@ -108,7 +119,7 @@ impl DeliverCard {
                 "the recipient has no DingTalk userid".into(),
             ));
         };
-        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Dingtalk)
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         self.api
             .call(
@@ -133,15 +144,14 @@ impl Handler for DeliverCard {
         out: &'a Value,
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let now = self.clock.now_ms();
-            sqlx::query(
-                "UPDATE cards SET status = 'sent', platform = 'dingtalk', platform_message_id = $1, \
-                 updated_at = $2, sent_at = $2 WHERE id = $3",
+            crate::cards::mark_sent(
+                tx,
+                self.clock.now_ms(),
+                job.payload["card_id"].as_str().unwrap_or_default(),
+                Platform::Dingtalk,
+                out["out_track_id"].as_str(),
+                None,
             )
-            .bind(out["out_track_id"].as_str())
-            .bind(now)
-            .bind(job.payload["card_id"].as_str().unwrap_or_default())
-            .execute(&mut **tx)
             .await?;
             Ok(())
         })
@@ -152,6 +162,7 @@ impl Handler for DeliverCard {
 pub struct UpdateCard {
     pub api: DingtalkApi,
     pub db: Db,
+    pub clock: SharedClock,
 }
 
 impl UpdateCard {
@@ -163,19 +174,12 @@ impl UpdateCard {
                 .fetch_optional(&self.db.pool)
                 .await?
                 .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
-        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Dingtalk)
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let action = row
             .get::<Option<String>, _>("clicked_action")
             .unwrap_or_default();
-        let label = match row.get::<Option<String>, _>("status_text") {
-            Some(text) => text,
-            None => card
-                .buttons
-                .iter()
-                .find(|b| b.action == action)
-                .map_or("已处理".to_string(), |b| format!("已{}", b.label)),
-        };
+        let label = crate::cards::outcome(&card, &action, row.get("status_text"));
         self.api
             .call(
                 reqwest::Method::PUT,
@@ -197,13 +201,35 @@ impl Handler for UpdateCard {
         Box::pin(self.update(job))
     }
 
+    /// The card's update mark is spent (see `UPDATE_BY_TRACK_ID`).
     fn apply<'a>(
         &'a self,
-        _tx: &'a mut Tx,
-        _job: &'a ClaimedJob,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
         _out: &'a Value,
     ) -> BoxFuture<'a, Result<(), JobError>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            crate::cards::spend_update_code(
+                tx,
+                self.clock.now_ms(),
+                job.payload["card_id"].as_str().unwrap_or_default(),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// The answer to a card button press (DingTalk waits 2 s for it, PROTOCOLS §2.4): the
+/// card's new variables when the recipient pressed — the outcome shown, the buttons gone —
+/// and nothing (`{}`) otherwise, which leaves the card as it is.
+pub fn click_answer(preview: &crate::cards::Preview) -> Value {
+    match preview {
+        crate::cards::Preview::Chosen { label, .. } => json!({
+            "cardData": {"cardParamMap": {"status": label, "buttons": "[]"}},
+            "cardUpdateOptions": {"updateCardDataByKey": true},
+        }),
+        _ => json!({}),
     }
 }
 
@@ -223,6 +249,7 @@ mod tests {
                 label: "接受".into(),
                 style: ButtonStyle::Primary,
             }],
+            ..Default::default()
         };
         let body = render(&card, "c1", "zhanggong", "tpl.schema", "dingrobot");
         assert_eq!(body["outTrackId"], "c1");

@@ -86,6 +86,8 @@ struct EmulatorState {
     auth_codes: HashMap<String, String>,
     /// The live jsapi ticket.
     jsapi_ticket: Option<String>,
+    /// Video conferences (see [`Emulator::set_conferences`]).
+    conferences: Vec<Value>,
 }
 
 /// One attempt to push an event to closeloop.
@@ -137,6 +139,7 @@ impl Emulator {
             .route(USER_GET, post(user_get))
             .route(JSAPI_TICKETS, post(jsapi_tickets))
             .route(GETUSERINFO, post(getuserinfo))
+            .merge(conference_routes())
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -236,6 +239,21 @@ impl Emulator {
         user_id: &str,
         action: &str,
     ) -> u16 {
+        self.press_card_button_answer(callback_url, api_secret, out_track_id, user_id, action)
+            .await
+            .0
+    }
+
+    /// As `press_card_button`, also returning the answer's JSON (the card's new variables,
+    /// which DingTalk applies at once; `Null` when there is none).
+    pub async fn press_card_button_answer(
+        &self,
+        callback_url: &str,
+        api_secret: &str,
+        out_track_id: &str,
+        user_id: &str,
+        action: &str,
+    ) -> (u16, Value) {
         let content =
             json!({"cardPrivateData": {"actionIds": [action], "params": {"action": action}}});
         let body = json!({
@@ -245,7 +263,7 @@ impl Emulator {
             "content": content.to_string(),
         });
         let ts = chrono::Utc::now().timestamp_millis().to_string();
-        reqwest::Client::new()
+        let Ok(res) = reqwest::Client::new()
             .post(callback_url)
             .header(
                 "x-ddpaas-signature",
@@ -255,8 +273,11 @@ impl Emulator {
             .json(&body)
             .send()
             .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
+        else {
+            return (0, Value::Null);
+        };
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// Every push attempt so far, oldest first.
@@ -701,5 +722,195 @@ async fn getuserinfo(
         }))
         .into_response(),
         None => errcode(40078),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Video conferences (meeting records, issue 7): `orgConferences` (conferences in
+// progress), one conference's info and members, and unionId → userid. Failures injected
+// with `fail_next` apply under the route patterns below.
+// ---------------------------------------------------------------------------------------
+
+pub const ORG_CONFERENCES: &str = "/v1.0/conference/orgConferences";
+pub const CONFERENCE_INFO: &str = "/v1.0/conference/videoConferences/{conferenceId}";
+pub const CONFERENCE_MEMBERS: &str = "/v1.0/conference/videoConferences/{conferenceId}/members";
+pub const GETBYUNIONID: &str = "/topapi/user/getbyunionid";
+
+fn conference_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(ORG_CONFERENCES, get(org_conferences))
+        .route(CONFERENCE_INFO, get(conference_info))
+        .route(CONFERENCE_MEMBERS, get(conference_members))
+        .route(GETBYUNIONID, post(getbyunionid))
+}
+
+impl Emulator {
+    /// Sets the organisation's conferences: `confInfo` fields (`conferenceId`, `title`,
+    /// `status` 2 running / 1 ended, `startTime`, `endTime`, `creatorId`, `bizType`) plus
+    /// `members`, the `memberModels` entries (`unionId`, `userNick`, `joinTime`,
+    /// `leaveTime`, `duration` in ms, `attendStatus`, `outerOrgMember`, `pstnJoin`).
+    /// Directory users (see [`Emulator::set_directory`]) with a `unionid` are found by
+    /// `getbyunionid`.
+    pub fn set_conferences(&self, conferences: Vec<Value>) {
+        self.state.lock().conferences = conferences;
+    }
+}
+
+/// One page by the numeric cursor `nextToken` (an offset) and `maxResults`.
+fn conference_page(
+    items: &[Value],
+    query: &HashMap<String, String>,
+    default_size: usize,
+) -> (Vec<Value>, Option<String>) {
+    let size = query
+        .get("maxResults")
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default_size);
+    let start = query
+        .get("nextToken")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(items.len());
+    let end = (start + size).min(items.len());
+    let next = (end < items.len()).then(|| end.to_string());
+    (items[start..end].to_vec(), next)
+}
+
+/// A new-API request's checks: injected failure first, then the token header.
+async fn conference_request(shared: &Shared, path: &str, headers: &HeaderMap) -> Option<Response> {
+    if let Some(failure) = shared.injected(path).await {
+        return Some(failure);
+    }
+    (!shared.new_token_valid(headers)).then(invalid_authentication)
+}
+
+fn conference_not_found() -> Response {
+    new_api_error(StatusCode::NOT_FOUND, "roomNotFound", "ROOM NOT FOUND")
+}
+
+/// `GET /v1.0/conference/orgConferences?nextToken=&maxResults=`: running conferences only.
+async fn org_conferences(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = conference_request(&shared, ORG_CONFERENCES, &headers).await {
+        return r;
+    }
+    let running: Vec<Value> = shared
+        .lock()
+        .conferences
+        .iter()
+        .filter(|c| c["status"].as_i64() == Some(2))
+        .map(|c| {
+            let mut c = c.clone();
+            if let Some(o) = c.as_object_mut() {
+                o.remove("members");
+            }
+            c
+        })
+        .collect();
+    let (page, next) = conference_page(&running, &query, 20);
+    let mut answer = json!({
+        "totalCount": running.len(),
+        "hasMore": next.is_some(),
+        "onGoingConfList": page,
+    });
+    if let Some(next) = next {
+        answer["nextToken"] = Value::String(next);
+    }
+    Json(answer).into_response()
+}
+
+fn find_conference(shared: &Shared, id: &str) -> Option<Value> {
+    shared
+        .lock()
+        .conferences
+        .iter()
+        .find(|c| c["conferenceId"].as_str() == Some(id))
+        .cloned()
+}
+
+/// `GET /v1.0/conference/videoConferences/{conferenceId}` → `{confInfo}`; `endTime` only
+/// once the conference has ended.
+async fn conference_info(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = conference_request(&shared, CONFERENCE_INFO, &headers).await {
+        return r;
+    }
+    let Some(mut info) = find_conference(&shared, &id) else {
+        return conference_not_found();
+    };
+    let attended = info["members"].as_array().map_or(0, Vec::len);
+    if let Some(o) = info.as_object_mut() {
+        o.remove("members");
+        o.insert("attendNum".into(), json!(attended));
+        if o.get("status").and_then(Value::as_i64) != Some(1) {
+            o.remove("endTime");
+        }
+    }
+    Json(json!({ "confInfo": info })).into_response()
+}
+
+/// `GET /v1.0/conference/videoConferences/{conferenceId}/members?nextToken=&maxResults=`.
+async fn conference_members(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = conference_request(&shared, CONFERENCE_MEMBERS, &headers).await {
+        return r;
+    }
+    let Some(conference) = find_conference(&shared, &id) else {
+        return conference_not_found();
+    };
+    let members: Vec<Value> = conference["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut m| {
+            m["conferenceId"] = Value::String(id.clone());
+            m
+        })
+        .collect();
+    let (page, next) = conference_page(&members, &query, 128);
+    let mut answer = json!({ "memberModels": page, "totalCount": members.len() });
+    if let Some(next) = next {
+        answer["nextToken"] = Value::String(next);
+    }
+    Json(answer).into_response()
+}
+
+/// `POST /topapi/user/getbyunionid {unionid}` → `result {contact_type, userid}`; 60121 for
+/// a unionId of nobody in the directory.
+async fn getbyunionid(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match oapi_request(&shared, GETBYUNIONID, &query, &body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let found = shared
+        .lock()
+        .users
+        .iter()
+        .find(|u| u["unionid"].is_string() && u["unionid"] == body["unionid"])
+        .and_then(|u| u["userid"].as_str().map(str::to_string));
+    match found {
+        Some(userid) => Json(json!({
+            "errcode": 0, "errmsg": "ok",
+            "result": {"contact_type": 0, "userid": userid},
+            "request_id": uuid::Uuid::new_v4().simple().to_string(),
+        }))
+        .into_response(),
+        None => errcode(60121),
     }
 }

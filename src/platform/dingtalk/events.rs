@@ -99,7 +99,7 @@ fn parse_card_callback(obj: &Map<String, Value>) -> Result<InboundEvent, String>
             user_id: user_id.to_string(),
             task_id: card.to_string(),
             action_key: crate::cards::button_key(action, card),
-            response_code: None,
+            response_code: Some(super::cards::UPDATE_BY_TRACK_ID.to_string()),
             card_type: None,
         },
         created_at: None,
@@ -204,7 +204,8 @@ mod tests {
                 user_id: "u1".into(),
                 task_id: "card1".into(),
                 action_key: "accept:card1".into(),
-                response_code: None,
+                // No one-shot code on DingTalk: the mark that the card may be updated.
+                response_code: Some(crate::platform::dingtalk::cards::UPDATE_BY_TRACK_ID.into()),
                 card_type: None,
             }
         );

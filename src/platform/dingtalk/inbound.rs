@@ -66,6 +66,13 @@ pub enum Received {
     Quarantined { inbox_id: String },
 }
 
+/// A stored card callback, and the press it carries: (DingTalk userid, button key).
+#[derive(Debug)]
+pub struct CardReceived {
+    pub received: Received,
+    pub press: Option<(String, String)>,
+}
+
 /// The outcome and the JSON body to answer with.
 #[derive(Debug)]
 pub struct Answer {
@@ -133,7 +140,7 @@ impl DingtalkInbound {
         now_ms: i64,
         signed: Option<CardSignature<'_>>,
         body: &[u8],
-    ) -> Result<Received> {
+    ) -> Result<CardReceived> {
         let secret = self.card_secret.as_ref().ok_or(Error::NotFound {
             what: "dingtalk card callback",
         })?;
@@ -159,7 +166,23 @@ impl DingtalkInbound {
             .ok()
             .filter(|m| serde_json::from_str::<serde_json::Map<String, Value>>(m).is_ok())
             .ok_or_else(|| Error::MalformedBody("card callback is not a JSON object".into()))?;
-        self.store(inbox, cipher, message).await
+        let received = self.store(inbox, cipher, message).await?;
+        let press = match (&received, events::parse(message)) {
+            (
+                Received::New { .. } | Received::Duplicate,
+                Ok(crate::platform::event::InboundEvent {
+                    kind:
+                        EventKind::CardAction {
+                            user_id,
+                            action_key,
+                            ..
+                        },
+                    ..
+                }),
+            ) => Some((user_id, action_key)),
+            _ => None,
+        };
+        Ok(CardReceived { received, press })
     }
 
     /// Writes a verified, decrypted message (an event push or a card callback) to the inbox.

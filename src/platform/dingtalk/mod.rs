@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cards;
+pub mod conference;
 pub mod crypto;
 pub mod directory;
 pub mod emulator;

@@ -2,6 +2,8 @@
 //! jsapi ticket, and 免登 sign-in: the page's `requestAuthCode` code → the member's userid
 //! (`topapi/v2/user/getuserinfo`) → a closeloop session.
 //!
+//! - `GET /auth/dingtalk/login?next=/path` → a page whose script (assets/sidebar.js) asks
+//!   the JSAPI for a 免登 code, posts it to `/auth/dingtalk/code` and goes on to `next`.
 //! - `POST /auth/dingtalk/code` `{"code":"…"}` → 204 with the session cookie.
 //! - `GET /web/dingtalk/js-config?url=…` (signed in) → `{agentId, corpId, timeStamp,
 //!   nonceStr, signature, type}` for `dd.config`.
@@ -26,6 +28,7 @@ use crate::jobs::JobError;
 use crate::platform::crypto::random_nonce;
 use crate::platform::event::Platform;
 use crate::web::session::{self, Session};
+use crate::web::sidebar::{escape, message_page, Html, PageResult};
 
 const JSAPI_TICKETS: &str = "/v1.0/oauth2/jsapiTickets";
 const GETUSERINFO: &str = "/topapi/v2/user/getuserinfo";
@@ -119,6 +122,7 @@ impl DingtalkWeb {
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/auth/dingtalk/login", get(login))
         .route("/auth/dingtalk/code", post(sign_in))
         .route("/web/dingtalk/js-config", get(js_config))
 }
@@ -132,6 +136,49 @@ fn web(s: &AppState) -> Result<&Arc<DingtalkWeb>> {
 fn upstream(e: JobError) -> Error {
     tracing::warn!(error = %e, "DingTalk call failed during a browser request");
     Error::Unavailable("钉钉暂时无法响应，请稍后重试 (DingTalk is not answering; try again)".into())
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+/// `GET /auth/dingtalk/login?next=/path`: the 免登 page. `requestAuthCode` names the
+/// organisation (`corp_id`) and the app (`app_key`, DingTalk's Client ID); the page loads
+/// the JSAPI from `dingtalk.jsapi_url`. `next` is made a local path here, as every sign-in
+/// does, before it reaches the page.
+async fn login(State(s): State<AppState>, ApiQuery(q): ApiQuery<LoginQuery>) -> PageResult {
+    let w = web(&s)?;
+    let Some(cfg) = s.config.dingtalk.as_ref() else {
+        return Err(Error::NotFound {
+            what: "DingTalk sign-in",
+        }
+        .into());
+    };
+    if w.corp_id.is_empty() {
+        return Ok(message_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "无法登录",
+            "钉钉应用未配置企业 CorpId（dingtalk.corp_id），请联系管理员。",
+        ));
+    }
+    let next = session::safe_next(q.next.as_deref());
+    Ok(Html {
+        title: "钉钉登录".into(),
+        page: "dingtalk-login",
+        main_attrs: format!(
+            " data-corp-id=\"{}\" data-client-id=\"{}\" data-next=\"{}\"",
+            escape(&w.corp_id),
+            escape(&cfg.app_key),
+            escape(&next)
+        ),
+        body: "<h1>正在登录</h1>\n\
+               <p id=\"status\" class=\"notice\" role=\"status\">正在通过钉钉确认您的身份…</p>\n"
+            .into(),
+        jssdk: Some(cfg.jsapi_url.clone()),
+        ..Html::default()
+    }
+    .into_response(StatusCode::OK))
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,10 +8,11 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::token::FeishuApi;
-use crate::cards::{button_key, ButtonStyle, Card};
+use crate::cards::{button_key, outcome, ButtonStyle, Card, Preview, Tone};
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
+use crate::platform::event::Platform;
 
 pub const MESSAGES: &str = "/open-apis/im/v1/messages";
 /// Feishu lets a message be edited for 14 days.
@@ -62,7 +63,12 @@ pub fn render(card: &Card, card_id: &str, link: Option<&str>, done: Option<&str>
     let mut out = json!({
         "config": {"wide_screen_mode": true, "update_multi": true},
         "header": {"title": {"tag": "plain_text", "content": card.title},
-                   "template": if done.is_some() { "grey" } else { "blue" }},
+                   "template": match (done, card.tone) {
+                       (Some(_), _) => "grey",
+                       (None, Tone::Info) => "blue",
+                       (None, Tone::Warning) => "orange",
+                       (None, Tone::Danger) => "red",
+                   }},
         "elements": elements,
     });
     if let Some(url) = link {
@@ -83,13 +89,41 @@ fn md(s: &str) -> String {
     out
 }
 
-/// The outcome line shown on a card after the click: the card's status text, else "已<label>".
-pub fn outcome(card: &Card, action: &str, status_text: Option<String>) -> String {
-    status_text.unwrap_or_else(|| {
-        card.buttons
-            .iter()
-            .find(|b| b.action == action)
-            .map_or("已处理".to_string(), |b| format!("已{}", b.label))
+/// The answer to a button press, within Feishu's 3 s (PROTOCOLS §3.4): a toast and the card
+/// as it looks once the press is processed — buttons gone, the outcome shown. A press by
+/// someone other than the recipient, or on a card closeloop does not know, gets a toast and
+/// leaves the card as it is.
+pub async fn click_answer(
+    db: &Db,
+    org_id: &str,
+    public_url: &str,
+    click: &super::inbound::Click,
+) -> crate::error::Result<Value> {
+    let toast = |kind: &str, text: &str| json!({"toast": {"type": kind, "content": text}});
+    let preview =
+        crate::cards::preview_click(db, org_id, Platform::Feishu, &click.user, &click.key).await?;
+    Ok(match preview {
+        Preview::Unknown => toast("error", "卡片已失效"),
+        Preview::NotRecipient => toast("warning", "这张卡片不是发给您的，操作未记录"),
+        Preview::Chosen {
+            card,
+            label,
+            repeat,
+            link,
+        } => {
+            let card_id = crate::cards::parse_button_key(&click.key)
+                .map(|(_, id)| id)
+                .unwrap_or_default();
+            let link = link.map(|p| format!("{}{p}", public_url.trim_end_matches('/')));
+            let mut answer = if repeat {
+                toast("info", &format!("您已选择过：{label}"))
+            } else {
+                toast("success", &label)
+            };
+            answer["card"] = json!({"type": "raw",
+                                    "data": render(&card, card_id, link.as_deref(), Some(&label))});
+            answer
+        }
     })
 }
 
@@ -124,7 +158,7 @@ impl DeliverCard {
                 "the recipient has no Feishu user_id".into(),
             ));
         };
-        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Feishu)
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let link = crate::cards::link_path(
             &row.get::<String, _>("purpose"),
@@ -162,15 +196,14 @@ impl Handler for DeliverCard {
         out: &'a Value,
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let now = self.clock.now_ms();
-            sqlx::query(
-                "UPDATE cards SET status = 'sent', platform = 'feishu', platform_message_id = $1, \
-                 updated_at = $2, sent_at = $2 WHERE id = $3",
+            crate::cards::mark_sent(
+                tx,
+                self.clock.now_ms(),
+                job.payload["card_id"].as_str().unwrap_or_default(),
+                Platform::Feishu,
+                out["message_id"].as_str(),
+                None,
             )
-            .bind(out["message_id"].as_str())
-            .bind(now)
-            .bind(job.payload["card_id"].as_str().unwrap_or_default())
-            .execute(&mut **tx)
             .await?;
             Ok(())
         })
@@ -206,7 +239,7 @@ impl UpdateCard {
                 "the card is older than 14 days: Feishu no longer lets it change".into(),
             ));
         }
-        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Feishu)
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let action = row
             .get::<Option<String>, _>("clicked_action")
@@ -271,6 +304,7 @@ mod tests {
                     style: ButtonStyle::Danger,
                 },
             ],
+            ..Default::default()
         }
     }
 

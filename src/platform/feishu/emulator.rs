@@ -118,6 +118,8 @@ struct EmulatorState {
     oauth_token_calls: usize,
     jsapi_ticket: Option<String>,
     ticket_calls: usize,
+    /// VC meetings (see [`Emulator::set_vc_meetings`]).
+    vc_meetings: Vec<Value>,
 }
 
 struct IssuedToken {
@@ -167,6 +169,7 @@ impl Emulator {
             .route(OAUTH_TOKEN, post(oauth_token))
             .route(USER_INFO, axum::routing::get(user_info))
             .route(JSAPI_TICKET, post(jssdk_ticket))
+            .merge(vc_routes())
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -789,6 +792,147 @@ async fn jssdk_ticket(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> 
         "data": {"ticket": ticket, "expire_in": 7200},
     }))
     .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// VC meeting data (meeting records, issue 7): `vc/v1/meeting_list` and
+// `vc/v1/participant_list`. Failures injected with `fail_next` apply under these paths.
+// ---------------------------------------------------------------------------------------
+
+pub const VC_MEETING_LIST: &str = "/open-apis/vc/v1/meeting_list";
+pub const VC_PARTICIPANT_LIST: &str = "/open-apis/vc/v1/participant_list";
+/// Feishu's "param error" and "cannot find meeting according to the params you provide".
+pub const VC_PARAM_ERROR: i64 = 121003;
+pub const VC_NO_MEETING: i64 = 126009;
+
+fn vc_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(VC_MEETING_LIST, axum::routing::get(vc_meeting_list))
+        .route(VC_PARTICIPANT_LIST, axum::routing::get(vc_participant_list))
+}
+
+impl Emulator {
+    /// Sets the VC meetings: `meeting_list` entries (`meeting_id` the 9-digit number,
+    /// `meeting_topic`, `meeting_start_time`/`meeting_end_time` as Feishu formats them,
+    /// `meeting_duration`, `meeting_subtype`, `meeting_instance_id`, …) with their
+    /// `participants` (`participant_list` entries: `user_id`, `participant_name`,
+    /// `join_time`, `leave_time`, `time_in_meeting`, `is_external`). All count as ended.
+    pub fn set_vc_meetings(&self, meetings: Vec<Value>) {
+        self.state.lock().vc_meetings = meetings;
+    }
+}
+
+fn vc_error(status: StatusCode, c: i64, msg: &str) -> Response {
+    (status, Json(json!({ "code": c, "msg": msg }))).into_response()
+}
+
+/// Unix seconds from a query parameter.
+fn vc_seconds(query: &HashMap<String, String>, key: &str) -> Option<i64> {
+    query.get(key)?.parse().ok()
+}
+
+/// One page by the numeric `page_token` (an offset) and `page_size` (20–100).
+fn vc_page(items: &[Value], query: &HashMap<String, String>, key: &str) -> Response {
+    let size: usize = query
+        .get("page_size")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+        .clamp(20, 100);
+    let start: usize = query
+        .get("page_token")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+        .min(items.len());
+    let end = (start + size).min(items.len());
+    let mut data = json!({ key: items[start..end].to_vec(), "has_more": end < items.len() });
+    if end < items.len() {
+        data["page_token"] = Value::String(end.to_string());
+    }
+    Json(json!({"code": 0, "msg": "success", "data": data})).into_response()
+}
+
+fn vc_start_secs(meeting: &Value) -> Option<i64> {
+    super::vc::parse_time(&meeting["meeting_start_time"]).map(|ms| ms / 1000)
+}
+
+/// `GET vc/v1/meeting_list?start_time&end_time&page_size&page_token…`: the ended meetings
+/// that started in the window.
+async fn vc_meeting_list(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(failure) = shared.injected(VC_MEETING_LIST).await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let (Some(from), Some(to)) = (
+        vc_seconds(&query, "start_time"),
+        vc_seconds(&query, "end_time"),
+    ) else {
+        return vc_error(StatusCode::BAD_REQUEST, VC_PARAM_ERROR, "param error");
+    };
+    if query.get("meeting_status").is_some_and(|s| s != "2") {
+        return vc_page(&[], &query, "meeting_list");
+    }
+    let meetings: Vec<Value> = shared
+        .lock()
+        .vc_meetings
+        .iter()
+        .filter(|m| vc_start_secs(m).is_some_and(|s| s >= from && s <= to))
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(o) = m.as_object_mut() {
+                o.remove("participants");
+            }
+            m
+        })
+        .collect();
+    vc_page(&meetings, &query, "meeting_list")
+}
+
+/// `GET vc/v1/participant_list?meeting_no&meeting_start_time&meeting_end_time…`.
+async fn vc_participant_list(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(failure) = shared.injected(VC_PARTICIPANT_LIST).await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let (Some(number), Some(from), Some(to)) = (
+        query.get("meeting_no"),
+        vc_seconds(&query, "meeting_start_time"),
+        vc_seconds(&query, "meeting_end_time"),
+    ) else {
+        return vc_error(StatusCode::BAD_REQUEST, VC_PARAM_ERROR, "param error");
+    };
+    let meeting = shared
+        .lock()
+        .vc_meetings
+        .iter()
+        .find(|m| {
+            m["meeting_id"].as_str() == Some(number.as_str())
+                && vc_start_secs(m).is_some_and(|s| s >= from && s <= to)
+        })
+        .cloned();
+    let Some(meeting) = meeting else {
+        return vc_error(
+            StatusCode::BAD_REQUEST,
+            VC_NO_MEETING,
+            "cannot find meeting according to the params you provide",
+        );
+    };
+    let participants = meeting["participants"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    vc_page(&participants, &query, "participants")
 }
 
 #[cfg(test)]

@@ -32,6 +32,16 @@ pub struct SignedHeaders<'a> {
     pub signature: &'a str,
 }
 
+/// A card button press (`card.action.trigger`), which Feishu wants answered within 3 s with
+/// the card as it now looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Click {
+    /// The Feishu `user_id` (or `open_id`) of who pressed.
+    pub user: String,
+    /// The button key, `<action>:<card id>`.
+    pub key: String,
+}
+
 /// One configured Feishu app receiving event callbacks for one organisation.
 pub struct FeishuInbound {
     crypto: Option<FeishuCrypto>,
@@ -50,9 +60,13 @@ pub enum Received {
     New {
         inbox_id: String,
         event_type: String,
+        click: Option<Click>,
     },
     /// Feishu re-pushed an event we already hold: acknowledged, not processed again.
-    Duplicate { event_type: String },
+    Duplicate {
+        event_type: String,
+        click: Option<Click>,
+    },
     /// Authenticated, but unparsable: kept for inspection.
     Quarantined { inbox_id: String },
 }
@@ -154,6 +168,17 @@ impl FeishuInbound {
             Ok(event) => event,
             Err(e) => return self.quarantine(inbox, cipher, &event_id, &plain, e).await,
         };
+        let click = match &event.kind {
+            EventKind::CardAction {
+                user_id,
+                action_key,
+                ..
+            } => Some(Click {
+                user: user_id.clone(),
+                key: action_key.clone(),
+            }),
+            _ => None,
+        };
         // Events closeloop does not act on (yet) are kept, marked as such, and cost no job.
         let (status, note) = if acts_on(&event.kind) {
             ("received", None)
@@ -183,6 +208,7 @@ impl FeishuInbound {
                 count("duplicate");
                 Received::Duplicate {
                     event_type: event.type_name,
+                    click,
                 }
             }
             Some(inbox_id) => {
@@ -190,6 +216,7 @@ impl FeishuInbound {
                 Received::New {
                     inbox_id,
                     event_type: event.type_name,
+                    click,
                 }
             }
         })
@@ -226,6 +253,7 @@ impl FeishuInbound {
                 count("duplicate");
                 Received::Duplicate {
                     event_type: "unparsable".into(),
+                    click: None,
                 }
             }
             Some(inbox_id) => {

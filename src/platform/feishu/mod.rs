@@ -7,4 +7,5 @@ pub mod emulator;
 pub mod events;
 pub mod inbound;
 pub mod token;
+pub mod vc;
 pub mod web;

@@ -12,6 +12,7 @@ use crate::cards::{button_key, ButtonStyle, Card};
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
+use crate::platform::event::Platform;
 
 const SEND: &str = "/cgi-bin/message/send";
 /// WeCom's response_code can update a card once, within 72 hours.
@@ -116,7 +117,7 @@ impl DeliverCard {
                 .await?;
             return Err(JobError::GiveUp("the recipient has no WeCom userid".into()));
         };
-        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Wecom)
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let now = self.clock.now_ms();
         let window = sqlx::query(
@@ -180,17 +181,16 @@ impl Handler for DeliverCard {
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let now = self.clock.now_ms();
-            let code = out["response_code"].as_str();
-            sqlx::query(
-                "UPDATE cards SET status = 'sent', platform = 'wecom', platform_message_id = $1, response_code = $2, \
-                 response_code_expires_at = $3, updated_at = $4, sent_at = $4 WHERE id = $5",
+            crate::cards::mark_sent(
+                tx,
+                now,
+                job.payload["card_id"].as_str().unwrap_or_default(),
+                Platform::Wecom,
+                out["msgid"].as_str(),
+                out["response_code"]
+                    .as_str()
+                    .map(|c| (c, now + RESPONSE_CODE_TTL_MS)),
             )
-            .bind(out["msgid"].as_str())
-            .bind(code)
-            .bind(code.map(|_| now + RESPONSE_CODE_TTL_MS))
-            .bind(now)
-            .bind(job.payload["card_id"].as_str().unwrap_or_default())
-            .execute(&mut **tx)
             .await?;
             Ok(())
         })
@@ -236,7 +236,7 @@ impl UpdateCard {
                 "the card's response code expired (72 h)".into(),
             ));
         }
-        let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
+        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Wecom)
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let action = row
             .get::<Option<String>, _>("clicked_action")
@@ -301,6 +301,7 @@ mod tests {
                 label: "接受".into(),
                 style: ButtonStyle::Primary,
             }],
+            ..Default::default()
         };
         let body = render(&card, "0193-card", "zhanggong", 1_000_002, None);
         assert!(body["template_card"].get("card_action").is_none());
