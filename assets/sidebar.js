@@ -266,8 +266,11 @@
   }
 
   /* A same-site path to go to after sign-in; the server has already checked it. */
+  /* The server checks `next` too (session::safe_next); browsers drop tabs and line
+     breaks from URLs, so no whitespace or control characters either. */
   function localPath(p) {
-    return (p && p.charAt(0) === '/' && p.charAt(1) !== '/' && p.indexOf('\\') === -1) ? p : '/';
+    return (p && p.charAt(0) === '/' && p.charAt(1) !== '/' && p.indexOf('\\') === -1 &&
+            !/[\s\x00-\x1f\x7f]/.test(p)) ? p : '/';
   }
 
   /* DingTalk 免登: the JSAPI's requestAuthCode (no dd.config needed) → our session →

@@ -57,6 +57,16 @@ impl App {
             WecomApi::from_config(w, client.clone(), clock.clone())
                 .shared_through(db.clone(), cipher.clone())
         });
+        let dingtalk_api = config.dingtalk.as_ref().map(|d| {
+            crate::platform::dingtalk::api::DingtalkApi::from_config(
+                d,
+                client.clone(),
+                clock.clone(),
+            )
+        });
+        let feishu_api = config.feishu.as_ref().map(|f| {
+            crate::platform::feishu::token::FeishuApi::from_config(f, client.clone(), clock.clone())
+        });
         let worker = build_worker(
             &db,
             &clock,
@@ -64,7 +74,11 @@ impl App {
             &config,
             &org,
             client.clone(),
-            wecom_api.clone(),
+            PlatformApis {
+                wecom: wecom_api.clone(),
+                dingtalk: dingtalk_api.clone(),
+                feishu: feishu_api.clone(),
+            },
             &rules,
         )
         .await?;
@@ -96,21 +110,18 @@ impl App {
             )),
             None => None,
         };
-        let dingtalk_web = config.dingtalk.as_ref().map(|d| {
+        let dingtalk_web = config.dingtalk.as_ref().zip(dingtalk_api).map(|(d, api)| {
             Arc::new(crate::platform::dingtalk::web::DingtalkWeb::new(
-                crate::platform::dingtalk::api::DingtalkApi::from_config(
-                    d,
-                    client.clone(),
-                    clock.clone(),
-                ),
+                api,
                 clock.clone(),
                 d.corp_id.clone().unwrap_or_default(),
                 d.agent_id.clone().unwrap_or_default(),
             ))
         });
-        let feishu_web = config.feishu.as_ref().map(|f| {
+        let feishu_web = config.feishu.as_ref().zip(feishu_api).map(|(f, api)| {
             Arc::new(crate::platform::feishu::web::FeishuWeb::from_config(
                 f,
+                api,
                 client.clone(),
                 clock.clone(),
             ))
@@ -229,6 +240,14 @@ fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .context("cannot build the HTTP client")
 }
 
+/// Each platform's one API client (cheap handles on a shared token cache and back-off),
+/// used by the worker's jobs and by the sign-in endpoints alike.
+struct PlatformApis {
+    wecom: Option<WecomApi>,
+    dingtalk: Option<crate::platform::dingtalk::api::DingtalkApi>,
+    feishu: Option<crate::platform::feishu::token::FeishuApi>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn build_worker(
     db: &Db,
@@ -237,9 +256,14 @@ async fn build_worker(
     config: &Config,
     org: &orgs::Org,
     client: reqwest::Client,
-    wecom_api: Option<WecomApi>,
+    apis: PlatformApis,
     rules: &crate::rules::Rules,
 ) -> anyhow::Result<Worker> {
+    let PlatformApis {
+        wecom: wecom_api,
+        dingtalk: dingtalk_api,
+        feishu: feishu_api,
+    } = apis;
     let mut registry = Registry::new();
     registry.register(
         crate::collab::requests::SLA_JOB,
@@ -308,38 +332,22 @@ async fn build_worker(
     if let Some(api) = &wecom_api {
         directories.insert(Platform::Wecom, Arc::new(api.clone()));
     }
-    let dingtalk_api = config.dingtalk.as_ref().map(|d| {
-        crate::platform::dingtalk::api::DingtalkApi::from_config(d, client.clone(), clock.clone())
-    });
     if let Some(api) = &dingtalk_api {
         directories.insert(Platform::Dingtalk, Arc::new(api.clone()));
     }
-    let feishu_api = config.feishu.as_ref().map(|f| {
-        crate::platform::feishu::token::FeishuApi::from_config(f, client.clone(), clock.clone())
-    });
     if let Some(api) = &feishu_api {
         directories.insert(
             Platform::Feishu,
             Arc::new(crate::platform::feishu::contacts::FeishuDirectory { api: api.clone() }),
         );
     }
-    // Meeting records (issue 7): DingTalk conferences and Feishu VC meetings, polled when
-    // `poll_meetings` is switched on (the app needs the platform's meeting permission).
+    // Meeting records: DingTalk conferences and Feishu VC meetings are read when the
+    // platform reports one ended (the admin subscribes the app to 视频会议状态变更 /
+    // vc.meeting.meeting_ended_v1), and also polled when `poll_meetings` is switched on.
     {
         use crate::platform::{dingtalk::conference, feishu::vc};
         let mut polls = Vec::new();
-        if let Some(api) = dingtalk_api
-            .as_ref()
-            .filter(|_| config.dingtalk.as_ref().is_some_and(|d| d.poll_meetings))
-        {
-            registry.register(
-                conference::POLL_KIND,
-                conference::ConferencePoll {
-                    api: api.clone(),
-                    clock: clock.clone(),
-                    org_id: org.id.clone(),
-                },
-            );
+        if let Some(api) = &dingtalk_api {
             registry.register(
                 conference::FETCH_KIND,
                 conference::ConferenceFetch {
@@ -350,15 +358,22 @@ async fn build_worker(
                     rules: rules.clone(),
                 },
             );
-            polls.push((conference::POLL_KIND, conference::EVERY));
+            if config.dingtalk.as_ref().is_some_and(|d| d.poll_meetings) {
+                registry.register(
+                    conference::POLL_KIND,
+                    conference::ConferencePoll {
+                        api: api.clone(),
+                        clock: clock.clone(),
+                        org_id: org.id.clone(),
+                    },
+                );
+                polls.push((conference::POLL_KIND, conference::EVERY));
+            }
         }
-        if let Some(api) = feishu_api
-            .as_ref()
-            .filter(|_| config.feishu.as_ref().is_some_and(|f| f.poll_meetings))
-        {
+        if let Some(api) = &feishu_api {
             registry.register(
-                vc::KIND,
-                vc::VcPoll {
+                vc::FETCH_KIND,
+                vc::MeetingFetch {
                     api: api.clone(),
                     db: db.clone(),
                     clock: clock.clone(),
@@ -366,7 +381,19 @@ async fn build_worker(
                     rules: rules.clone(),
                 },
             );
-            polls.push((vc::KIND, vc::EVERY));
+            if config.feishu.as_ref().is_some_and(|f| f.poll_meetings) {
+                registry.register(
+                    vc::KIND,
+                    vc::VcPoll {
+                        api: api.clone(),
+                        db: db.clone(),
+                        clock: clock.clone(),
+                        org_id: org.id.clone(),
+                        rules: rules.clone(),
+                    },
+                );
+                polls.push((vc::KIND, vc::EVERY));
+            }
         }
         for (kind, every) in polls {
             schedule::upsert(

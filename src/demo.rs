@@ -666,6 +666,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
                 client_ip: None,
                 user_agent: Some("closeloop-demo".into()),
                 api_key_id: None,
+                platform: None,
             },
         )
         .await?;

@@ -496,6 +496,35 @@ impl Process {
                         }
                     }
                 }
+                EventKind::DirectoryChanged => {
+                    crate::jobs::enqueue(
+                        tx,
+                        now,
+                        crate::jobs::NewJob::new(
+                            crate::directory::sync::KIND,
+                            serde_json::json!({}),
+                        )
+                        .org(&org_id)
+                        .dedupe(format!("{}:event:{inbox_id}", crate::directory::sync::KIND)),
+                    )
+                    .await?;
+                    (
+                        "processed",
+                        Some("several changes at once: the directory is read again".into()),
+                    )
+                }
+                EventKind::MeetingChanged { meeting_id, ended } => {
+                    match crate::platform::meeting_fetch_job(p, &org_id, meeting_id, *ended, now) {
+                        Some(job) => {
+                            crate::jobs::enqueue(tx, now, job).await?;
+                            ("processed", None)
+                        }
+                        None => (
+                            "ignored",
+                            Some("no meeting records on this platform".into()),
+                        ),
+                    }
+                }
                 _ => ("ignored", Some("no handler for this event type yet".into())),
             },
             (Ok(_), None) => ("failed", Some("unknown platform".into())),

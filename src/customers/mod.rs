@@ -415,6 +415,84 @@ pub async fn update(
     get(db, org_id, id).await
 }
 
+/// Who the customer is on a chat platform: an id the platform gives the customer's people
+/// (DingTalk unionId, Feishu user id of an external participant, WeCom external userid).
+/// Meeting records with that participant then count for this customer.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewExternalId {
+    /// `wecom`, `dingtalk` or `feishu`.
+    pub platform: String,
+    pub external_user_id: String,
+}
+
+/// Links a platform id to the customer. Linking it again is a no-op; an id already linked
+/// to another customer is refused (`external_id_taken`).
+pub async fn add_external_id(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    customer_id: &str,
+    new: NewExternalId,
+) -> Result<()> {
+    let platform = crate::platform::event::Platform::parse(&new.platform)
+        .ok_or_else(|| Error::invalid("platform must be one of wecom, dingtalk, feishu"))?;
+    let ext = new.external_user_id.trim();
+    if ext.is_empty() || ext.len() > 128 || ext.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "external_user_id must be 1 to 128 characters without control characters",
+        ));
+    }
+    let mut tx = db.begin().await?;
+    if !exists_in(&mut tx, org_id, customer_id).await? {
+        return Err(Error::NotFound { what: "customer" });
+    }
+    let taken: Option<String> = sqlx::query(
+        "SELECT customer_id FROM customer_external_ids WHERE org_id = $1 AND platform = $2 AND external_user_id = $3",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(ext)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| r.get("customer_id"));
+    match taken {
+        Some(c) if c == customer_id => return Ok(()),
+        Some(_) => {
+            return Err(Error::Refused {
+                code: "external_id_taken",
+                message: "该平台账号已关联到其他客户".into(),
+                details: serde_json::json!({"platform": platform.as_str()}),
+            })
+        }
+        None => {}
+    }
+    sqlx::query(
+        "INSERT INTO customer_external_ids (org_id, platform, external_user_id, customer_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(org_id)
+    .bind(platform.as_str())
+    .bind(ext)
+    .bind(customer_id)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "customer.external_id",
+            ("customer", customer_id),
+            serde_json::json!({"platform": platform.as_str()}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
     Ok(
         sqlx::query("SELECT 1 FROM customers WHERE id = $1 AND org_id = $2")

@@ -1,7 +1,8 @@
 //! Keeping users in step with a platform's directory: names, departments and direct
 //! superiors come from the platform; closeloop roles are never touched, so they survive
 //! every sync. Members the platform no longer lists are marked `left` (their history and
-//! customers stay; hand-over is an ownership change).
+//! customers stay; hand-over is an ownership change) — unless the listing shrank so much
+//! that it is more likely cut short than true (see [`MAX_LEFT_SHARE_PERCENT`]).
 
 use std::collections::HashMap;
 
@@ -11,6 +12,15 @@ use sqlx::Row;
 use crate::db::{new_id, Db, Tx};
 use crate::error::Result;
 use crate::platform::event::Platform;
+
+/// A full sync that would mark more than this share of the active members `left` at once
+/// (and more than [`MAX_QUIET_LEAVERS`] of them), or would leave nobody listed, marks no one:
+/// such a listing is more likely a partial answer or a lost permission than a wave of
+/// departures. The next sync or an admin decides; a departure the platform reports on its
+/// own (a user-left event) still applies.
+pub const MAX_LEFT_SHARE_PERCENT: usize = 20;
+/// Up to this many members may leave in one sync whatever their share (small teams).
+pub const MAX_QUIET_LEAVERS: usize = 5;
 
 /// A member as a platform's directory lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,25 +39,39 @@ pub struct SyncOutcome {
     pub created: usize,
     pub updated: usize,
     pub left: usize,
+    /// Members no longer listed but kept active because the listing shrank too sharply.
+    pub withheld_left: usize,
 }
 
-/// The closeloop user behind a platform member id.
+/// The closeloop user behind a platform member id. Feishu names a member by `open_id`
+/// where the app may not read `user_id` (card clicks, sign-in), so there an `open_id`
+/// identity is tried next.
 pub async fn user_of(
     tx: &mut Tx,
     org_id: &str,
     platform: Platform,
     platform_id: &str,
 ) -> Result<Option<String>> {
-    Ok(sqlx::query(
-        "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = $3 AND value = $4",
-    )
-    .bind(org_id)
-    .bind(platform.as_str())
-    .bind(platform.member_id_kind())
-    .bind(platform_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|r| r.get("user_id")))
+    let kinds: &[&str] = match platform {
+        Platform::Feishu => &[platform.member_id_kind(), "open_id"],
+        _ => &[platform.member_id_kind()],
+    };
+    for kind in kinds {
+        let found = sqlx::query(
+            "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = $3 AND value = $4",
+        )
+        .bind(org_id)
+        .bind(platform.as_str())
+        .bind(*kind)
+        .bind(platform_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.get("user_id"));
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Creates or updates one member (without superiors); returns (user id, created).
@@ -156,7 +180,8 @@ pub async fn member_left(
 
 /// A full sync: every listed member upserted, then superiors (leaders may be listed
 /// after their reports), then everyone with this platform's id who is no longer listed
-/// marked `left`. One transaction.
+/// marked `left` (unless too many would be: see [`MAX_LEFT_SHARE_PERCENT`]). One
+/// transaction.
 pub async fn full_sync(
     db: &Db,
     now_ms: i64,
@@ -197,16 +222,32 @@ pub async fn full_sync(
     .bind(platform.member_id_kind())
     .fetch_all(&mut *tx)
     .await?;
-    for row in known {
-        let value: String = row.get("value");
-        if !listed.contains(value.as_str()) {
+    let active = known.len();
+    let missing: Vec<String> = known
+        .into_iter()
+        .filter(|row| !listed.contains(row.get::<String, _>("value").as_str()))
+        .map(|row| row.get("id"))
+        .collect();
+    let too_many =
+        missing.len() > MAX_QUIET_LEAVERS && missing.len() * 100 > active * MAX_LEFT_SHARE_PERCENT;
+    if !missing.is_empty() && (members.is_empty() || too_many) {
+        tracing::warn!(
+            platform = platform.as_str(),
+            org = org_id,
+            unlisted = missing.len(),
+            active,
+            "the directory listing shrank too sharply to trust; nobody is marked left"
+        );
+        out.withheld_left = missing.len();
+    } else {
+        for id in &missing {
             sqlx::query("UPDATE users SET status = 'left', updated_at = $1 WHERE id = $2")
                 .bind(now_ms)
-                .bind(row.get::<String, _>("id"))
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            out.left += 1;
         }
+        out.left = missing.len();
     }
     tx.commit().await?;
     Ok(out)

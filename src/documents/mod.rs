@@ -67,6 +67,8 @@ pub struct NewDocument {
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
     pub api_key_id: Option<String>,
+    /// The chat platform the rep uploaded from (the sidebar's sign-in), if any.
+    pub platform: Option<String>,
 }
 
 /// The upload action that stores documents of `kind` (上传方案 for `proposal`).
@@ -183,7 +185,7 @@ pub async fn upload(
         // The id, never the file name: names can carry personal data.
         payload: json!({"document": rows.document_id, "kind": rows.kind}),
         source: new.source,
-        platform: None,
+        platform: new.platform,
         client_ip: new.client_ip,
         user_agent: new.user_agent,
         idempotency_key: None,
@@ -379,6 +381,8 @@ pub struct NewLink {
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
     pub api_key_id: Option<String>,
+    /// The chat platform the rep sent it from (the sidebar's sign-in), if any.
+    pub platform: Option<String>,
 }
 
 fn token_hash(token: &str) -> String {
@@ -443,6 +447,7 @@ pub async fn create_link(
             client_ip: new.client_ip,
             user_agent: new.user_agent,
             api_key_id: new.api_key_id,
+            platform: new.platform,
             ..NewPoint::new(
                 &new.org_id,
                 &new.actor,

@@ -148,6 +148,7 @@ struct UploadRequest {
     filename: String,
     source: Source,
     api_key_id: Option<String>,
+    platform: Option<String>,
     tz: chrono_tz::Tz,
 }
 
@@ -171,6 +172,7 @@ async fn upload(
         client_ip: ip.0.map(|i| i.to_string()),
         user_agent: user_agent(headers)?,
         api_key_id: r.api_key_id,
+        platform: r.platform,
     };
     let checked = Upload::check(&s.rules, new).await?;
     let bytes = read_upload(headers, body, s.config.storage.max_upload_bytes).await?;
@@ -199,6 +201,8 @@ async fn web_upload(
         filename: q.filename,
         source: Source::Sidebar,
         api_key_id: None,
+        // Where the sidebar runs (`dev` for the demo's sign-in), as taps record it.
+        platform: session.platform.clone(),
         tz,
     };
     upload(&s, r, ip, &headers, body).await
@@ -232,6 +236,7 @@ pub async fn api_upload(
         filename: q.filename,
         source: Source::Api,
         api_key_id: Some(p.api_key_id),
+        platform: None,
         tz: p.tz,
     };
     upload(&s, r, ip, &headers, body).await
@@ -288,6 +293,7 @@ struct LinkRequest {
     expires_in_days: Option<i64>,
     source: Source,
     api_key_id: Option<String>,
+    platform: Option<String>,
     tz: chrono_tz::Tz,
 }
 
@@ -306,6 +312,7 @@ async fn create_link(
         client_ip: ip.0.map(|i| i.to_string()),
         user_agent: user_agent(headers)?,
         api_key_id: r.api_key_id,
+        platform: r.platform,
     };
     let link =
         documents::create_link(&s.db, s.clock.now_ms(), &s.config.public_url, r.tz, new).await?;
@@ -329,6 +336,8 @@ async fn web_link(
         expires_in_days: None,
         source: Source::Sidebar,
         api_key_id: None,
+        // Where the sidebar runs (`dev` for the demo's sign-in), as taps record it.
+        platform: session.platform.clone(),
         tz,
     };
     create_link(&s, r, ip, &headers).await
@@ -355,6 +364,7 @@ pub async fn api_link(
         expires_in_days: b.expires_in_days,
         source: Source::Api,
         api_key_id: Some(p.api_key_id),
+        platform: None,
         tz: p.tz,
     };
     create_link(&s, r, ip, &headers).await

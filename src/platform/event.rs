@@ -112,6 +112,13 @@ pub enum EventKind {
         msg_type: String,
         text: Option<String>,
     },
+    /// Several members or departments changed at once: the directory is read again.
+    DirectoryChanged,
+    /// A video meeting (conference) began or ended; its records are read once it ended.
+    MeetingChanged {
+        meeting_id: String,
+        ended: bool,
+    },
     /// Anything not modelled above; kept so the inbox records it rather than dropping it.
     Unknown {
         event_type: String,
@@ -136,6 +143,8 @@ impl EventKind {
             EventKind::DepartmentCreated { .. }
             | EventKind::DepartmentUpdated { .. }
             | EventKind::DepartmentDeleted { .. }
+            | EventKind::MeetingChanged { .. }
+            | EventKind::DirectoryChanged
             | EventKind::Unknown { .. } => None,
         }
     }

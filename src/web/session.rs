@@ -177,14 +177,46 @@ pub async fn take_oauth_state(db: &Db, now_ms: i64, state: &str) -> Result<Strin
     }
 }
 
-/// Only same-site paths may follow a sign-in (no open redirects).
+/// Only same-site paths may follow a sign-in (no open redirects). Browsers drop tabs and
+/// line breaks from a URL, so `/\t/evil.example` would become `//evil.example`: a path
+/// with any whitespace or control character, a backslash, or a second leading slash is
+/// refused.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(p)
-            if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.len() < 512 =>
+            if p.starts_with('/')
+                && p.len() < 512
+                && !p.contains('\\')
+                && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+                && !p[1..].starts_with('/') =>
         {
             p.to_string()
         }
         _ => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod next_tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_plain_local_paths_follow_a_sign_in() {
+        for ok in ["/sidebar", "/collab/requests/1?x=%2F%2Fa", "/"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "https://evil.example",
+            "evil",
+            "/x\u{7f}",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
     }
 }

@@ -3,18 +3,23 @@
 //! page, the JS-SDK stand-in finding the customer of the open chat, taps, the
 //! anti-fraud freeze as the rep sees it, a proposal sent into the open chat as a tracked
 //! link, and a quick-ask and a handoff from the sidebar to the request page where
-//! presales accepts and answers.
+//! presales accepts and answers. In DingTalk's and Feishu's browsers (their User-Agents,
+//! their SDKs stood in for by scripts served from an origin of their own): 免登 and
+//! Feishu's OAuth, the SDK configured with the server's signature, a tap, and a proposal
+//! handed out as a link to copy.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use closeloop::platform::dingtalk::emulator::Emulator as DingtalkEmulator;
+use closeloop::platform::feishu::emulator::Emulator as FeishuEmulator;
 use closeloop::platform::wecom::emulator::Emulator;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use crate::sidebar::{spawn_sidebar, wecom_config, CORP};
+use crate::sidebar::{spawn_sidebar, wecom_config, SidebarApp, CORP};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -58,6 +63,15 @@ fn free_port() -> u16 {
 
 impl Browser {
     async fn start() -> Browser {
+        Browser::launch(None).await
+    }
+
+    /// A browser that introduces itself as `user_agent`, as a platform's in-app browser does.
+    async fn start_as(user_agent: &str) -> Browser {
+        Browser::launch(Some(user_agent)).await
+    }
+
+    async fn launch(user_agent: Option<&str>) -> Browser {
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -99,21 +113,28 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = browser._profile.path().display().to_string();
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            format!("--user-data-dir={profile}"),
+        ];
+        if let Some(ua) = user_agent {
+            args.push(format!("--user-agent={ua}"));
+        }
         let created = browser
             .command(
                 reqwest::Method::POST,
                 "/session",
                 Some(json!({"capabilities": {"alwaysMatch": {
                     "browserName": "chrome",
-                    "goog:chromeOptions": {
-                        "binary": CHROMIUM,
-                        "args": [
-                            "--headless=new", "--no-sandbox", "--disable-gpu",
-                            "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                            "--disable-background-networking", "--disable-component-update",
-                            "--disable-sync", format!("--user-data-dir={profile}"),
-                        ],
-                    },
+                    "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
                 }}})),
             )
             .await;
@@ -168,6 +189,16 @@ impl Browser {
             reqwest::Method::POST,
             &self.session_path("/execute/sync"),
             Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Runs `script` in the page and returns what it passes to its last argument.
+    async fn eval_async(&self, script: &str) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            &self.session_path("/execute/async"),
+            Some(json!({"script": script, "args": []})),
         )
         .await
     }
@@ -877,6 +908,433 @@ async fn in_wecom_a_rep_sends_a_proposal_into_the_chat_as_a_tracked_link() {
     .unwrap()
     .get("n");
     assert_eq!(sent, 2);
+
+    browser.quit().await;
+    app.stop().await;
+}
+
+const DINGTALK_APP_KEY: &str = "dingclapp0000001";
+const DINGTALK_SECRET: &str = "app-secret-xyz";
+const DINGTALK_CORP: &str = "dingcorp00000001";
+const DINGTALK_AGENT: &str = "3000001";
+const FEISHU_APP_ID: &str = "cli_a1b2c3d4e5f6";
+const FEISHU_SECRET: &str = "feishu-app-secret";
+/// What DingTalk's and Feishu's in-app browsers send (Android); the server picks the
+/// sign-in by the `DingTalk` and `Lark` markers.
+const DINGTALK_UA: &str = "Mozilla/5.0 (Linux; Android 13; zh-CN) AppleWebKit/537.36 \
+    (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36 AliApp(DingTalk/7.0.0) \
+    com.alibaba.android.rimet/36000000 language/zh-CN";
+const FEISHU_UA: &str = "Mozilla/5.0 (Linux; Android 13; wv) AppleWebKit/537.36 (KHTML, like \
+    Gecko) Version/4.0 Chrome/120.0.0.0 Mobile Safari/537.36 Lark/7.1.0 LarkLocale/zh_CN \
+    ChannelName/Feishu";
+
+/// What both SDK stand-ins share, inside `(function (want) { … })`: every call is kept
+/// (data only) in `calls`, and `configure` settles `ready`/`error` listeners the way the
+/// clients do, failing a configuration that lacks one of `required`.
+const SDK_STAND_IN_BASE: &str = r#"
+  'use strict';
+  var calls = [];
+  var verdict = null;
+  var waiting = { ready: [], error: [] };
+  function record(api, args) {
+    calls.push({ api: api, args: JSON.parse(JSON.stringify(args || {})) });
+  }
+  function soon(fn, arg) {
+    if (typeof fn === 'function') { setTimeout(function () { fn(arg); }, 0); }
+  }
+  function settle() {
+    if (!verdict) { return; }
+    (verdict.ok ? waiting.ready : waiting.error).splice(0).forEach(function (fn) {
+      soon(fn, verdict.answer);
+    });
+  }
+  function configure(cfg, required) {
+    record('config', cfg);
+    var missing = required.filter(function (k) { return !cfg[k]; });
+    verdict = missing.length
+      ? { ok: false, answer: { errorMessage: 'config: missing ' + missing.join(', ') } }
+      : { ok: true, answer: {} };
+    settle();
+    return verdict;
+  }
+  function ready(fn) { waiting.ready.push(fn); settle(); }
+  function error(fn) { waiting.error.push(fn); settle(); }
+"#;
+
+/// DingTalk's JSAPI (`window.dd`): `requestAuthCode` hands out `want.code` only for the
+/// organisation and app in `want`, as the client only signs in its own members.
+const DINGTALK_STAND_IN: &str = r#"
+  window.dd = {
+    __calls: calls,
+    config: function (cfg) {
+      configure(cfg, ['agentId', 'corpId', 'timeStamp', 'nonceStr', 'signature']);
+    },
+    ready: ready,
+    error: error,
+    runtime: { permission: { requestAuthCode: function (opts) {
+      record('runtime.permission.requestAuthCode', opts);
+      var ok = opts.corpId === want.corpId && opts.clientId === want.clientId;
+      var answer = ok ? { code: want.code } : { errorMessage: 'not this organisation or app' };
+      soon(ok ? opts.onSuccess : opts.onFail, answer);
+      return ok ? Promise.resolve(answer) : Promise.reject(answer);
+    } } },
+    biz: { navigation: { setTitle: function (opts) {
+      record('biz.navigation.setTitle', opts);
+      soon(opts.onSuccess, {});
+    } } }
+  };
+"#;
+
+/// Feishu's JSSDK (`window.h5sdk`): `config` answers through its own callbacks as well.
+const FEISHU_STAND_IN: &str = r#"
+  window.h5sdk = {
+    __calls: calls,
+    config: function (cfg) {
+      var v = configure(cfg, ['appId', 'timestamp', 'nonceStr', 'signature']);
+      soon(v.ok ? cfg.onSuccess : cfg.onFail, v.answer);
+    },
+    ready: ready,
+    error: error
+  };
+"#;
+
+/// Serves a stand-in SDK (`stand_in` given `want`) at `/sdk.js` from an origin of its own,
+/// as the platform's CDN serves the real one; returns the script's address. The server
+/// lives as long as the test's runtime.
+async fn serve_sdk(stand_in: &str, want: Value) -> String {
+    let script = format!("(function (want) {{{SDK_STAND_IN_BASE}{stand_in}}})({want});\n");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().route(
+        "/sdk.js",
+        axum::routing::get(move || {
+            let script = script.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/javascript; charset=utf-8",
+                    )],
+                    script,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}/sdk.js")
+}
+
+/// `[dingtalk]` with the APIs at `emu` and the JSAPI at `jsapi_url`.
+fn dingtalk_config(emu: &DingtalkEmulator, jsapi_url: &str) -> String {
+    format!(
+        "[dingtalk]\napp_key = \"{DINGTALK_APP_KEY}\"\napp_secret = \"{DINGTALK_SECRET}\"\n\
+         agent_id = {DINGTALK_AGENT}\ncorp_id = \"{DINGTALK_CORP}\"\ntoken = \"mryue\"\n\
+         aes_key = \"Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7\"\n\
+         api_base = \"{base}\"\noapi_base = \"{base}\"\njsapi_url = \"{jsapi_url}\"\n",
+        base = emu.base_url()
+    )
+}
+
+/// `[feishu]` with the APIs and the authorize page at `emu` and the JSSDK at `h5sdk_url`.
+fn feishu_config(emu: &FeishuEmulator, h5sdk_url: &str) -> String {
+    format!(
+        "[feishu]\napp_id = \"{FEISHU_APP_ID}\"\napp_secret = \"{FEISHU_SECRET}\"\n\
+         verification_token = \"vtoken-123\"\napi_base = \"{base}\"\n\
+         accounts_base = \"{base}\"\nh5sdk_url = \"{h5sdk_url}\"\n",
+        base = emu.base_url()
+    )
+}
+
+/// A rep known to `platform` as `kind` `value`; returns the user id.
+async fn rep_on(app: &SidebarApp, platform: &str, kind: &str, value: &str) -> String {
+    app.create(
+        "/api/v1/users",
+        json!({"name": "李明", "identities": [{"platform": platform, "kind": kind, "value": value}]}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The tracking points of `customer` with `action`, read through the API.
+async fn points(app: &SidebarApp, customer: &str, action: &str) -> Vec<Value> {
+    let key = crate::sidebar_tools::api_key(app).await;
+    let page: Value = reqwest::Client::new()
+        .get(app.url("/api/v1/events"))
+        .query(&[("customer", customer), ("action", action)])
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The calls the page made to the SDK stand-in `sdk` (`dd` or `h5sdk`) named `api`.
+async fn sdk_calls(browser: &Browser, sdk: &str, api: &str) -> Vec<Value> {
+    browser
+        .eval(
+            "var sdk = window[arguments[0]], api = arguments[1]; if (!sdk) { return []; } \
+             return sdk.__calls.filter(function (c) { return c.api === api; });",
+            json!([sdk, api]),
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits for the rep's customer list on `platform` at `/sidebar`: signed in.
+async fn wait_for_the_list(browser: &Browser, app: &SidebarApp, platform: &str) {
+    browser
+        .wait_for("the rep's customer list", || async {
+            browser.current_url().await == app.url("/sidebar")
+                && browser
+                    .eval(
+                        "var m = document.querySelector('main[data-page=\"list\"]'); \
+                         return m ? m.getAttribute('data-platform') : '';",
+                        json!([]),
+                    )
+                    .await
+                    == platform
+        })
+        .await;
+}
+
+/// A tap on the customer's page, seen as the toast and then through the API as a sidebar
+/// point from `platform`'s browser; returns the point.
+async fn tap_and_find_the_point(
+    browser: &Browser,
+    app: &SidebarApp,
+    customer: &str,
+    rep: &str,
+    platform: &str,
+) -> Value {
+    browser.click("button[data-action=\"已电话沟通\"]").await;
+    browser
+        .wait_for("the toast", || async {
+            browser.text("#toast").await == "已记录"
+        })
+        .await;
+    let found = points(app, customer, "已电话沟通").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let point = found[0].clone();
+    assert_eq!(point["source"], "sidebar");
+    assert_eq!(point["platform"], platform);
+    assert_eq!(point["actor"], rep);
+    point
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_dingtalk_a_rep_signs_in_free_taps_and_copies_a_proposal_link() {
+    if !browser_available() {
+        return;
+    }
+    let emu = DingtalkEmulator::start(DINGTALK_APP_KEY, DINGTALK_SECRET).await;
+    // What the rep's client would hand the page: a 免登 code for them, once.
+    let want = json!({"corpId": DINGTALK_CORP, "clientId": DINGTALK_APP_KEY,
+                      "code": emu.issue_auth_code("liming")});
+    let sdk = serve_sdk(DINGTALK_STAND_IN, want).await;
+    let app = spawn_sidebar(&dingtalk_config(&emu, &sdk), false).await;
+    let rep = rep_on(&app, "dingtalk", "userid", "liming").await;
+    let other = app.create("/api/v1/users", json!({"name": "王芳"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let customer = app.customer("华南智造", &rep).await;
+    app.customer("西北重工", &other).await;
+    let doc =
+        crate::sidebar_tools::upload_proposal(&app, &customer, &rep, "华南智造-质检方案.pdf").await;
+
+    let browser = Browser::start_as(DINGTALK_UA).await;
+    // The workbench opens /sidebar: the 免登 page asks the JSAPI for a code, trades it for
+    // a session and comes back to the rep's own customers.
+    browser.goto(&app.url("/sidebar")).await;
+    wait_for_the_list(&browser, &app, "dingtalk").await;
+    let list = browser.text("main").await;
+    assert!(list.contains("华南智造"), "{list}");
+    assert!(!list.contains("西北重工"), "another rep's customer: {list}");
+
+    // The list page configures the JSAPI with the server's signature for this very page:
+    // the emulator's ticket, the nonce and time the server chose, the page's address.
+    browser
+        .wait_for("the title set once dd is ready", || async {
+            !sdk_calls(&browser, "dd", "biz.navigation.setTitle")
+                .await
+                .is_empty()
+        })
+        .await;
+    let configs = sdk_calls(&browser, "dd", "config").await;
+    assert_eq!(configs.len(), 1, "{configs:?}");
+    let cfg = &configs[0]["args"];
+    assert_eq!(cfg["corpId"], DINGTALK_CORP, "{cfg}");
+    assert_eq!(cfg["agentId"], DINGTALK_AGENT, "{cfg}");
+    assert_eq!(cfg["type"], 0, "{cfg}");
+    assert_eq!(
+        cfg["jsApiList"],
+        json!(["biz.navigation.setTitle"]),
+        "{cfg}"
+    );
+    let ticket = emu
+        .jsapi_ticket()
+        .expect("the server fetched a jsapi ticket");
+    let (nonce, ts) = (
+        cfg["nonceStr"].as_str().unwrap(),
+        cfg["timeStamp"].as_str().unwrap(),
+    );
+    let expected = closeloop::platform::dingtalk::crypto::jsapi_signature(
+        &ticket,
+        nonce,
+        ts,
+        &app.url("/sidebar"),
+    )
+    .unwrap();
+    assert_eq!(cfg["signature"], expected.as_str(), "{cfg}");
+    let age = chrono::Utc::now().timestamp() - ts.parse::<i64>().unwrap();
+    assert!((0..60).contains(&age), "timeStamp is in seconds, now: {ts}");
+    assert_eq!(
+        sdk_calls(&browser, "dd", "biz.navigation.setTitle").await[0]["args"]["title"],
+        "我的客户"
+    );
+
+    browser
+        .click(&format!("a[href=\"/sidebar/customers/{customer}\"]"))
+        .await;
+    browser
+        .wait_for("the customer's page", || async {
+            browser.text("header.customer h1").await == "华南智造"
+        })
+        .await;
+    let point = tap_and_find_the_point(&browser, &app, &customer, &rep, "dingtalk").await;
+    let agent = point["user_agent"].as_str().unwrap_or_default();
+    assert!(agent.contains("DingTalk/7.0.0"), "{agent}");
+
+    // DingTalk names no open chat: 发送给客户 hands out the tracked link to copy.
+    browser
+        .click(&format!("button[data-send-document=\"{doc}\"]"))
+        .await;
+    let link_of_page = || async {
+        browser
+            .eval(
+                "var i = document.querySelector('#share-result input'); return i ? i.value : '';",
+                json!([]),
+            )
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    browser
+        .wait_for("the link to copy", || async {
+            link_of_page().await.starts_with(&app.url("/d/"))
+        })
+        .await;
+    let link = link_of_page().await;
+    let shown = browser.text("#share-result").await;
+    assert!(shown.contains("请复制后发给客户"), "{shown}");
+    assert_eq!(
+        browser
+            .eval(
+                "return [typeof window.wx, typeof window.jWeixin];",
+                json!([])
+            )
+            .await,
+        json!(["undefined", "undefined"]),
+        "no WeCom SDK on a DingTalk page"
+    );
+    let apis = browser
+        .eval(
+            "return dd.__calls.map(function (c) { return c.api; });",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        apis,
+        json!(["config", "biz.navigation.setTitle"]),
+        "the customer page only configures the JSAPI"
+    );
+    let sent = points(&app, &customer, "document.sent").await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["source"], "sidebar");
+    assert_eq!(sent[0]["actor"], rep.as_str());
+    assert_eq!(
+        sent[0]["platform"], "dingtalk",
+        "sent from the DingTalk sidebar"
+    );
+    assert!(sent[0]["payload"].to_string().contains(&doc), "{sent:?}");
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), 200);
+
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_feishu_a_rep_signs_in_through_oauth_and_taps_with_the_jssdk_configured() {
+    if !browser_available() {
+        return;
+    }
+    let emu = FeishuEmulator::start(FEISHU_APP_ID, FEISHU_SECRET).await;
+    let sdk = serve_sdk(FEISHU_STAND_IN, json!({})).await;
+    let app = spawn_sidebar(&feishu_config(&emu, &sdk), false).await;
+    let rep = rep_on(&app, "feishu", "user_id", "fs_liming").await;
+    let customer = app.customer("华南智造", &rep).await;
+    emu.set_current_member(Some(
+        json!({"user_id": "fs_liming", "open_id": "ou_liming", "name": "李明"}),
+    ));
+
+    let browser = Browser::start_as(FEISHU_UA).await;
+    // Feishu's browser without a session: our login → the authorize page → our callback.
+    browser.goto(&app.url("/sidebar")).await;
+    wait_for_the_list(&browser, &app, "feishu").await;
+    assert!(browser.text("main").await.contains("华南智造"));
+    assert_eq!(emu.oauth_token_calls(), 1, "one code, traded once");
+
+    // h5sdk.config gets the server's signature for this page (millisecond timestamp), and
+    // the page's own promise sees it succeed.
+    let configured = browser
+        .eval_async(
+            "var done = arguments[arguments.length - 1]; \
+             closeloop.feishu().then(function () { done('ok'); }, function (e) { done(e.message); });",
+        )
+        .await;
+    assert_eq!(configured, "ok");
+    let configs = sdk_calls(&browser, "h5sdk", "config").await;
+    assert_eq!(configs.len(), 1, "{configs:?}");
+    let cfg = &configs[0]["args"];
+    assert_eq!(cfg["appId"], FEISHU_APP_ID, "{cfg}");
+    assert_eq!(cfg["jsApiList"], json!([]), "{cfg}");
+    let ticket = emu
+        .jsapi_ticket()
+        .expect("the server fetched a JSAPI ticket");
+    let ts = cfg["timestamp"].as_i64().expect("a numeric timestamp");
+    let expected = closeloop::platform::feishu::crypto::jsapi_signature(
+        &ticket,
+        cfg["nonceStr"].as_str().unwrap(),
+        &ts.to_string(),
+        &app.url("/sidebar"),
+    );
+    assert_eq!(cfg["signature"], expected.as_str(), "{cfg}");
+    let age = chrono::Utc::now().timestamp_millis() - ts;
+    assert!((0..60_000).contains(&age), "timestamp is in ms, now: {ts}");
+
+    browser
+        .click(&format!("a[href=\"/sidebar/customers/{customer}\"]"))
+        .await;
+    browser
+        .wait_for("the customer's page", || async {
+            browser.text("header.customer h1").await == "华南智造"
+        })
+        .await;
+    let point = tap_and_find_the_point(&browser, &app, &customer, &rep, "feishu").await;
+    let agent = point["user_agent"].as_str().unwrap_or_default();
+    assert!(agent.contains("Lark/7.1.0"), "{agent}");
+    assert_eq!(
+        browser.eval("return typeof window.wx;", json!([])).await,
+        "undefined"
+    );
 
     browser.quit().await;
     app.stop().await;

@@ -227,6 +227,52 @@ async fn a_signed_but_unparsable_push_is_quarantined() {
     assert!(items[0]["error"].is_string());
 }
 
+/// A push whose signature holds but whose ciphertext cannot be decrypted is DingTalk's:
+/// answered with the encrypted success and kept in quarantine once, never processed. One
+/// with a bad signature is refused and not kept.
+#[tokio::test]
+async fn a_signed_but_undecryptable_push_is_quarantined_once() {
+    let app = spawn_app_with(&dingtalk_toml("0s")).await;
+    let crypto = crypto_for(APP_KEY);
+    // Whole AES blocks that do not decrypt to a valid message.
+    let garbage = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([7u8; 64])
+    };
+    let sig = crypto.signature("1608001896814", "WL4PK6yA", &garbage);
+    let send = |sig: String| {
+        let app = &app;
+        let garbage = garbage.clone();
+        async move {
+            app.client
+                .post(app.url(&format!(
+                    "/callback/dingtalk?signature={sig}&timestamp=1608001896814&nonce=WL4PK6yA"
+                )))
+                .json(&json!({ "encrypt": garbage }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = send("0".repeat(40)).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(app.count("inbox").await, 0);
+    for _ in 0..2 {
+        let res = send(sig.clone()).await;
+        assert_eq!(res.status(), 200);
+        let reply: Value = res.json().await.unwrap();
+        assert!(
+            reply["encrypt"].is_string(),
+            "the encrypted success: {reply}"
+        );
+    }
+    let items = inbox(&app).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["status"], "quarantined");
+    assert_eq!(items[0]["event_type"], "undecryptable");
+    assert_eq!(app.count("jobs WHERE kind = 'inbox.process'").await, 0);
+}
+
 #[tokio::test]
 async fn the_emulator_retries_a_push_that_is_refused() {
     let app = spawn_app_with(&dingtalk_toml("5m")).await;
@@ -443,6 +489,46 @@ async fn a_card_click_is_verified_stored_once_and_recorded_on_the_card() {
     );
 }
 
+/// The card route takes card callbacks only: its signature covers nothing but the
+/// timestamp, so a signed header pair must not carry any other body, a captured pair must
+/// not carry a forged click, and its age is bounded even with the clock-skew check off.
+#[tokio::test]
+async fn the_card_route_takes_only_card_callbacks_and_no_replayed_signatures() {
+    use closeloop::platform::dingtalk::inbound::card_signature;
+    let app = spawn_app_with(&format!(
+        "{}card_callback_secret = \"{CARD_SECRET}\"\n",
+        dingtalk_toml("0s")
+    ))
+    .await;
+    let ts = chrono::Utc::now().timestamp_millis().to_string();
+    let sig = card_signature(CARD_SECRET, &ts);
+
+    // A directory event, correctly signed for this route: refused, nothing stored.
+    let leave =
+        json!({"EventType": "user_leave_org", "UserId": ["boss"], "eventId": "x1"}).to_string();
+    let res = post_click(&app, &leave, &ts, &sig).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(app.count("inbox").await, 0);
+
+    // A click, then the same header pair with someone else's click: refused.
+    let click = card_click("card1", "zhanggong", "accept");
+    assert_eq!(post_click(&app, &click, &ts, &sig).await.status(), 200);
+    assert_eq!(
+        post_click(&app, &click, &ts, &sig).await.status(),
+        200,
+        "a retry"
+    );
+    let forged = card_click("card1", "boss", "accept");
+    let (status, code, _) = error_code(post_click(&app, &forged, &ts, &sig).await).await;
+    assert_eq!((status, code.as_str()), (401, "replayed_signature"));
+    assert_eq!(app.count("inbox").await, 1);
+
+    // max_clock_skew = 0 turns off the event-push window, not this one.
+    let old = (chrono::Utc::now().timestamp_millis() - 600_000).to_string();
+    let res = post_click(&app, &click, &old, &card_signature(CARD_SECRET, &old)).await;
+    assert_eq!(error_code(res).await.1, "stale_timestamp");
+}
+
 async fn card_app(emu: &Emulator, secret: &str) -> TestApp {
     let toml = dingtalk_toml("5m")
         .replace("http://127.0.0.1:9", &emu.base_url())
@@ -586,6 +672,48 @@ async fn user_by_dingtalk_id(app: &TestApp, id: &str) -> Value {
     page["items"][0].clone()
 }
 
+/// DingTalk may name several members in one event: none of them is lost — the directory
+/// is read again.
+#[tokio::test]
+async fn an_event_naming_several_members_has_the_directory_read_again() {
+    let emu = Emulator::start(APP_KEY, APP_SECRET).await;
+    let user = |id: &str, name: &str| json!({"userid": id, "name": name, "dept_id_list": [3], "manager_userid": "", "active": true});
+    let everyone = vec![
+        user("wangjl", "王经理"),
+        user("liming", "李明"),
+        user("zhaojf", "赵交付"),
+    ];
+    let dept = vec![json!({"dept_id": 3, "name": "华南销售部", "parent_id": 1})];
+    emu.set_directory(dept.clone(), everyone);
+    let app = card_app(&emu, APP_SECRET).await;
+    app.worker.drain().await.unwrap(); // the start-up sync
+    assert_eq!(
+        user_by_dingtalk_id(&app, "zhaojf").await["status"],
+        "active"
+    );
+
+    emu.set_directory(dept, vec![user("wangjl", "王经理")]);
+    let leave = json!({"EventType": "user_leave_org", "UserId": ["liming", "zhaojf"],
+                       "eventId": "leave-two", "CorpId": CORP_ID})
+    .to_string();
+    let pushed = emu.push_event(&target(&app, APP_KEY), &leave).await;
+    assert!(pushed[0].success_reply);
+    app.worker.drain().await.unwrap();
+    for id in ["liming", "zhaojf"] {
+        assert_eq!(
+            user_by_dingtalk_id(&app, id).await["status"],
+            "left",
+            "{id}"
+        );
+    }
+    assert_eq!(
+        user_by_dingtalk_id(&app, "wangjl").await["status"],
+        "active"
+    );
+    let items = inbox(&app).await;
+    assert_eq!(items[0]["status"], "processed", "{items:?}");
+}
+
 #[tokio::test]
 async fn the_address_book_syncs_and_follows_user_events() {
     let emu = Emulator::start(APP_KEY, APP_SECRET).await;
@@ -683,6 +811,16 @@ async fn a_free_login_code_signs_a_member_in_and_dd_config_is_signed() {
     )
     .unwrap();
     assert_eq!(cfg["signature"], expected.as_str());
+    // A page address with a broken escape is the caller's mistake: 422, not 503.
+    let res = app
+        .client
+        .get(app.url("/web/dingtalk/js-config"))
+        .query(&[("url", "https://cl.example.com/sidebar?a=%zz")])
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
     // Not signed in: no signatures.
     let res = app
         .client
@@ -692,4 +830,114 @@ async fn a_free_login_code_signs_a_member_in_and_dd_config_is_signed() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+}
+
+/// The (status, run_at) of the card.deliver job for `card_id`.
+async fn deliver_job(app: &TestApp, card_id: &str) -> (String, i64) {
+    sqlx::query_as("SELECT status, run_at FROM jobs WHERE dedupe_key = $1")
+        .bind(format!("card.deliver:{card_id}"))
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_ip_ban_answer_delays_the_card_instead_of_passing_for_sent() {
+    let emu = Emulator::start(APP_KEY, APP_SECRET).await;
+    let app = card_app(&emu, APP_SECRET).await;
+    let zhang = dingtalk_user(&app, "张工", "zhanggong").await;
+    let wang = dingtalk_user(&app, "王芳", "wangfang").await;
+    // The ban comes as HTTP 200 `{"status":1111,"wait":5,…}` without an errcode.
+    emu.fail_next(CARD_CREATE_AND_DELIVER, 1, Failure::IpBanned);
+    let before = chrono::Utc::now().timestamp_millis();
+    let first = send_card(&app, &zhang).await;
+    app.worker.drain().await.unwrap();
+    assert!(emu.cards().is_empty());
+    let (card_status,): (String,) = sqlx::query_as("SELECT status FROM cards WHERE id = $1")
+        .bind(&first)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_ne!(card_status, "sent");
+    let (status, run_at) = deliver_job(&app, &first).await;
+    assert_eq!(status, "queued");
+    assert!(run_at >= before + 5 * 60_000, "waits out the 5-minute ban");
+
+    // Banned while refreshing the token: a delay too, not a wrong-credentials verdict.
+    emu.expire_tokens();
+    emu.fail_next(ACCESS_TOKEN, 1, Failure::IpBanned);
+    let second = send_card(&app, &wang).await;
+    app.worker.drain().await.unwrap();
+    assert!(emu.cards().is_empty());
+    let (status, run_at) = deliver_job(&app, &second).await;
+    assert_eq!(status, "queued");
+    assert!(run_at >= before + 5 * 60_000);
+}
+
+#[tokio::test]
+async fn a_sharply_shrunken_or_banned_listing_marks_nobody_left() {
+    use closeloop::platform::dingtalk::emulator::DEPARTMENT_LISTSUB;
+
+    let emu = Emulator::start(APP_KEY, APP_SECRET).await;
+    let dept = || vec![json!({"dept_id": 3, "name": "华南销售部", "parent_id": 1})];
+    let users = |n: usize| -> Vec<Value> {
+        (1..=n)
+            .map(|i| json!({"userid": format!("u{i}"), "name": format!("成员{i}"), "dept_id_list": [3], "active": true}))
+            .collect()
+    };
+    emu.set_directory(dept(), users(10));
+    let app = card_app(&emu, APP_SECRET).await;
+    app.worker.drain().await.unwrap(); // the start-up sync
+    let active = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM users WHERE status = 'active'")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        n
+    };
+    assert_eq!(active().await, 10);
+    let sync = || async {
+        closeloop::jobs::enqueue_now(
+            &app.db,
+            chrono::Utc::now().timestamp_millis(),
+            closeloop::jobs::NewJob::new("directory.sync", json!({})).org(&app.org_id),
+        )
+        .await
+        .unwrap();
+        app.worker.drain().await.unwrap();
+        let (output,): (Option<String>,) = sqlx::query_as(
+            "SELECT output FROM jobs WHERE kind = 'directory.sync' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        output.map(|o| serde_json::from_str::<Value>(&o).unwrap())
+    };
+
+    // Eight of ten gone at once looks like a partial answer: nobody is marked left.
+    emu.set_directory(dept(), users(2));
+    let out = sync().await.unwrap();
+    assert_eq!(out["dingtalk"]["left"], 0);
+    assert_eq!(out["dingtalk"]["withheld_left"], 8);
+    assert_eq!(active().await, 10);
+
+    // One leaver among ten is believed.
+    emu.set_directory(dept(), users(9));
+    let out = sync().await.unwrap();
+    assert_eq!(out["dingtalk"]["left"], 1);
+    assert_eq!(out["dingtalk"]["withheld_left"], 0);
+    assert_eq!(user_by_dingtalk_id(&app, "u10").await["status"], "left");
+
+    // An IP ban on the department walk is no empty department list: the sync waits.
+    emu.fail_next(DEPARTMENT_LISTSUB, 1, Failure::IpBanned);
+    assert!(sync().await.is_none(), "the banned sync is not done");
+    let (status,): (String,) = sqlx::query_as(
+        "SELECT status FROM jobs WHERE kind = 'directory.sync' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "queued");
+    assert_eq!(active().await, 9);
 }

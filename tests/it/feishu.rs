@@ -127,16 +127,16 @@ async fn an_event_is_stored_once_even_when_pushed_again() {
         assert_eq!(items[0]["summary"]["user_id"], "e33ggbyz");
         // Another event is another row; an unmodelled one is kept, marked ignored.
         let other = s.emu.event(
-            "vc.meeting.meeting_ended_v1",
+            "vc.meeting.recording_ready_v1",
             TOKEN,
             json!({"meeting": {"meeting_no": "235812466"}}),
         );
         assert_eq!(s.emu.push(&s.target, &other).await[0].status, 200);
         let items = inbox(&s.app).await;
         assert_eq!(items.len(), 2);
-        assert!(items
-            .iter()
-            .any(|i| i["event_type"] == "vc.meeting.meeting_ended_v1" && i["status"] == "ignored"));
+        assert!(items.iter().any(
+            |i| i["event_type"] == "vc.meeting.recording_ready_v1" && i["status"] == "ignored"
+        ));
         let (body,): (String,) = sqlx::query_as("SELECT body FROM inbox LIMIT 1")
             .fetch_one(&s.app.db.pool)
             .await
@@ -200,23 +200,6 @@ async fn bad_signatures_stale_and_malformed_pushes_are_refused_and_not_written()
     let (status, code, _) = error_code(post(&s.app, &[], body.clone()).await).await;
     assert_eq!((status, code.as_str()), (401, "missing_signature"));
 
-    // Signed garbage that is not an encrypted envelope.
-    let crypto = FeishuCrypto::new(KEY).unwrap();
-    for garbage in ["not json", "{}", r#"{"encrypt":"!!"}"#] {
-        let sig = crypto.signature(&ts, "n3", garbage.as_bytes());
-        let h = [
-            (TIMESTAMP_HEADER, ts.clone()),
-            (NONCE_HEADER, "n3".to_string()),
-            (SIGNATURE_HEADER, sig),
-        ];
-        let res = post(&s.app, &h, garbage.to_string()).await;
-        assert!(
-            (400..500).contains(&res.status().as_u16()),
-            "{garbage}: {}",
-            res.status()
-        );
-    }
-
     // Wrong Verification Token inside a correctly signed body.
     let forged = user_created(&s.emu, "another-token", "u1");
     let (h, b) = signed_request(&s.target, &forged, &ts, "n4");
@@ -224,6 +207,7 @@ async fn bad_signatures_stale_and_malformed_pushes_are_refused_and_not_written()
     assert_eq!((status, code.as_str()), (401, "bad_token"));
 
     // Oversized.
+    let crypto = FeishuCrypto::new(KEY).unwrap();
     let huge = json!({"encrypt": "A".repeat(100 * 1024)}).to_string();
     let sig = crypto.signature(&ts, "n5", huge.as_bytes());
     let h = [
@@ -237,6 +221,32 @@ async fn bad_signatures_stale_and_malformed_pushes_are_refused_and_not_written()
     // And the genuine push still goes through.
     assert_eq!(post(&s.app, &headers, body).await.status(), 200);
     assert_eq!(s.app.count("inbox").await, 1);
+
+    // Correctly signed garbage that is not an encrypted envelope: Feishu's (the signature
+    // says so), only unreadable — kept in quarantine, once per body, never processed.
+    for garbage in ["not json", "{}", r#"{"encrypt":"!!"}"#] {
+        for nonce in ["n3", "n3b"] {
+            let sig = crypto.signature(&ts, nonce, garbage.as_bytes());
+            let h = [
+                (TIMESTAMP_HEADER, ts.clone()),
+                (NONCE_HEADER, nonce.to_string()),
+                (SIGNATURE_HEADER, sig),
+            ];
+            let res = post(&s.app, &h, garbage.to_string()).await;
+            assert_eq!(res.status(), 200, "{garbage}");
+        }
+    }
+    assert_eq!(
+        s.app
+            .count("inbox WHERE status = 'quarantined' AND event_type = 'unparsable'")
+            .await,
+        3
+    );
+    assert_eq!(
+        s.app.count("jobs WHERE kind = 'inbox.process'").await,
+        1,
+        "only the genuine push is processed"
+    );
 }
 
 #[tokio::test]
@@ -329,8 +339,8 @@ fn click(emu: &Emulator, card: &str, user_id: &str, action: &str) -> Value {
     )
 }
 
-#[tokio::test]
-async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_them_once() {
+/// An app on the Feishu emulator (Encrypt Key on) and where the emulator pushes to it.
+async fn emulated_app() -> (Emulator, TestApp, EventTarget) {
     let emu = Emulator::start(APP_ID, SECRET).await;
     emu.set_retry_delays(vec![Duration::from_millis(10); 2]);
     let app = spawn_app_with(
@@ -342,6 +352,31 @@ async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_t
         encrypt_key: Some(KEY.into()),
         verification_token: TOKEN.into(),
     };
+    (emu, app, target)
+}
+
+/// Queues a quick-ask card for `recipient` (a closeloop user id) and delivers it.
+async fn send_quick_ask(app: &TestApp, recipient: &str) -> String {
+    let mut tx = app.db.begin().await.unwrap();
+    let id = closeloop::cards::send(
+        &mut tx,
+        chrono::Utc::now().timestamp_millis(),
+        &app.org_id,
+        recipient,
+        "quick_ask",
+        Some("ask:1"),
+        &quick_ask(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    app.worker.drain().await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_them_once() {
+    let (emu, app, target) = emulated_app().await;
     let presales = app
         .create(
             "/api/v1/users",
@@ -353,20 +388,7 @@ async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_t
         json!({"name": "王芳", "identities": [{"platform": "feishu", "kind": "user_id", "value": "wangfang"}]}),
     )
     .await;
-    let mut tx = app.db.begin().await.unwrap();
-    let id = closeloop::cards::send(
-        &mut tx,
-        chrono::Utc::now().timestamp_millis(),
-        &app.org_id,
-        presales["id"].as_str().unwrap(),
-        "quick_ask",
-        Some("ask:1"),
-        &quick_ask(),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    app.worker.drain().await.unwrap();
+    let id = send_quick_ask(&app, presales["id"].as_str().unwrap()).await;
 
     let sent = emu.messages();
     assert_eq!(sent.len(), 1);
@@ -444,6 +466,38 @@ async fn cards_go_out_as_interactive_messages_and_the_recipients_click_updates_t
     let updated: Value = serde_json::from_str(updates[0]["content"].as_str().unwrap()).unwrap();
     assert!(updated.to_string().contains("已接受"));
     assert!(!updated.to_string().contains("\"button\""));
+}
+
+/// An app that may not read user ids gets clicks naming the member by `open_id` only: a
+/// member known by that open_id is still the card's recipient.
+#[tokio::test]
+async fn a_click_naming_only_the_open_id_is_the_recipients() {
+    let (emu, app, target) = emulated_app().await;
+    let presales = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "张工", "identities": [
+                {"platform": "feishu", "kind": "user_id", "value": "zhanggong"},
+                {"platform": "feishu", "kind": "open_id", "value": "ou_zhanggong"}]}),
+        )
+        .await;
+    let id = send_quick_ask(&app, presales["id"].as_str().unwrap()).await;
+    let press = emu.event(
+        "card.action.trigger",
+        TOKEN,
+        json!({"operator": {"open_id": "ou_zhanggong"}, "token": "c-t",
+               "action": {"tag": "button", "value": {"key": format!("accept:{id}")}}}),
+    );
+    let answer = emu.push(&target, &press).await;
+    assert_eq!(answer[0].body.as_ref().unwrap()["toast"]["type"], "success");
+    app.worker.drain().await.unwrap();
+    let (clicked,): (Option<String>,) =
+        sqlx::query_as("SELECT clicked_action FROM cards WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(clicked.as_deref(), Some("accept"));
 }
 
 #[tokio::test]
@@ -760,4 +814,89 @@ async fn feishu_js_config_is_signed_from_one_cached_ticket() {
         .await
         .unwrap();
     assert_eq!(relative.status(), 422);
+}
+
+#[tokio::test]
+async fn token_refusals_other_than_bad_credentials_and_rate_limits_do_not_lose_cards() {
+    use closeloop::platform::feishu::emulator::{Failure, MESSAGES, TENANT_TOKEN};
+
+    let emu = Emulator::start(APP_ID, SECRET).await;
+    // The first token request meets an internal error: before the fix any non-zero code
+    // started the wrong-credentials blackout and every job in it gave up.
+    emu.fail_next(TENANT_TOKEN, 1, Failure::Code(1500));
+    let app = spawn_app_with(
+        &feishu_toml(Some(KEY), "5m").replace("http://127.0.0.1:9", &emu.base_url()),
+    )
+    .await;
+    let mut people = Vec::new();
+    for (name, id) in [
+        ("张工", "zhanggong"),
+        ("王芳", "wangfang"),
+        ("李明", "liming"),
+    ] {
+        people.push(feishu_user(&app, name, "user_id", id).await);
+    }
+    let send = |to: String| {
+        let app = &app;
+        async move {
+            let mut tx = app.db.begin().await.unwrap();
+            let id = closeloop::cards::send(
+                &mut tx,
+                chrono::Utc::now().timestamp_millis(),
+                &app.org_id,
+                &to,
+                "quick_ask",
+                None,
+                &quick_ask(),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            id
+        }
+    };
+    let job = |card: String| {
+        let app = &app;
+        async move {
+            let (status, attempts): (String, i64) =
+                sqlx::query_as("SELECT status, attempts FROM jobs WHERE dedupe_key = $1")
+                    .bind(format!("card.deliver:{card}"))
+                    .fetch_one(&app.db.pool)
+                    .await
+                    .unwrap();
+            (status, attempts)
+        }
+    };
+    let dead = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM jobs WHERE status = 'dead'")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        n
+    };
+    // The start-up sync meets the internal error and is retried; the card goes out.
+    send(people[0].clone()).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(emu.messages().len(), 1);
+    assert_eq!(dead().await, 0);
+
+    // A rate-limited send (HTTP 429, code 99991400) waits without using up an attempt.
+    emu.fail_next(MESSAGES, 1, Failure::RateLimited);
+    let limited = send(people[1].clone()).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(emu.messages().len(), 1);
+    assert_eq!(job(limited).await, ("queued".to_string(), 0));
+
+    // A rate-limited token request is a delay too, and no blackout: the next card gets a
+    // token at once.
+    emu.invalidate_tokens();
+    emu.fail_next(TENANT_TOKEN, 1, Failure::RateLimited);
+    let delayed = send(people[2].clone()).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(job(delayed).await, ("queued".to_string(), 0));
+    send(people[0].clone()).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(emu.messages().len(), 2);
+    assert_eq!(dead().await, 0);
 }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use closeloop::clock::Clock;
 use closeloop::platform::dingtalk::emulator::Emulator as DingtalkEmulator;
 use closeloop::platform::feishu::emulator::{Emulator as FeishuEmulator, EventTarget};
 use closeloop::platform::wecom::emulator::Emulator as WecomEmulator;
@@ -221,7 +222,14 @@ impl Chat {
     /// the way the platform reports it: a signed (and, but for DingTalk's card route,
     /// encrypted) callback. Returns what closeloop answered the platform with, where the
     /// platform shows that answer at once (Feishu, DingTalk).
-    async fn press(&self, app: &TestApp, member: &str, received: &Received, key: &str) -> Value {
+    async fn press(
+        &self,
+        app: &TestApp,
+        now_ms: i64,
+        member: &str,
+        received: &Received,
+        key: &str,
+    ) -> Value {
         match self {
             Chat::Wecom(e) => {
                 let res = app
@@ -236,8 +244,10 @@ impl Chat {
             }
             Chat::Dingtalk(e) => {
                 let (action, card) = key.split_once(':').unwrap();
+                // Signed on the server's clock: DingTalk's clock and ours agree.
                 let (status, answer) = e
-                    .press_card_button_answer(
+                    .press_card_button_at(
+                        now_ms,
                         &app.url("/callback/dingtalk/card"),
                         DT_CARD_SECRET,
                         card,
@@ -404,7 +414,9 @@ async fn quick_ask_loop(chats: &[&Chat], rep_on: &Chat, presales_on: &Chat) {
         .clone();
 
     // 张工 presses 确认收到并接受 on the platform; a second delivery changes nothing.
-    let answer = presales_on.press(&t.app, "zhanggong", card, &accept).await;
+    let answer = presales_on
+        .press(&t.app, t.clock.now_ms(), "zhanggong", card, &accept)
+        .await;
     match presales_on {
         Chat::Feishu(_) => {
             assert_eq!(answer["card"]["type"], "raw", "{answer}");

@@ -92,6 +92,20 @@ pub async fn add_contact(
     Ok((StatusCode::CREATED, Json(c)))
 }
 
+#[utoipa::path(post, path = "/api/v1/customers/{id}/external-ids", tag = "customers", request_body = customers::NewExternalId,
+    responses((status = 204, description = "Linked"), (status = 404, body = super::ErrorBody),
+              (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+pub async fn add_external_id(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(new): ApiJson<customers::NewExternalId>,
+) -> Result<StatusCode> {
+    p.require(Permission::Write)?;
+    customers::add_external_id(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, new).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(get, path = "/api/v1/customers/{id}/owners", tag = "customers",
     responses((status = 200, body = [Ownership]), (status = 404, body = super::ErrorBody)))]
 pub async fn owners(

@@ -32,6 +32,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(customers::add_contact),
         )
         .route("/customers/{id}/owners", get(customers::owners))
+        .route(
+            "/customers/{id}/external-ids",
+            axum::routing::post(customers::add_external_id),
+        )
         .route("/leads", get(deals::list_leads).post(deals::create_lead))
         .route("/deals", get(deals::list).post(deals::create))
         .route("/deals/{id}", get(deals::get).patch(deals::update))
@@ -122,7 +126,7 @@ impl Modify for BearerAuth {
     paths(
         users::list, users::create, users::get, users::update,
         customers::list, customers::create, customers::get, customers::update,
-        customers::add_contact, customers::owners,
+        customers::add_contact, customers::owners, customers::add_external_id,
         deals::list_leads, deals::create_lead,
         deals::list, deals::create, deals::get, deals::update,
         events::list, events::record, events::get,

@@ -8,6 +8,8 @@
 //!   41001) drops that token and is retried once with a fresh one.
 //! - **Wrong credentials** are a configuration error: the job gives up and no token is
 //!   requested again for a back-off period, instead of presenting a bad secret in a loop.
+//! - **Throttling** (the per-IP ban, QPS limits, HTTP 429) delays the job; a 2xx that is not
+//!   a complete API answer is retried, never taken for success.
 //! - The secret and tokens never appear in errors, logs or `Debug`.
 
 use std::fmt;
@@ -27,6 +29,11 @@ const REFRESH_MARGIN_MS: i64 = 5 * 60 * 1000;
 const CONFIG_BACKOFF_MS: i64 = 5 * 60 * 1000;
 const ACCESS_TOKEN: &str = "/v1.0/oauth2/accessToken";
 const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
+/// The `status` of DingTalk's per-IP ban answer, and the ban it documents.
+const IP_BANNED: i64 = 1111;
+const IP_BAN_MINUTES: u64 = 5;
+/// A `wait` beyond this is taken as a typo, not as a day-long stall of every job.
+const MAX_IP_BAN_MINUTES: u64 = 60;
 
 /// A DingTalk API client for one app. Cheap to clone.
 #[derive(Clone)]
@@ -104,7 +111,11 @@ impl DingtalkApi {
             })?;
         let status = res.status();
         let body: Value = res.json().await.unwrap_or(Value::Null);
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // Throttling is not a verdict on the credentials: no back-off blackout for it.
+        if let Some(e) = throttled(status, &body, ACCESS_TOKEN) {
+            return Err(e);
+        }
+        if status.is_server_error() {
             return Err(JobError::Retry(format!(
                 "fetching a DingTalk access token failed: HTTP {status}"
             )));
@@ -193,6 +204,9 @@ impl DingtalkApi {
             })?;
             let status = res.status();
             let answer: Value = res.json().await.unwrap_or(Value::Null);
+            if let Some(e) = throttled(status, &answer, path) {
+                return Err(e);
+            }
             let code = answer["code"].as_str().unwrap_or_default();
             let token_refused = code == "InvalidAuthentication"
                 || matches!(answer["errcode"].as_i64(), Some(40014 | 42001 | 41001));
@@ -206,15 +220,6 @@ impl DingtalkApi {
                 refreshed = true;
                 continue;
             }
-            if status == reqwest::StatusCode::TOO_MANY_REQUESTS
-                || answer["errcode"].as_i64() == Some(90002)
-                || code.contains("Throttling")
-            {
-                return Err(JobError::RateLimited {
-                    retry_after: Some(Duration::from_secs(1)),
-                    message: format!("DingTalk {path} is rate limited"),
-                });
-            }
             if status.is_server_error() {
                 return Err(JobError::Retry(format!("DingTalk {path}: HTTP {status}")));
             }
@@ -227,9 +232,55 @@ impl DingtalkApi {
                         .unwrap_or_default()
                 )));
             }
+            // A 2xx that is not the API's own answer (a gateway page, a cut-off body) must not
+            // pass for success: callers would read an empty `result` as "nothing there".
+            let complete = if oapi {
+                answer["errcode"].as_i64() == Some(0)
+            } else {
+                answer.is_object()
+            };
+            if !complete {
+                return Err(JobError::Retry(format!(
+                    "DingTalk {path} answered HTTP {status} without {}",
+                    if oapi { "errcode 0" } else { "a JSON object" }
+                )));
+            }
             return Ok(answer);
         }
     }
+}
+
+/// DingTalk's "slow down" answers, as a delay that does not count as a failed attempt
+/// (PROTOCOLS §2.7; open.dingtalk.com `how-to-process-api-throttling-on-the-dingtalk-server`):
+/// - the per-IP ban (over 10000 calls in 20 s, banned for 5 minutes) is a gateway answer
+///   without an errcode, `{"status":1111,"wait":5,…}`; `wait` is taken as minutes because
+///   the doc pairs `"wait":5` with "禁止调用5分钟";
+/// - per-app and global QPS limits: oapi errcode 90018 / 90002, new-API codes
+///   `Forbidden.AccessDenied.QpsLimitForAppkeyAndApi` / `…QpsLimitForApi` (1 s suffices);
+/// - HTTP 429 from either API.
+fn throttled(status: reqwest::StatusCode, answer: &Value, path: &str) -> Option<JobError> {
+    if answer["status"].as_i64() == Some(IP_BANNED) {
+        let wait = &answer["wait"];
+        let minutes = wait
+            .as_u64()
+            .or_else(|| wait.as_str().and_then(|w| w.parse().ok()))
+            .filter(|m| *m > 0)
+            .unwrap_or(IP_BAN_MINUTES)
+            .min(MAX_IP_BAN_MINUTES);
+        return Some(JobError::RateLimited {
+            retry_after: Some(Duration::from_secs(minutes * 60)),
+            message: format!("DingTalk banned this egress IP for {minutes} min ({path})"),
+        });
+    }
+    let code = answer["code"].as_str().unwrap_or_default();
+    let limited = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || matches!(answer["errcode"].as_i64(), Some(90002 | 90018))
+        || code.starts_with("Forbidden.AccessDenied.QpsLimit")
+        || code.contains("Throttling");
+    limited.then(|| JobError::RateLimited {
+        retry_after: Some(Duration::from_secs(1)),
+        message: format!("DingTalk {path} is rate limited"),
+    })
 }
 
 fn configuration_error() -> JobError {
@@ -238,4 +289,13 @@ fn configuration_error() -> JobError {
          (no new token is requested until the back-off ends)"
             .into(),
     )
+}
+
+/// The `errcode` of a refusal from [`DingtalkApi::call_oapi`] (the ` errcode N` that ends
+/// its `GiveUp` message), for callers to whom one code means an answer, not a failure.
+pub fn refusal_errcode(e: &JobError) -> Option<i64> {
+    match e {
+        JobError::GiveUp(message) => message.rsplit_once(" errcode ")?.1.parse().ok(),
+        _ => None,
+    }
 }

@@ -6,7 +6,9 @@
 //!    progress and queues one `dingtalk.conference_fetch` per conference (deduplicated).
 //! 2. `dingtalk.conference_fetch` reads the conference; while it is still running it checks
 //!    again later (at most [`MAX_CHECKS`] times), and once it has ended it reads the members
-//!    with their own time in the meeting and stores one record per member.
+//!    with their own time in the meeting and stores one record per member. A conference
+//!    still running at the last check is given up on and nothing is stored (see
+//!    [`MAX_CHECKS`]).
 //!
 //! A conference that starts and ends between two polls is never seen: the poll interval
 //! bounds the shortest meeting that can count as evidence.
@@ -42,7 +44,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::api::DingtalkApi;
+use super::api::{refusal_errcode, DingtalkApi};
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{self, BoxFuture, ClaimedJob, Handler, JobError, NewJob};
@@ -54,12 +56,16 @@ pub const FETCH_KIND: &str = "dingtalk.conference_fetch";
 pub const ONGOING: &str = "/v1.0/conference/orgConferences";
 pub const CONFERENCE: &str = "/v1.0/conference/videoConferences";
 pub const BY_UNIONID: &str = "/topapi/user/getbyunionid";
+/// `getbyunionid`'s 未找到对应员工: the unionId is nobody of the organisation.
+const NO_SUCH_EMPLOYEE: i64 = 60121;
 /// How often conferences in progress are listed.
 pub const EVERY: Duration = Duration::from_secs(5 * 60);
 /// How long after it was seen (and between checks) a conference is looked at again.
 pub const CHECK_AFTER: Duration = Duration::from_secs(15 * 60);
-/// A conference still running after this many checks (about 12 hours) is recorded as it
-/// stands.
+/// A conference still running at this check (about 12 hours after it was seen) is given
+/// up on: no further check is queued and nothing is stored. Its members' durations would
+/// be partial, and `meetings::store` never overwrites a record, so storing them now would
+/// keep the wrong durations for good; evidence must be what happened.
 pub const MAX_CHECKS: i64 = 48;
 const PAGE: i64 = 50;
 /// A safety stop for one listing (2,500 conferences or members).
@@ -230,24 +236,33 @@ impl Handler for ConferencePoll {
                 .iter()
                 .filter_map(Value::as_str)
             {
-                jobs::enqueue(tx, now, fetch_job(&self.org_id, id, 1, now)).await?;
+                jobs::enqueue(tx, now, fetch_job(&self.org_id, id, 1, now, false)).await?;
             }
             Ok(())
         })
     }
 }
 
-/// The `check`th look at conference `id`. The first one is keyed by the conference
-/// alone, so polls that see it again queue nothing.
-fn fetch_job(org_id: &str, id: &str, check: i64, now_ms: i64) -> NewJob {
-    let key = if check == 1 {
+/// The `check`th look at conference `id`, `CHECK_AFTER` from now or, when the conference
+/// is known to have ended, at once. The first one is keyed by the conference alone, so
+/// polls and events that see it again queue nothing.
+pub fn fetch_job(org_id: &str, id: &str, check: i64, now_ms: i64, ended: bool) -> NewJob {
+    // DingTalk's word that the conference closed gets a look of its own, even when a
+    // poll's chain of checks gave up on it earlier (records are stored once either way).
+    let key = if ended {
+        format!("{FETCH_KIND}:{org_id}:{id}:closed")
+    } else if check == 1 {
         format!("{FETCH_KIND}:{org_id}:{id}")
     } else {
         format!("{FETCH_KIND}:{org_id}:{id}:{check}")
     };
     NewJob::new(FETCH_KIND, json!({ "conference_id": id, "check": check }))
         .org(org_id)
-        .at(now_ms + CHECK_AFTER.as_millis() as i64)
+        .at(if ended {
+            now_ms
+        } else {
+            now_ms + CHECK_AFTER.as_millis() as i64
+        })
         .dedupe(key)
 }
 
@@ -278,7 +293,22 @@ impl ConferenceFetch {
         let info = &answer["confInfo"];
         let ended = info["status"].as_i64() == Some(1);
         if !ended && check < MAX_CHECKS {
-            return Ok(json!({ "conference_id": id, "ended": false, "check": check }));
+            return Ok(
+                json!({ "conference_id": id, "ended": false, "check": check, "recheck": true }),
+            );
+        }
+        if !ended {
+            tracing::warn!(
+                platform = "dingtalk",
+                org = %self.org_id,
+                conference_id = id,
+                check,
+                "conference still running at its last check: given up, nothing stored"
+            );
+            return Ok(json!({
+                "conference_id": id, "ended": false, "check": check, "recheck": false,
+                "stored": false, "reason": "still running at the last check",
+            }));
         }
         let members = self.members(id).await?;
         let people = attendance(&members);
@@ -301,7 +331,7 @@ impl ConferenceFetch {
         let stored =
             meetings::store(&self.db, &rules, self.clock.now_ms(), &self.org_id, &recs).await?;
         Ok(json!({
-            "conference_id": id, "ended": ended, "check": check, "members": people.len(),
+            "conference_id": id, "ended": true, "check": check, "members": people.len(),
             "inserted": stored.inserted, "duplicates": stored.duplicates, "unmatched": stored.unmatched,
         }))
     }
@@ -334,7 +364,8 @@ impl ConferenceFetch {
     }
 
     /// The userid of an employee's unionId; `None` for anyone DingTalk does not know as
-    /// an employee of the organisation.
+    /// an employee of the organisation. Any other refusal (a missing permission, say) fails
+    /// the fetch rather than silently dropping a member's evidence.
     async fn userid(&self, union_id: &str) -> Result<Option<String>, JobError> {
         match self
             .api
@@ -343,8 +374,7 @@ impl ConferenceFetch {
         {
             Ok(answer) => Ok(text(&answer["result"]["userid"])
                 .filter(|_| answer["result"]["contact_type"].as_i64().unwrap_or(0) == 0)),
-            // 60121 未找到对应员工 and other refusals for this one id.
-            Err(JobError::GiveUp(_)) => Ok(None),
+            Err(e) if refusal_errcode(&e) == Some(NO_SUCH_EMPLOYEE) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -362,12 +392,13 @@ impl Handler for ConferenceFetch {
         output: &'a Value,
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            if output["ended"].as_bool() == Some(false) {
+            if output["recheck"].as_bool() == Some(true) {
                 if let (Some(id), Some(check)) =
                     (output["conference_id"].as_str(), output["check"].as_i64())
                 {
                     let now = self.clock.now_ms();
-                    jobs::enqueue(tx, now, fetch_job(&self.org_id, id, check + 1, now)).await?;
+                    jobs::enqueue(tx, now, fetch_job(&self.org_id, id, check + 1, now, false))
+                        .await?;
                 }
             }
             Ok(())

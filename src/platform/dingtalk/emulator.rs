@@ -48,6 +48,9 @@ pub enum Failure {
     /// The error code: old-API paths answer HTTP 200 `{"errcode":…}`; new-API paths answer
     /// HTTP 400 `{"code":…,"message":…}` (401 `InvalidAuthentication` for the token codes).
     Errcode(i64),
+    /// The per-IP ban (PROTOCOLS §2.7): HTTP 200 with the gateway's non-standard JSON
+    /// `{"status":1111,"wait":5,…}`, no errcode.
+    IpBanned,
 }
 
 /// A running DingTalk emulator on `127.0.0.1`; stops when dropped.
@@ -254,6 +257,22 @@ impl Emulator {
         user_id: &str,
         action: &str,
     ) -> (u16, Value) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.press_card_button_at(now, callback_url, api_secret, out_track_id, user_id, action)
+            .await
+    }
+
+    /// As `press_card_button_answer`, signed at `timestamp_ms` — DingTalk's clock, for a
+    /// test whose server runs on a clock of its own.
+    pub async fn press_card_button_at(
+        &self,
+        timestamp_ms: i64,
+        callback_url: &str,
+        api_secret: &str,
+        out_track_id: &str,
+        user_id: &str,
+        action: &str,
+    ) -> (u16, Value) {
         let content =
             json!({"cardPrivateData": {"actionIds": [action], "params": {"action": action}}});
         let body = json!({
@@ -262,7 +281,7 @@ impl Emulator {
             "userId": user_id,
             "content": content.to_string(),
         });
-        let ts = chrono::Utc::now().timestamp_millis().to_string();
+        let ts = timestamp_ms.to_string();
         let Ok(res) = reqwest::Client::new()
             .post(callback_url)
             .header(
@@ -392,6 +411,11 @@ impl Shared {
                 _ => new_api_error(StatusCode::BAD_REQUEST, &code.to_string(), errmsg_for(code)),
             },
             Failure::Errcode(code) => errcode(code),
+            Failure::IpBanned => Json(json!({
+                "status": 1111, "wait": 5, "source": "x5", "punish": "deny",
+                "uuid": uuid::Uuid::new_v4().simple().to_string(),
+            }))
+            .into_response(),
         })
     }
 

@@ -50,8 +50,8 @@ pub fn parse(message: &str) -> Result<InboundEvent, String> {
     let users = ids(obj, "UserId");
     let depts = ids(obj, "DeptId");
     let one = |list: &[String]| (list.len() == 1).then(|| list[0].clone());
-    // An event naming several members or departments at once stays raw: the common
-    // event carries one id, and guessing which one matters would lose the others.
+    // An event naming several members or departments at once has the directory read
+    // again: the common events carry one id each, and none of the others may be lost.
     let kind = match (event_type, one(&users), one(&depts)) {
         ("user_add_org", Some(user_id), _) => EventKind::UserCreated { user_id },
         ("user_modify_org", Some(user_id), _) => EventKind::UserUpdated {
@@ -62,6 +62,29 @@ pub fn parse(message: &str) -> Result<InboundEvent, String> {
         ("org_dept_create", _, Some(id)) => EventKind::DepartmentCreated { id },
         ("org_dept_modify", _, Some(id)) => EventKind::DepartmentUpdated { id },
         ("org_dept_remove", _, Some(id)) => EventKind::DepartmentDeleted { id },
+        (
+            "user_add_org" | "user_modify_org" | "user_leave_org" | "org_dept_create"
+            | "org_dept_modify" | "org_dept_remove",
+            _,
+            _,
+        ) if users.len() > 1 || depts.len() > 1 => EventKind::DirectoryChanged,
+        // 视频会议状态变更 (事件订阅 0050, HTTP push): `openConfModel.conferenceId`, and
+        // `changeScene` `conference_created` or `conference_closed`.
+        ("meeting_status_change", _, _) => {
+            match obj
+                .get("openConfModel")
+                .and_then(|m| m.get("conferenceId"))
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+            {
+                Some(id) => EventKind::MeetingChanged {
+                    meeting_id: id.to_string(),
+                    ended: obj.get("changeScene").and_then(Value::as_str)
+                        == Some("conference_closed"),
+                },
+                None => return Err("meeting_status_change without a conferenceId".into()),
+            }
+        }
         _ => EventKind::Unknown {
             event_type: event_type.to_string(),
         },
@@ -176,13 +199,11 @@ mod tests {
         assert_eq!(e.created_at, Some(1_609_395_587));
         let e = parse(r#"{"EventType":"org_dept_remove","DeptId":[42]}"#).unwrap();
         assert_eq!(e.kind, EventKind::DepartmentDeleted { id: "42".into() });
+        // Several at once: the directory is read again, none is lost.
         let e = parse(r#"{"EventType":"user_leave_org","UserId":["a","b"]}"#).unwrap();
-        assert_eq!(
-            e.kind,
-            EventKind::Unknown {
-                event_type: "user_leave_org".into()
-            }
-        );
+        assert_eq!(e.kind, EventKind::DirectoryChanged);
+        let e = parse(r#"{"EventType":"org_dept_modify","DeptId":[1,2,3]}"#).unwrap();
+        assert_eq!(e.kind, EventKind::DirectoryChanged);
         let e = parse(r#"{"EventType":"bpms_task_change","EventTime":1663143335567}"#).unwrap();
         assert_eq!(e.type_name, "bpms_task_change");
         assert_eq!(e.created_at, Some(1_663_143_335));
@@ -209,6 +230,34 @@ mod tests {
                 card_type: None,
             }
         );
+    }
+
+    #[test]
+    fn conference_status_changes_name_the_conference() {
+        let e = parse(r#"{"EventType":"meeting_status_change","EventTime":1663143335567,"eventId":"e1",
+            "openConfModel":{"conferenceId":"6321ab","status":2,"title":"方案沟通"},"statusSeqNum":2,
+            "changeScene":"conference_closed"}"#)
+        .unwrap();
+        assert_eq!(
+            e.kind,
+            EventKind::MeetingChanged {
+                meeting_id: "6321ab".into(),
+                ended: true
+            }
+        );
+        let e = parse(
+            r#"{"EventType":"meeting_status_change","openConfModel":{"conferenceId":"6321ab"},
+            "changeScene":"conference_created"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.kind,
+            EventKind::MeetingChanged {
+                meeting_id: "6321ab".into(),
+                ended: false
+            }
+        );
+        assert!(parse(r#"{"EventType":"meeting_status_change","openConfModel":{}}"#).is_err());
     }
 
     #[test]

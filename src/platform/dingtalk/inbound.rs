@@ -37,7 +37,15 @@ pub struct DingtalkInbound {
     /// The `apiSecret` registered with the card callback route; clicks are refused
     /// without it, since only its signature tells DingTalk's calls from anyone's.
     card_secret: Option<secrecy::SecretString>,
+    /// Card-callback signatures seen within the age bound, with a digest of the body each
+    /// came with: the signature covers only the timestamp, so one captured header pair
+    /// must not carry a different body.
+    seen_card_signatures: std::sync::Mutex<HashMap<String, (i64, [u8; 32])>>,
 }
+
+/// How old a card callback's signed timestamp may be when `max_clock_skew` is 0: the
+/// signature covers nothing but that timestamp, so its age is always bounded.
+const CARD_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// The signature headers of a card callback (PROTOCOLS §2.4).
 pub const CARD_TIMESTAMP_HEADER: &str = "x-ddpaas-signature-timestamp";
@@ -102,6 +110,7 @@ impl DingtalkInbound {
                 .as_ref()
                 .filter(|s| !s.expose().is_empty())
                 .map(|s| secrecy::SecretString::from(s.expose().to_string())),
+            seen_card_signatures: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -117,7 +126,18 @@ impl DingtalkInbound {
     ) -> Result<Answer> {
         let params = query_params(raw_query)?;
         let query = self.query(&params, now_ms)?;
-        let (crypto, callback) = self.open(&query, body)?;
+        let (crypto, callback) = match self.open(&query, body) {
+            Ok(opened) => opened,
+            // The signature held, so DingTalk sent this: kept for inspection, never lost.
+            Err(e) if signed_but_unreadable(&e) => {
+                let received = self.quarantine(inbox, cipher, body, &e.to_string()).await?;
+                return Ok(Answer {
+                    received,
+                    reply: self.app.success_reply_random(now_ms),
+                });
+            }
+            Err(e) => return Err(rejected(e)),
+        };
         let reply = crypto.success_reply_random(now_ms);
         if events::is_check_url(&callback.message) {
             count("check_url");
@@ -161,11 +181,30 @@ impl DingtalkInbound {
         } else {
             ts.saturating_mul(1000)
         };
-        check_skew(self.max_skew, now_ms, ts_ms)?;
+        let max_age = if self.max_skew.is_zero() {
+            CARD_MAX_AGE
+        } else {
+            self.max_skew
+        };
+        check_skew(max_age, now_ms, ts_ms)?;
+        // Only a card callback is taken here: the signature does not cover the body, so
+        // nothing else may come in on it (not even to quarantine).
         let message = std::str::from_utf8(body)
             .ok()
-            .filter(|m| serde_json::from_str::<serde_json::Map<String, Value>>(m).is_ok())
-            .ok_or_else(|| Error::MalformedBody("card callback is not a JSON object".into()))?;
+            .filter(|m| {
+                matches!(
+                    events::parse(m),
+                    Ok(crate::platform::event::InboundEvent {
+                        kind: EventKind::CardAction { .. },
+                        ..
+                    })
+                )
+            })
+            .ok_or_else(|| {
+                count("malformed");
+                Error::MalformedBody("not a DingTalk card callback (actionCallback)".into())
+            })?;
+        self.check_replay(signed.signature, body, now_ms, max_age)?;
         let received = self.store(inbox, cipher, message).await?;
         let press = match (&received, events::parse(message)) {
             (
@@ -183,6 +222,44 @@ impl DingtalkInbound {
             _ => None,
         };
         Ok(CardReceived { received, press })
+    }
+
+    /// Refuses a card signature seen before with a different body (a captured header pair
+    /// replayed with a forged click). The same body again is a retry: let through to the
+    /// inbox, which dedupes it. Kept in memory for the age bound, per process.
+    fn check_replay(
+        &self,
+        signature: &str,
+        body: &[u8],
+        now_ms: i64,
+        max_age: Duration,
+    ) -> Result<()> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let mut seen = self
+            .seen_card_signatures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, (until, _)| *until > now_ms);
+        match seen.get(signature) {
+            Some((_, d)) if *d != digest => {
+                count("replayed_signature");
+                Err(Error::CallbackRejected {
+                    code: "replayed_signature",
+                    message: "card callback refused: this signature came with another body".into(),
+                })
+            }
+            Some(_) => Ok(()),
+            None => {
+                // Both directions of clock skew: a timestamp ahead of the clock stays
+                // acceptable for twice the bound.
+                seen.insert(
+                    signature.to_string(),
+                    (now_ms + 2 * max_age.as_millis() as i64, digest),
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Writes a verified, decrypted message (an event push or a card callback) to the inbox.
@@ -258,17 +335,53 @@ impl DingtalkInbound {
 
     /// Verifies and decrypts with the AppKey, then with the CorpId: whichever subscription
     /// the push came through. The answer is encrypted for the same owner key.
-    fn open(&self, query: &CallbackQuery<'_>, body: &[u8]) -> Result<(&DingtalkCrypto, Callback)> {
+    fn open(
+        &self,
+        query: &CallbackQuery<'_>,
+        body: &[u8],
+    ) -> std::result::Result<(&DingtalkCrypto, Callback), CryptoError> {
         match self.app.decrypt_callback(query, body) {
             Err(CryptoError::ReceiverMismatch) => match &self.corp {
-                Some(corp) => corp
-                    .decrypt_callback(query, body)
-                    .map(|cb| (corp, cb))
-                    .map_err(rejected),
-                None => Err(rejected(CryptoError::ReceiverMismatch)),
+                Some(corp) => corp.decrypt_callback(query, body).map(|cb| (corp, cb)),
+                None => Err(CryptoError::ReceiverMismatch),
             },
-            other => other.map(|cb| (&self.app, cb)).map_err(rejected),
+            other => other.map(|cb| (&self.app, cb)),
         }
+    }
+
+    /// Keeps a correctly signed push that cannot be decrypted, keyed by its digest.
+    async fn quarantine(
+        &self,
+        inbox: &InboxWriter,
+        cipher: &Cipher,
+        body: &[u8],
+        error: &str,
+    ) -> Result<Received> {
+        use sha2::{Digest, Sha256};
+        let key = format!("sha256:{}", hex::encode(Sha256::digest(body)));
+        let id = inbox
+            .record(
+                cipher,
+                NewEntry {
+                    org_id: &self.org_id,
+                    platform: PLATFORM,
+                    app: &self.app_name,
+                    dedupe_key: &key,
+                    event_type: "undecryptable",
+                    body: &String::from_utf8_lossy(body),
+                    summary: Value::Null,
+                    status: "quarantined",
+                    error: Some(error),
+                    process: false,
+                    ordering_key: None,
+                },
+            )
+            .await?;
+        count("quarantined");
+        Ok(match id {
+            None => Received::Duplicate,
+            Some(inbox_id) => Received::Quarantined { inbox_id },
+        })
     }
 
     /// The signed parameters, after the timestamp window check (seconds or milliseconds).
@@ -285,6 +398,19 @@ impl DingtalkInbound {
         check_skew(self.max_skew, now_ms, ts.saturating_mul(1000))?;
         Ok(query)
     }
+}
+
+/// Failures that come after the signature was found good: the push is DingTalk's, only
+/// its content is unreadable. (A message for another receiver is a configuration error:
+/// refused, so it shows.)
+fn signed_but_unreadable(e: &CryptoError) -> bool {
+    matches!(
+        e,
+        CryptoError::MalformedCiphertext
+            | CryptoError::BadPadding
+            | CryptoError::BadLength
+            | CryptoError::NotUtf8
+    )
 }
 
 /// Refuses a signed time further than `max_skew` from the server clock; zero turns the
@@ -321,6 +447,8 @@ fn acts_on(kind: &EventKind) -> bool {
             | EventKind::UserCreated { .. }
             | EventKind::UserUpdated { .. }
             | EventKind::UserDeleted { .. }
+            | EventKind::MeetingChanged { .. }
+            | EventKind::DirectoryChanged
     )
 }
 
@@ -333,7 +461,8 @@ fn ordering_key(kind: &EventKind) -> Option<String> {
         | EventKind::UserDeleted { .. }
         | EventKind::DepartmentCreated { .. }
         | EventKind::DepartmentUpdated { .. }
-        | EventKind::DepartmentDeleted { .. } => Some(format!("{PLATFORM}:directory")),
+        | EventKind::DepartmentDeleted { .. }
+        | EventKind::DirectoryChanged => Some(format!("{PLATFORM}:directory")),
         _ => None,
     }
 }

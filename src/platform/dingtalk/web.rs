@@ -253,6 +253,9 @@ async fn js_config(
             "url must be the page's absolute http(s) address",
         ));
     }
+    // A URL the signature cannot be computed over is the caller's mistake, not DingTalk's.
+    super::crypto::jsapi_signature("", "", "", &q.url)
+        .map_err(|_| Error::invalid("url has an invalid percent-encoded query"))?;
     let cfg = w.js_config(&q.url).await.map_err(upstream)?;
     Ok(Json(serde_json::to_value(cfg).unwrap_or(Value::Null)))
 }

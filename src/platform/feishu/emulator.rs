@@ -57,6 +57,8 @@ pub enum Failure {
     Timeout,
     /// HTTP 200 with this `code`.
     Code(i64),
+    /// Frequency control: HTTP 429, code 99991400 and `x-ogw-ratelimit-reset: 2` (seconds).
+    RateLimited,
 }
 
 /// Where pushed events go: closeloop's `/callback/feishu` with the app's Encrypt Key (none:
@@ -441,6 +443,12 @@ impl Shared {
                 code(-1, "system busy")
             }
             Failure::Code(c) => code(c, msg_for(c)),
+            Failure::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("x-ogw-ratelimit-reset", "2")],
+                Json(json!({"code": 99991400, "msg": "request trigger frequency limit"})),
+            )
+                .into_response(),
         })
     }
 
@@ -805,8 +813,17 @@ pub const VC_PARTICIPANT_LIST: &str = "/open-apis/vc/v1/participant_list";
 pub const VC_PARAM_ERROR: i64 = 121003;
 pub const VC_NO_MEETING: i64 = 126009;
 
+/// `GET vc/v1/meetings/:meeting_id` (meeting details), by the meeting's instance id.
+pub const VC_MEETING: &str = "/open-apis/vc/v1/meetings";
+/// The emulator's answer for a meeting it does not hold (the real code is unconfirmed).
+pub const VC_MEETING_NOT_FOUND: i64 = 121004;
+
 fn vc_routes() -> Router<Arc<Shared>> {
     Router::new()
+        .route(
+            &format!("{VC_MEETING}/{{meeting_id}}"),
+            axum::routing::get(vc_meeting),
+        )
         .route(VC_MEETING_LIST, axum::routing::get(vc_meeting_list))
         .route(VC_PARTICIPANT_LIST, axum::routing::get(vc_participant_list))
 }
@@ -853,6 +870,63 @@ fn vc_page(items: &[Value], query: &HashMap<String, String>, key: &str) -> Respo
 
 fn vc_start_secs(meeting: &Value) -> Option<i64> {
     super::vc::parse_time(&meeting["meeting_start_time"]).map(|ms| ms / 1000)
+}
+
+/// `GET vc/v1/meetings/:meeting_id?with_participants=true`: one meeting loaded with
+/// `set_vc_meetings` (found by its `meeting_instance_id`), in the meeting-details shape:
+/// unix-second strings, participants with `id`, `first_join_time`, `in_meeting_duration`.
+async fn vc_meeting(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(meeting_id): axum::extract::Path<String>,
+    axum::extract::Query(query): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(failure) = shared.injected(VC_MEETING).await {
+        return failure;
+    }
+    if let Err(c) = shared.check_bearer(&headers) {
+        return code(c, msg_for(c));
+    }
+    let Some(m) = shared
+        .lock()
+        .vc_meetings
+        .iter()
+        .find(|m| m["meeting_instance_id"] == meeting_id.as_str())
+        .cloned()
+    else {
+        return vc_error(
+            StatusCode::BAD_REQUEST,
+            VC_MEETING_NOT_FOUND,
+            "meeting not found",
+        );
+    };
+    let secs = |v: &Value| {
+        super::vc::parse_time(v)
+            .map(|ms| (ms / 1000).to_string())
+            .unwrap_or_default()
+    };
+    let mut meeting = json!({
+        "id": meeting_id, "topic": m["meeting_topic"], "meeting_no": m["meeting_id"],
+        "start_time": secs(&m["meeting_start_time"]), "end_time": secs(&m["meeting_end_time"]),
+        "status": 3,
+    });
+    if query.get("with_participants").is_some_and(|w| w == "true") {
+        let people: Vec<Value> = m["participants"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                json!({"id": p["user_id"], "first_join_time": secs(&p["join_time"]),
+                       "final_leave_time": secs(&p["leave_time"]),
+                       "in_meeting_duration": super::vc::parse_duration(&p["time_in_meeting"])
+                           .unwrap_or(0).to_string(),
+                       "is_external": p["is_external"], "user_type": 1})
+            })
+            .collect();
+        meeting["participants"] = Value::Array(people);
+    }
+    Json(json!({"code": 0, "msg": "success", "data": {"meeting": meeting}})).into_response()
 }
 
 /// `GET vc/v1/meeting_list?start_time&end_time&page_size&page_token…`: the ended meetings

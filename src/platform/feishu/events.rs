@@ -137,6 +137,11 @@ fn kind_v2(event_type: &str, event: &Value) -> Result<EventKind, String> {
         "contact.department.deleted_v3" => EventKind::DepartmentDeleted {
             id: department_id(event)?,
         },
+        // 会议结束 (vector F5): `event.meeting.id` is the meeting instance.
+        "vc.meeting.meeting_ended_v1" => EventKind::MeetingChanged {
+            meeting_id: field(&["meeting", "id"]).ok_or("meeting_ended: meeting.id missing")?,
+            ended: true,
+        },
         "card.action.trigger" => {
             // Members are known by user_id; open_id only when the app may not read user_id.
             let user_id = field(&["operator", "user_id"])
@@ -288,13 +293,26 @@ mod tests {
 
     #[test]
     fn unknown_and_v1_events_are_kept_raw() {
-        let ev = parse(&v2("vc.meeting.meeting_ended_v1", json!({"meeting": {}}))).unwrap();
+        let ev = parse(&v2("vc.meeting.room_created_v1", json!({"room": {}}))).unwrap();
         assert_eq!(
             ev.kind,
             EventKind::Unknown {
-                event_type: "vc.meeting.meeting_ended_v1".into()
+                event_type: "vc.meeting.room_created_v1".into()
             }
         );
+        let ev = parse(&v2(
+            "vc.meeting.meeting_ended_v1",
+            json!({"meeting": {"id": "7203737444910661636", "meeting_no": "112714536"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            ev.kind,
+            EventKind::MeetingChanged {
+                meeting_id: "7203737444910661636".into(),
+                ended: true
+            }
+        );
+        assert!(parse(&v2("vc.meeting.meeting_ended_v1", json!({"meeting": {}}))).is_err());
         let v1 = json!({"uuid": "u-1", "token": "v", "ts": "1603977298", "type": "event_callback",
                         "event": {"type": "message"}})
         .to_string();

@@ -118,10 +118,18 @@ impl FeishuInbound {
                         .verify_signature(h.timestamp, h.nonce, body, h.signature)
                         .map_err(rejected)?;
                 }
-                (
-                    crypto.decrypt_body(body).map_err(rejected)?,
-                    signed.is_some(),
-                )
+                match crypto.decrypt_body(body) {
+                    Ok(plain) => (plain, signed.is_some()),
+                    // The signature held: Feishu sent this, only it cannot be read. Kept.
+                    Err(e) if signed.is_some() => {
+                        let key = format!("sha256:{}", hex::encode(Sha256::digest(body)));
+                        let raw = String::from_utf8_lossy(body);
+                        return self
+                            .quarantine(inbox, cipher, &key, &raw, format!("cannot decrypt: {e}"))
+                            .await;
+                    }
+                    Err(e) => return Err(rejected(e)),
+                }
             }
             None => (
                 String::from_utf8(body.to_vec())
@@ -304,6 +312,7 @@ fn acts_on(kind: &EventKind) -> bool {
             | EventKind::UserCreated { .. }
             | EventKind::UserUpdated { .. }
             | EventKind::UserDeleted { .. }
+            | EventKind::MeetingChanged { .. }
     )
 }
 

@@ -6,7 +6,9 @@
 //! - **Token-invalid codes** (99991663, 99991664, 99991671) from an API call drop exactly the
 //!   token that failed, fetch a new one and retry the call once.
 //! - **Wrong app credentials** are a configuration error, remembered for a back-off period in
-//!   which no token request is sent, so a bad secret is not presented in a loop.
+//!   which no token request is sent, so a bad secret is not presented in a loop. Only the
+//!   credential codes count: any other refusal of the token request is retried.
+//! - **Rate limits** (HTTP 429 or code 99991400) delay the job instead of failing it.
 //! - Secrets and tokens never appear in errors, logs or `Debug`.
 
 use std::fmt;
@@ -23,6 +25,16 @@ use crate::jobs::JobError;
 pub const TENANT_TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 /// Codes meaning "this token is no longer accepted" (oapi-sdk-go `core/constants.go`).
 pub const TOKEN_INVALID_CODES: [i64; 3] = [99991663, 99991664, 99991671];
+/// The token endpoint's answers to wrong app credentials: 10014 "app secret invalid" (the
+/// `tenant_access_token/internal` endpoint) and 99991543 "app_id or app_secret is incorrect"
+/// (larksuite/cli `internal/output/lark_errors.go`); 10003 "invalid parameter" (Feishu's
+/// generic error codes), as that request carries nothing but the app id and secret.
+pub const BAD_CREDENTIAL_CODES: [i64; 3] = [10003, 10014, 99991543];
+/// "request trigger frequency limit", sent with HTTP 429 (HTTP 400 by older APIs) and an
+/// `x-ogw-ratelimit-reset` header in seconds
+/// (https://open.feishu.cn/document/server-docs/api-call-guide/frequency-control).
+pub const RATE_LIMITED: i64 = 99991400;
+const RATE_LIMIT_RESET_HEADER: &str = "x-ogw-ratelimit-reset";
 const REFRESH_MARGIN: Duration = Duration::from_secs(3 * 60);
 const CONFIG_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
@@ -34,6 +46,9 @@ pub enum FeishuError {
     /// A network failure, 5xx or unreadable answer: worth retrying later.
     #[error("Feishu request failed: {0}")]
     Transient(String),
+    /// Feishu's frequency control: wait (at least `retry_after`) and try again.
+    #[error("Feishu rate limited the request")]
+    RateLimited { retry_after: Option<Duration> },
     /// The API answered with a non-zero `code` other than a token error.
     #[error("Feishu API error {code}: {msg}")]
     Api { code: i64, msg: String },
@@ -43,6 +58,10 @@ impl From<FeishuError> for JobError {
     fn from(e: FeishuError) -> Self {
         match e {
             FeishuError::Transient(_) => JobError::Retry(e.to_string()),
+            FeishuError::RateLimited { retry_after } => JobError::RateLimited {
+                retry_after,
+                message: e.to_string(),
+            },
             FeishuError::Configuration { .. } | FeishuError::Api { .. } => {
                 JobError::GiveUp(e.to_string())
             }
@@ -232,6 +251,12 @@ impl FeishuApi {
                 "token answer without a token".into(),
             )),
             (-1, _) => Err(FeishuError::Transient("token answer without a code".into())),
+            (code, _) if !BAD_CREDENTIAL_CODES.contains(&code) => {
+                let msg = answer["msg"].as_str().unwrap_or_default();
+                Err(FeishuError::Transient(format!(
+                    "token request refused (code {code}: {msg})"
+                )))
+            }
             (code, _) => {
                 let msg = answer["msg"].as_str().unwrap_or_default().to_string();
                 tracing::error!(
@@ -256,7 +281,8 @@ impl Inner {
     }
 }
 
-/// Sends and reads a JSON answer. Transport errors are reported without their URL.
+/// Sends and reads a JSON answer; a rate-limit answer is an error. Transport errors are
+/// reported without their URL.
 async fn send(req: reqwest::RequestBuilder) -> Result<Value, FeishuError> {
     let res = req
         .send()
@@ -266,9 +292,21 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Value, FeishuError> {
     if status.is_server_error() {
         return Err(FeishuError::Transient(format!("HTTP {status}")));
     }
-    res.json::<Value>()
-        .await
-        .map_err(|_| FeishuError::Transient(format!("HTTP {status} without a JSON body")))
+    let retry_after = res
+        .headers()
+        .get(RATE_LIMIT_RESET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs);
+    let answer = res.json::<Value>().await;
+    let limited = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || answer
+            .as_ref()
+            .is_ok_and(|a| a["code"].as_i64() == Some(RATE_LIMITED));
+    if limited {
+        return Err(FeishuError::RateLimited { retry_after });
+    }
+    answer.map_err(|_| FeishuError::Transient(format!("HTTP {status} without a JSON body")))
 }
 
 fn transport(e: &reqwest::Error) -> String {

@@ -31,14 +31,17 @@
 //! generous either way); whether one-to-one calls (飞书通话) appear in `meeting_list` at
 //! all — only `meeting_subtype` 6 (企业电话) and 7 (IP 电话) are recorded as kind `call`;
 //! what `user_id` an external participant carries (it is used as the customer's external
-//! id as given); whether the tenant access token is still accepted (see permissions).
+//! id as given); whether the tenant access token is still accepted (see permissions);
+//! whether `meeting_instance_id` is the meeting `id` that meeting events and "获取会议详情"
+//! carry — records are keyed by it on that assumption, so the poll and
+//! `feishu.meeting_fetch` store one meeting once.
 
 use std::time::Duration;
 
 use chrono::{FixedOffset, NaiveDateTime, TimeZone};
 use serde_json::{json, Value};
 
-use super::token::FeishuApi;
+use super::token::{FeishuApi, FeishuError};
 use crate::clock::SharedClock;
 use crate::db::Db;
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
@@ -115,7 +118,8 @@ pub fn parse_duration(v: &Value) -> Option<i64> {
 /// One ended meeting from a `meeting_list` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meeting {
-    /// The unique instance id (the 9-digit number is reused).
+    /// The unique instance id (the 9-digit number is reused), taken to be the meeting
+    /// `id` of meeting events (unconfirmed, see the module notes).
     pub id: String,
     pub number: String,
     pub topic: Option<String>,
@@ -124,7 +128,10 @@ pub struct Meeting {
     pub kind: &'static str,
 }
 
-/// The meetings of one `meeting_list` page that carry what `participant_list` needs.
+/// The meetings of one `meeting_list` page that carry what `participant_list` needs and
+/// a `meeting_instance_id`. One without it is left out with a warning rather than keyed
+/// some other way: the event path keys the same meeting by its `id`, so an invented key
+/// could store it twice.
 pub fn parse_meetings(page: &Value) -> Vec<Meeting> {
     page["data"]["meeting_list"]
         .as_array()
@@ -136,9 +143,16 @@ pub fn parse_meetings(page: &Value) -> Vec<Meeting> {
             let start_ms = parse_time(&m["meeting_start_time"])?;
             let end_ms = parse_time(&m["meeting_end_time"])
                 .or_else(|| Some(start_ms + parse_duration(&m["meeting_duration"])? * 1000))?;
+            let Some(id) = text(&m["meeting_instance_id"]) else {
+                tracing::warn!(
+                    platform = "feishu",
+                    meeting_no = %number,
+                    "meeting_list entry without meeting_instance_id: skipped"
+                );
+                return None;
+            };
             Some(Meeting {
-                id: text(&m["meeting_instance_id"])
-                    .unwrap_or_else(|| format!("{number}@{}", start_ms / 1000)),
+                id,
                 number,
                 topic: text(&m["meeting_topic"]),
                 start_ms,
@@ -244,12 +258,33 @@ impl VcPoll {
         }
         let mut total = StoreOutcome::default();
         let mut read = 0;
+        let mut skipped = 0;
         for meeting in &found {
             if self.known(&meeting.id).await? {
                 continue;
             }
             read += 1;
-            let participants = self.participants(meeting).await?;
+            // Feishu refusing one meeting (126009 no such meeting, say) must not hold up
+            // the others until they leave the window: it is skipped, and being unstored it
+            // is asked for again by the next polls while it is in the window. A passing
+            // failure or rejected credentials fail the poll instead; its retry skips the
+            // meetings stored already.
+            let participants = match self.participants(meeting).await {
+                Ok(participants) => participants,
+                Err(FeishuError::Api { code, msg }) => {
+                    tracing::warn!(
+                        platform = "feishu",
+                        org = %self.org_id,
+                        meeting_id = %meeting.id,
+                        code,
+                        msg = %msg,
+                        "participant_list refused a meeting: skipped"
+                    );
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let recs = records(meeting, &participants);
             let rules = self
                 .rules
@@ -263,7 +298,7 @@ impl VcPoll {
             total.unmatched += stored.unmatched;
         }
         Ok(json!({
-            "pages": pages, "meetings": found.len(), "read": read,
+            "pages": pages, "meetings": found.len(), "read": read, "skipped": skipped,
             "inserted": total.inserted, "duplicates": total.duplicates, "unmatched": total.unmatched,
         }))
     }
@@ -281,7 +316,7 @@ impl VcPoll {
         .is_some())
     }
 
-    async fn participants(&self, meeting: &Meeting) -> Result<Vec<Value>, JobError> {
+    async fn participants(&self, meeting: &Meeting) -> Result<Vec<Value>, FeishuError> {
         let start = (meeting.start_ms / 1000).to_string();
         // The end must not be before the start, nor more than a day after it.
         let end = (meeting.end_ms / 1000)
@@ -326,9 +361,144 @@ impl Handler for VcPoll {
     }
 }
 
+/// The job that reads one ended meeting, queued by `vc.meeting.meeting_ended_v1`.
+pub const FETCH_KIND: &str = "feishu.meeting_fetch";
+/// `GET /open-apis/vc/v1/meetings/:meeting_id` "获取会议详情" (open.larksuite.com
+/// server-docs/vc-v1/meeting/get): permission `vc:meeting:readonly`, tenant token accepted,
+/// meetings of the last 90 days, 1,000 calls a minute; `with_participants=true` adds
+/// `participants[]` {`id` (in `user_id_type`), `first_join_time`, `final_leave_time`
+/// (unix seconds, strings), `in_meeting_duration` (seconds, string), `user_type`,
+/// `is_host`, `is_external`, `status`} — field names as an independent client reads them;
+/// the page's own response table was not retrieved. The meeting's `start_time` /
+/// `end_time` are unix seconds (vector F5's event carries the same shape).
+pub const MEETING: &str = "/open-apis/vc/v1/meetings";
+
+/// The fetch of meeting `id`, keyed by it: a repeated event queues nothing.
+pub fn fetch_job(org_id: &str, id: &str, now_ms: i64) -> crate::jobs::NewJob {
+    crate::jobs::NewJob::new(FETCH_KIND, json!({ "meeting_id": id }))
+        .org(org_id)
+        .at(now_ms)
+        .dedupe(format!("{FETCH_KIND}:{org_id}:{id}"))
+}
+
+/// The records in a `meetings/:id?with_participants=true` answer: one per member, with
+/// external participants named. A meeting two people took part in is a one-to-one call.
+pub fn meeting_records(answer: &Value) -> Vec<MeetingRecord> {
+    let m = &answer["data"]["meeting"];
+    let (Some(id), Some(start_ms)) = (text(&m["id"]), parse_time(&m["start_time"])) else {
+        return Vec::new();
+    };
+    let end_ms = parse_time(&m["end_time"]).unwrap_or(start_ms);
+    let people: Vec<Value> = m["participants"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            json!({"user_id": p["id"], "is_external": p["is_external"],
+                   "time_in_meeting": p["in_meeting_duration"], "join_time": p["first_join_time"]})
+        })
+        .collect();
+    let mut distinct: Vec<&Value> = people.iter().map(|p| &p["user_id"]).collect();
+    distinct.sort_by_key(|v| v.to_string());
+    distinct.dedup();
+    let meeting = Meeting {
+        id,
+        number: text(&m["meeting_no"]).unwrap_or_default(),
+        topic: text(&m["topic"]),
+        start_ms,
+        end_ms,
+        kind: if distinct.len() == 2 {
+            "call"
+        } else {
+            "meeting"
+        },
+    };
+    records(&meeting, &people)
+}
+
+/// Reads one ended meeting with its participants and stores its members' records.
+pub struct MeetingFetch {
+    pub api: FeishuApi,
+    pub db: Db,
+    pub clock: SharedClock,
+    pub org_id: String,
+    pub rules: crate::rules::Rules,
+}
+
+impl MeetingFetch {
+    async fn fetch(&self, job: &ClaimedJob) -> Result<Value, JobError> {
+        let id = job.payload["meeting_id"]
+            .as_str()
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .ok_or_else(|| JobError::GiveUp("the job names no valid meeting id".into()))?;
+        let answer = self
+            .api
+            .call_json(
+                reqwest::Method::GET,
+                &format!("{MEETING}/{id}"),
+                &[("with_participants", "true"), ("user_id_type", "user_id")],
+                None,
+            )
+            .await?;
+        let recs = meeting_records(&answer);
+        let rules = self
+            .rules
+            .current(&self.org_id)
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        let stored =
+            meetings::store(&self.db, &rules, self.clock.now_ms(), &self.org_id, &recs).await?;
+        Ok(json!({
+            "records": recs.len(), "inserted": stored.inserted,
+            "duplicates": stored.duplicates, "unmatched": stored.unmatched,
+        }))
+    }
+}
+
+impl Handler for MeetingFetch {
+    fn perform<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>> {
+        Box::pin(self.fetch(job))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_meeting_with_its_participants_becomes_member_records() {
+        let answer = json!({"code": 0, "data": {"meeting": {
+        "id": "7203737444910661636", "topic": "方案沟通", "meeting_no": "112714536",
+        "start_time": "1677254820", "end_time": "1677256020",
+        "participants": [
+            {"id": "liming", "first_join_time": "1677254830", "final_leave_time": "1677256000",
+             "in_meeting_duration": "1170", "user_type": 1, "is_external": false},
+            {"id": "ou_ext_1", "first_join_time": "1677254900", "in_meeting_duration": "1000",
+             "user_type": 1, "is_external": true},
+            {"id": "zhanggong", "first_join_time": "1677255000", "in_meeting_duration": "5000",
+             "user_type": 1, "is_external": false}
+        ]}}});
+        let recs = meeting_records(&answer);
+        assert_eq!(recs.len(), 2, "members only: {recs:?}");
+        assert_eq!(recs[0].member, "liming");
+        assert_eq!(recs[0].meeting_id, "7203737444910661636");
+        assert_eq!(recs[0].external_participants, ["ou_ext_1"]);
+        assert_eq!(recs[0].duration_s, 1170);
+        assert_eq!(recs[0].started_at_ms, 1_677_254_830_000);
+        assert_eq!(recs[0].kind, "meeting");
+        // Capped at the meeting's own length (20 minutes).
+        assert_eq!(recs[1].duration_s, 1200);
+
+        let call = json!({"data": {"meeting": {"id": "1", "start_time": "1677254820",
+            "end_time": "1677255000", "participants": [
+                {"id": "liming", "in_meeting_duration": "170", "is_external": false},
+                {"id": "ou_ext_1", "in_meeting_duration": "170", "is_external": true}]}}});
+        let recs = meeting_records(&call);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].kind, "call", "two people: a one-to-one call");
+        assert!(meeting_records(&json!({"data": {}})).is_empty());
+    }
 
     #[test]
     fn feishu_times_and_durations() {
@@ -362,16 +532,20 @@ mod tests {
                  "meeting_instance_id": "7529416531681214468"},
                 {"meeting_id": "705605197", "meeting_topic": "回访电话",
                  "meeting_start_time": "2022.12.23 12:00:00 (GMT+08:00)",
-                 "meeting_duration": "00:05:00", "meeting_subtype": 6},
+                 "meeting_duration": "00:05:00", "meeting_subtype": 6,
+                 "meeting_instance_id": "7529416531681214470"},
+                {"meeting_id": "705605199", "meeting_topic": "no instance id",
+                 "meeting_start_time": "2022.12.23 13:00:00 (GMT+08:00)",
+                 "meeting_duration": "00:05:00"},
                 {"meeting_topic": "no number"}
             ],
             "page_token": "20", "has_more": true}});
         let meetings = parse_meetings(&page);
-        assert_eq!(meetings.len(), 2);
+        assert_eq!(meetings.len(), 2, "no number or no instance id: left out");
         assert_eq!(meetings[0].id, "7529416531681214468");
         assert_eq!(meetings[0].kind, "meeting");
         assert_eq!(meetings[1].kind, "call", "企业电话 is a call");
-        assert_eq!(meetings[1].id, "705605197@1671768000");
+        assert_eq!(meetings[1].id, "7529416531681214470");
         assert_eq!(meetings[1].end_ms - meetings[1].start_ms, 300_000);
         assert_eq!(next_page(&page, None).as_deref(), Some("20"));
         assert_eq!(next_page(&page, Some("20")), None);

@@ -58,9 +58,15 @@ pub struct FeishuMember {
 }
 
 impl FeishuWeb {
-    pub fn from_config(cfg: &FeishuConfig, client: reqwest::Client, clock: SharedClock) -> Self {
+    /// `api` is the app's one API client, so sign-in shares the jobs' token cache.
+    pub fn from_config(
+        cfg: &FeishuConfig,
+        api: FeishuApi,
+        client: reqwest::Client,
+        clock: SharedClock,
+    ) -> Self {
         FeishuWeb {
-            api: FeishuApi::from_config(cfg, client.clone(), clock.clone()),
+            api,
             clock,
             app_id: cfg.app_id.clone(),
             app_secret: SecretString::from(cfg.app_secret.expose().to_string()),
@@ -353,7 +359,9 @@ mod tests {
         }))
         .unwrap();
         let clock: SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
-        let web = FeishuWeb::from_config(&cfg, reqwest::Client::new(), clock);
+        let client = reqwest::Client::new();
+        let api = FeishuApi::from_config(&cfg, client.clone(), clock.clone());
+        let web = FeishuWeb::from_config(&cfg, api, client, clock);
         let url = web.authorize_url("https://cl.example.com/auth/feishu/callback", "a+b/c");
         assert_eq!(
             url,
