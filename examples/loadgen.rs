@@ -11,7 +11,11 @@
 //!
 //! With `--wecom-corp`, `--wecom-token` and `--wecom-key` it instead POSTs WeCom
 //! callbacks to `/callback/wecom`: each a distinct text message, encrypted and signed as
-//! WeCom does, acknowledged only after the inbox commit.
+//! WeCom does, acknowledged only after the inbox commit. Likewise DingTalk pushes
+//! (`--dingtalk-app-key`, `--dingtalk-token`, `--dingtalk-aes-key`: each a distinct
+//! `eventId`, answered with the encrypted `success`) and Feishu events
+//! (`--feishu-encrypt-key`, `--feishu-token`: each a distinct `event_id`, encrypted and
+//! signed with `X-Lark-Signature`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use closeloop::platform::crypto::EncodingAesKey;
+use closeloop::platform::dingtalk::crypto::DingtalkCrypto;
+use closeloop::platform::feishu::crypto::FeishuCrypto;
 use closeloop::platform::wecom::crypto::WecomCrypto;
 use serde_json::{json, Value};
 
@@ -35,6 +41,19 @@ struct Args {
     wecom_token: String,
     #[arg(long, default_value = "")]
     wecom_key: String,
+    /// DingTalk mode: the server's `[dingtalk] app_key` (the owner key of the pushes).
+    #[arg(long)]
+    dingtalk_app_key: Option<String>,
+    #[arg(long, default_value = "")]
+    dingtalk_token: String,
+    #[arg(long, default_value = "")]
+    dingtalk_aes_key: String,
+    /// Feishu mode: the server's `[feishu] encrypt_key`.
+    #[arg(long)]
+    feishu_encrypt_key: Option<String>,
+    /// The server's `[feishu] verification_token`.
+    #[arg(long, default_value = "")]
+    feishu_token: String,
     /// Closed loop with this many concurrent workers.
     #[arg(long, conflicts_with = "rate")]
     concurrency: Option<usize>,
@@ -169,6 +188,17 @@ enum Target {
         crypto: Box<WecomCrypto>,
         seq: AtomicU64,
     },
+    Dingtalk {
+        url: String,
+        crypto: Box<DingtalkCrypto>,
+        seq: AtomicU64,
+    },
+    Feishu {
+        url: String,
+        token: String,
+        crypto: Box<FeishuCrypto>,
+        seq: AtomicU64,
+    },
 }
 
 impl Target {
@@ -185,6 +215,31 @@ impl Target {
                     corp.clone(),
                 )),
                 seq: AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000_000),
+            });
+        }
+        let seq = || AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000_000);
+        if let Some(app_key) = &args.dingtalk_app_key {
+            let key = EncodingAesKey::parse(&args.dingtalk_aes_key)
+                .map_err(|e| anyhow::anyhow!("--dingtalk-aes-key: {e}"))?;
+            return Ok(Target::Dingtalk {
+                url: format!("{}/callback/dingtalk", args.url),
+                crypto: Box::new(DingtalkCrypto::new(
+                    args.dingtalk_token.as_str(),
+                    key,
+                    app_key.clone(),
+                )),
+                seq: seq(),
+            });
+        }
+        if let Some(encrypt_key) = &args.feishu_encrypt_key {
+            return Ok(Target::Feishu {
+                url: format!("{}/callback/feishu", args.url),
+                token: args.feishu_token.clone(),
+                crypto: Box::new(
+                    FeishuCrypto::new(encrypt_key)
+                        .map_err(|e| anyhow::anyhow!("--feishu-encrypt-key: {e}"))?,
+                ),
+                seq: seq(),
             });
         }
         let (actor, customer) = setup(client, args).await?;
@@ -222,6 +277,50 @@ impl Target {
                 client
                     .post(format!("{url}?msg_signature={sig}&timestamp={ts}&nonce=1372623149"))
                     .body(format!("<xml><ToUserName><![CDATA[{corp}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"))
+            }
+            Target::Dingtalk { url, crypto, seq } => {
+                // An approval-task change: stored once by its eventId, not acted on.
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let ms = chrono::Utc::now().timestamp_millis();
+                let plain = json!({"EventType": "bpms_task_change", "EventTime": ms,
+                    "eventId": format!("bench{n}"), "processInstanceId": format!("pi{n}"),
+                    "type": "finish", "result": "agree"})
+                .to_string();
+                let encrypted = crypto.encrypt_random(&plain);
+                let sig = crypto.signature(&ms.to_string(), "WL4PK6yA", &encrypted);
+                client
+                    .post(format!(
+                        "{url}?signature={sig}&timestamp={ms}&nonce=WL4PK6yA"
+                    ))
+                    .header("content-type", "application/json")
+                    .body(json!({ "encrypt": encrypted }).to_string())
+            }
+            Target::Feishu {
+                url,
+                token,
+                crypto,
+                seq,
+            } => {
+                // A message to the bot: stored once by its event_id, not acted on.
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let ts = chrono::Utc::now().timestamp();
+                let plain = json!({"schema": "2.0",
+                    "header": {"event_id": format!("bench{n}"), "event_type": "im.message.receive_v1",
+                               "create_time": (ts * 1000).to_string(), "token": token,
+                               "app_id": "cli_bench", "tenant_key": "bench"},
+                    "event": {"sender": {"sender_id": {"user_id": "liming"}},
+                              "message": {"message_id": format!("om_{n}"), "message_type": "text",
+                                          "content": "{\"text\":\"客户提出价格异议\"}"}}})
+                .to_string();
+                let body = json!({ "encrypt": crypto.encrypt_random(&plain) }).to_string();
+                let sig = crypto.signature(&ts.to_string(), "n0nce", body.as_bytes());
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("X-Lark-Request-Timestamp", ts.to_string())
+                    .header("X-Lark-Request-Nonce", "n0nce")
+                    .header("X-Lark-Signature", sig)
+                    .body(body)
             }
         }
     }

@@ -538,6 +538,7 @@ async fn build_worker(
                 db: db.clone(),
                 clock: clock.clone(),
                 template_id: d.card_template_id.clone(),
+                templates: d.card_templates.clone(),
                 robot_code: d.robot_code.clone().unwrap_or_else(|| d.app_key.clone()),
             }),
         ));

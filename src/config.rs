@@ -267,6 +267,11 @@ pub struct DingtalkConfig {
     pub card_callback_secret: Option<Secret>,
     #[serde(default, deserialize_with = "opt_scalar_string")]
     pub card_template_id: Option<String>,
+    /// A card template of its own for some cards (card name → template id), e.g.
+    /// `card_templates = { "collab.request" = "…schema" }`; the others use
+    /// `card_template_id`.
+    #[serde(default)]
+    pub card_templates: std::collections::BTreeMap<String, String>,
     #[serde(default = "DingtalkConfig::default_api_base")]
     pub api_base: String,
     #[serde(default = "DingtalkConfig::default_oapi_base")]
@@ -527,6 +532,25 @@ impl Config {
             base_url("dingtalk.api_base", &d.api_base)?;
             base_url("dingtalk.oapi_base", &d.oapi_base)?;
             base_url("dingtalk.jsapi_url", &d.jsapi_url)?;
+            for (card, id) in &d.card_templates {
+                if !crate::cards::templates::SPECS
+                    .iter()
+                    .any(|s| s.name == card)
+                {
+                    return Err(ConfigError::new(
+                        "dingtalk.card_templates",
+                        format!(
+                            "no card is called `{card}` (known: {})",
+                            crate::cards::templates::SPECS
+                                .iter()
+                                .map(|s| s.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                non_empty(&format!("dingtalk.card_templates.{card}"), id)?;
+            }
         }
         if let Some(f) = &self.feishu {
             non_empty("feishu.app_id", &f.app_id)?;
@@ -638,6 +662,26 @@ pub fn redact_url_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn dingtalk_card_templates_must_name_known_cards() {
+        let base = "[dingtalk]\napp_key = \"k\"\napp_secret = \"s\"\ntoken = \"t\"\n\
+                    aes_key = \"Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7\"\n";
+        let ok = Config::from_toml_only(&format!(
+            "{base}card_templates = {{ \"collab.request\" = \"tpl-req.schema\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.dingtalk.unwrap().card_templates["collab.request"],
+            "tpl-req.schema"
+        );
+        let e = Config::from_toml_only(&format!(
+            "{base}card_templates = {{ \"collab.requests\" = \"tpl.schema\" }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "dingtalk.card_templates");
+        assert!(e.problem.contains("collab.requests"), "{}", e.problem);
+    }
     use super::*;
 
     #[test]

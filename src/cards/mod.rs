@@ -60,6 +60,10 @@ pub struct Card {
     pub buttons: Vec<Button>,
     #[serde(default, skip_serializing_if = "Tone::is_info")]
     pub tone: Tone,
+    /// The template it was composed from (`cards/<platform>/<name>.toml`), if any: a
+    /// platform may render some cards with a template of their own (DingTalk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// The same card as one platform's templates word it (`cards/<platform>/`), where that
     /// differs from this one. Buttons carry the same actions on every platform.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -196,12 +200,13 @@ pub async fn record_click(
     clicker_user_id: Option<&str>,
     response_code: Option<&str>,
 ) -> Result<Click> {
-    let row =
-        sqlx::query("SELECT recipient_user_id, content FROM cards WHERE id = $1 AND org_id = $2")
-            .bind(card_id)
-            .bind(org_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let row = sqlx::query(
+        "SELECT recipient_user_id, content, platform FROM cards WHERE id = $1 AND org_id = $2",
+    )
+    .bind(card_id)
+    .bind(org_id)
+    .fetch_optional(&mut **tx)
+    .await?;
     let Some(row) = row else {
         return Ok(Click::UnknownCard);
     };
@@ -215,6 +220,11 @@ pub async fn record_click(
     if !card.buttons.iter().any(|b| b.action == action) {
         return Ok(Click::UnknownCard);
     }
+    let window = crate::platform::card_update_window_ms(
+        row.get::<Option<String>, _>("platform")
+            .as_deref()
+            .and_then(crate::platform::event::Platform::parse),
+    );
     let first = sqlx::query(
         "UPDATE cards SET clicked_action = $1, clicked_by_user_id = $2, clicked_at = $3, \
          response_code = COALESCE($4, response_code), \
@@ -225,7 +235,7 @@ pub async fn record_click(
     .bind(&recipient)
     .bind(now_ms)
     .bind(response_code)
-    .bind(now_ms + 72 * 3600 * 1000)
+    .bind(now_ms + window)
     .bind(card_id)
     .execute(&mut **tx)
     .await?
@@ -309,7 +319,7 @@ pub enum Preview {
     NotRecipient,
     Chosen {
         /// The card as the platform shows it.
-        card: Card,
+        card: Box<Card>,
         /// The outcome line that replaces the buttons.
         label: String,
         /// An earlier press chose something else; `label` shows that.
@@ -364,7 +374,7 @@ pub async fn preview_click(
     );
     Ok(Preview::Chosen {
         repeat: chosen.as_deref().is_some_and(|c| c != action),
-        card,
+        card: Box::new(card),
         label,
         link,
     })

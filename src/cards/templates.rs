@@ -318,6 +318,7 @@ impl Templates {
                 })
                 .collect(),
             tone: t.tone,
+            template: Some(spec.name.to_string()),
             variants: BTreeMap::new(),
         }
     }

@@ -43,6 +43,19 @@ pub trait Directory: Send + Sync + 'static {
 }
 
 /// Parses a stored callback body of `platform` again (inbox processing).
+/// How long after a click a card can still be changed on its platform: WeCom's one-shot
+/// `response_code` lasts 72 hours; Feishu edits a message for 14 days after it was sent
+/// (its update job checks that too); DingTalk updates a card by its `outTrackId` with no
+/// documented limit — 30 days keeps a forgotten request from editing an old card.
+pub fn card_update_window_ms(platform: Option<event::Platform>) -> i64 {
+    const HOUR: i64 = 3600 * 1000;
+    match platform {
+        Some(event::Platform::Feishu) => 14 * 24 * HOUR,
+        Some(event::Platform::Dingtalk) => 30 * 24 * HOUR,
+        Some(event::Platform::Wecom) | None => 72 * HOUR,
+    }
+}
+
 /// The job that reads a meeting's records once a platform says it began or ended (queued
 /// by the event's processing, keyed so a poll that saw the meeting adds nothing).
 pub fn meeting_fetch_job(

@@ -149,17 +149,33 @@ impl Browser {
 
     /// One WebDriver command; panics with the driver's answer on an error.
     async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_command(method.clone(), path, body).await {
+            Ok(v) => v,
+            Err((status, v)) => panic!("{method} {path}: {status} {v}"),
+        }
+    }
+
+    /// One WebDriver command: its value, or the status and the driver's error answer.
+    async fn try_command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (reqwest::StatusCode, Value)> {
         let mut req = self
             .http
-            .request(method.clone(), format!("http://{}{path}", self.addr));
+            .request(method, format!("http://{}{path}", self.addr));
         if let Some(b) = body {
             req = req.json(&b);
         }
         let res = req.send().await.expect("chromedriver answers");
         let status = res.status();
         let v: Value = res.json().await.expect("chromedriver answers JSON");
-        assert!(status.is_success(), "{method} {path}: {status} {v}");
-        v["value"].clone()
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err((status, v))
+        }
     }
 
     fn session_path(&self, rest: &str) -> String {
@@ -183,14 +199,33 @@ impl Browser {
             .to_string()
     }
 
-    /// Runs `script` in the page and returns its value.
+    /// Runs `script` in the page and returns its value. A page that is being replaced (a
+    /// sign-in redirect, a form post) has no document to run in for a moment: tried again.
     async fn eval(&self, script: &str, args: Value) -> Value {
-        self.command(
-            reqwest::Method::POST,
-            &self.session_path("/execute/sync"),
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answer = self
+                .try_command(
+                    reqwest::Method::POST,
+                    &self.session_path("/execute/sync"),
+                    Some(json!({"script": script, "args": args.clone()})),
+                )
+                .await;
+            match answer {
+                Ok(v) => return v,
+                Err((status, v)) => {
+                    let error = v["value"]["error"].as_str().unwrap_or_default();
+                    let navigating = matches!(
+                        error,
+                        "javascript error" | "no such execution context" | "no such window"
+                    );
+                    if !navigating || Instant::now() > deadline {
+                        panic!("execute {script}: {status} {v}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     }
 
     /// Runs `script` in the page and returns what it passes to its last argument.

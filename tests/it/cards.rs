@@ -446,3 +446,64 @@ async fn an_attestation_is_confirmed_by_the_superiors_card_click() {
         1
     );
 }
+
+/// How long after a click a card can still show what became of its request depends on the
+/// platform it went out on: WeCom's one-shot code lasts 72 hours, Feishu edits messages for
+/// 14 days, DingTalk updates by track id (30 days here).
+#[tokio::test]
+async fn a_clicked_card_can_be_updated_for_as_long_as_its_platform_allows() {
+    let app = crate::helpers::spawn_app().await;
+    let user = app.user("张工", &["presales"]).await;
+    let day = 24 * 3600 * 1000;
+    let t0 = chrono::Utc::now().timestamp_millis();
+    for (platform, after_days, updatable) in [
+        ("wecom", 2, true),
+        ("wecom", 4, false),
+        ("feishu", 13, true),
+        ("feishu", 15, false),
+        ("dingtalk", 29, true),
+        ("dingtalk", 31, false),
+    ] {
+        let mut tx = app.db.begin().await.unwrap();
+        let id = cards::send(
+            &mut tx,
+            t0,
+            &app.org_id,
+            &user,
+            "collab.request",
+            None,
+            &quick_ask(),
+        )
+        .await
+        .unwrap();
+        sqlx::query("UPDATE cards SET status = 'sent', platform = $1 WHERE id = $2")
+            .bind(platform)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let click = cards::record_click(
+            &mut tx,
+            t0,
+            &app.org_id,
+            &id,
+            "accept",
+            Some(&user),
+            Some("code"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(click, cards::Click::Recorded);
+        let shown = cards::show_status(
+            &mut tx,
+            t0 + after_days * day,
+            &app.org_id,
+            &id,
+            "张工已答复",
+        )
+        .await
+        .unwrap();
+        assert_eq!(shown, updatable, "{platform} after {after_days} days");
+        tx.rollback().await.unwrap();
+    }
+}

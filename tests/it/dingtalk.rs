@@ -585,6 +585,79 @@ async fn dingtalk_user(app: &TestApp, name: &str, userid: &str) -> String {
     user["id"].as_str().unwrap().to_string()
 }
 
+/// DingTalk can accept the call and still reach nobody (`deliverResults[].success` false):
+/// that card failed, visibly, and is not taken for sent.
+#[tokio::test]
+async fn a_card_dingtalk_could_not_deliver_is_failed_not_sent() {
+    let emu = Emulator::start(APP_KEY, APP_SECRET).await;
+    let app = card_app(&emu, APP_SECRET).await;
+    let outsider = dingtalk_user(&app, "王芳", "wangfang").await;
+    let member = dingtalk_user(&app, "张工", "zhanggong").await;
+    emu.refuse_cards_to("wangfang");
+    let refused = send_card(&app, &outsider).await;
+    let delivered = send_card(&app, &member).await;
+    app.worker.drain().await.unwrap();
+    let status = |id: String| {
+        let app = &app;
+        async move {
+            let (s,): (String,) = sqlx::query_as("SELECT status FROM cards WHERE id = $1")
+                .bind(id)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+            s
+        }
+    };
+    assert_eq!(status(refused.clone()).await, "failed");
+    assert_eq!(status(delivered).await, "sent");
+    let (job, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM jobs WHERE dedupe_key = $1")
+            .bind(format!("card.deliver:{refused}"))
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(job, "dead");
+    assert!(error.unwrap_or_default().contains("visible range"));
+}
+
+/// A card with a DingTalk template of its own (`card_templates`) goes out on it; the rest
+/// on `card_template_id`.
+#[tokio::test]
+async fn a_card_can_have_a_dingtalk_template_of_its_own() {
+    let emu = Emulator::start(APP_KEY, APP_SECRET).await;
+    let toml = dingtalk_toml("5m").replace("http://127.0.0.1:9", &emu.base_url());
+    let app = spawn_app_with(&format!(
+        "{toml}card_template_id = \"tpl-closeloop.schema\"\n\
+         card_templates = {{ \"collab.request\" = \"tpl-request.schema\" }}\n"
+    ))
+    .await;
+    let presales = dingtalk_user(&app, "张工", "zhanggong").await;
+    let vars = |names: &[&'static str]| -> Vec<(&'static str, String)> {
+        names.iter().map(|n| (*n, format!("<{n}>"))).collect()
+    };
+    let request = closeloop::cards::templates::compose(
+        "collab.request",
+        &vars(&["title", "hint", "initiator", "customer", "content", "due"]),
+    );
+    let nudge =
+        closeloop::cards::templates::compose("collab.nudge", &vars(&["title", "customer", "text"]));
+    let mut tx = app.db.begin().await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for card in [&request, &nudge] {
+        closeloop::cards::send(&mut tx, now, &app.org_id, &presales, "note", None, card)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    app.worker.drain().await.unwrap();
+    let used: Vec<String> = emu
+        .cards()
+        .iter()
+        .map(|c| c["cardTemplateId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(used, ["tpl-request.schema", "tpl-closeloop.schema"]);
+}
+
 #[tokio::test]
 async fn cards_go_out_as_template_instances_and_a_click_updates_them() {
     use closeloop::platform::dingtalk::inbound::card_signature;

@@ -90,6 +90,8 @@ pub struct DeliverCard {
     pub clock: SharedClock,
     /// `dingtalk.card_template_id`.
     pub template_id: Option<String>,
+    /// `dingtalk.card_templates`: card name → a template of its own.
+    pub templates: std::collections::BTreeMap<String, String>,
     /// `dingtalk.robot_code`, or the AppKey (an internal app's robot code).
     pub robot_code: String,
 }
@@ -97,9 +99,6 @@ pub struct DeliverCard {
 impl DeliverCard {
     async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
-        let template_id = self.template_id.as_deref().ok_or_else(|| {
-            JobError::GiveUp("dingtalk.card_template_id is not configured".into())
-        })?;
         let row = sqlx::query(
             "SELECT c.content, i.value AS userid FROM cards c \
              LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'dingtalk' AND i.kind = 'userid' \
@@ -121,13 +120,46 @@ impl DeliverCard {
         };
         let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Dingtalk)
             .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
-        self.api
+        let template_id = card
+            .template
+            .as_ref()
+            .and_then(|name| self.templates.get(name))
+            .or(self.template_id.as_ref())
+            .ok_or_else(|| {
+                JobError::GiveUp("dingtalk.card_template_id is not configured".into())
+            })?;
+        let answer = self
+            .api
             .call(
                 reqwest::Method::POST,
                 CREATE_AND_DELIVER,
                 &render(&card, card_id, &userid, template_id, &self.robot_code),
             )
             .await?;
+        // The call can succeed while the card reached nobody: each space reports its own
+        // `success` (and `errorMsg`). Such a card failed, visibly.
+        let refused = answer["result"]["deliverResults"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .find(|r| r["success"] == false)
+            .map(|r| {
+                r["errorMsg"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string()
+            });
+        if let Some(reason) = refused {
+            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
+                .bind(self.clock.now_ms())
+                .bind(card_id)
+                .execute(&self.db.pool)
+                .await?;
+            return Err(JobError::GiveUp(format!(
+                "DingTalk did not deliver the card: {reason}"
+            )));
+        }
         Ok(json!({"out_track_id": card_id}))
     }
 }

@@ -76,6 +76,8 @@ struct EmulatorState {
     timeout_delay: Option<Duration>,
     /// Bodies of accepted `createAndDeliver` calls, oldest first.
     cards: Vec<Value>,
+    /// Members whose robot chat refuses cards (`deliverResults[].success` false).
+    undeliverable: Vec<String>,
     /// Bodies of accepted `PUT /v1.0/card/instances` calls, oldest first.
     card_updates: Vec<Value>,
     /// Every event push attempt: (event JSON, HTTP status, whether the answer was the
@@ -195,6 +197,12 @@ impl Emulator {
     /// How long a [`Failure::Timeout`] keeps the client waiting.
     pub fn set_timeout_delay(&self, delay: Duration) {
         self.state.lock().timeout_delay = Some(delay);
+    }
+
+    /// Cards to `userid` are refused per space (`deliverResults[].success` false), as for
+    /// a member outside the robot's visible range.
+    pub fn refuse_cards_to(&self, userid: &str) {
+        self.state.lock().undeliverable.push(userid.to_string());
     }
 
     /// Accepted `createAndDeliver` bodies, oldest first.
@@ -575,10 +583,26 @@ async fn card_create(
         );
     }
     let out_track_id = body["outTrackId"].as_str().unwrap_or_default().to_string();
-    shared.lock().cards.push(body);
+    let space = body["openSpaceId"].as_str().unwrap_or_default().to_string();
+    let mut state = shared.lock();
+    let refused = state
+        .undeliverable
+        .iter()
+        .any(|u| space.ends_with(&format!(".{u}")));
+    if refused {
+        return Json(json!({
+            "success": true,
+            "result": {"outTrackId": out_track_id, "deliverResults": [
+                {"spaceType": "IM_ROBOT", "spaceId": space, "success": false,
+                 "errorMsg": "user not in the robot's visible range"}]}
+        }))
+        .into_response();
+    }
+    state.cards.push(body);
     Json(json!({
         "success": true,
-        "result": {"outTrackId": out_track_id, "deliverResults": [{"success": true}]}
+        "result": {"outTrackId": out_track_id, "deliverResults": [
+            {"spaceType": "IM_ROBOT", "spaceId": space, "success": true}]}
     }))
     .into_response()
 }
