@@ -48,11 +48,28 @@ impl Ledger {
     /// Validates, checks references, queues, and waits for the durable commit.
     pub async fn record(&self, point: NewPoint, tz: chrono_tz::Tz) -> Result<Recorded> {
         check(&point)?;
-        check_references(&self.db, &point).await?;
+        let rules_version = check_references(&self.db, &point).await?;
         let rules = match point.source {
             Source::System => None,
-            _ => Some(self.rules.current(&point.org_id).await?),
+            _ => Some(
+                self.rules
+                    .at_version(&point.org_id, rules_version)
+                    .await?
+                    .rules,
+            ),
         };
+        // An upload action's point is written with its document (documents::upload).
+        if let Some(def) = rules
+            .as_ref()
+            .and_then(|r| r.action(&point.action))
+            .filter(|d| d.kind == crate::rules::ActionKind::Upload && point.after.is_none())
+        {
+            return Err(Error::invalid(format!(
+                "`{}` uploads a document: use POST /api/v1/customers/{{id}}/documents?kind={}",
+                def.name,
+                def.document.as_deref().unwrap_or_default()
+            )));
+        }
         if point.source != Source::System && point.action.starts_with("rule.") {
             return Err(Error::invalid("rule hits are written by closeloop only"));
         }
@@ -72,12 +89,14 @@ impl Ledger {
     }
 }
 
-/// One round trip tells whether actor, customer and deal exist in the caller's org.
-async fn check_references(db: &Db, p: &NewPoint) -> Result<()> {
+/// One round trip tells whether actor, customer and deal exist in the caller's org, and
+/// which version of the org's rule set is in force (returned).
+async fn check_references(db: &Db, p: &NewPoint) -> Result<i64> {
     let row = sqlx::query(
         "SELECT (SELECT status FROM users WHERE id = $1 AND org_id = $4) AS actor, \
                 (SELECT id FROM customers WHERE id = $2 AND org_id = $4) AS customer, \
-                (SELECT customer_id FROM deals WHERE id = $3 AND org_id = $4) AS deal_customer",
+                (SELECT customer_id FROM deals WHERE id = $3 AND org_id = $4) AS deal_customer, \
+                (SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM rule_sets WHERE org_id = $4) AS rules_version",
     )
     .bind(&p.actor)
     .bind(&p.customer)
@@ -112,7 +131,7 @@ async fn check_references(db: &Db, p: &NewPoint) -> Result<()> {
             Some(_) => {}
         }
     }
-    Ok(())
+    Ok(row.get::<Option<i64>, _>("rules_version").unwrap_or(0))
 }
 
 /// What a retry must match to count as the same request.

@@ -395,3 +395,21 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
         .unwrap();
     assert_eq!(v["client_ip"], "127.0.0.1");
 }
+
+/// An upload action's point is written with its document: recording 上传方案 as a bare
+/// event is refused and names the endpoint that takes the file.
+#[tokio::test]
+async fn an_upload_action_is_not_a_bare_event() {
+    let app = spawn_app().await;
+    let (rep, customer) = rep_and_customer(&app).await;
+    let res = app
+        .post(
+            "/api/v1/events",
+            &json!({"actor": rep, "customer": customer, "action": "上传方案"}),
+        )
+        .await;
+    let (status, _, message) = error_code(res).await;
+    assert_eq!(status, 422);
+    assert!(message.contains("/documents?kind=proposal"), "{message}");
+    assert_eq!(app.count("tracking_points").await, 0);
+}

@@ -48,17 +48,6 @@ pub async fn record(
             tracking::RESERVED_PREFIXES.join(", ")
         )));
     }
-    let rules = s.rules.current(&p.org_id).await?;
-    if let Some(def) = rules
-        .action(&ev.action)
-        .filter(|d| d.kind == crate::rules::ActionKind::Upload)
-    {
-        return Err(Error::invalid(format!(
-            "`{}` uploads a document: use POST /api/v1/customers/{{id}}/documents?kind={}",
-            def.name,
-            def.document.as_deref().unwrap_or_default()
-        )));
-    }
     let header = |name: &str| -> Result<Option<String>> {
         headers
             .get(name)
