@@ -5,7 +5,7 @@
 //! fails on request (5xx, timeouts, error codes), and pushes events to closeloop signed and
 //! encrypted as DingTalk does, checking the encrypted `success` answer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::crypto::{DingtalkCrypto, SUCCESS};
@@ -72,8 +71,7 @@ struct EmulatorState {
     /// The live token: DingTalk returns the same token while it is valid.
     current: Option<String>,
     token_calls: usize,
-    failures: HashMap<String, VecDeque<Failure>>,
-    timeout_delay: Option<Duration>,
+    injected: crate::platform::emulator_kit::Injected<Failure>,
     /// Bodies of accepted `createAndDeliver` calls, oldest first.
     cards: Vec<Value>,
     /// Members whose robot chat refuses cards (`deliverResults[].success` false).
@@ -146,17 +144,7 @@ impl Emulator {
             .route(GETUSERINFO, post(getuserinfo))
             .merge(conference_routes())
             .with_state(state.clone());
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("the DingTalk emulator binds a local port");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!(error = %e, "DingTalk emulator stopped");
-            }
-        });
+        let (addr, server) = crate::platform::emulator_kit::serve(router, "DingTalk").await;
         Emulator {
             addr,
             state,
@@ -186,17 +174,12 @@ impl Emulator {
 
     /// The next `n` requests to `path` (e.g. [`CARD_CREATE_AND_DELIVER`]) fail with `failure`.
     pub fn fail_next(&self, path: &str, n: usize, failure: Failure) {
-        self.state
-            .lock()
-            .failures
-            .entry(path.to_string())
-            .or_default()
-            .extend(std::iter::repeat_n(failure, n));
+        self.state.lock().injected.push(path, n, failure);
     }
 
     /// How long a [`Failure::Timeout`] keeps the client waiting.
     pub fn set_timeout_delay(&self, delay: Duration) {
-        self.state.lock().timeout_delay = Some(delay);
+        self.state.lock().injected.set_timeout(delay);
     }
 
     /// Cards to `userid` are refused per space (`deliverResults[].success` false), as for
@@ -400,18 +383,14 @@ impl Shared {
 
     /// Takes the next injected failure for `path` and acts it out.
     async fn injected(&self, path: &str) -> Option<Response> {
-        let (failure, delay) = {
-            let mut state = self.lock();
-            let failure = state.failures.get_mut(path)?.pop_front()?;
-            (failure, state.timeout_delay)
-        };
+        let (failure, delay) = self.lock().injected.pop(path)?;
         let new_api = path.starts_with("/v1.0/");
         Some(match failure {
             Failure::Http5xx => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
             }
             Failure::Timeout => {
-                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
+                tokio::time::sleep(delay).await;
                 (StatusCode::GATEWAY_TIMEOUT, "timeout").into_response()
             }
             Failure::Errcode(code) if new_api => match code {

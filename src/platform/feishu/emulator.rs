@@ -4,7 +4,7 @@
 //! codes), and pushes events to closeloop's `/callback/feishu` signed and encrypted as
 //! Feishu does, re-pushing what is not acknowledged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::crypto::{FeishuCrypto, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -102,8 +101,7 @@ struct EmulatorState {
     messages: Vec<Value>,
     /// `PATCH im/v1/messages/:message_id` bodies accepted, with the `message_id` added.
     message_updates: Vec<Value>,
-    failures: HashMap<String, VecDeque<Failure>>,
-    timeout_delay: Option<Duration>,
+    injected: crate::platform::emulator_kit::Injected<Failure>,
     retry_delays: Option<Vec<Duration>>,
     deliveries: Vec<Delivery>,
     /// The address book: departments (`department_id`, `name`) and users (contact v3 shape).
@@ -173,17 +171,7 @@ impl Emulator {
             .route(JSAPI_TICKET, post(jssdk_ticket))
             .merge(vc_routes())
             .with_state(state.clone());
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("the Feishu emulator binds a local port");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!(error = %e, "Feishu emulator stopped");
-            }
-        });
+        let (addr, server) = crate::platform::emulator_kit::serve(router, "Feishu").await;
         Emulator {
             addr,
             state,
@@ -280,17 +268,12 @@ impl Emulator {
 
     /// The next `n` requests to `path` fail with `failure`.
     pub fn fail_next(&self, path: &str, n: usize, failure: Failure) {
-        self.state
-            .lock()
-            .failures
-            .entry(path.to_string())
-            .or_default()
-            .extend(std::iter::repeat_n(failure, n));
+        self.state.lock().injected.push(path, n, failure);
     }
 
     /// How long a [`Failure::Timeout`] keeps the client waiting.
     pub fn set_timeout_delay(&self, delay: Duration) {
-        self.state.lock().timeout_delay = Some(delay);
+        self.state.lock().injected.set_timeout(delay);
     }
 
     /// The waits between re-pushes (default [`DOCUMENTED_RETRY_DELAYS`]); tests shorten them.
@@ -429,17 +412,13 @@ impl Shared {
 
     /// Takes the next injected failure for `path` and acts it out; `None`: answer normally.
     async fn injected(&self, path: &str) -> Option<Response> {
-        let (failure, delay) = {
-            let mut state = self.lock();
-            let failure = state.failures.get_mut(path)?.pop_front()?;
-            (failure, state.timeout_delay)
-        };
+        let (failure, delay) = self.lock().injected.pop(path)?;
         Some(match failure {
             Failure::Http5xx => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
             }
             Failure::Timeout => {
-                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
+                tokio::time::sleep(delay).await;
                 code(-1, "system busy")
             }
             Failure::Code(c) => code(c, msg_for(c)),

@@ -6,7 +6,7 @@
 //! `message/send` delivered (with what `update_template_card` changed), and a button
 //! pressed there reaches closeloop as WeCom's own signed, encrypted `template_card_event`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 const GETTOKEN: &str = "/cgi-bin/gettoken";
@@ -77,8 +76,7 @@ struct EmulatorState {
     messages: Vec<Value>,
     /// Bodies `oa/schedule/add` accepted (日程).
     schedules: Vec<Value>,
-    failures: HashMap<String, VecDeque<Failure>>,
-    timeout_delay: Option<Duration>,
+    injected: crate::platform::emulator_kit::Injected<Failure>,
     next_msgid: u64,
     /// 公费电话 records served by `dial/get_dial_record`.
     dial_records: Vec<Value>,
@@ -166,17 +164,7 @@ impl Emulator {
             .route("/chat/{userid}", get(chat_member))
             .route("/chat/{userid}/click", post(chat_click))
             .with_state(state.clone());
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("the WeCom emulator binds a local port");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!(error = %e, "WeCom emulator stopped");
-            }
-        });
+        let (addr, server) = crate::platform::emulator_kit::serve(router, "WeCom").await;
         Emulator {
             addr,
             state,
@@ -336,17 +324,12 @@ impl Emulator {
 
     /// The next `n` requests to `path` (e.g. `/cgi-bin/message/send`) fail with `failure`.
     pub fn fail_next(&self, path: &str, n: usize, failure: Failure) {
-        self.state
-            .lock()
-            .failures
-            .entry(path.to_string())
-            .or_default()
-            .extend(std::iter::repeat_n(failure, n));
+        self.state.lock().injected.push(path, n, failure);
     }
 
     /// How long a [`Failure::Timeout`] keeps the client waiting.
     pub fn set_timeout_delay(&self, delay: Duration) {
-        self.state.lock().timeout_delay = Some(delay);
+        self.state.lock().injected.set_timeout(delay);
     }
 }
 
@@ -414,17 +397,13 @@ impl Shared {
     /// Takes the next injected failure for `path` and acts it out; `None` means answer
     /// normally.
     async fn injected(&self, path: &str) -> Option<Response> {
-        let (failure, delay) = {
-            let mut state = self.lock();
-            let failure = state.failures.get_mut(path)?.pop_front()?;
-            (failure, state.timeout_delay)
-        };
+        let (failure, delay) = self.lock().injected.pop(path)?;
         Some(match failure {
             Failure::Http5xx => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
             }
             Failure::Timeout => {
-                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
+                tokio::time::sleep(delay).await;
                 errcode(-1, "system busy")
             }
             Failure::Errcode(code) => errcode(code, errmsg_for(code)),
