@@ -257,6 +257,70 @@ pub async fn record_click(
     Ok(Click::Recorded)
 }
 
+/// A queued card as a platform's delivery needs it.
+pub struct Outgoing {
+    /// As the platform shows it.
+    pub card: Card,
+    pub recipient_user_id: String,
+    /// The recipient's id on the platform.
+    pub address: String,
+    /// The details page (relative to `public_url`), if the card has one.
+    pub link: Option<String>,
+}
+
+/// Loads card `card_id` for delivery on `platform` to the recipient's identity of the
+/// platform's member kind. A recipient without one, or a card that cannot be read, fails
+/// the card visibly and gives the job up.
+pub async fn outgoing(
+    db: &crate::db::Db,
+    now_ms: i64,
+    card_id: &str,
+    platform: crate::platform::event::Platform,
+) -> std::result::Result<Outgoing, crate::jobs::JobError> {
+    use crate::jobs::JobError;
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT c.content, c.recipient_user_id, c.purpose, c.object_ref, i.value AS address FROM cards c \
+         LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = $2 AND i.kind = $3 \
+         WHERE c.id = $1",
+    )
+    .bind(card_id)
+    .bind(platform.as_str())
+    .bind(platform.member_id_kind())
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
+    let Some(address) = row.get::<Option<String>, _>("address") else {
+        mark_failed(db, now_ms, card_id).await?;
+        return Err(JobError::GiveUp(format!(
+            "the recipient has no {} {}",
+            platform.as_str(),
+            platform.member_id_kind()
+        )));
+    };
+    let card = stored(&row.get::<String, _>("content"), platform)
+        .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+    Ok(Outgoing {
+        card,
+        recipient_user_id: row.get("recipient_user_id"),
+        address,
+        link: link_path(
+            &row.get::<String, _>("purpose"),
+            row.get::<Option<String>, _>("object_ref").as_deref(),
+        ),
+    })
+}
+
+/// A card that cannot go out: shown as failed (its job is dead with the reason).
+pub async fn mark_failed(db: &crate::db::Db, now_ms: i64, card_id: &str) -> Result<()> {
+    sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(card_id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
 /// After a platform accepted a card: where it went, its message id there, and the one-shot
 /// update code the send returned (WeCom), kept until `code_expires_at`.
 pub async fn mark_sent(

@@ -99,27 +99,12 @@ pub struct DeliverCard {
 impl DeliverCard {
     async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
-        let row = sqlx::query(
-            "SELECT c.content, i.value AS userid FROM cards c \
-             LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'dingtalk' AND i.kind = 'userid' \
-             WHERE c.id = $1",
-        )
-        .bind(card_id)
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
-        let Some(userid) = row.get::<Option<String>, _>("userid") else {
-            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
-                .bind(self.clock.now_ms())
-                .bind(card_id)
-                .execute(&self.db.pool)
-                .await?;
-            return Err(JobError::GiveUp(
-                "the recipient has no DingTalk userid".into(),
-            ));
-        };
-        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Dingtalk)
-            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let crate::cards::Outgoing {
+            card,
+            address: userid,
+            ..
+        } = crate::cards::outgoing(&self.db, self.clock.now_ms(), card_id, Platform::Dingtalk)
+            .await?;
         let template_id = card
             .template
             .as_ref()
@@ -151,11 +136,7 @@ impl DeliverCard {
                     .to_string()
             });
         if let Some(reason) = refused {
-            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
-                .bind(self.clock.now_ms())
-                .bind(card_id)
-                .execute(&self.db.pool)
-                .await?;
+            crate::cards::mark_failed(&self.db, self.clock.now_ms(), card_id).await?;
             return Err(JobError::GiveUp(format!(
                 "DingTalk did not deliver the card: {reason}"
             )));

@@ -139,32 +139,14 @@ pub struct DeliverCard {
 impl DeliverCard {
     async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
-        let row = sqlx::query(
-            "SELECT c.content, c.purpose, c.object_ref, i.value AS user_id FROM cards c \
-             LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'feishu' AND i.kind = 'user_id' \
-             WHERE c.id = $1",
-        )
-        .bind(card_id)
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
-        let Some(user_id) = row.get::<Option<String>, _>("user_id") else {
-            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
-                .bind(self.clock.now_ms())
-                .bind(card_id)
-                .execute(&self.db.pool)
-                .await?;
-            return Err(JobError::GiveUp(
-                "the recipient has no Feishu user_id".into(),
-            ));
-        };
-        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Feishu)
-            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
-        let link = crate::cards::link_path(
-            &row.get::<String, _>("purpose"),
-            row.get::<Option<String>, _>("object_ref").as_deref(),
-        )
-        .map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')));
+        let crate::cards::Outgoing {
+            card,
+            address: user_id,
+            link,
+            ..
+        } = crate::cards::outgoing(&self.db, self.clock.now_ms(), card_id, Platform::Feishu)
+            .await?;
+        let link = link.map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')));
         let content = render(&card, card_id, link.as_deref(), None).to_string();
         let answer = self
             .api

@@ -100,31 +100,18 @@ pub struct DeliverCard {
 impl DeliverCard {
     async fn deliver(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
-        let row = sqlx::query(
-            "SELECT c.content, c.recipient_user_id, c.purpose, c.object_ref, i.value AS userid FROM cards c \
-             LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = 'wecom' AND i.kind = 'userid' \
-             WHERE c.id = $1",
-        )
-        .bind(card_id)
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
-        let Some(userid) = row.get::<Option<String>, _>("userid") else {
-            sqlx::query("UPDATE cards SET status = 'failed', updated_at = $1 WHERE id = $2")
-                .bind(self.clock.now_ms())
-                .bind(card_id)
-                .execute(&self.db.pool)
-                .await?;
-            return Err(JobError::GiveUp("the recipient has no WeCom userid".into()));
-        };
-        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Wecom)
-            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let crate::cards::Outgoing {
+            card,
+            recipient_user_id,
+            address: userid,
+            link,
+        } = crate::cards::outgoing(&self.db, self.clock.now_ms(), card_id, Platform::Wecom).await?;
         let now = self.clock.now_ms();
         let window = sqlx::query(
             "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(MIN(sent_at) AS BIGINT) AS oldest FROM cards \
              WHERE recipient_user_id = $1 AND sent_at > $2",
         )
-        .bind(row.get::<String, _>("recipient_user_id"))
+        .bind(&recipient_user_id)
         .bind(now - 60_000)
         .fetch_one(&self.db.pool)
         .await?;
@@ -147,12 +134,8 @@ impl DeliverCard {
                     card_id,
                     &userid,
                     self.agent_id,
-                    crate::cards::link_path(
-                        &row.get::<String, _>("purpose"),
-                        row.get::<Option<String>, _>("object_ref").as_deref(),
-                    )
-                    .map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')))
-                    .as_deref(),
+                    link.map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')))
+                        .as_deref(),
                 ),
             )
             .await?;
