@@ -253,14 +253,30 @@ impl Browser {
     }
 
     /// Clicks like a person: the element must be visible and enabled.
+    /// Clicks the element `css` selects. A page script may replace the element between
+    /// finding and clicking it (a refreshed fragment): it is found again.
     async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &self.session_path(&format!("/element/{id}/click")),
-            Some(json!({})),
-        )
-        .await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let id = self.find(css).await;
+            let clicked = self
+                .try_command(
+                    reqwest::Method::POST,
+                    &self.session_path(&format!("/element/{id}/click")),
+                    Some(json!({})),
+                )
+                .await;
+            match clicked {
+                Ok(_) => return,
+                Err((_, v))
+                    if v["value"]["error"] == "stale element reference"
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err((status, v)) => panic!("click {css}: {status} {v}"),
+            }
+        }
     }
 
     /// Types `text` into the element like a person (it must be visible and enabled).
