@@ -40,6 +40,9 @@ impl App {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
         let cipher = load_cipher(&config)?;
+        for name in crate::personal_data::migrate(&db, &cipher, clock.now_ms()).await? {
+            tracing::info!(migration = name, "data migration applied");
+        }
         let tz = config.org_timezone()?;
         let org = orgs::ensure_default(&db, clock.now_ms(), tz)
             .await

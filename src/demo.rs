@@ -533,6 +533,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
         if let Some(tier) = c.tier {
             customers::update(
                 &s.db,
+                &s.cipher,
                 added,
                 org,
                 &sys,

@@ -91,7 +91,11 @@ impl InboxWriter {
             dedupe_key: e.dedupe_key.into(),
             event_type: e.event_type.into(),
             body_enc: cipher.encrypt(BODY_CONTEXT, e.body),
-            summary: e.summary.to_string(),
+            summary: {
+                let mut summary = e.summary;
+                crate::personal_data::strip_free_text(&mut summary);
+                summary.to_string()
+            },
             status: e.status.into(),
             error: e.error.map(str::to_string),
             process: e.status == "received" && e.process,
@@ -540,12 +544,25 @@ impl Process {
     }
 }
 
+/// The fetched contact or member (names, numbers) serves the processing only: the job row
+/// keeps which lookups were made.
+pub fn stored_output(output: &Value) -> Value {
+    match output.as_object() {
+        Some(fetched) => serde_json::json!({"fetched": fetched.keys().collect::<Vec<_>>()}),
+        None => Value::Null,
+    }
+}
+
 impl crate::jobs::Handler for Process {
     fn perform<'a>(
         &'a self,
         job: &'a crate::jobs::ClaimedJob,
     ) -> crate::jobs::BoxFuture<'a, Result<Value, crate::jobs::JobError>> {
         Box::pin(self.fetch(job.payload["inbox_id"].as_str().unwrap_or_default()))
+    }
+
+    fn stored_output(&self, output: &Value) -> Value {
+        stored_output(output)
     }
 
     fn apply<'a>(

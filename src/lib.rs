@@ -25,6 +25,7 @@ pub mod http;
 pub mod inbox;
 pub mod jobs;
 pub mod page;
+pub mod personal_data;
 pub mod pipeline;
 pub mod platform;
 pub mod rules;

@@ -1,7 +1,8 @@
 //! Customers (companies), their contacts (people) and who owned them when.
 //!
 //! Phone numbers are normalised to E.164, encrypted at rest, and findable through a keyed
-//! hash; e-mail addresses are encrypted too. Reads return masked values only.
+//! hash; e-mail addresses and contact names are encrypted too. Reads return masked numbers
+//! and addresses, and names decrypted (docs/personal-data.md).
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users::{self, bind_all, in_list};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
+use crate::personal_data::{customer_name_for_person, CONTACT_NAME};
 use crate::security::{mask_phone, normalize_phone, Cipher};
 use crate::validate;
 
@@ -171,13 +173,13 @@ async fn insert_contact(
 ) -> Result<String> {
     let id = new_id();
     sqlx::query(
-        "INSERT INTO contacts (id, org_id, customer_id, name, title, email_enc, email_masked, created_at, updated_at) \
+        "INSERT INTO contacts (id, org_id, customer_id, name_enc, title, email_enc, email_masked, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
     )
     .bind(&id)
     .bind(org_id)
     .bind(customer_id)
-    .bind(&c.name)
+    .bind(cipher.encrypt(CONTACT_NAME, &c.name))
     .bind(&c.title)
     .bind(c.email.as_ref().map(|e| cipher.encrypt(EMAIL_CONTEXT, e)))
     .bind(c.email.as_deref().map(mask_email))
@@ -263,7 +265,7 @@ pub async fn create(
         )
         .await?;
     tx.commit().await?;
-    get(db, org_id, &id).await
+    get(db, cipher, org_id, &id).await
 }
 
 /// Hands the customer to `owner` (or nobody), closing the current ownership period.
@@ -345,11 +347,12 @@ pub async fn add_contact(
         )
         .await?;
     tx.commit().await?;
-    get(db, org_id, customer_id).await
+    get(db, cipher, org_id, customer_id).await
 }
 
 pub async fn update(
     db: &Db,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
@@ -412,7 +415,7 @@ pub async fn update(
         )
         .await?;
     tx.commit().await?;
-    get(db, org_id, id).await
+    get(db, cipher, org_id, id).await
 }
 
 /// Who the customer is on a chat platform: an id the platform gives the customer's people
@@ -530,11 +533,11 @@ pub async fn ownership_history(db: &Db, org_id: &str, id: &str) -> Result<Vec<Ow
         .collect())
 }
 
-pub async fn get(db: &Db, org_id: &str, id: &str) -> Result<Customer> {
+pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Customer> {
     let mut sel = Select::new();
     sel.and("org_id = {}", Arg::Text(org_id.into()))
         .and("id = {}", Arg::Text(id.into()));
-    load(db, &sel, "LIMIT {limit}", 1)
+    load(db, cipher, &sel, "LIMIT {limit}", 1)
         .await?
         .pop()
         .ok_or(Error::NotFound { what: "customer" })
@@ -569,11 +572,24 @@ pub async fn list(
                 .collect(),
         );
     }
-    let rows = load(db, &sel, "ORDER BY id LIMIT {limit}", page.limit + 1).await?;
+    let rows = load(
+        db,
+        cipher,
+        &sel,
+        "ORDER BY id LIMIT {limit}",
+        page.limit + 1,
+    )
+    .await?;
     Ok(Page::from_rows(rows, page, |c| &c.id))
 }
 
-async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<Customer>> {
+async fn load(
+    db: &Db,
+    cipher: &Cipher,
+    sel: &Select,
+    tail: &str,
+    limit: i64,
+) -> Result<Vec<Customer>> {
     let sql = sel.sql(
         "SELECT id, org_id, name, tier, owner_user_id, created_at, updated_at FROM customers",
         tail,
@@ -602,7 +618,7 @@ async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<Custo
     let ids: Vec<String> = customers.iter().map(|c| c.id.clone()).collect();
     let marks = in_list(ids.len());
     let sql = format!(
-        "SELECT id, customer_id, name, title, email_masked FROM contacts WHERE customer_id IN ({marks}) ORDER BY id"
+        "SELECT id, customer_id, name_enc, title, email_masked FROM contacts WHERE customer_id IN ({marks}) ORDER BY id"
     );
     let contact_rows = bind_all(sqlx::query(&sql), &ids)
         .fetch_all(&db.pool)
@@ -626,13 +642,16 @@ async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<Custo
     let mut contacts: HashMap<String, Vec<Contact>> = HashMap::new();
     for r in &contact_rows {
         let id: String = r.get("id");
+        let name = cipher
+            .decrypt(CONTACT_NAME, &r.get::<String, _>("name_enc"))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("contact {id}: name unreadable: {e}")))?;
         contacts
             .entry(r.get("customer_id"))
             .or_default()
             .push(Contact {
                 phones: phones.remove(&id).unwrap_or_default(),
                 id,
-                name: r.get("name"),
+                name,
                 title: r.get("title"),
                 email_masked: r.get("email_masked"),
             });
@@ -687,8 +706,13 @@ pub async fn link_external(
             .take(n)
             .collect::<String>()
     };
-    let name = clip(contact.corp_name.as_deref().unwrap_or(&contact.name), 200);
     let person = clip(&contact.name, 100);
+    // Customer names are stored in the clear: a person without a known company is not
+    // named in full there (the contact keeps the name, encrypted).
+    let name = match contact.corp_name.as_deref().map(|c| clip(c, 200)) {
+        Some(company) if !company.trim().is_empty() => company,
+        _ => customer_name_for_person(&person),
+    };
     let phones: Vec<String> = contact
         .phones
         .iter()
@@ -702,11 +726,7 @@ pub async fn link_external(
     )
     .bind(&id)
     .bind(org_id)
-    .bind(if name.trim().is_empty() {
-        "未命名客户"
-    } else {
-        name.as_str()
-    })
+    .bind(&name)
     .bind(owner)
     .bind(now_ms)
     .execute(&mut **tx)

@@ -119,7 +119,7 @@ async fn finish_one(tx: &mut Tx, clock: &SharedClock, c: &Completion) -> Complet
          WHERE id = $3 AND lease_token = $4 AND status = 'running'",
     )
     .bind(now)
-    .bind(c.output.to_string())
+    .bind(c.handler.stored_output(&c.output).to_string())
     .bind(&c.job.id)
     .bind(c.job.lease_token)
     .execute(&mut **tx)

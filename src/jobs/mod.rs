@@ -191,6 +191,12 @@ pub trait Handler: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// What of `output` the job row keeps (the jobs API shows it). A handler whose output
+    /// carries personal data fetched from a platform keeps less (docs/personal-data.md).
+    fn stored_output(&self, output: &Value) -> Value {
+        output.clone()
+    }
+
     /// Called once before the immediate retry that follows `RefreshCredentials`.
     fn refresh_credentials<'a>(&'a self, _job: &'a ClaimedJob) -> BoxFuture<'a, ()> {
         Box::pin(async {})

@@ -487,6 +487,13 @@ impl RuleSet {
             if a.name.trim().is_empty() || a.name.chars().count() > 32 {
                 return bad("every action needs a name of 1 to 32 characters".into());
             }
+            // The ledger refuses such names, so a catalog holding one could never be tapped.
+            if a.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return bad(format!(
+                    "action `{}`: names must not contain spaces or control characters",
+                    a.name.escape_debug()
+                ));
+            }
             if crate::tracking::is_reserved(&a.name) {
                 return bad(format!(
                     "action `{}`: names starting with {} are reserved",

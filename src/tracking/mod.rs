@@ -160,6 +160,16 @@ pub fn check(p: &NewPoint) -> Result<()> {
         validate::id("deal", d)?;
     }
     validate::text("action", &p.action, 64)?;
+    // Checked on the name as given: `text` trims, and a stored " rule.x" would slip past
+    // the reserved prefixes and read as another action than the one shown.
+    if p.action
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(
+            "action must not contain spaces or control characters",
+        ));
+    }
     if !p.payload.is_object() {
         return Err(Error::invalid("payload must be a JSON object"));
     }
@@ -184,14 +194,58 @@ pub fn check(p: &NewPoint) -> Result<()> {
 }
 
 /// The ledger is append-only and never rewritten, so personal data must stay out of it.
-/// This catches the common slip of pasting a phone number into a payload.
+/// This catches the common slip of pasting a phone number into a payload, wherever it sits
+/// (a value, an object key, a JSON number) and however it is written.
 fn carries_phone_number(v: &Value) -> bool {
     match v {
         Value::String(s) => looks_like_phone(s),
+        Value::Number(n) => looks_like_phone(&number_digits(n)),
         Value::Array(a) => a.iter().any(carries_phone_number),
-        Value::Object(o) => o.values().any(carries_phone_number),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, v)| looks_like_phone(k) || carries_phone_number(v)),
         _ => false,
     }
+}
+
+/// A JSON number as the digits someone typed: `13800138000.0` is the same number as
+/// `13800138000`.
+fn number_digits(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e18 => format!("{f:.0}"),
+        _ => n.to_string(),
+    }
+}
+
+/// Full-width digits and plus (`１３８…`, `＋８６`) read as their ASCII forms.
+fn fold_width(c: char) -> char {
+    match c {
+        '\u{FF10}'..='\u{FF19}' => char::from(b'0' + (c as u32 - 0xFF10) as u8),
+        '\u{FF0B}' => '+',
+        _ => c,
+    }
+}
+
+/// Characters people put between the digit groups of a number: spaces (also the
+/// ideographic and no-break ones), dashes of every width and dots.
+fn is_digit_separator(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\u{00A0}' | '\u{3000}' | '-' | '\u{2010}'
+            ..='\u{2015}' | '\u{FF0D}' | '.' | '\u{FF0E}' | '\u{00B7}'
+    )
+}
+
+/// A digit run is a mobile number when it is `1[3-9]` and nine more digits, optionally
+/// behind the country code written as `86`, `0086` or `+86`.
+fn is_cn_mobile(run: &str) -> bool {
+    let national = run
+        .strip_prefix("+86")
+        .or_else(|| run.strip_prefix("0086"))
+        .or_else(|| run.strip_prefix("86").filter(|n| n.len() == 11))
+        .unwrap_or(run);
+    let b = national.as_bytes();
+    b.len() == 11 && b[0] == b'1' && matches!(b[1], b'3'..=b'9')
 }
 
 fn looks_like_phone(s: &str) -> bool {
@@ -199,14 +253,19 @@ fn looks_like_phone(s: &str) -> bool {
     if uuid::Uuid::parse_str(s.trim()).is_ok() {
         return false;
     }
-    // Separators inside a number (138-0013-8000, 138 0013 8000) are dropped; others stay,
-    // so a number keeps its neighbours.
-    let chars: Vec<char> = s.chars().collect();
+    // Separators inside a number (138-0013-8000, 138 0013 8000, 138.0013.8000) are
+    // dropped; others stay, so a number keeps its neighbours.
+    let chars: Vec<char> = s.chars().map(fold_width).collect();
     let mut compact: Vec<char> = Vec::with_capacity(chars.len());
     for (i, c) in chars.iter().enumerate() {
-        let inside = matches!(c, ' ' | '-')
-            && compact.last().is_some_and(|p: &char| p.is_ascii_digit())
-            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
+        let inside = is_digit_separator(*c)
+            && compact
+                .last()
+                .is_some_and(|p: &char| p.is_ascii_digit() || *p == '+')
+            && chars[i + 1..]
+                .iter()
+                .find(|n| !is_digit_separator(**n))
+                .is_some_and(char::is_ascii_digit);
         if !inside {
             compact.push(*c);
         }
@@ -227,10 +286,7 @@ fn looks_like_phone(s: &str) -> bool {
             }
             let run: String = compact[start..i].iter().collect();
             let digits = run.trim_start_matches('+');
-            let cn_mobile = digits.len() == 11
-                && digits.starts_with('1')
-                && matches!(digits.as_bytes()[1], b'3'..=b'9');
-            if cn_mobile || (run.starts_with('+') && digits.len() >= 8) {
+            if is_cn_mobile(&run) || (run.starts_with('+') && digits.len() >= 8) {
                 return true;
             }
         } else {
@@ -349,7 +405,137 @@ mod tests {
         let v = serde_json::json!({"note": {"list": ["x", "13912345678"]}});
         assert!(carries_phone_number(&v));
         assert!(!carries_phone_number(
-            &serde_json::json!({"contact": "0190-abc", "n": 13800138000u64})
+            &serde_json::json!({"contact": "0190-abc", "n": 2026112700u64, "amount": 12000000})
         ));
+    }
+
+    #[test]
+    fn mobile_numbers_are_spotted_however_written() {
+        for written in [
+            "138.0013.8000",
+            "138 - 0013 - 8000",
+            "１３８００１３８０００",
+            "１３８－００１３－８０００",
+            "＋８６ １３８ ００１３ ８０００",
+            "8613800138000",
+            "008613800138000",
+            "0086 138 0013 8000",
+            "+86.138.0013.8000",
+            "+86-13800138000",
+            "138\u{3000}0013\u{3000}8000",
+            "电话：１３８００１３８０００",
+        ] {
+            assert!(looks_like_phone(written), "{written:?}");
+        }
+        for payload in [
+            serde_json::json!({"n": 13800138000u64}),
+            serde_json::json!({"n": 8613800138000u64}),
+            serde_json::json!({"n": 13800138000.0}),
+            serde_json::json!({"list": [1, 13912345678u64]}),
+            serde_json::json!({"13800138000": "called"}),
+            serde_json::json!({"nested": {"１３８００１３８０００": true}}),
+        ] {
+            assert!(carries_phone_number(&payload), "{payload}");
+        }
+    }
+
+    #[test]
+    fn order_numbers_amounts_and_ids_are_not_phones() {
+        for text in [
+            "order 2026112700",
+            "amount 12,000,000.00",
+            "price 1.380",
+            "2026-11-27 13:00",
+            "v1.38.0",
+            "10.0.0.138",
+            "ref abc13800138000",
+            "12800138000",
+            "138001380001",
+            "1380013800",
+        ] {
+            assert!(!looks_like_phone(text), "{text:?}");
+        }
+        for payload in [
+            serde_json::json!({"order": 2026112700u64, "amount_fen": 1200000000u64}),
+            serde_json::json!({"ms": 1764206400000u64, "ratio": 0.75}),
+            serde_json::json!({"2026112700": 1}),
+        ] {
+            assert!(!carries_phone_number(&payload), "{payload}");
+        }
+    }
+
+    fn full_width(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                '0'..='9' => char::from_u32(0xFF10 + (c as u32 - '0' as u32)).unwrap(),
+                '+' => '\u{FF0B}',
+                '-' => '\u{FF0D}',
+                other => other,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_spelling_of_a_mobile_is_refused(
+            second in 3u8..=9,
+            rest in proptest::collection::vec(0u8..=9, 9),
+            prefix in proptest::sample::select(vec!["", "86", "0086", "+86", "+86 ", "0086-"]),
+            separator in proptest::sample::select(vec!["", " ", "-", ".", " - ", "\u{3000}"]),
+            wide in proptest::bool::ANY,
+            around in proptest::sample::select(vec![("", ""), ("电话", "请回拨"), ("call ", " now")]),
+        ) {
+            let digits: String = std::iter::once(1u8)
+                .chain(std::iter::once(second))
+                .chain(rest)
+                .map(|d| char::from(b'0' + d))
+                .collect();
+            let grouped = [&digits[..3], &digits[3..7], &digits[7..]].join(separator);
+            let mut written = format!("{}{prefix}{grouped}{}", around.0, around.1);
+            if wide {
+                written = full_width(&written);
+            }
+            proptest::prop_assert!(looks_like_phone(&written), "{}", written);
+            let as_key = serde_json::json!({ written.clone(): 1 });
+            proptest::prop_assert!(carries_phone_number(&as_key), "{}", written);
+            let number: u64 = format!("{}{digits}", prefix.trim_start_matches('+').trim().trim_end_matches('-')).parse().unwrap();
+            let as_number = serde_json::json!({ "n": number });
+            proptest::prop_assert!(carries_phone_number(&as_number), "{}", number);
+        }
+
+        #[test]
+        fn digit_runs_of_other_lengths_pass(run in "[1-9][0-9]{0,9}|[1-9][0-9]{11}|[1-9][0-9]{13}") {
+            // Only 11 (bare), 13 (86) and 15 (0086) digit runs can be mobiles.
+            proptest::prop_assert!(!looks_like_phone(&format!("order {run}")), "{}", run);
+        }
+    }
+
+    fn point_with_action(action: &str) -> NewPoint {
+        NewPoint::new(
+            "org",
+            &crate::db::new_id(),
+            &crate::db::new_id(),
+            action,
+            Source::Api,
+            serde_json::json!({}),
+        )
+    }
+
+    #[test]
+    fn action_names_with_spaces_or_control_characters_are_refused() {
+        for bad in [
+            " rule.repeat_limit",
+            "rule.repeat_limit ",
+            "已电话 沟通",
+            "已电话\u{3000}沟通",
+            "已电话\t沟通",
+            "已电话\u{7}沟通",
+        ] {
+            assert!(
+                matches!(check(&point_with_action(bad)), Err(Error::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(check(&point_with_action("已电话沟通")).is_ok());
     }
 }

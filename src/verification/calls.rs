@@ -1,7 +1,7 @@
 //! Official call records, platform-neutral. Each record is stored once (unique record
-//! key), with the callee's number normalised, encrypted and hashed like every other phone
-//! number, and linked to the rep (by platform identity) and to the customer's contact (by
-//! the number's keyed hash).
+//! key, kept as a keyed hash because WeCom's holds the callee's number), with the callee's
+//! number normalised, encrypted and hashed like every other phone number, and linked to the
+//! rep (by platform identity) and to the customer's contact (by the number's keyed hash).
 
 use serde::Serialize;
 use sqlx::Row;
@@ -9,6 +9,7 @@ use sqlx::Row;
 use crate::customers::{DEFAULT_REGION, PHONE_CONTEXT};
 use crate::db::{new_id, Db, Tx};
 use crate::error::Result;
+use crate::personal_data::CALL_RECORD_KEY;
 use crate::platform::event::Platform;
 use crate::rules::RuleSet;
 use crate::security::{mask_phone, normalize_phone, Cipher};
@@ -17,7 +18,7 @@ use crate::security::{mask_phone, normalize_phone, Cipher};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
     pub platform: Platform,
-    /// Stable identity of the record on its platform.
+    /// Stable identity of the record on its platform; stored as a keyed hash only.
     pub record_key: String,
     /// The caller's platform user id (WeCom userid).
     pub caller: String,
@@ -84,30 +85,38 @@ pub async fn store(
                 .map_or((None, None), |(c, k)| (Some(c), Some(k))),
             None => (None, None),
         };
-        let inserted = sqlx::query(
+        // The key is hashed under every known data key: a record stored before a key
+        // rotation, hashed under the old key, is still a duplicate.
+        let keys = cipher.lookup_hashes(CALL_RECORD_KEY, &r.record_key);
+        let marks: Vec<String> = (0..keys.len()).map(|i| format!("${}", 16 + i)).collect();
+        let sql = format!(
             "INSERT INTO call_records (id, org_id, platform, record_key, caller_platform_id, caller_user_id, \
              callee_phone_enc, callee_phone_hash, callee_phone_masked, callee_contact_id, customer_id, started_at, \
-             duration_s, call_type, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             duration_s, call_type, fetched_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+             WHERE NOT EXISTS (SELECT 1 FROM call_records WHERE org_id = $2 AND platform = $3 AND record_key IN ({})) \
              ON CONFLICT (org_id, platform, record_key) DO NOTHING",
-        )
-        .bind(new_id())
-        .bind(org_id)
-        .bind(r.platform.as_str())
-        .bind(&r.record_key)
-        .bind(&r.caller)
-        .bind(&caller_user)
-        .bind(phone.as_ref().map(|p| cipher.encrypt(PHONE_CONTEXT, p)))
-        .bind(phone.as_ref().map(|p| cipher.lookup_hash(PHONE_CONTEXT, p)))
-        .bind(phone.as_deref().map(mask_phone))
-        .bind(&contact)
-        .bind(&customer)
-        .bind(r.started_at_ms)
-        .bind(r.duration_s.max(0))
-        .bind(&r.call_type)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+            marks.join(", ")
+        );
+        let mut insert = sqlx::query(&sql)
+            .bind(new_id())
+            .bind(org_id)
+            .bind(r.platform.as_str())
+            .bind(&keys[0])
+            .bind(&r.caller)
+            .bind(&caller_user)
+            .bind(phone.as_ref().map(|p| cipher.encrypt(PHONE_CONTEXT, p)))
+            .bind(phone.as_ref().map(|p| cipher.lookup_hash(PHONE_CONTEXT, p)))
+            .bind(phone.as_deref().map(mask_phone))
+            .bind(&contact)
+            .bind(&customer)
+            .bind(r.started_at_ms)
+            .bind(r.duration_s.max(0))
+            .bind(&r.call_type)
+            .bind(now_ms);
+        for k in &keys {
+            insert = insert.bind(k);
+        }
+        let inserted = insert.execute(&mut *tx).await?.rows_affected();
         if inserted == 1 {
             out.inserted += 1;
             if let Some(user) = &caller_user {

@@ -21,6 +21,8 @@ pub struct MeetingRecord {
     pub external_participants: Vec<String>,
     /// `meeting` or `call` (a one-to-one call).
     pub kind: String,
+    /// Free text that often names the customer's people; read for logs, never stored
+    /// (docs/personal-data.md).
     pub topic: Option<String>,
     pub started_at_ms: i64,
     /// The member's time in the meeting, in seconds.
@@ -65,8 +67,8 @@ pub async fn store(
         }
         let inserted = sqlx::query(
             "INSERT INTO meeting_records (id, org_id, platform, record_key, meeting_id, member_platform_id, user_id, \
-             customer_id, kind, topic, started_at, duration_s, fetched_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             customer_id, kind, started_at, duration_s, fetched_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (org_id, platform, record_key) DO NOTHING",
         )
         .bind(new_id())
@@ -78,7 +80,6 @@ pub async fn store(
         .bind(&user)
         .bind(&customer)
         .bind(&r.kind)
-        .bind(&r.topic)
         .bind(r.started_at_ms)
         .bind(r.duration_s.max(0))
         .bind(now_ms)

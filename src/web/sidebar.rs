@@ -513,7 +513,7 @@ async fn customer_page(
         crate::validate::id("customer", &id).map_err(|_| Error::NotFound { what: "customer" })?;
     let org = &session.org_id;
     let tz = org_timezone(&s, org).await?;
-    let customer = customers::get(&s.db, org, &id).await?;
+    let customer = customers::get(&s.db, &s.cipher, org, &id).await?;
     let rules = s.rules.current(org).await?;
     let freeze = antifraud::active_freeze(&s.db, org, &session.user_id, &id).await?;
     let now = s.clock.now_ms();

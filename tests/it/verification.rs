@@ -65,9 +65,9 @@ async fn call_records_are_stored_once_and_linked_by_phone_hash() {
         "a record is stored once"
     );
 
-    let (user, cust, masked, enc): (Option<String>, Option<String>, String, String) = sqlx::query_as(
-        "SELECT caller_user_id, customer_id, callee_phone_masked, callee_phone_enc FROM call_records \
-         WHERE record_key = '1:liming:13800138000'",
+    let (user, cust, masked, enc, key): (Option<String>, Option<String>, String, String, String) = sqlx::query_as(
+        "SELECT caller_user_id, customer_id, callee_phone_masked, callee_phone_enc, record_key FROM call_records \
+         WHERE started_at = 1764206400000 AND duration_s = 296",
     )
     .fetch_one(&app.db.pool)
     .await
@@ -78,6 +78,10 @@ async fn call_records_are_stored_once_and_linked_by_phone_hash() {
     assert!(
         !enc.contains("13800138000"),
         "callee number stored in the clear"
+    );
+    assert!(
+        !key.contains("13800138000"),
+        "record key stored in the clear"
     );
 }
 

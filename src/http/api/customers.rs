@@ -53,7 +53,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Customer>> {
     p.require(Permission::Read)?;
-    Ok(Json(customers::get(&s.db, &p.org_id, &id).await?))
+    Ok(Json(
+        customers::get(&s.db, &s.cipher, &p.org_id, &id).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers", request_body = CustomerPatch,
@@ -66,7 +68,16 @@ pub async fn update(
 ) -> Result<Json<Customer>> {
     p.require(Permission::Write)?;
     Ok(Json(
-        customers::update(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, patch).await?,
+        customers::update(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            &id,
+            patch,
+        )
+        .await?,
     ))
 }
 
