@@ -593,6 +593,19 @@ impl RuleSet {
             if c.title.trim().is_empty() {
                 return bad(format!("collaboration `{}` needs a title", c.key));
             }
+            // Without an action of its own, a request is recorded under its title, and the
+            // ledger refuses action names with spaces or control characters.
+            if c.action.is_none()
+                && c.title
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return bad(format!(
+                    "collaboration `{}` has no action, so its title names its tracking points: \
+                     the title must not contain spaces or control characters",
+                    c.key
+                ));
+            }
             if let Some(a) = &c.action {
                 match self.action(a) {
                     Some(d) if d.kind == ActionKind::QuickAsk => {}
@@ -704,6 +717,11 @@ mod tests {
         let mut r = RuleSet::default();
         r.credibility.threshold = 1.5;
         assert!(r.check().is_err());
+        let mut r = RuleSet::default();
+        let c = r.collaboration.iter_mut().find(|c| c.action.is_none());
+        let c = c.expect("a default collaboration type without an action");
+        c.title = "售前 交接".into();
+        assert!(r.check().unwrap_err().to_string().contains("title"));
     }
 
     #[test]
