@@ -66,7 +66,16 @@ pub async fn update(
 ) -> Result<Json<Customer>> {
     p.require(Permission::Write)?;
     Ok(Json(
-        customers::update(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, patch).await?,
+        customers::update(
+            &s.db,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            p.grant(),
+            &id,
+            patch,
+        )
+        .await?,
     ))
 }
 
