@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use crate::access::Actor;
+use crate::access::authority::{self, Managed};
+use crate::access::{Actor, Who};
 use crate::cards;
 use crate::db::{new_id, Db, Select, Tx};
 use crate::error::{Error, Result};
@@ -396,38 +397,53 @@ pub async fn list(
     Ok(Page::from_rows(items, page, |f| &f.id))
 }
 
-/// A manager lifts a freeze; the reason is required and audited.
+/// Someone with authority over the frozen rep (`access::authority`: never the rep) lifts
+/// the freeze; the reason is required and audited. `actor` is who the audit log names,
+/// `who` whose authority counts and who is recorded as lifting it.
 pub async fn lift(
     db: &Db,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
+    who: Who<'_>,
     id: &str,
     reason: &str,
 ) -> Result<Freeze> {
     let reason = crate::validate::text("reason", reason, 500)?;
     let mut tx = db.begin().await?;
+    let select = format!("{FREEZE_COLUMNS} WHERE id = $1 AND org_id = $2");
+    let rep: String = sqlx::query(&select)
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound { what: "freeze" })?
+        .get("user_id");
+    authority::require(&mut tx, org_id, who, Managed::Freeze { rep: &rep }).await?;
+    let lifted_by = match who {
+        Who::Person(user) => user,
+        Who::Key(_) => actor.id.as_deref().unwrap_or(actor.kind),
+    };
     let lifted = sqlx::query(
         "UPDATE action_freezes SET lifted_at = $1, lifted_by = $2, lift_reason = $3 \
          WHERE id = $4 AND org_id = $5 AND lifted_at IS NULL",
     )
     .bind(now_ms)
-    .bind(actor.id.as_deref().unwrap_or(actor.kind))
+    .bind(lifted_by)
     .bind(&reason)
     .bind(id)
     .bind(org_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let row = sqlx::query(&format!("{FREEZE_COLUMNS} WHERE id = $1 AND org_id = $2"))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound { what: "freeze" })?;
     if lifted == 0 {
         return Err(Error::Conflict("this freeze was already lifted".into()));
     }
+    let row = sqlx::query(&select)
+        .bind(id)
+        .bind(org_id)
+        .fetch_one(&mut *tx)
+        .await?;
     actor
         .audit(
             &mut tx,
@@ -435,7 +451,7 @@ pub async fn lift(
             org_id,
             "antifraud.lift",
             ("action_freeze", id),
-            json!({"reason": reason}),
+            json!({"reason": reason, "lifted_by": lifted_by}),
         )
         .await?;
     tx.commit().await?;

@@ -14,7 +14,7 @@ use chrono::TimeZone as _;
 use rand::distributions::{Alphanumeric, DistString as _};
 use serde_json::json;
 
-use crate::access::{apikeys, Actor, ApiKeyRole, NewApiKey};
+use crate::access::{apikeys, Actor, ApiKeyRole, Grant, NewApiKey};
 use crate::cli::DemoArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::collab::requests::{self, NewRequest};
@@ -478,6 +478,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             week_start,
             org,
             &sys,
+            Grant::Allowed,
             NewUser {
                 name: m.name.into(),
                 department,
@@ -537,6 +538,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
                 added,
                 org,
                 &sys,
+                Grant::Allowed,
                 &customer,
                 CustomerPatch {
                     tier: Some(tier.into()),
@@ -545,7 +547,16 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             )
             .await?;
         }
-        requests::assign(&s.db, added, org, &customer, "presales", &user(c.presales)).await?;
+        requests::assign(
+            &s.db,
+            added,
+            org,
+            &sys,
+            &customer,
+            "presales",
+            &user(c.presales),
+        )
+        .await?;
         let lead = pipeline::list_leads(
             &s.db,
             org,
@@ -684,6 +695,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             },
             user: Some(owner),
             platform: Some("wecom".into()),
+            key: None,
         };
         for &(days, time) in c.advances {
             gates::advance(

@@ -1,13 +1,15 @@
 //! Stage gates: a deal moves forward one stage at a time, and only when the target
 //! stage's requirements (in the rule set) hold on evidence; a refusal lists exactly what
 //! is missing and is itself a tracking point. A manager can roll a deal back to an
-//! earlier stage (reason required, recorded) and reassign it.
+//! earlier stage (reason required, recorded) and reassign it; who counts as a manager is
+//! `access::authority`'s decision.
 
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{AnyConnection, Row};
 
-use crate::access::Actor;
+use crate::access::authority::{self, Managed};
+use crate::access::{Actor, ApiKeyRole, Who};
 use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Deal};
@@ -24,6 +26,9 @@ pub struct Mover {
     pub user: Option<String>,
     /// Where the move was made (`wecom`, ... or None for the API).
     pub platform: Option<String>,
+    /// The API key's role when a key moves the deal; with no `user` it decides who may
+    /// roll back and reassign.
+    pub key: Option<ApiKeyRole>,
 }
 
 /// The evidence a customer has, as of a moment.
@@ -404,38 +409,19 @@ async fn move_stage(
     Ok(())
 }
 
-/// Whether `user` may roll back or reassign deals: a manager or admin, or a direct
-/// superior of the deal's owner.
-async fn may_manage(tx: &mut Tx, user: &str, owner: Option<&str>) -> Result<bool> {
-    let role = sqlx::query(
-        "SELECT 1 FROM user_roles WHERE user_id = $1 AND role IN ('manager', 'admin') LIMIT 1",
-    )
-    .bind(user)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if role.is_some() {
-        return Ok(true);
-    }
-    let Some(owner) = owner else { return Ok(false) };
-    Ok(
-        sqlx::query("SELECT 1 FROM user_superiors WHERE user_id = $1 AND superior_id = $2")
-            .bind(owner)
-            .bind(user)
-            .fetch_optional(&mut **tx)
-            .await?
-            .is_some(),
-    )
-}
-
-async fn require_manager(tx: &mut Tx, by: &Mover, owner: Option<&str>) -> Result<()> {
-    if let Some(user) = &by.user {
-        if !may_manage(tx, user, owner).await? {
+/// Refuses a rollback or reassignment unless the mover may manage the deal's owner
+/// (`access::authority` decides, as for the web pages).
+async fn require_manager(tx: &mut Tx, org_id: &str, by: &Mover, owner: Option<&str>) -> Result<()> {
+    let who = match (&by.user, by.key) {
+        (Some(user), _) => Who::Person(user),
+        (None, Some(role)) => Who::Key(role),
+        (None, None) => {
             return Err(Error::Forbidden(
-                "只有主管或管理员可以回退阶段或重新分配 (managers only)".into(),
-            ));
+                "a rollback or reassignment needs a person or an admin key".into(),
+            ))
         }
-    }
-    Ok(())
+    };
+    authority::require(tx, org_id, who, Managed::Deal { owner }).await
 }
 
 /// A manager rolls a deal back to an earlier stage; the reason is required and kept in
@@ -455,7 +441,7 @@ pub async fn rollback(
     let reason = crate::validate::text("reason", reason, 500)?;
     let mut tx = db.begin().await?;
     let d = deal_row(&mut tx, org_id, deal_id).await?;
-    require_manager(&mut tx, by, d.owner.as_deref()).await?;
+    require_manager(&mut tx, org_id, by, d.owner.as_deref()).await?;
     let Some(target) = rules.stage_index(to) else {
         return Err(Error::invalid(format!(
             "stage `{to}` is not in the rule set"
@@ -505,7 +491,7 @@ pub async fn reassign(
     let reason = crate::validate::text("reason", reason, 500)?;
     let mut tx = db.begin().await?;
     let d = deal_row(&mut tx, org_id, deal_id).await?;
-    require_manager(&mut tx, by, d.owner.as_deref()).await?;
+    require_manager(&mut tx, org_id, by, d.owner.as_deref()).await?;
     let active = sqlx::query("SELECT status FROM users WHERE id = $1 AND org_id = $2")
         .bind(owner)
         .bind(org_id)

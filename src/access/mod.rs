@@ -1,9 +1,11 @@
-//! Who may do what: API keys as principals, roles, and the audit log.
+//! Who may do what: API keys as principals, roles, authority, and the audit log.
 
 pub mod apikeys;
 pub mod audit;
+pub mod authority;
 
 pub use apikeys::{ApiKeyRole, NewApiKey, Permission, Principal};
+pub use authority::{Grant, Who};
 
 /// Who made a change, as the audit log records it.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::access::Actor;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
 
@@ -78,12 +79,20 @@ fn hash(token: &str) -> String {
 }
 
 /// A new secret feed token for `user`, replacing any earlier one (so a leaked address
-/// can be revoked by making a new one). Returned once; only its hash is kept.
-pub async fn new_feed(db: &Db, now_ms: i64, org_id: &str, user: &str) -> Result<String> {
+/// can be revoked by making a new one). Returned once; only its hash is kept, and the
+/// audit entry names the user, never the token.
+pub async fn new_feed(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    user: &str,
+) -> Result<String> {
+    let mut tx = db.begin().await?;
     let exists = sqlx::query("SELECT id FROM users WHERE id = $1 AND org_id = $2")
         .bind(user)
         .bind(org_id)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *tx)
         .await?;
     if exists.is_none() {
         return Err(Error::UnknownReference(format!(
@@ -100,8 +109,19 @@ pub async fn new_feed(db: &Db, now_ms: i64, org_id: &str, user: &str) -> Result<
     .bind(user)
     .bind(hash(&token))
     .bind(now_ms)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "user.calendar_feed",
+            ("user", user),
+            serde_json::json!({}),
+        )
+        .await?;
+    tx.commit().await?;
     Ok(token)
 }
 

@@ -14,8 +14,10 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::calendar::WorkCalendar;
+use crate::access::Actor;
 use crate::cards::{self, Card};
 use crate::db::{new_id, Db, Tx};
+use crate::directory::users;
 use crate::error::{Error, Result};
 use crate::jobs::{self, NewJob};
 use crate::rules::{CollabKind, CollabType, RuleSet};
@@ -750,15 +752,24 @@ pub async fn step(
     get(db, org_id, tz, id).await
 }
 
-/// Assigns the customer's person for a role (routing for later requests).
+/// Assigns the customer's person for a role (routing for later requests), audited: the
+/// assignee receives the customer's requests for that role.
 pub async fn assign(
     db: &Db,
     now_ms: i64,
     org_id: &str,
+    actor: &Actor,
     customer: &str,
     role: &str,
     user: &str,
 ) -> Result<()> {
+    // The role is not echoed: it arrives in the path, and may be anything.
+    if !users::ROLES.contains(&role) {
+        return Err(Error::invalid(format!(
+            "the role must be one of {}",
+            users::ROLES.join(", ")
+        )));
+    }
     let mut tx = db.begin().await?;
     let ok = sqlx::query(
         "SELECT (SELECT id FROM customers WHERE id = $1 AND org_id = $3) AS c, \
@@ -784,6 +795,16 @@ pub async fn assign(
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "customer.assign",
+            ("customer", customer),
+            json!({"role": role, "user": user}),
+        )
+        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::Actor;
+use crate::access::{Actor, Grant};
 use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users::{self, bind_all, in_list};
 use crate::error::{Error, Result};
@@ -350,15 +350,21 @@ pub async fn add_contact(
     get(db, cipher, org_id, customer_id).await
 }
 
+/// Changes a customer; the audit entry names the fields changed. The owner sees and
+/// works the customer, so only a writer that may grant hands it to someone else.
 pub async fn update(
     db: &Db,
     cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
+    grant: Grant,
     id: &str,
     patch: CustomerPatch,
 ) -> Result<Customer> {
+    if patch.owner.is_some() {
+        grant.require(&["owner"])?;
+    }
     let mut tx = db.begin().await?;
     let current = sqlx::query("SELECT owner_user_id FROM customers WHERE id = $1 AND org_id = $2")
         .bind(id)

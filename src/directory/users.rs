@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::Actor;
+use crate::access::{Actor, Grant};
 use crate::db::{self, new_id, Arg, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
@@ -63,6 +63,39 @@ pub struct UserPatch {
     pub roles: Option<Vec<String>>,
     pub superiors: Option<Vec<String>>,
     pub identities: Option<Vec<Identity>>,
+}
+
+/// The names of the given fields among those that grant authority.
+fn given(fields: [(&'static str, bool); 4]) -> Vec<&'static str> {
+    fields
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+impl NewUser {
+    /// Roles, superiors and platform identities grant authority (an identity is a sign-in).
+    fn granting(&self) -> Vec<&'static str> {
+        given([
+            ("status", false),
+            ("roles", !self.roles.is_empty()),
+            ("superiors", !self.superiors.is_empty()),
+            ("identities", !self.identities.is_empty()),
+        ])
+    }
+}
+
+impl UserPatch {
+    /// As for a new user, and the status too: a leaver re-activated signs in again.
+    fn granting(&self) -> Vec<&'static str> {
+        given([
+            ("status", self.status.is_some()),
+            ("roles", self.roles.is_some()),
+            ("superiors", self.superiors.is_some()),
+            ("identities", self.identities.is_some()),
+        ])
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -241,13 +274,17 @@ async fn write_identities(
     Ok(())
 }
 
+/// Creates a user; only a writer that may grant gives them roles, superiors or identities.
 pub async fn create(
     db: &Db,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
+    grant: Grant,
     new: NewUser,
 ) -> Result<User> {
+    let granted = new.granting();
+    grant.require(&granted)?;
     let name = validate::text("name", &new.name, 100)?;
     let department = validate::opt_text("department", new.department.as_deref(), 200)?;
     let region = validate::opt_text("region", new.region.as_deref(), 100)?;
@@ -278,21 +315,25 @@ pub async fn create(
             org_id,
             "user.create",
             ("user", &id),
-            serde_json::json!({"roles": roles}),
+            serde_json::json!({"roles": roles, "fields": granted}),
         )
         .await?;
     tx.commit().await?;
     get(db, org_id, &id).await
 }
 
+/// Changes a user; the audit entry names the fields changed. Only a writer that may
+/// grant changes the status, roles, superiors or identities.
 pub async fn update(
     db: &Db,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
+    grant: Grant,
     id: &str,
     patch: UserPatch,
 ) -> Result<User> {
+    grant.require(&patch.granting())?;
     let mut tx = db.begin().await?;
     if !exists_in(&mut tx, org_id, id).await? {
         return Err(Error::NotFound { what: "user" });

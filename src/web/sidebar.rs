@@ -859,6 +859,7 @@ async fn advance_deal(
         },
         user: Some(session.user_id.clone()),
         platform: session.platform.clone(),
+        key: None,
     };
     let deal = gates::advance(
         &s.db,

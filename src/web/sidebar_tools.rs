@@ -5,11 +5,11 @@
 //! rolling a deal back, reassigning it, lifting a freeze.
 //!
 //! The rules stay in their modules (`documents`, `verification::attest`, `customers`,
-//! `gates`, `antifraud`); this module renders the page's parts, reads what they show,
-//! and forwards what the script (assets/tools.js) posts with the signed-in person as the
-//! actor. Lifting a freeze is the one check made here: `antifraud::lift` trusts its caller.
+//! `gates`, `antifraud`, and `access::authority` for who manages whom); this module
+//! renders the page's parts, reads what they show, and forwards what the script
+//! (assets/tools.js) posts with the signed-in person as the actor.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -19,7 +19,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::Row;
 
-use crate::access::Actor;
+use crate::access::authority::{Authority, Managed};
+use crate::access::{Actor, Who};
 use crate::antifraud::{self, Freeze};
 use crate::customers::{self, Phone};
 use crate::error::{Error, Result};
@@ -58,42 +59,6 @@ fn local(ms: i64, tz: chrono_tz::Tz) -> String {
 // ----------------------------------------------------------------------------------------
 // Who is looking
 
-/// What the signed-in person may manage: everyone's deals and freezes as a manager or
-/// admin, otherwise those of their direct reports (the rule `gates` applies to rollbacks
-/// and reassignments).
-struct Authority {
-    manager: bool,
-    reports: HashSet<String>,
-}
-
-impl Authority {
-    async fn load(s: &AppState, user: &str) -> Result<Authority> {
-        let manager = sqlx::query(
-            "SELECT 1 FROM user_roles WHERE user_id = $1 AND role IN ('manager', 'admin') LIMIT 1",
-        )
-        .bind(user)
-        .fetch_optional(&s.db.pool)
-        .await?
-        .is_some();
-        let reports = sqlx::query("SELECT user_id FROM user_superiors WHERE superior_id = $1")
-            .bind(user)
-            .fetch_all(&s.db.pool)
-            .await?
-            .iter()
-            .map(|r| r.get("user_id"))
-            .collect();
-        Ok(Authority { manager, reports })
-    }
-
-    fn manages(&self, owner: Option<&str>) -> bool {
-        self.manager || owner.is_some_and(|o| self.reports.contains(o))
-    }
-
-    fn manages_anyone(&self) -> bool {
-        self.manager || !self.reports.is_empty()
-    }
-}
-
 /// The signed-in person as the customer page renders for them.
 pub(crate) struct Viewer {
     user: String,
@@ -111,7 +76,8 @@ pub(crate) struct Touch {
 
 impl Viewer {
     pub(crate) async fn load(s: &AppState, org: &str, user: &str, now: i64) -> Result<Viewer> {
-        let authority = Authority::load(s, user).await?;
+        let mut conn = s.db.pool.acquire().await?;
+        let authority = Authority::load(&mut conn, org, Who::Person(user)).await?;
         let members = if authority.manages_anyone() {
             sqlx::query(
                 "SELECT id, name FROM users WHERE org_id = $1 AND status = 'active' \
@@ -119,7 +85,7 @@ impl Viewer {
             )
             .bind(org)
             .bind(MEMBERS)
-            .fetch_all(&s.db.pool)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|r| (r.get("id"), r.get("name")))
@@ -143,7 +109,7 @@ impl Viewer {
         stage: &str,
         owner: Option<&str>,
     ) -> String {
-        if !self.authority.manages(owner) {
+        if !self.authority.allows(Managed::Deal { owner }) {
             return String::new();
         }
         // A stage no longer in the rules counts as later than all of them (as in `gates`).
@@ -281,7 +247,7 @@ impl Viewer {
             .await?;
             for r in &rows {
                 let rep: String = r.get("user_id");
-                if rep == self.user || !self.authority.manages(Some(&rep)) {
+                if !self.authority.allows(Managed::Freeze { rep: &rep }) {
                     continue;
                 }
                 let id: String = r.get("id");
@@ -456,6 +422,7 @@ fn mover(session: &Session) -> Mover {
         actor: actor(session),
         user: Some(session.user_id.clone()),
         platform: session.platform.clone(),
+        key: None,
     }
 }
 
@@ -623,44 +590,27 @@ struct LiftBody {
     reason: Option<String>,
 }
 
-/// `POST /web/freezes/{id}/lift` `{"reason": …}`: a manager or admin, or a direct superior
-/// of the frozen rep, lifts the freeze. Nobody lifts their own: the freeze is there
-/// because of their records.
+/// `POST /web/freezes/{id}/lift` `{"reason": …}`: `antifraud::lift` checks that the
+/// signed-in person manages the frozen rep (and is not that rep).
 async fn lift(
     State(s): State<AppState>,
     Checked(session): Checked,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<LiftBody>,
 ) -> WebResult<Json<Freeze>> {
-    let org = &session.org_id;
     let id = crate::validate::id("freeze", &id).map_err(|_| Error::NotFound { what: "freeze" })?;
-    let rep: String =
-        sqlx::query("SELECT user_id FROM action_freezes WHERE id = $1 AND org_id = $2")
-            .bind(&id)
-            .bind(org)
-            .fetch_optional(&s.db.pool)
-            .await
-            .map_err(Error::from)?
-            .ok_or(Error::NotFound { what: "freeze" })?
-            .get("user_id");
-    if rep == session.user_id {
-        return Err(Error::Forbidden(
-            "不能解除对自己的冻结，请联系主管 (nobody lifts their own freeze)".into(),
-        )
-        .into());
-    }
-    if !Authority::load(&s, &session.user_id)
-        .await?
-        .manages(Some(&rep))
-    {
-        return Err(Error::Forbidden(
-            "只有主管、管理员或该销售的直属上级可以解除冻结 (managers only)".into(),
-        )
-        .into());
-    }
     let reason = required(b.reason, "请填写解除冻结的原因")?;
     Ok(Json(
-        antifraud::lift(&s.db, s.clock.now_ms(), org, &actor(&session), &id, &reason).await?,
+        antifraud::lift(
+            &s.db,
+            s.clock.now_ms(),
+            &session.org_id,
+            &actor(&session),
+            Who::Person(&session.user_id),
+            &id,
+            &reason,
+        )
+        .await?,
     ))
 }
 
@@ -689,22 +639,6 @@ mod tests {
         );
         assert!(!html.contains("<script>"));
         assert!(phone_tools(&phone(false)).contains("恢复有效"));
-    }
-
-    #[test]
-    fn managers_manage_everyone_superiors_their_reports() {
-        let manager = Authority {
-            manager: true,
-            reports: HashSet::new(),
-        };
-        assert!(manager.manages(Some("u-1")) && manager.manages(None));
-        let lead = Authority {
-            manager: false,
-            reports: HashSet::from(["u-1".to_string()]),
-        };
-        assert!(lead.manages(Some("u-1")));
-        assert!(!lead.manages(Some("u-2")) && !lead.manages(None));
-        assert!(lead.manages_anyone());
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod demo;
 mod dingtalk;
 mod documents;
 mod feishu;
+mod hardening_authority;
 mod hardening_pii;
 mod jobs;
 mod meetings;

@@ -108,18 +108,20 @@ pub struct Assignment {
 }
 
 #[utoipa::path(put, path = "/api/v1/customers/{id}/assignments/{role}", tag = "collaboration", request_body = Assignment,
-    responses((status = 204, description = "Requests to this role for this customer go to this person")))]
+    responses((status = 204, description = "(admin) Requests to this role for this customer go to this person"),
+        (status = 403, body = super::ErrorBody), (status = 422, description = "Not a known role", body = super::ErrorBody)))]
 pub async fn assign(
     State(s): State<AppState>,
     p: Principal,
     Path((customer, role)): Path<(String, String)>,
     ApiJson(b): ApiJson<Assignment>,
 ) -> Result<StatusCode> {
-    p.require(Permission::Write)?;
+    p.require(Permission::Admin)?;
     requests::assign(
         &s.db,
         s.clock.now_ms(),
         &p.org_id,
+        &p.actor(),
         &customer,
         &role,
         &b.user,
@@ -136,8 +138,14 @@ pub async fn calendar_feed(
     Path(user): Path<String>,
 ) -> Result<(StatusCode, Json<Value>)> {
     p.require(Permission::Admin)?;
-    let token =
-        crate::collab::calendar_feed::new_feed(&s.db, s.clock.now_ms(), &p.org_id, &user).await?;
+    let token = crate::collab::calendar_feed::new_feed(
+        &s.db,
+        s.clock.now_ms(),
+        &p.org_id,
+        &p.actor(),
+        &user,
+    )
+    .await?;
     let url = format!(
         "{}/calendar/{token}.ics",
         s.config.public_url.trim_end_matches('/')

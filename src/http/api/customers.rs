@@ -74,6 +74,7 @@ pub async fn update(
             s.clock.now_ms(),
             &p.org_id,
             &p.actor(),
+            p.grant(),
             &id,
             patch,
         )

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use sqlx::Row;
 
-use crate::access::{Permission, Principal};
+use crate::access::{Permission, Principal, Who};
 use crate::antifraud::{self, Freeze, FreezeFilter};
 use crate::customers::{self, Phone};
 use crate::error::{Error, Result};
@@ -23,6 +23,7 @@ fn mover(p: &Principal, user: Option<String>) -> Mover {
         actor: p.actor(),
         user,
         platform: None,
+        key: Some(p.role),
     }
 }
 
@@ -93,7 +94,7 @@ pub async fn rollback(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Rollback>,
 ) -> Result<Json<Deal>> {
-    p.require(Permission::Admin)?;
+    p.require(Permission::Write)?;
     let rules = s.rules.current(&p.org_id).await?;
     Ok(Json(
         gates::rollback(
@@ -128,7 +129,7 @@ pub async fn reassign(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Reassign>,
 ) -> Result<Json<Deal>> {
-    p.require(Permission::Admin)?;
+    p.require(Permission::Write)?;
     Ok(Json(
         gates::reassign(
             &s.db,
@@ -162,6 +163,8 @@ pub async fn list_freezes(
 #[serde(deny_unknown_fields)]
 pub struct Lift {
     pub reason: String,
+    /// The person lifting it, if the integration acts for one.
+    pub actor: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/freezes/{id}/lift", tag = "antifraud", request_body = Lift,
@@ -172,13 +175,14 @@ pub async fn lift(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Lift>,
 ) -> Result<Json<Freeze>> {
-    p.require(Permission::Admin)?;
+    p.require(Permission::Write)?;
     Ok(Json(
         antifraud::lift(
             &s.db,
             s.clock.now_ms(),
             &p.org_id,
             &p.actor(),
+            Who::acting(&p, b.actor.as_deref()),
             &id,
             &b.reason,
         )

@@ -31,7 +31,15 @@ pub async fn create(
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<User>)> {
     p.require(Permission::Write)?;
-    let user = users::create(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), new).await?;
+    let user = users::create(
+        &s.db,
+        s.clock.now_ms(),
+        &p.org_id,
+        &p.actor(),
+        p.grant(),
+        new,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -56,6 +64,15 @@ pub async fn update(
 ) -> Result<Json<User>> {
     p.require(Permission::Write)?;
     Ok(Json(
-        users::update(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, patch).await?,
+        users::update(
+            &s.db,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            p.grant(),
+            &id,
+            patch,
+        )
+        .await?,
     ))
 }
