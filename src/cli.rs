@@ -140,7 +140,8 @@ pub struct DemoArgs {
     /// Where the demo serves.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// The demo database (recreated on every start).
+    /// The demo database: recreated on every start when an earlier demo made it; any other
+    /// existing file is refused, untouched.
     #[arg(long, default_value = "closeloop-demo.db")]
     pub database: PathBuf,
 }

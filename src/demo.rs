@@ -7,6 +7,7 @@
 //! there reaches closeloop as WeCom's signed, encrypted callback.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -339,25 +340,20 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// Marks a SQLite file as made by the demo: `PRAGMA application_id`, kept in the file's
+/// header ("CLDM"). The demo deletes and recreates only a database that carries it, so
+/// `--database` pointed at anything else (a real closeloop database) touches nothing.
+const DEMO_APPLICATION_ID: u32 = 0x434C_444D;
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let db_path = args.database.display().to_string();
-    for suffix in ["", "-wal", "-shm", ".key"] {
-        let p = format!("{db_path}{suffix}");
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove old demo file {p}")),
-        }
-    }
-    let blobs = format!("{db_path}-files");
-    match std::fs::remove_dir_all(&blobs) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove old demo files {blobs}")),
-    }
+    // The port first: a start that cannot serve must not have removed anything.
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (use --listen)", args.listen))?;
+    let db_path = args.database.display().to_string();
+    let blobs = format!("{db_path}-files");
+    clear_previous(&db_path)?;
+    create_marked(&args.database).await?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
 
@@ -440,6 +436,72 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The emulator serves until closeloop has stopped.
     drop(emulator);
     served
+}
+
+/// The files a previous demo run left at `db_path`, removed — only when the database is
+/// one the demo made. A foreign database, or its key or blob folder without it, is refused.
+fn clear_previous(db_path: &str) -> anyhow::Result<()> {
+    let companions = ["-wal", "-shm", ".key", "-files"].map(|s| format!("{db_path}{s}"));
+    match made_by_demo(Path::new(db_path)) {
+        Ok(true) => {}
+        Ok(false) => anyhow::bail!(
+            "{db_path} was not created by closeloop demo; refusing to replace it (choose another --database)"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(stray) = companions.iter().find(|p| Path::new(p).exists()) {
+                anyhow::bail!(
+                    "{stray} exists without a demo database beside it; refusing to remove it (choose another --database)"
+                );
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {db_path}")),
+    }
+    for p in std::iter::once(db_path.to_string()).chain(companions) {
+        let removed = if p.ends_with("-files") {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove old demo file {p}")),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a SQLite database whose header carries the demo's mark.
+fn made_by_demo(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let mut header = [0u8; 72];
+    let mut file = std::fs::File::open(path)?;
+    if file.read_exact(&mut header).is_err() {
+        // Shorter than a SQLite header: whatever it is, the demo did not write it.
+        return Ok(false);
+    }
+    let id = u32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+    Ok(header.starts_with(b"SQLite format 3\0") && id == DEMO_APPLICATION_ID)
+}
+
+/// Creates the demo database with its mark, in rollback-journal mode so the header reaches
+/// the file at once (closeloop switches it to WAL when it opens it).
+async fn create_marked(path: &Path) -> anyhow::Result<()> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Delete)
+        .connect()
+        .await
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    sqlx::query(&format!("PRAGMA application_id = {DEMO_APPLICATION_ID}"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
 }
 
 /// Epoch ms of `hh:mm` local time, `days_ago` days before today, in `tz`.

@@ -117,6 +117,11 @@ pub fn stored(
 /// `public_url`), if it has one.
 pub fn link_path(purpose: &str, object_ref: Option<&str>) -> Option<String> {
     let id = object_ref?;
+    // `collab::health::CARD_PURPOSE`, named here as text: cards do not depend on collab.
+    // The weekly report's object is its Monday.
+    if purpose == "collab.health" {
+        return Some(format!("/collab/health?week={id}"));
+    }
     purpose
         .starts_with(DEFERRED_UPDATE_PREFIX)
         .then(|| format!("/collab/requests/{id}"))

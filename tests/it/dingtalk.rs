@@ -330,7 +330,9 @@ async fn emulator_tokens_old_and_new_with_expiry_and_failures() {
     assert_ne!(old["errcode"], 0);
 
     // A card with the token is accepted; without one, or after expiry, refused.
-    let card = json!({"cardTemplateId": "tpl", "outTrackId": "card1", "openSpaceId": "dtv1.card//IM_ROBOT.u1"});
+    let card = json!({"cardTemplateId": "tpl", "outTrackId": "card1", "openSpaceId": "dtv1.card//IM_ROBOT.u1",
+                      "cardData": {"cardParamMap": {"title": "t"}},
+                      "imRobotOpenDeliverModel": {"spaceType": "IM_ROBOT", "robotCode": "r"}});
     let send = |token: Option<String>| {
         let mut req = client
             .post(format!("{base}{CARD_CREATE_AND_DELIVER}"))

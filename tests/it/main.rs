@@ -19,6 +19,7 @@ mod documents;
 mod feishu;
 mod hardening_authority;
 mod hardening_pii;
+mod hardening_platforms;
 mod jobs;
 mod meetings;
 mod ops;

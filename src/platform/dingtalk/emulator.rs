@@ -561,6 +561,9 @@ async fn card_create(
             &format!("{k} is mandatory"),
         );
     }
+    if let Err(problem) = check_card(&body) {
+        return new_api_error(StatusCode::BAD_REQUEST, "InvalidParameter", &problem);
+    }
     let out_track_id = body["outTrackId"].as_str().unwrap_or_default().to_string();
     let space = body["openSpaceId"].as_str().unwrap_or_default().to_string();
     let mut state = shared.lock();
@@ -584,6 +587,34 @@ async fn card_create(
             {"spaceType": "IM_ROBOT", "spaceId": space, "success": true}]}
     }))
     .into_response()
+}
+
+/// What the `createAndDeliver` documentation requires beyond the ids
+/// (`docs/protocols/dingtalk.md`): every `cardParamMap` value is a string, HTTP callbacks
+/// name their route key, and a robot chat space comes with the robot that delivers to it.
+fn check_card(body: &Value) -> Result<(), String> {
+    let params = body["cardData"]["cardParamMap"]
+        .as_object()
+        .ok_or("cardData.cardParamMap is mandatory")?;
+    if let Some((k, _)) = params.iter().find(|(_, v)| !v.is_string()) {
+        return Err(format!("cardParamMap.{k} must be a string"));
+    }
+    if body["callbackType"] == "HTTP" && body["callbackRouteKey"].as_str().is_none_or(str::is_empty)
+    {
+        return Err("callbackRouteKey is mandatory when callbackType is HTTP".into());
+    }
+    let space = body["openSpaceId"].as_str().unwrap_or_default();
+    if space.contains("IM_ROBOT.")
+        && (body["imRobotOpenDeliverModel"]["spaceType"] != "IM_ROBOT"
+            || body["imRobotOpenDeliverModel"]["robotCode"]
+                .as_str()
+                .is_none_or(str::is_empty))
+    {
+        return Err(
+            "imRobotOpenDeliverModel with spaceType IM_ROBOT and robotCode is mandatory".into(),
+        );
+    }
+    Ok(())
 }
 
 /// `PUT /v1.0/card/instances`: updates a card delivered before, by `outTrackId`.
@@ -939,5 +970,34 @@ async fn getbyunionid(
         }))
         .into_response(),
         None => errcode(60121),
+    }
+}
+
+#[cfg(test)]
+mod card_tests {
+    use super::*;
+
+    #[test]
+    fn cards_missing_what_dingtalk_requires_are_refused() {
+        let good = json!({
+            "cardTemplateId": "t.schema", "outTrackId": "c1", "callbackType": "HTTP",
+            "callbackRouteKey": "closeloop", "openSpaceId": "dtv1.card//IM_ROBOT.u1",
+            "cardData": {"cardParamMap": {"title": "提醒", "buttons": "[]"}},
+            "imRobotOpenDeliverModel": {"spaceType": "IM_ROBOT", "robotCode": "ding1"},
+        });
+        assert!(check_card(&good).is_ok());
+        let broken = |path: &[&str], value: Value| {
+            let mut b = good.clone();
+            let mut cur = &mut b;
+            for p in &path[..path.len() - 1] {
+                cur = &mut cur[*p];
+            }
+            cur[path[path.len() - 1]] = value;
+            check_card(&b)
+        };
+        assert!(broken(&["cardData", "cardParamMap", "buttons"], json!([])).is_err());
+        assert!(broken(&["callbackRouteKey"], Value::Null).is_err());
+        assert!(broken(&["imRobotOpenDeliverModel", "robotCode"], json!("")).is_err());
+        assert!(broken(&["cardData"], json!({})).is_err());
     }
 }

@@ -533,6 +533,11 @@ async fn send_message(
     {
         return code(230001, "invalid parameter");
     }
+    if message["msg_type"] == "interactive" {
+        if let Err(problem) = check_card(message["content"].as_str().unwrap_or_default()) {
+            return code(230099, &problem);
+        }
+    }
     message["receive_id_type"] = Value::String(id_type);
     let message_id = {
         let mut state = shared.lock();
@@ -543,6 +548,41 @@ async fn send_message(
         id
     };
     Json(json!({"code": 0, "msg": "success", "data": {"message_id": message_id}})).into_response()
+}
+
+/// What Feishu's card documentation marks as required in a message card
+/// (`docs/protocols/feishu.md`): the content is a card object whose header has a title, and
+/// an `action` module holds at least one interactive component, each button with its text.
+/// Feishu answers a card it cannot render with 230099.
+fn check_card(content: &str) -> Result<(), String> {
+    let card: Value =
+        serde_json::from_str(content).map_err(|_| "card content is not JSON".to_string())?;
+    if !card.is_object() {
+        return Err("card content is not a JSON object".into());
+    }
+    if card["header"].is_object()
+        && card["header"]["title"]["content"]
+            .as_str()
+            .is_none_or(str::is_empty)
+    {
+        return Err("card header without a title".into());
+    }
+    for element in card["elements"].as_array().into_iter().flatten() {
+        if element["tag"] != "action" {
+            continue;
+        }
+        let actions = element["actions"].as_array().cloned().unwrap_or_default();
+        if actions.is_empty() {
+            return Err("action module without actions".into());
+        }
+        let untitled = |a: &Value| {
+            a["tag"] == "button" && a["text"]["content"].as_str().is_none_or(str::is_empty)
+        };
+        if actions.iter().any(untitled) {
+            return Err("button without text".into());
+        }
+    }
+    Ok(())
 }
 
 /// Whether a card's JSON (as the `content` string) declares `config.update_multi`.
@@ -990,6 +1030,26 @@ async fn vc_participant_list(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cards_missing_what_feishu_requires_are_refused() {
+        let button = json!({"tag": "button", "text": {"tag": "plain_text", "content": "接受"},
+                            "value": {"key": "accept:c1"}});
+        let card = |elements: Value| {
+            json!({"header": {"title": {"tag": "plain_text", "content": "提醒"}},
+                   "elements": elements})
+            .to_string()
+        };
+        assert!(check_card(&card(json!([]))).is_ok());
+        assert!(check_card(&card(json!([{"tag": "action", "actions": [button]}]))).is_ok());
+        assert!(check_card(&card(json!([{"tag": "action", "actions": []}]))).is_err());
+        let blank = json!({"tag": "button", "text": {"tag": "plain_text", "content": ""}});
+        assert!(check_card(&card(json!([{"tag": "action", "actions": [blank]}]))).is_err());
+        assert!(check_card(&json!({"header": {"title": {}}, "elements": []}).to_string()).is_err());
+        assert!(check_card("[]").is_err());
+        assert!(check_card("not json").is_err());
+    }
+
     use super::*;
 
     async fn token(client: &reqwest::Client, emu: &Emulator, secret: &str) -> Value {

@@ -1,8 +1,9 @@
 //! Feishu event payloads (PROTOCOLS §3.1, §3.4) mapped into the common [`EventKind`].
 //!
-//! Schema 2.0 events carry `header` + `event`; the older 1.0 events carry `uuid`, `token`,
-//! `type: event_callback` and `event.type`. Events closeloop does not model are kept as
-//! [`EventKind::Unknown`] with their type name.
+//! Schema 2.0 events carry `schema`, `header` + `event`; the older 1.0 events carry `uuid`,
+//! `token`, `type: event_callback` and `event.type`. Which one a body is, its type and its
+//! token are read by the official SDK's precedence (`docs/protocols/feishu.md`). Events
+//! closeloop does not model are kept as [`EventKind::Unknown`] with their type name.
 
 use serde_json::Value;
 
@@ -11,9 +12,10 @@ use crate::platform::event::{EventKind, InboundEvent, Platform};
 /// The envelope fields every decrypted payload is checked by before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// `url_verification`, `event_callback` (1.0) or the 2.0 header's event type.
     pub kind: EnvelopeKind,
-    /// The Verification Token the payload carries (`header.token` or `token`).
+    /// The Verification Token the payload carries where its schema puts it (`header.token`
+    /// in 2.0, `token` otherwise): `None` when absent or null; a value that is not a string
+    /// reads as `Some("")`, which no configured token equals.
     pub token: Option<String>,
 }
 
@@ -28,72 +30,121 @@ pub enum EnvelopeKind {
     },
 }
 
+/// Which schema a payload is, decided as Feishu's official SDK decides it (see
+/// `docs/protocols/feishu.md`): a non-empty `schema` makes it 2.0 whatever else it carries;
+/// otherwise a non-empty `uuid` makes it 1.0; otherwise only the top-level `type` counts.
+enum Schema<'a> {
+    V2 {
+        header: &'a serde_json::Map<String, Value>,
+    },
+    V1 {
+        uuid: String,
+    },
+    Bare,
+}
+
+fn schema(obj: &serde_json::Map<String, Value>) -> Result<Schema<'_>, String> {
+    match obj.get("schema") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(Value::String(_)) => {
+            return match obj.get("header") {
+                Some(Value::Object(header)) => Ok(Schema::V2 { header }),
+                _ => Err("2.0 payload without a header object".into()),
+            }
+        }
+        Some(_) => return Err("schema is not a string".into()),
+    }
+    match obj.get("uuid") {
+        Some(Value::String(uuid)) if !uuid.is_empty() => Ok(Schema::V1 { uuid: uuid.clone() }),
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(Schema::Bare),
+        Some(_) => Err("uuid is not a string".into()),
+    }
+}
+
 /// Reads the envelope of a decrypted payload; `Err` when it is not a Feishu payload at all.
 pub fn envelope(v: &Value) -> Result<Envelope, String> {
     let obj = v.as_object().ok_or("payload is not a JSON object")?;
-    let str_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    if obj.get("type").and_then(Value::as_str) == Some("url_verification") {
-        let challenge = str_of(obj.get("challenge")).ok_or("url_verification without challenge")?;
+    let token_in = |m: &serde_json::Map<String, Value>| match m.get("token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => Some(String::new()),
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let schema = schema(obj)?;
+    let (event_type, token) = match &schema {
+        Schema::V2 { header } => (text(header.get("event_type")), token_in(header)),
+        Schema::V1 { .. } => (
+            text(obj.get("event").and_then(|e| e.get("type"))),
+            token_in(obj),
+        ),
+        Schema::Bare => (text(obj.get("type")), token_in(obj)),
+    };
+    if event_type.as_deref() == Some("url_verification") {
+        let challenge = text(obj.get("challenge")).ok_or("url_verification without challenge")?;
         return Ok(Envelope {
             kind: EnvelopeKind::UrlVerification { challenge },
-            token: str_of(obj.get("token")),
+            token,
         });
     }
-    if let Some(header) = obj.get("header") {
-        let event_id = str_of(header.get("event_id"))
+    let event_id = match schema {
+        Schema::V2 { header } => text(header.get("event_id"))
             .filter(|s| !s.is_empty())
-            .ok_or("header.event_id missing")?;
-        return Ok(Envelope {
-            kind: EnvelopeKind::Event { event_id },
-            token: str_of(header.get("token")),
-        });
-    }
-    if let Some(uuid) = str_of(obj.get("uuid")).filter(|s| !s.is_empty()) {
-        return Ok(Envelope {
-            kind: EnvelopeKind::Event { event_id: uuid },
-            token: str_of(obj.get("token")),
-        });
-    }
-    Err("neither a 2.0 header nor a 1.0 uuid".into())
+            .ok_or("header.event_id missing")?,
+        Schema::V1 { uuid } => uuid,
+        Schema::Bare => return Err("neither a 2.0 schema nor a 1.0 uuid".into()),
+    };
+    Ok(Envelope {
+        kind: EnvelopeKind::Event { event_id },
+        token,
+    })
 }
 
-/// Parses a decrypted event payload (2.0 or 1.0) into the common event type.
+/// Parses a decrypted event payload (2.0 or 1.0, told apart as [`envelope`] does) into the
+/// common event type.
 pub fn parse(body: &str) -> Result<InboundEvent, String> {
     let v: Value = serde_json::from_str(body).map_err(|_| "event is not valid JSON".to_string())?;
-    if let Some(header) = v.get("header") {
-        let event_type = header
-            .get("event_type")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or("header.event_type missing")?;
-        let event = v.get("event").ok_or("event body missing")?;
-        let created_at = header
-            .get("create_time")
-            .and_then(Value::as_str)
-            .and_then(epoch_seconds);
-        return Ok(InboundEvent {
-            platform: Platform::Feishu,
-            kind: kind_v2(event_type, event)?,
-            created_at,
-            type_name: event_type.to_owned(),
-        });
+    let obj = v.as_object().ok_or("event is not a JSON object")?;
+    match schema(obj)? {
+        Schema::V2 { header } => {
+            let event_type = header
+                .get("event_type")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or("header.event_type missing")?;
+            let event = obj.get("event").ok_or("event body missing")?;
+            let created_at = header
+                .get("create_time")
+                .and_then(Value::as_str)
+                .and_then(epoch_seconds);
+            Ok(InboundEvent {
+                platform: Platform::Feishu,
+                kind: kind_v2(event_type, event)?,
+                created_at,
+                type_name: event_type.to_owned(),
+            })
+        }
+        Schema::V1 { .. } => {
+            let event_type = obj
+                .get("event")
+                .and_then(|e| e.get("type"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or("event.type missing")?;
+            Ok(InboundEvent {
+                platform: Platform::Feishu,
+                kind: EventKind::Unknown {
+                    event_type: event_type.to_owned(),
+                },
+                created_at: obj
+                    .get("ts")
+                    .and_then(Value::as_str)
+                    .and_then(epoch_seconds),
+                type_name: event_type.to_owned(),
+            })
+        }
+        Schema::Bare => Err("not a Feishu event payload".into()),
     }
-    if v.get("type").and_then(Value::as_str) == Some("event_callback") {
-        let event_type = v["event"]
-            .get("type")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or("event.type missing")?;
-        return Ok(InboundEvent {
-            platform: Platform::Feishu,
-            kind: EventKind::Unknown {
-                event_type: event_type.to_owned(),
-            },
-            created_at: v.get("ts").and_then(Value::as_str).and_then(epoch_seconds),
-            type_name: event_type.to_owned(),
-        });
-    }
-    Err("not a Feishu event payload".into())
 }
 
 fn kind_v2(event_type: &str, event: &Value) -> Result<EventKind, String> {
@@ -343,6 +394,51 @@ mod tests {
         );
         assert!(envelope(&json!({"header": {}})).is_err());
         assert!(envelope(&json!({"a": 1})).is_err());
+    }
+
+    #[test]
+    fn the_schema_decides_where_type_and_token_are_read() {
+        let read = |v: Value| envelope(&v).map(|e| (e.kind, e.token));
+        let event = |id: &str| EnvelopeKind::Event {
+            event_id: id.into(),
+        };
+        // 2.0: the header's type and token, whatever the top level says.
+        let v2 = json!({"schema": "2.0", "type": "url_verification", "challenge": "c",
+                        "token": "top", "header": {"event_id": "e1", "event_type": "x", "token": "h"}});
+        assert_eq!(read(v2).unwrap(), (event("e1"), Some("h".into())));
+        let no_token = json!({"schema": "2.0", "type": "url_verification", "challenge": "c",
+                              "header": {"event_id": "e1", "event_type": "x"}});
+        assert_eq!(read(no_token).unwrap(), (event("e1"), None));
+        let check = json!({"schema": "2.0", "challenge": "c",
+                           "header": {"event_type": "url_verification", "token": "h"}});
+        assert_eq!(
+            read(check).unwrap(),
+            (
+                EnvelopeKind::UrlVerification {
+                    challenge: "c".into()
+                },
+                Some("h".into())
+            )
+        );
+        // 1.0: `event.type` is the type, so a top-level url_verification is not a URL check.
+        let v1 = json!({"uuid": "u1", "type": "url_verification", "challenge": "c", "token": "t",
+                        "event": {"type": "message"}});
+        assert_eq!(read(v1).unwrap(), (event("u1"), Some("t".into())));
+        // A header without a schema is not 2.0; a token that is not a string is no token.
+        assert!(read(json!({"header": {"event_id": "e", "event_type": "x"}})).is_err());
+        let odd =
+            json!({"schema": "2.0", "header": {"event_id": "e", "event_type": "x", "token": 7}});
+        assert_eq!(read(odd).unwrap().1, Some(String::new()));
+        assert!(read(json!({"schema": "2.0"})).is_err());
+        assert!(read(json!({"schema": 2, "header": {}})).is_err());
+        // Parsing follows the same schema rule.
+        let ev = parse(
+            &json!({"uuid": "u1", "type": "url_verification", "event": {"type": "message"}})
+                .to_string(),
+        )
+        .unwrap();
+        assert_eq!(ev.type_name, "message");
+        assert!(parse(&json!({"header": {"event_type": "x"}, "event": {}}).to_string()).is_err());
     }
 
     #[test]

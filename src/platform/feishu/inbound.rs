@@ -2,9 +2,11 @@
 //!
 //! With an Encrypt Key: timestamp window → `X-Lark-Signature` over the raw body → decrypt →
 //! Verification Token (when configured) → parse. Without one the body is plaintext and the
-//! Verification Token inside it is the only proof of origin. A failure up to the token check
-//! refuses the request with a 4xx and writes nothing; a body that is signed but cannot be
-//! parsed is kept in the inbox as `quarantined`, never lost.
+//! Verification Token inside it is the only proof of origin. Which schema a body is, its
+//! type and its token follow the official SDK's precedence (`docs/protocols/feishu.md`).
+//! A failure up to the token check refuses the request with a 4xx and writes nothing; a
+//! body that is signed but cannot be parsed is kept in the inbox as `quarantined`, never
+//! lost.
 
 use std::time::Duration;
 
@@ -110,32 +112,27 @@ impl FeishuInbound {
         signed: Option<SignedHeaders<'_>>,
         body: &[u8],
     ) -> Result<Received> {
-        let (plain, signature_checked) = match &self.crypto {
-            Some(crypto) => {
-                if let Some(h) = signed {
-                    self.check_timestamp(h.timestamp, now_ms)?;
-                    crypto
-                        .verify_signature(h.timestamp, h.nonce, body, h.signature)
-                        .map_err(rejected)?;
-                }
-                match crypto.decrypt_body(body) {
-                    Ok(plain) => (plain, signed.is_some()),
-                    // The signature held: Feishu sent this, only it cannot be read. Kept.
-                    Err(e) if signed.is_some() => {
-                        let key = format!("sha256:{}", hex::encode(Sha256::digest(body)));
-                        let raw = String::from_utf8_lossy(body);
-                        return self
-                            .quarantine(inbox, cipher, &key, &raw, format!("cannot decrypt: {e}"))
-                            .await;
-                    }
-                    Err(e) => return Err(rejected(e)),
-                }
+        let signature_checked = match (&self.crypto, signed) {
+            (Some(crypto), Some(h)) => {
+                self.check_timestamp(h.timestamp, now_ms)?;
+                crypto
+                    .verify_signature(h.timestamp, h.nonce, body, h.signature)
+                    .map_err(rejected)?;
+                true
             }
-            None => (
-                String::from_utf8(body.to_vec())
-                    .map_err(|_| Error::MalformedBody("body is not UTF-8".into()))?,
-                false,
-            ),
+            _ => false,
+        };
+        let plain = match self.plaintext(body) {
+            Ok(plain) => plain,
+            // The signature held: Feishu sent this, only it cannot be read. Kept.
+            Err(e) if signature_checked => {
+                let key = format!("sha256:{}", hex::encode(Sha256::digest(body)));
+                let raw = String::from_utf8_lossy(body);
+                return self
+                    .quarantine(inbox, cipher, &key, &raw, format!("cannot decrypt: {e}"))
+                    .await;
+            }
+            Err(e) => return Err(e),
         };
         let envelope = serde_json::from_str::<Value>(&plain)
             .map_err(|_| "payload is not valid JSON".to_string())
@@ -149,7 +146,13 @@ impl FeishuInbound {
             }
             Err(e) => return Err(Error::MalformedBody(e)),
         };
-        if let Some(expected) = &self.verification_token {
+        // As the SDK: the token is the proof where nothing else is (no Encrypt Key, or the
+        // unsigned URL check), and a token a body does carry must be right; a signed event
+        // without one is vouched for by its signature.
+        let token_required = self.crypto.is_none()
+            || matches!(envelope.kind, EnvelopeKind::UrlVerification { .. })
+            || envelope.token.is_some();
+        if let (Some(expected), true) = (&self.verification_token, token_required) {
             let given = envelope.token.as_deref().unwrap_or_default();
             if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
                 return Err(refused(
@@ -228,6 +231,36 @@ impl FeishuInbound {
                 }
             }
         })
+    }
+
+    /// The payload as JSON text: decrypted when the body carries a non-empty `encrypt`,
+    /// otherwise the body itself, with or without an Encrypt Key configured (as the SDK
+    /// reads it; without a key every event still needs its token, with one its signature).
+    fn plaintext(&self, body: &[u8]) -> Result<String> {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| Error::MalformedBody("body is not UTF-8".into()))?;
+        let encrypted = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => match m.get("encrypt") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s.is_empty() => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    return Err(Error::MalformedBody(
+                        "callback refused: encrypt is not a string".into(),
+                    ))
+                }
+            },
+            // Not an object: reading its envelope says why it is refused.
+            _ => None,
+        };
+        match (encrypted, &self.crypto) {
+            (None, _) => Ok(text.to_owned()),
+            (Some(encrypted), Some(crypto)) => crypto.decrypt(&encrypted).map_err(rejected),
+            (Some(_), None) => Err(refused(
+                "undecryptable",
+                "callback refused: the body is encrypted but feishu.encrypt_key is not set",
+            )),
+        }
     }
 
     async fn quarantine(

@@ -1,5 +1,6 @@
-//! Cards on WeCom: the card model rendered as a `button_interaction` template card and
-//! sent with `message/send` (PROTOCOLS.md §1.4). The card id is the `task_id`, button keys
+//! Cards on WeCom: the card model rendered as a template card — `button_interaction` when
+//! it has buttons, `text_notice` when it only informs — and sent with `message/send`
+//! (`docs/protocols/wecom.md`). The card id is the `task_id`, button keys
 //! are `<action>:<card id>`, and WeCom's own duplicate check guards the one window where a
 //! crash between the send and its record could resend.
 
@@ -36,14 +37,22 @@ fn fit(s: &str, max: usize) -> String {
     }
 }
 
-/// The `message/send` body for one card to one WeCom user; `link` is where tapping the
-/// card opens (its details page), if it has one.
+/// The page a card without a details page of its own opens when tapped: WeCom requires a
+/// tap target on `text_notice` cards (`docs/protocols/wecom.md`).
+pub const START_PAGE: &str = "/collab";
+
+/// The `message/send` body for one card to one WeCom user. A card with buttons is a
+/// `button_interaction` card (its `task_id` is the card id, which every click carries
+/// back); one without is a `text_notice`, which WeCom documents for cards that only
+/// inform. `link` is where tapping the card opens (its details page), if it has one;
+/// `start_page` is where a `text_notice` without one opens (absolute URLs both).
 pub fn render(
     card: &Card,
     card_id: &str,
     to_userid: &str,
     agent_id: i64,
     link: Option<&str>,
+    start_page: &str,
 ) -> Value {
     let mut main_title = json!({"title": fit(&card.title, 26)});
     if let Some(d) = &card.description {
@@ -54,37 +63,42 @@ pub fn render(
         .iter()
         .map(|(k, v)| json!({"keyname": fit(k, 5), "value": fit(v, 26)}))
         .collect();
-    let buttons: Vec<Value> = card
-        .buttons
-        .iter()
-        .map(|b| {
-            let style = match b.style {
-                ButtonStyle::Primary => 1,
-                ButtonStyle::Default => 2,
-                ButtonStyle::Danger => 3,
-            };
-            json!({"text": fit(&b.label, 10), "style": style, "key": button_key(&b.action, card_id)})
-        })
-        .collect();
-    let mut body = json!({
+    let mut template_card = json!({
+        "source": {"desc": "closeloop"},
+        "main_title": main_title,
+        "horizontal_content_list": fields,
+        "task_id": card_id,
+    });
+    if card.buttons.is_empty() {
+        template_card["card_type"] = json!("text_notice");
+        template_card["card_action"] = json!({"type": 1, "url": link.unwrap_or(start_page)});
+    } else {
+        let buttons: Vec<Value> = card
+            .buttons
+            .iter()
+            .map(|b| {
+                let style = match b.style {
+                    ButtonStyle::Primary => 1,
+                    ButtonStyle::Default => 2,
+                    ButtonStyle::Danger => 3,
+                };
+                json!({"text": fit(&b.label, 10), "style": style, "key": button_key(&b.action, card_id)})
+            })
+            .collect();
+        template_card["card_type"] = json!("button_interaction");
+        template_card["button_list"] = json!(buttons);
+        if let Some(url) = link {
+            template_card["card_action"] = json!({"type": 1, "url": url});
+        }
+    }
+    json!({
         "touser": to_userid,
         "msgtype": "template_card",
         "agentid": agent_id,
-        "template_card": {
-            "card_type": "button_interaction",
-            "source": {"desc": "closeloop"},
-            "main_title": main_title,
-            "horizontal_content_list": fields,
-            "task_id": card_id,
-            "button_list": buttons,
-        },
+        "template_card": template_card,
         "enable_duplicate_check": 1,
         "duplicate_check_interval": DUPLICATE_CHECK_INTERVAL,
-    });
-    if let Some(url) = link {
-        body["template_card"]["card_action"] = json!({"type": 1, "url": url});
-    }
-    body
+    })
 }
 
 /// Delivers queued cards through WeCom.
@@ -124,6 +138,7 @@ impl DeliverCard {
                 message: "30 messages a minute to this member already".into(),
             });
         }
+        let base = self.public_url.trim_end_matches('/');
         let response = self
             .api
             .call_json(
@@ -134,8 +149,8 @@ impl DeliverCard {
                     card_id,
                     &userid,
                     self.agent_id,
-                    link.map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')))
-                        .as_deref(),
+                    link.map(|p| format!("{base}{p}")).as_deref(),
+                    &format!("{base}{START_PAGE}"),
                 ),
             )
             .await?;
@@ -286,7 +301,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let body = render(&card, "0193-card", "zhanggong", 1_000_002, None);
+        let start = "https://cl.example.com/collab";
+        let body = render(&card, "0193-card", "zhanggong", 1_000_002, None, start);
         assert!(body["template_card"].get("card_action").is_none());
         let linked = render(
             &card,
@@ -294,6 +310,7 @@ mod tests {
             "zhanggong",
             1_000_002,
             Some("https://cl.example.com/collab/requests/r1"),
+            start,
         );
         assert_eq!(linked["template_card"]["card_action"]["type"], 1);
         assert_eq!(body["msgtype"], "template_card");
@@ -307,5 +324,22 @@ mod tests {
             26
         );
         assert!(t["main_title"]["title"].as_str().unwrap().ends_with('…'));
+    }
+
+    #[test]
+    fn a_card_without_buttons_is_a_text_notice_that_opens_a_page() {
+        let card = Card {
+            title: "【提醒】是否支持私有化部署？".into(),
+            fields: vec![("客户".into(), "华南智造".into())],
+            ..Default::default()
+        };
+        let start = "https://cl.example.com/collab";
+        let t = &render(&card, "c1", "zhanggong", 1, None, start)["template_card"];
+        assert_eq!(t["card_type"], "text_notice");
+        assert!(t.get("button_list").is_none());
+        assert_eq!(t["card_action"], json!({"type": 1, "url": start}));
+        let details = "https://cl.example.com/collab/requests/r1";
+        let t = &render(&card, "c1", "zhanggong", 1, Some(details), start)["template_card"];
+        assert_eq!(t["card_action"]["url"], details);
     }
 }

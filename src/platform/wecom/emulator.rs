@@ -541,10 +541,18 @@ async fn message_send(
         return errcode(47001, "data format error");
     };
     let is_card = message["msgtype"] == "template_card";
-    let task_id = message["template_card"]["task_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    if is_card {
+        if let Err(problem) = check_template_card(&message["template_card"]) {
+            return errcode(40058, &problem);
+        }
+    }
+    // Only cards that can be answered come back with a code to update them by.
+    let card = &message["template_card"];
+    let answerable = matches!(
+        card["card_type"].as_str(),
+        Some("button_interaction" | "vote_interaction" | "multiple_interaction")
+    ) || card.get("action_menu").is_some();
+    let task_id = card["task_id"].as_str().unwrap_or_default().to_string();
     state.messages.push(message);
     state
         .message_times
@@ -556,14 +564,87 @@ async fn message_send(
         "invaliduser": "",
         "msgid": format!("emulated-msg-{}", state.next_msgid),
     });
-    // Template cards come back with the one-shot code that may update them (72 h).
-    if is_card {
+    // Answerable template cards come back with the one-shot code that may update them (72 h).
+    if is_card && answerable {
         let code = format!("emulated-rc-{}", uuid::Uuid::new_v4().simple());
         state.response_codes.insert(code.clone());
         state.code_tasks.insert(code.clone(), task_id);
         answer["response_code"] = json!(code);
     }
     Json(answer).into_response()
+}
+
+/// What WeCom's documentation marks as required in a template card
+/// (`docs/protocols/wecom.md`); the first thing missing, as WeCom's errmsg would name it.
+/// The errcode for it is not documented: the emulator answers 40058 (invalid parameter).
+fn check_template_card(card: &Value) -> Result<(), String> {
+    let text = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty());
+    let list = |name: &str| card[name].as_array().cloned().unwrap_or_default();
+    let task_id = card["task_id"].as_str();
+    if let Some(id) = task_id {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_-@".contains(c);
+        if id.is_empty() || id.len() > 128 || !id.chars().all(allowed) {
+            return Err("invalid task_id".into());
+        }
+    }
+    if list("horizontal_content_list").len() > 6
+        || list("horizontal_content_list")
+            .iter()
+            .any(|h| !text(&h["keyname"]))
+    {
+        return Err("invalid horizontal_content_list".into());
+    }
+    let titled = text(&card["main_title"]["title"]) || text(&card["sub_title_text"]);
+    let jump = |action: &Value| match action["type"].as_i64() {
+        Some(1) => text(&action["url"]),
+        Some(2) => text(&action["appid"]),
+        _ => false,
+    };
+    let card_type = card["card_type"].as_str().unwrap_or_default();
+    match card_type {
+        "text_notice" | "news_notice" => {
+            if !titled {
+                return Err("missing main_title.title or sub_title_text".into());
+            }
+            if !jump(&card["card_action"]) {
+                return Err(format!(
+                    "{card_type} needs card_action of type 1 (url) or 2 (appid)"
+                ));
+            }
+            if card_type == "news_notice"
+                && card.get("card_image").is_none()
+                && card.get("image_text_area").is_none()
+            {
+                return Err("news_notice needs card_image or image_text_area".into());
+            }
+            if card.get("action_menu").is_some() && task_id.is_none() {
+                return Err("task_id is required with action_menu".into());
+            }
+        }
+        "button_interaction" => {
+            if !card["main_title"].is_object() || !titled {
+                return Err("missing main_title".into());
+            }
+            if task_id.is_none() {
+                return Err("missing task_id".into());
+            }
+            let buttons = list("button_list");
+            if buttons.is_empty() || buttons.len() > 6 {
+                return Err("button_list needs 1 to 6 buttons".into());
+            }
+            let pressable = |b: &Value| match b["type"].as_i64().unwrap_or(0) {
+                0 => text(&b["key"]),
+                1 => text(&b["url"]),
+                _ => false,
+            };
+            if buttons.iter().any(|b| !text(&b["text"]) || !pressable(b)) {
+                return Err("invalid button in button_list".into());
+            }
+        }
+        "vote_interaction" | "multiple_interaction" => {}
+        _ => return Err("invalid card_type".into()),
+    }
+    Ok(())
 }
 
 /// `dial/get_dial_record`: only a token of the 公费电话 secret may read records; the time
