@@ -17,6 +17,8 @@ mod demo;
 mod dingtalk;
 mod documents;
 mod feishu;
+mod hardening_signin;
+mod hardening_webhooks;
 mod jobs;
 mod meetings;
 mod ops;
