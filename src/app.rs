@@ -76,7 +76,6 @@ impl App {
             &cipher,
             &config,
             &org,
-            client.clone(),
             PlatformApis {
                 wecom: wecom_api.clone(),
                 dingtalk: dingtalk_api.clone(),
@@ -227,17 +226,20 @@ impl App {
     }
 }
 
-/// The job kinds this process runs and the built-in schedules.
-/// The outbound HTTP client shared by every platform adapter and webhook delivery.
+/// One outbound request ends a second before its job's run would time out.
+fn delivery_timeout(config: &Config) -> std::time::Duration {
+    config
+        .jobs
+        .timeout
+        .saturating_sub(std::time::Duration::from_secs(1))
+        .max(std::time::Duration::from_secs(1))
+}
+
+/// The outbound HTTP client shared by every platform adapter (webhook deliveries have
+/// their own, see `webhooks::destination`).
 fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
-        .timeout(
-            config
-                .jobs
-                .timeout
-                .saturating_sub(std::time::Duration::from_secs(1))
-                .max(std::time::Duration::from_secs(1)),
-        )
+        .timeout(delivery_timeout(config))
         .user_agent(concat!("closeloop/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot build the HTTP client")
@@ -258,7 +260,6 @@ async fn build_worker(
     cipher: &Cipher,
     config: &Config,
     org: &orgs::Org,
-    client: reqwest::Client,
     apis: PlatformApis,
     rules: &crate::rules::Rules,
 ) -> anyhow::Result<Worker> {
@@ -320,7 +321,10 @@ async fn build_worker(
             db: db.clone(),
             clock: clock.clone(),
             cipher: cipher.clone(),
-            client: client.clone(),
+            destinations: webhooks::destination::Destinations::new(
+                &config.webhooks,
+                delivery_timeout(config),
+            )?,
         },
     );
     registry.register(

@@ -89,6 +89,7 @@ pub struct Config {
     /// Working days and hours for SLA clocks counted in business time.
     pub calendar: crate::collab::calendar::CalendarConfig,
     pub cards: CardsConfig,
+    pub webhooks: WebhooksConfig,
     pub wecom: Option<WecomConfig>,
     pub dingtalk: Option<DingtalkConfig>,
     pub feishu: Option<FeishuConfig>,
@@ -109,6 +110,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             calendar: Default::default(),
             cards: CardsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             wecom: None,
             dingtalk: None,
             feishu: None,
@@ -170,6 +172,15 @@ pub struct CardsConfig {
     /// A folder of `<card>.toml` files replacing the embedded templates of the same name
     /// (wording and layout; actions stay as code defines them).
     pub override_dir: Option<PathBuf>,
+}
+
+/// Outbound webhook deliveries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// `host:port` receivers that may be on loopback, private or other special addresses
+    /// (everything else must be public).
+    pub allow_private: Vec<String>,
 }
 
 /// The durable job worker of this process.
@@ -501,6 +512,8 @@ impl Config {
                 "must be shorter than jobs.lease, or a slow run could finish after losing its lease",
             ));
         }
+        crate::webhooks::destination::AllowPrivate::parse(&self.webhooks.allow_private)
+            .map_err(|m| ConfigError::new("webhooks.allow_private", m))?;
         if self.storage.kind != "local" {
             return Err(ConfigError::new(
                 "storage.kind",

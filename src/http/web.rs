@@ -42,23 +42,28 @@ pub struct LoginQuery {
 /// `GET /auth/wecom/login?next=/path`: off to WeCom's OAuth2 page.
 pub async fn wecom_login(
     State(s): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<LoginQuery>,
 ) -> Result<Response> {
     let w = wecom(&s)?;
     let next = session::safe_next(q.next.as_deref());
-    let state = session::new_oauth_state(&s.db, s.clock.now_ms(), &next).await?;
+    let (browser, set_cookie) = session::signin_binding(&headers, secure(&s));
+    let state = session::new_oauth_state(&s.db, s.clock.now_ms(), &next, &browser).await?;
     let redirect_uri = format!(
         "{}/auth/wecom/callback",
         s.config.public_url.trim_end_matches('/')
     );
-    Ok(Redirect::to(&jsapi::authorize_url(
-        &w.oauth_base,
-        &w.corp_id,
-        &w.agent_id,
-        &redirect_uri,
-        &state,
-    ))
-    .into_response())
+    Ok((
+        [(header::SET_COOKIE, set_cookie)],
+        Redirect::to(&jsapi::authorize_url(
+            &w.oauth_base,
+            &w.corp_id,
+            &w.agent_id,
+            &redirect_uri,
+            &state,
+        )),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,14 +72,19 @@ pub struct CallbackQuery {
     state: String,
 }
 
-/// `GET /auth/wecom/callback?code=…&state=…`: code → member → session cookie.
+/// `GET /auth/wecom/callback?code=…&state=…`: code → member → session cookie, only in
+/// the browser that started the sign-in.
 pub async fn wecom_callback(
     State(s): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Result<Response> {
     let w = wecom(&s)?;
     let now = s.clock.now_ms();
-    let next = session::take_oauth_state(&s.db, now, &q.state).await?;
+    let next = match session::take_oauth_state(&s.db, now, &q.state, &headers, secure(&s)).await? {
+        session::OAuthState::Next(next) => next,
+        session::OAuthState::OtherBrowser => return Ok(session::other_browser_page()),
+    };
     let userid = jsapi::userid_for_code(&w.api, &q.code)
         .await
         .map_err(|e| match e {

@@ -91,13 +91,17 @@ pub async fn delete(db: &Db, value: &str) -> Result<()> {
 
 /// The session cookie's value in a request, if any.
 pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -144,36 +148,146 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
-/// Remembers where to go after sign-in under a fresh single-use `state`; returns it.
-pub async fn new_oauth_state(db: &Db, now_ms: i64, next_path: &str) -> Result<String> {
+/// The pre-login cookie that binds an OAuth `state` to the browser that asked for it, so a
+/// callback URL opened anywhere else signs no one in (login CSRF). Over TLS it is a
+/// `__Host-` cookie, which no sibling subdomain can set or shadow; over plain http (the
+/// demo, tests) `__Host-` is not allowed, so it is scoped to `/auth` instead.
+pub fn signin_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-closeloop_signin"
+    } else {
+        "closeloop_signin"
+    }
+}
+
+/// How long a sign-in may take: the `state` and its cookie live this long.
+const SIGNIN_LIFETIME_MS: i64 = 10 * 60 * 1000;
+
+/// The browser's sign-in binding and the `Set-Cookie` that (re)sets it. A browser that
+/// already holds one keeps it, so sign-ins started in two tabs can both finish.
+pub fn signin_binding(headers: &HeaderMap, secure: bool) -> (String, String) {
+    let name = signin_cookie_name(secure);
+    let value = cookie_named(headers, name)
+        .filter(|v| {
+            v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .unwrap_or_else(random_token);
+    let attributes = if secure {
+        "Path=/; Secure"
+    } else {
+        "Path=/auth"
+    };
+    let set = format!(
+        "{name}={value}; {attributes}; HttpOnly; SameSite=Lax; Max-Age={}",
+        SIGNIN_LIFETIME_MS / 1000
+    );
+    (value, set)
+}
+
+/// Remembers where to go after sign-in under a fresh single-use `state`, bound to the
+/// browser holding the sign-in cookie `browser`; returns the state.
+pub async fn new_oauth_state(
+    db: &Db,
+    now_ms: i64,
+    next_path: &str,
+    browser: &str,
+) -> Result<String> {
     let state = random_token();
-    sqlx::query("INSERT INTO oauth_states (state_hash, next_path, expires_at) VALUES ($1, $2, $3)")
-        .bind(hash(&state))
-        .bind(next_path)
-        .bind(now_ms + 10 * 60 * 1000)
-        .execute(&db.pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO oauth_states (state_hash, next_path, expires_at, browser_hash) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(hash(&state))
+    .bind(next_path)
+    .bind(now_ms + SIGNIN_LIFETIME_MS)
+    .bind(hash(browser))
+    .execute(&db.pool)
+    .await?;
     Ok(state)
 }
 
-/// Consumes a `state`: the path to go to, or an error when unknown, used or expired.
-pub async fn take_oauth_state(db: &Db, now_ms: i64, state: &str) -> Result<String> {
-    let mut tx = db.begin().await?;
-    let row = sqlx::query("SELECT next_path, expires_at FROM oauth_states WHERE state_hash = $1")
-        .bind(hash(state))
-        .fetch_optional(&mut *tx)
+/// What a callback's `state` allows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OAuthState {
+    /// Consumed; go on to this path once signed in.
+    Next(String),
+    /// The state is live but this browser did not start it (no or another sign-in
+    /// cookie). It stays usable by the browser that did.
+    OtherBrowser,
+}
+
+/// Consumes a `state` presented with the request's `headers`: an error when it is
+/// unknown, used or expired.
+pub async fn take_oauth_state(
+    db: &Db,
+    now_ms: i64,
+    state: &str,
+    headers: &HeaderMap,
+    secure: bool,
+) -> Result<OAuthState> {
+    let gone = || Error::invalid("登录请求已失效，请重试 (sign-in state unknown, used or expired)");
+    sqlx::query("DELETE FROM oauth_states WHERE expires_at <= $1")
+        .bind(now_ms)
+        .execute(&db.pool)
         .await?;
-    sqlx::query("DELETE FROM oauth_states WHERE state_hash = $1 OR expires_at < $2")
+    let row = sqlx::query("SELECT next_path, browser_hash FROM oauth_states WHERE state_hash = $1")
+        .bind(hash(state))
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or_else(gone)?;
+    let bound: Option<String> = row.get("browser_hash");
+    let presented = cookie_named(headers, signin_cookie_name(secure)).map(|v| hash(&v));
+    let same_browser = match (bound, presented) {
+        (Some(bound), Some(presented)) => bool::from(bound.as_bytes().ct_eq(presented.as_bytes())),
+        _ => false,
+    };
+    if !same_browser {
+        return Ok(OAuthState::OtherBrowser);
+    }
+    // Two requests racing with the same state: only the one whose delete lands wins.
+    let taken = sqlx::query("DELETE FROM oauth_states WHERE state_hash = $1 AND expires_at > $2")
         .bind(hash(state))
         .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    match row {
-        Some(r) if r.get::<i64, _>("expires_at") > now_ms => Ok(r.get("next_path")),
-        _ => Err(Error::invalid(
-            "登录请求已失效，请重试 (sign-in state unknown, used or expired)",
-        )),
+        .execute(&db.pool)
+        .await?
+        .rows_affected();
+    if taken == 1 {
+        Ok(OAuthState::Next(row.get("next_path")))
+    } else {
+        Err(gone())
+    }
+}
+
+/// The page a person sees when the sign-in they arrived with was started in another
+/// browser: nothing was created, and starting again from here works.
+pub fn other_browser_page() -> axum::response::Response {
+    crate::web::sidebar::message_page(
+        axum::http::StatusCode::FORBIDDEN,
+        "无法完成登录",
+        "该登录链接不是在当前浏览器中发起的，为保护您的账号已拒绝登录。请在本浏览器中重新打开页面登录。",
+    )
+}
+
+/// Whether a state-changing request without a session (DingTalk's 免登 code) comes from
+/// our own page: `Sec-Fetch-Site: same-origin`, or, from a browser that does not send
+/// fetch metadata, an `Origin` equal to `public_url`'s. Browsers send one or the other on
+/// every POST, so a request with neither, or with a cross-site one, is refused — another
+/// site cannot post its own code to sign a visitor into the wrong account.
+pub fn from_our_page(headers: &HeaderMap, public_url: &str) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return site.eq_ignore_ascii_case("same-origin");
+    }
+    let origin_of = |url: &str| {
+        reqwest::Url::parse(url)
+            .ok()
+            .map(|u| u.origin())
+            .filter(|o| o.is_tuple())
+    };
+    match (header("origin").and_then(origin_of), origin_of(public_url)) {
+        (Some(origin), Some(ours)) => origin == ours,
+        _ => false,
     }
 }
 
@@ -198,7 +312,44 @@ pub fn safe_next(next: Option<&str>) -> String {
 
 #[cfg(test)]
 mod next_tests {
-    use super::safe_next;
+    use super::{from_our_page, safe_next};
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn only_our_own_page_may_post_a_sign_in() {
+        let ours = "https://cl.example.com/";
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            from_our_page(&h, ours)
+        };
+        assert!(with(&[("sec-fetch-site", "same-origin")]));
+        assert!(with(&[("origin", "https://cl.example.com")]));
+        assert!(with(&[("origin", "https://CL.example.com:443")]));
+        assert!(with(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://cl.example.com")
+        ]));
+        for refused in [
+            &[][..],
+            &[("sec-fetch-site", "cross-site")],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-site", "none")],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://cl.example.com"),
+            ],
+            &[("origin", "null")],
+            &[("origin", "https://evil.example")],
+            &[("origin", "http://cl.example.com")],
+            &[("origin", "https://cl.example.com.evil.example")],
+            &[("origin", "https://cl.example.com:8443")],
+        ] {
+            assert!(!with(refused), "{refused:?}");
+        }
+    }
 
     #[test]
     fn only_plain_local_paths_follow_a_sign_in() {

@@ -17,12 +17,16 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use sqlx::Row;
 
+pub mod destination;
+
 use crate::access::Actor;
+use crate::config::WebhooksConfig;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
 use crate::jobs::{self, BoxFuture, ClaimedJob, Handler, JobError, NewJob};
 use crate::security::Cipher;
 use crate::tracking::TrackingPoint;
+use destination::{AllowPrivate, Destinations};
 
 pub const KIND: &str = "webhook.deliver";
 pub const POINT_CREATED: &str = "tracking_point.created";
@@ -50,9 +54,12 @@ pub struct Webhook {
     pub secret: Option<String>,
 }
 
+/// Subscribes `new.url`; `[webhooks] allow_private` names the internal receivers allowed on
+/// special addresses.
 pub async fn create(
     db: &Db,
     cipher: &Cipher,
+    cfg: &WebhooksConfig,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
@@ -66,6 +73,9 @@ pub async fn create(
     {
         return Err(Error::invalid("url must be an http:// or https:// address"));
     }
+    let allow = AllowPrivate::parse(&cfg.allow_private)
+        .map_err(|m| Error::Internal(anyhow::anyhow!("webhooks.allow_private: {m}")))?;
+    destination::check_registration(&parsed, &allow)?;
     if new.events.is_empty() {
         return Err(Error::invalid("events must name at least one event type"));
     }
@@ -222,7 +232,7 @@ pub struct Deliver {
     pub db: Db,
     pub clock: crate::clock::SharedClock,
     pub cipher: Cipher,
-    pub client: reqwest::Client,
+    pub destinations: Destinations,
 }
 
 impl Deliver {
@@ -243,12 +253,17 @@ impl Deliver {
             .decrypt(SECRET_CONTEXT, &row.get::<String, _>("secret_enc"))
             .map_err(|e| JobError::GiveUp(format!("webhook secret unreadable: {e}")))?;
         let url: String = row.get("url");
+        let url = reqwest::Url::parse(&url)
+            .map_err(|_| JobError::GiveUp("webhook url is not a URL".into()))?;
+        let client = self
+            .destinations
+            .client_for(&url)
+            .map_err(|refused| JobError::GiveUp(refused.to_string()))?;
         let body = job.payload["event"].to_string();
         let timestamp = (self.clock.now_ms() / 1000).to_string();
         let signature = sign(&secret, &timestamp, &body);
-        let response = self
-            .client
-            .post(&url)
+        let response = client
+            .post(url)
             .header("content-type", "application/json")
             .header("x-closeloop-event", POINT_CREATED)
             .header("x-closeloop-delivery", &job.id)
@@ -258,7 +273,13 @@ impl Deliver {
             .send()
             .await
             .map_err(|e| {
-                JobError::Retry(format!("cannot reach the webhook: {}", without_url(&e)))
+                if destination::was_refused(&e) {
+                    JobError::GiveUp(destination::REFUSED.into())
+                } else {
+                    // Timeouts, resets and refusals alike: which one would tell a prober
+                    // what listens where.
+                    JobError::Retry("connection failed".into())
+                }
             })?;
         let status = response.status();
         if status.is_success() {
@@ -281,18 +302,6 @@ impl Deliver {
         }
         Err(JobError::GiveUp(format!("webhook answered {status}")))
     }
-}
-
-/// reqwest errors print the URL, which may carry a token in its query.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    kind.to_string()
 }
 
 /// `hex(HMAC-SHA256(secret, timestamp + "." + body))`.

@@ -843,6 +843,7 @@ async fn a_free_login_code_signs_a_member_in_and_dd_config_is_signed() {
     let sign_in = |code: String| {
         app.client
             .post(app.url("/auth/dingtalk/code"))
+            .header("sec-fetch-site", "same-origin")
             .json(&json!({ "code": code }))
             .send()
     };

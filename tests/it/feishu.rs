@@ -581,8 +581,9 @@ async fn feishu_user(app: &TestApp, name: &str, kind: &str, value: &str) -> Stri
     user["id"].as_str().unwrap().to_string()
 }
 
-/// `/auth/feishu/login` → the emulated authorize page → the callback's (code, state).
-async fn authorize(app: &TestApp, emu: &Emulator, next: &str) -> (String, String) {
+/// `/auth/feishu/login` → the emulated authorize page → the callback's (code, state), and
+/// the sign-in cookie the browser keeps for the callback.
+async fn authorize(app: &TestApp, emu: &Emulator, next: &str) -> (String, String, String) {
     let client = no_redirects();
     let login = client
         .get(app.url("/auth/feishu/login"))
@@ -591,6 +592,8 @@ async fn authorize(app: &TestApp, emu: &Emulator, next: &str) -> (String, String
         .await
         .unwrap();
     assert_eq!(login.status(), 303);
+    let binding = login.headers()["set-cookie"].to_str().unwrap();
+    let binding = binding.split(';').next().unwrap().to_string();
     let authorize = login.headers()["location"].to_str().unwrap().to_string();
     assert!(authorize.starts_with(&format!(
         "{}/open-apis/authen/v1/authorize?client_id={APP_ID}",
@@ -609,13 +612,14 @@ async fn authorize(app: &TestApp, emu: &Emulator, next: &str) -> (String, String
             .map(|(_, v)| v.into_owned())
             .unwrap()
     };
-    (param("code"), param("state"))
+    (param("code"), param("state"), binding)
 }
 
-async fn callback(app: &TestApp, code: &str, state: &str) -> reqwest::Response {
+async fn callback(app: &TestApp, code: &str, state: &str, binding: &str) -> reqwest::Response {
     no_redirects()
         .get(app.url("/auth/feishu/callback"))
         .query(&[("code", code), ("state", state)])
+        .header("cookie", binding)
         .send()
         .await
         .unwrap()
@@ -636,8 +640,8 @@ async fn feishu_oauth_signs_a_member_in_and_refuses_bad_codes_and_states() {
         json!({"user_id": "fs_liming", "open_id": "ou_liming", "name": "李明"}),
     ));
 
-    let (code, state) = authorize(&app, &emu, "/sidebar?x=1").await;
-    let res = callback(&app, &code, &state).await;
+    let (code, state, binding) = authorize(&app, &emu, "/sidebar?x=1").await;
+    let res = callback(&app, &code, &state, &binding).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/sidebar?x=1");
     let cookie = session_cookie(&res);
@@ -660,30 +664,42 @@ async fn feishu_oauth_signs_a_member_in_and_refuses_bad_codes_and_states() {
     let (sessions, users) = (app.count("web_sessions").await, app.count("users").await);
 
     // The code is single use; a made-up one is refused the same way.
-    let (_, fresh_state) = authorize(&app, &emu, "/").await;
-    let (status, _, msg) = error_code(callback(&app, &code, &fresh_state).await).await;
+    let (_, fresh_state, binding) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) = error_code(callback(&app, &code, &fresh_state, &binding).await).await;
     assert_eq!(status, 422);
     assert!(msg.contains("登录码无效"), "{msg}");
-    let (_, fresh_state) = authorize(&app, &emu, "/").await;
-    assert_eq!(callback(&app, "made-up", &fresh_state).await.status(), 422);
+    let (_, fresh_state, binding) = authorize(&app, &emu, "/").await;
+    assert_eq!(
+        callback(&app, "made-up", &fresh_state, &binding)
+            .await
+            .status(),
+        422
+    );
     // An unknown state is refused before the code is even exchanged.
     let exchanges = emu.oauth_token_calls();
-    let (unused_code, _) = authorize(&app, &emu, "/").await;
-    let (status, _, msg) = error_code(callback(&app, &unused_code, "made-up").await).await;
+    let (unused_code, _, binding) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) =
+        error_code(callback(&app, &unused_code, "made-up", &binding).await).await;
     assert_eq!(status, 422);
     assert!(msg.contains("登录请求已失效"), "{msg}");
     assert_eq!(emu.oauth_token_calls(), exchanges);
     // A state is single use too.
-    let (code2, state2) = authorize(&app, &emu, "/").await;
-    assert_eq!(callback(&app, &code2, &state2).await.status(), 303);
-    let (code3, _) = authorize(&app, &emu, "/").await;
-    assert_eq!(callback(&app, &code3, &state2).await.status(), 422);
+    let (code2, state2, binding2) = authorize(&app, &emu, "/").await;
+    assert_eq!(
+        callback(&app, &code2, &state2, &binding2).await.status(),
+        303
+    );
+    let (code3, _, binding) = authorize(&app, &emu, "/").await;
+    assert_eq!(
+        callback(&app, &code3, &state2, &binding).await.status(),
+        422
+    );
     assert_eq!(app.count("web_sessions").await, sessions + 1);
 
     // Someone outside the organisation is turned away, and nothing is created.
     emu.set_current_member(None);
-    let (code, state) = authorize(&app, &emu, "/").await;
-    let (status, _, msg) = error_code(callback(&app, &code, &state).await).await;
+    let (code, state, binding) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) = error_code(callback(&app, &code, &state, &binding).await).await;
     assert_eq!(status, 403);
     assert!(msg.contains("未找到您的 closeloop 账号"), "{msg}");
     assert_eq!(app.count("web_sessions").await, sessions + 1);
@@ -692,8 +708,8 @@ async fn feishu_oauth_signs_a_member_in_and_refuses_bad_codes_and_states() {
     // A member known only by open_id signs in through that identity.
     let wang = feishu_user(&app, "王芳", "open_id", "ou_wangfang").await;
     emu.set_current_member(Some(json!({"open_id": "ou_wangfang", "name": "王芳"})));
-    let (code, state) = authorize(&app, &emu, "/").await;
-    let res = callback(&app, &code, &state).await;
+    let (code, state, binding) = authorize(&app, &emu, "/").await;
+    let res = callback(&app, &code, &state, &binding).await;
     assert_eq!(res.status(), 303);
     let me: Value = app
         .client
@@ -716,8 +732,8 @@ async fn feishu_oauth_signs_a_member_in_and_refuses_bad_codes_and_states() {
     emu.set_current_member(Some(
         json!({"user_id": "fs_liming", "open_id": "ou_liming"}),
     ));
-    let (code, state) = authorize(&app, &emu, "/").await;
-    let (status, _, msg) = error_code(callback(&app, &code, &state).await).await;
+    let (code, state, binding) = authorize(&app, &emu, "/").await;
+    let (status, _, msg) = error_code(callback(&app, &code, &state, &binding).await).await;
     assert_eq!(status, 403);
     assert!(msg.contains("已停用"), "{msg}");
     let old = app
@@ -741,8 +757,8 @@ async fn feishu_sign_in_reports_an_unreachable_feishu_as_unavailable() {
         json!({"user_id": "fs_liming", "open_id": "ou_liming"}),
     ));
     emu.fail_next(OAUTH_TOKEN, 1, Failure::Http5xx);
-    let (code, state) = authorize(&app, &emu, "/").await;
-    let res = callback(&app, &code, &state).await;
+    let (code, state, binding) = authorize(&app, &emu, "/").await;
+    let res = callback(&app, &code, &state, &binding).await;
     assert_eq!(res.status(), 503);
     let body = res.text().await.unwrap();
     assert!(!body.contains(SECRET) && !body.contains(&code), "{body}");
@@ -760,8 +776,8 @@ async fn feishu_js_config_is_signed_from_one_cached_ticket() {
     emu.set_current_member(Some(
         json!({"user_id": "fs_liming", "open_id": "ou_liming"}),
     ));
-    let (code, state) = authorize(&app, &emu, "/").await;
-    let cookie = session_cookie(&callback(&app, &code, &state).await);
+    let (code, state, binding) = authorize(&app, &emu, "/").await;
+    let cookie = session_cookie(&callback(&app, &code, &state, &binding).await);
 
     let page = "https://cl.example.com/h5?a=1%202#top";
     let js_config = || {

@@ -20,6 +20,8 @@ mod feishu;
 mod hardening_authority;
 mod hardening_pii;
 mod hardening_platforms;
+mod hardening_signin;
+mod hardening_webhooks;
 mod jobs;
 mod meetings;
 mod ops;

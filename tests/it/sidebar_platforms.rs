@@ -287,6 +287,7 @@ async fn a_rep_signed_in_through_dingtalk_sees_their_customers_and_taps() {
     let res = no_redirects()
         .post(app.url("/auth/dingtalk/code"))
         .header("user-agent", DINGTALK_UA)
+        .header("origin", &app.base)
         .json(&json!({"code": emu.issue_auth_code("liming")}))
         .send()
         .await
@@ -383,6 +384,8 @@ async fn feishu_round_trip(app: &SidebarApp, login: &str) -> (reqwest::Response,
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
+    let binding = res.headers()["set-cookie"].to_str().unwrap();
+    let binding = binding.split(';').next().unwrap().to_string();
     let authorize = location(&res);
     let res = client.get(&authorize).send().await.unwrap();
     assert_eq!(res.status(), 302);
@@ -391,7 +394,8 @@ async fn feishu_round_trip(app: &SidebarApp, login: &str) -> (reqwest::Response,
         back.starts_with(&app.url("/auth/feishu/callback?")),
         "{back}"
     );
-    (client.get(&back).send().await.unwrap(), authorize)
+    let res = client.get(&back).header("cookie", binding).send().await;
+    (res.unwrap(), authorize)
 }
 
 #[tokio::test]

@@ -58,9 +58,13 @@ async fn sign_in(
         .next()
         .unwrap()
         .to_string();
+    // The browser keeps the sign-in cookie the login set and shows it to the callback.
+    let binding = login.headers()["set-cookie"].to_str().unwrap();
+    let binding = binding.split(';').next().unwrap().to_string();
     let code = emulator.issue_oauth_code(userid);
     client
         .get(app.url(&format!("/auth/wecom/callback?code={code}&state={state}")))
+        .header("cookie", binding)
         .send()
         .await
         .unwrap()

@@ -13,7 +13,9 @@ use axum::Router;
 use closeloop::access::ApiKeyRole;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, fresh_database, on_postgres, spawn_app, TEST_DATA_KEY};
+use crate::helpers::{
+    error_code, fresh_database, on_postgres, spawn_app, spawn_app_with, TEST_DATA_KEY,
+};
 
 /// One received request: delivery id, timestamp, signature, body.
 type Received = (String, String, String, String);
@@ -42,6 +44,16 @@ async fn receive(State(sink): State<Sink>, headers: HeaderMap, body: String) -> 
     StatusCode::OK
 }
 
+/// The `[webhooks]` section that lets deliveries reach the local receiver at `url`.
+fn allow_private(url: &str) -> String {
+    let at = reqwest::Url::parse(url).unwrap();
+    format!(
+        "[webhooks]\nallow_private = [\"{}:{}\"]\n",
+        at.host_str().unwrap(),
+        at.port().unwrap()
+    )
+}
+
 async fn start_sink(delay: Duration) -> (String, Sink) {
     let sink = Sink {
         delay,
@@ -58,8 +70,8 @@ async fn start_sink(delay: Duration) -> (String, Sink) {
 
 #[tokio::test]
 async fn a_tracking_point_is_delivered_signed_and_recorded_once() {
-    let app = spawn_app().await;
     let (url, sink) = start_sink(Duration::ZERO).await;
+    let app = spawn_app_with(&allow_private(&url)).await;
     let hook = app
         .create(
             "/api/v1/webhooks",
@@ -135,11 +147,14 @@ async fn bad_webhooks_are_refused() {
             422,
         ),
         (
-            json!({"url": "http://127.0.0.1:9/x", "events": ["deal.won"]}),
+            json!({"url": "https://hooks.example.com/x", "events": ["deal.won"]}),
             422,
         ),
-        (json!({"url": "http://127.0.0.1:9/x", "events": []}), 422),
-        (json!({"url": "http://127.0.0.1:9/x"}), 422),
+        (
+            json!({"url": "https://hooks.example.com/x", "events": []}),
+            422,
+        ),
+        (json!({"url": "https://hooks.example.com/x"}), 422),
     ] {
         let (status, _, msg) = error_code(app.post("/api/v1/webhooks", &body).await).await;
         assert_eq!(status, code, "{body}: {msg}");
@@ -149,7 +164,7 @@ async fn bad_webhooks_are_refused() {
         .client
         .post(app.url("/api/v1/webhooks"))
         .bearer_auth(integration)
-        .json(&json!({"url": "http://127.0.0.1:9/x", "events": ["tracking_point.created"]}))
+        .json(&json!({"url": "https://hooks.example.com/x", "events": ["tracking_point.created"]}))
         .send()
         .await
         .unwrap();
@@ -206,13 +221,15 @@ async fn kill_minus_nine_mid_work_loses_nothing_and_records_each_job_once() {
     } else {
         String::new()
     };
+    let (hook_url, sink) = start_sink(Duration::from_millis(15)).await;
     let config = dir.path().join("closeloop.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{db_url}\"\n\
              [jobs]\nconcurrency = 4\nlease = \"3s\"\ntimeout = \"2s\"\npoll_interval = \"50ms\"\n\
-             [security]\n{key_line}\n"
+             [security]\n{key_line}\n{}",
+            allow_private(&hook_url)
         ),
     )
     .unwrap();
@@ -231,7 +248,6 @@ async fn kill_minus_nine_mid_work_loses_nothing_and_records_each_job_once() {
     );
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
-    let (hook_url, sink) = start_sink(Duration::from_millis(15)).await;
     let client = reqwest::Client::new();
     let mut server = start_server(&config, port);
     wait_ready(&client, port).await;

@@ -58,6 +58,7 @@ pub async fn create_webhook(
     let hook = webhooks::create(
         &s.db,
         &s.cipher,
+        &s.config.webhooks,
         s.clock.now_ms(),
         &p.org_id,
         &p.actor(),

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -187,8 +187,18 @@ struct CodeBody {
 }
 
 /// `POST /auth/dingtalk/code`: the 免登 code (5 min, single use) → the session cookie.
-async fn sign_in(State(s): State<AppState>, ApiJson(body): ApiJson<CodeBody>) -> Result<Response> {
+/// Only our login page may post it (checked before the code is traded).
+async fn sign_in(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<Response> {
     let w = web(&s)?;
+    if !session::from_our_page(&headers, &s.config.public_url) {
+        return Err(Error::Forbidden(
+            "登录请求必须来自本站的钉钉登录页面 (cross-site sign-in refused)".into(),
+        ));
+    }
     if body.code.is_empty() || body.code.len() > 256 {
         return Err(Error::invalid("code is missing"));
     }

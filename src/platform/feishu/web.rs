@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -228,6 +228,10 @@ fn upstream(e: JobError) -> Error {
     Error::Unavailable("飞书暂时无法响应，请稍后重试 (Feishu is not answering; try again)".into())
 }
 
+fn secure(s: &AppState) -> bool {
+    s.config.public_url.starts_with("https://")
+}
+
 fn redirect_uri(s: &AppState) -> String {
     format!(
         "{}/auth/feishu/callback",
@@ -241,11 +245,20 @@ struct LoginQuery {
 }
 
 /// `GET /auth/feishu/login?next=/path`: off to Feishu's authorize page.
-async fn login(State(s): State<AppState>, ApiQuery(q): ApiQuery<LoginQuery>) -> Result<Response> {
+async fn login(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<LoginQuery>,
+) -> Result<Response> {
     let w = web(&s)?;
     let next = session::safe_next(q.next.as_deref());
-    let state = session::new_oauth_state(&s.db, s.clock.now_ms(), &next).await?;
-    Ok(Redirect::to(&w.authorize_url(&redirect_uri(&s), &state)).into_response())
+    let (browser, set_cookie) = session::signin_binding(&headers, secure(&s));
+    let state = session::new_oauth_state(&s.db, s.clock.now_ms(), &next, &browser).await?;
+    Ok((
+        [(header::SET_COOKIE, set_cookie)],
+        Redirect::to(&w.authorize_url(&redirect_uri(&s), &state)),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,14 +267,19 @@ struct CallbackQuery {
     state: String,
 }
 
-/// `GET /auth/feishu/callback?code=…&state=…`: code → member → session cookie.
+/// `GET /auth/feishu/callback?code=…&state=…`: code → member → session cookie, only in
+/// the browser that started the sign-in.
 async fn callback(
     State(s): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Result<Response> {
     let w = web(&s)?;
     let now = s.clock.now_ms();
-    let next = session::take_oauth_state(&s.db, now, &q.state).await?;
+    let next = match session::take_oauth_state(&s.db, now, &q.state, &headers, secure(&s)).await? {
+        session::OAuthState::Next(next) => next,
+        session::OAuthState::OtherBrowser => return Ok(session::other_browser_page()),
+    };
     if q.code.is_empty() || q.code.len() > 512 {
         return Err(Error::invalid("code is missing"));
     }
@@ -315,11 +333,10 @@ async fn callback(
         ));
     }
     let (value, _csrf) = session::create(&s.db, now, org, &user, "feishu").await?;
-    let secure = s.config.public_url.starts_with("https://");
     Ok((
         StatusCode::SEE_OTHER,
         [
-            (header::SET_COOKIE, session::set_cookie(&value, secure)),
+            (header::SET_COOKIE, session::set_cookie(&value, secure(&s))),
             (header::LOCATION, next),
         ],
     )
