@@ -33,7 +33,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &HttpConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -41,14 +41,20 @@ pub async fn serve(
     // The deadlines below replace hyper's own header timer, which would also cut an idle
     // keep-alive connection at the header timeout.
     builder.header_read_timeout(None);
-    tokio::pin!(shutdown);
+    // Polled from the start, not only when the loop waits: a signal handler is registered
+    // on the first poll, and must be before the first request is answered.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(());
+    });
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            () = &mut shutdown => break,
+            _ = &mut stopped => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -58,9 +64,8 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            _ = &mut stopped => break,
         };
-        let _ = stream.set_nodelay(true);
         let deadline = Arc::new(Deadline::new(
             limits.header_read_timeout,
             limits.keep_alive_timeout,
