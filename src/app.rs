@@ -182,24 +182,21 @@ impl App {
             .then(|| tokio::spawn(worker.run(stop_rx.clone())));
         let metrics_task = metrics_listener.map(|l| {
             let router = http::metrics_router(state.clone());
+            let limits = state.config.http.clone();
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
-                let _ = axum::serve(l, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await;
+                http::serve::serve(l, router, &limits, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
             })
         });
         let router = http::router(state.clone());
         let db = state.db.clone();
+        let limits = state.config.http.clone();
         drop(state);
         tracing::info!(addr = %listener.local_addr()?, "closeloop listening");
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown({
+        http::serve::serve(listener, router, &limits, {
             let stop_tx = stop_tx.clone();
             async move {
                 shutdown.await;
@@ -207,8 +204,7 @@ impl App {
                 let _ = stop_tx.send(true);
             }
         })
-        .await
-        .context("HTTP server failed")?;
+        .await;
         let _ = stop_tx.send(true);
         if let Some(t) = metrics_task {
             let _ = t.await;

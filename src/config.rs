@@ -83,6 +83,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Connection limits of the HTTP listeners.
+    pub http: HttpConfig,
     pub security: SecurityConfig,
     pub storage: StorageConfig,
     pub jobs: JobsConfig,
@@ -105,6 +107,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             metrics_listen: None,
             max_body_bytes: 1024 * 1024,
+            http: HttpConfig::default(),
             security: SecurityConfig::default(),
             storage: StorageConfig::default(),
             jobs: JobsConfig::default(),
@@ -114,6 +117,31 @@ impl Default for Config {
             wecom: None,
             dingtalk: None,
             feishu: None,
+        }
+    }
+}
+
+/// How long a client may take and how many may be connected at once, per listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// From the first byte of a request (or the connection's opening) to the end of its
+    /// headers; a client slower than this is disconnected.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub keep_alive_timeout: Duration,
+    /// Connections served at once; further ones wait to be accepted until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -470,6 +498,25 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
         }
+        let within = |d: Duration, max: Duration| d >= Duration::from_millis(100) && d <= max;
+        if !within(self.http.header_read_timeout, Duration::from_secs(300)) {
+            return Err(ConfigError::new(
+                "http.header_read_timeout",
+                "must be between 100ms and 5m",
+            ));
+        }
+        if !within(self.http.keep_alive_timeout, Duration::from_secs(3600)) {
+            return Err(ConfigError::new(
+                "http.keep_alive_timeout",
+                "must be between 100ms and 1h",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return Err(ConfigError::new(
+                "http.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
         if let Some(m) = self.metrics_listen {
             if m == self.listen {
                 return Err(ConfigError::new(
@@ -745,6 +792,30 @@ mod tests {
         let e = Config::from_toml_only(&toml).unwrap_err();
         assert_eq!(e.key, "cards.override_dir");
         assert!(e.problem.contains("collab.request"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_checked() {
+        let c = Config::from_toml_only("").unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.max_connections, 10_000);
+        let c = Config::from_toml_only(
+            "[http]\nheader_read_timeout = \"2s\"\nkeep_alive_timeout = 90\nmax_connections = 5",
+        )
+        .unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.keep_alive_timeout, Duration::from_secs(90));
+        assert_eq!(c.http.max_connections, 5);
+        for (text, key) in [
+            ("header_read_timeout = \"0s\"", "http.header_read_timeout"),
+            ("header_read_timeout = \"soon\"", "http.header_read_timeout"),
+            ("keep_alive_timeout = \"2h\"", "http.keep_alive_timeout"),
+            ("max_connections = 0", "http.max_connections"),
+        ] {
+            let e = Config::from_toml_only(&format!("[http]\n{text}")).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
     }
 
     #[test]

@@ -52,8 +52,13 @@ fn local_midnight(date: NaiveDate, tz: chrono_tz::Tz) -> Result<i64> {
 impl Week {
     /// The week `date` falls in.
     pub fn containing(date: NaiveDate, tz: chrono_tz::Tz) -> Result<Week> {
-        let monday = date - Days::new(u64::from(date.weekday().num_days_from_monday()));
-        let next = monday + Days::new(7);
+        let out_of_range = || Error::invalid(format!("the week of {date} is out of range"));
+        let monday = date
+            .checked_sub_days(Days::new(u64::from(date.weekday().num_days_from_monday())))
+            .ok_or_else(out_of_range)?;
+        let next = monday
+            .checked_add_days(Days::new(7))
+            .ok_or_else(out_of_range)?;
         Ok(Week {
             monday,
             start_ms: local_midnight(monday, tz)?,
@@ -64,7 +69,10 @@ impl Week {
     /// The last complete week before the moment `at_ms`.
     pub fn before(at_ms: i64, tz: chrono_tz::Tz) -> Result<Week> {
         let today = crate::clock::from_ms(at_ms).with_timezone(&tz).date_naive();
-        Week::containing(today - Days::new(7), tz)
+        let week_ago = today
+            .checked_sub_days(Days::new(7))
+            .ok_or_else(|| Error::invalid("the week before is out of range"))?;
+        Week::containing(week_ago, tz)
     }
 
     pub fn sunday(&self) -> NaiveDate {
@@ -373,11 +381,7 @@ pub async fn report(
 ) -> Result<Page<RepWeek>> {
     let week = match q.week.as_deref() {
         None => Week::before(now_ms, tz)?,
-        Some(d) => Week::containing(
-            NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|_| Error::invalid("week must be a date such as 2026-11-16"))?,
-            tz,
-        )?,
+        Some(d) => Week::containing(crate::validate::date("week", d)?, tz)?,
     };
     let mut conn = db.pool.acquire().await?;
     let rows: Vec<RepWeek> = figures(&mut conn, rules, org_id, &week)

@@ -105,3 +105,13 @@ impl IntoResponse for Error {
         (self.status(), Json(body)).into_response()
     }
 }
+
+/// The error shape for failures that are not an [`Error`] (a framework rejection, a
+/// caught panic): `{"error":{"code","message"}}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}

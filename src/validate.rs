@@ -64,6 +64,24 @@ pub fn id(field: &str, value: &str) -> Result<String> {
     Ok(v.to_string())
 }
 
+/// The dates a request may name: `YYYY-MM-DD` in 1970–9999. Stored times are epoch
+/// milliseconds, and week or day arithmetic on a date at chrono's far ends would panic;
+/// dates stored as text keep this one spelling.
+pub fn date(field: &str, value: &str) -> Result<chrono::NaiveDate> {
+    let bad = || {
+        Error::invalid(format!(
+            "{field} must be a date from 1970-01-01 to 9999-12-31 written YYYY-MM-DD, such as 2026-11-23"
+        ))
+    };
+    let v = value.trim();
+    let d = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| bad())?;
+    if !(1970..=9999).contains(&chrono::Datelike::year(&d)) || d.format("%Y-%m-%d").to_string() != v
+    {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
 /// An RFC 3339 time given by the caller, as epoch milliseconds.
 pub fn time(field: &str, value: &str) -> Result<i64> {
     chrono::DateTime::parse_from_rfc3339(value)
@@ -78,6 +96,31 @@ pub fn time(field: &str, value: &str) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_stay_inside_the_calendar_the_server_can_count() {
+        assert_eq!(
+            date("week", " 2026-11-23 ").unwrap().to_string(),
+            "2026-11-23"
+        );
+        assert!(date("week", "1970-01-01").is_ok());
+        assert!(date("week", "9999-12-31").is_ok());
+        for bad in [
+            "-262143-01-01",
+            "+262142-12-31",
+            "1969-12-31",
+            "10000-01-01",
+            "0000-01-03",
+            "2026-2-3",
+            "+2026-11-23",
+            "2026-02-30",
+            "",
+        ] {
+            let e = date("week", bad).unwrap_err();
+            assert_eq!(e.code(), "invalid_input", "{bad}");
+            assert!(e.to_string().starts_with("week must be"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn multiline_keeps_line_breaks_but_not_other_controls() {

@@ -632,11 +632,7 @@ pub async fn step_in(
                 Step::Answer { text, date } => {
                     let text = crate::validate::multiline("answer", text, 2000)?;
                     let date = match date {
-                        Some(d) => Some(
-                            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                                .map_err(|_| Error::invalid("date must be YYYY-MM-DD"))?
-                                .to_string(),
-                        ),
+                        Some(d) => Some(crate::validate::date("date", d)?.to_string()),
                         None => None,
                     };
                     ("answered", Some(text), date, None)

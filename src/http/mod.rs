@@ -5,7 +5,9 @@ pub mod api;
 mod callbacks;
 pub(crate) mod documents;
 mod extract;
+mod failure;
 mod ops;
+pub mod serve;
 mod web;
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -106,7 +109,9 @@ pub fn router(state: AppState) -> Router {
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(ops::metrics));
     }
-    app.layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    app.layer(middleware::from_fn(failure::catch_panic))
+        .layer(middleware::from_fn(failure::json_errors))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(observe))
         .layer(middleware::from_fn_with_state(trusted, client_ip))
         .with_state(state)
@@ -139,14 +144,36 @@ async fn calendar_feed(
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(ops::metrics))
+        .fallback(|| async { Error::NotFound { what: "route" } })
+        .layer(middleware::from_fn(failure::catch_panic))
+        .layer(middleware::from_fn(failure::json_errors))
         .with_state(state)
 }
 
-/// Request count and latency by matched route (never the raw URI: it can hold
-/// signatures and tokens), and one debug log line per request.
+/// The methods a metric label may name; a client can send any token as a method, and each
+/// would otherwise become a series of its own on the public `/metrics`.
+const LABELLED_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+/// Request count and latency by method and matched route (never the raw URI: it can hold
+/// signatures and tokens), and one debug log line per request. Methods outside
+/// [`LABELLED_METHODS`] count as `other`, requests no route matched as `unmatched`.
 async fn observe(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = if LABELLED_METHODS.contains(req.method()) {
+        req.method().as_str().to_owned()
+    } else {
+        "other".to_owned()
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()

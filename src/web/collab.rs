@@ -951,7 +951,7 @@ async fn step_request(
             }
             let date = b.date.filter(|d| !d.trim().is_empty());
             if let Some(d) = &date {
-                chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+                crate::validate::date("date", d)
                     .map_err(|_| Error::invalid("日期格式应为 YYYY-MM-DD"))?;
             }
             Step::Answer {

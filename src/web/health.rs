@@ -85,8 +85,9 @@ async fn page(
     let tz = org_timezone(&s, &session.org_id).await?;
     let week = match &q.week {
         Some(d) => {
-            let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|_| Error::invalid("week 应为日期，例如 2026-11-23"))?;
+            let date = crate::validate::date("week", d).map_err(|_| {
+                Error::invalid("week 应为 1970-01-01 至 9999-12-31 之间的日期，例如 2026-11-23")
+            })?;
             Week::containing(date, tz)?
         }
         None => Week::before(s.clock.now_ms(), tz)?,
@@ -104,8 +105,15 @@ async fn page(
             &p.figures,
         ));
     }
-    let prev = week.monday - chrono::Days::new(7);
-    let next = week.monday + chrono::Days::new(7);
+    let out_of_range = || Error::invalid("week 超出可显示的范围");
+    let prev = week
+        .monday
+        .checked_sub_days(chrono::Days::new(7))
+        .ok_or_else(out_of_range)?;
+    let next = week
+        .monday
+        .checked_add_days(chrono::Days::new(7))
+        .ok_or_else(out_of_range)?;
     let body = format!(
         "<h1>协作健康周报</h1>\n<p class=\"muted\">{label}（{tz}）</p>\n\
          <nav class=\"weeks\"><a href=\"/collab/health?week={prev}\">上一周</a> · \

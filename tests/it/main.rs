@@ -18,6 +18,7 @@ mod dingtalk;
 mod documents;
 mod feishu;
 mod hardening_authority;
+mod hardening_http;
 mod hardening_pii;
 mod hardening_platforms;
 mod hardening_signin;

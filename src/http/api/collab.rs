@@ -169,12 +169,7 @@ pub async fn health(
 ) -> Result<Json<crate::collab::health::Health>> {
     p.require(Permission::Read)?;
     let week = match &q.week {
-        Some(d) => {
-            let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                crate::error::Error::invalid("week must be a date such as 2026-11-23")
-            })?;
-            crate::credibility::Week::containing(date, p.tz)?
-        }
+        Some(d) => crate::credibility::Week::containing(crate::validate::date("week", d)?, p.tz)?,
         None => crate::credibility::Week::before(s.clock.now_ms(), p.tz)?,
     };
     let mut conn = s.db.pool.acquire().await?;

@@ -303,9 +303,7 @@ pub async fn chat_count(
     ApiJson(b): ApiJson<ChatCount>,
 ) -> Result<StatusCode> {
     p.require(Permission::Write)?;
-    if chrono::NaiveDate::parse_from_str(&b.day, "%Y-%m-%d").is_err() {
-        return Err(Error::invalid("day must be a date such as 2026-11-27"));
-    }
+    crate::validate::date("day", &b.day)?;
     if !(0..=100_000).contains(&b.messages) {
         return Err(Error::invalid("messages must be between 0 and 100000"));
     }
