@@ -366,6 +366,7 @@ pub async fn run_week(
 #[into_params(parameter_in = Query)]
 pub struct WeekQuery {
     /// Any date (YYYY-MM-DD) in the Monday–Sunday week; default: last week.
+    #[param(format = Date)]
     pub week: Option<String>,
 }
 

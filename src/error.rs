@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -89,6 +89,27 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// The body of every error answer: `{"error": {"code", "message"}}`, plus `details` on a
+/// refusal. The OpenAPI document describes errors with this type.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_input`, `not_found`, `gate_not_met`, …
+    pub code: String,
+    /// For people; never internals.
+    pub message: String,
+    /// A refusal's exact reasons (e.g. `missing` for `gate_not_met`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let message = match &self {
@@ -98,20 +119,32 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let mut body = json!({"error": {"code": self.code(), "message": message}});
-        if let Error::Refused { details, .. } = &self {
-            body["error"]["details"] = details.clone();
-        }
-        (self.status(), Json(body)).into_response()
+        let status = self.status();
+        let code = self.code().to_string();
+        let details = match self {
+            Error::Refused { details, .. } => Some(details),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                details,
+            },
+        };
+        (status, Json(body)).into_response()
     }
 }
 
 /// The error shape for failures that are not an [`Error`] (a framework rejection, a
 /// caught panic): `{"error":{"code","message"}}`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_string(),
+            message: message.to_string(),
+            details: None,
+        },
+    };
+    (status, Json(body)).into_response()
 }

@@ -216,6 +216,7 @@ pub struct InboxFilter {
     pub event_type: Option<String>,
     pub status: Option<String>,
     /// RFC 3339; received at or after.
+    #[param(format = DateTime)]
     pub since: Option<String>,
 }
 

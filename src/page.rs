@@ -14,6 +14,7 @@ pub const MAX_LIMIT: i64 = 500;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` from the previous page.
     pub cursor: Option<String>,
@@ -54,13 +55,24 @@ fn encode_cursor(id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("c1:{id}"))
 }
 
-#[derive(Debug, Serialize)]
+/// One page of a list, in the order the list defines.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 impl<T> Page<T> {
+    /// A list short by nature (a customer's owners, an organisation's webhooks), answered
+    /// whole in the same shape as every other list.
+    pub fn whole(items: Vec<T>) -> Self {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
+
     /// `rows` were fetched with `LIMIT limit + 1`; the extra row only says there is more.
     pub fn from_rows(mut rows: Vec<T>, req: &PageRequest, id_of: impl Fn(&T) -> &str) -> Self {
         let more = rows.len() as i64 > req.limit;

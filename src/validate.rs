@@ -1,6 +1,9 @@
 //! Small input checks shared by the API's create/update paths.
 
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
+
 use crate::error::{Error, Result};
+use crate::platform::event::Platform;
 
 /// A required, trimmed text field of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
@@ -91,6 +94,25 @@ pub fn time(field: &str, value: &str) -> Result<i64> {
                 "{field} must be an RFC 3339 time such as 2026-01-31T08:00:00+08:00"
             ))
         })
+}
+
+/// A string field limited to `values`, for the OpenAPI document: built from the same
+/// constants the checks use, so the document cannot drift from them.
+pub fn one_of(values: &[&str]) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// A list whose items are limited to `values` (see [`one_of`]).
+pub fn list_of(values: &[&str]) -> Array {
+    ArrayBuilder::new().items(one_of(values)).build()
+}
+
+/// The chat platforms, as the API spells them.
+pub fn platform() -> Object {
+    one_of(&Platform::ALL.map(Platform::as_str))
 }
 
 #[cfg(test)]

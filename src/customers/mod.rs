@@ -23,12 +23,25 @@ pub const EMAIL_CONTEXT: &str = "contacts.email";
 /// Numbers written without a country code are read as Chinese numbers.
 pub const DEFAULT_REGION: &str = "CN";
 pub const TIERS: [&str; 3] = ["A", "B", "C"];
+/// Why an owner changed: `leaver_handover` is 离职继承.
+pub const OWNER_REASONS: [&str; 2] = ["reassigned", "leaver_handover"];
+
+fn tier_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&TIERS)
+}
+
+fn owner_reason_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&OWNER_REASONS)
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewContact {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    #[schema(max_length = 100)]
     pub title: Option<String>,
+    #[schema(max_length = 254)]
     pub email: Option<String>,
     /// Any common spelling; stored as E.164 (numbers without +/00 are read as CN).
     #[serde(default)]
@@ -38,8 +51,10 @@ pub struct NewContact {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `A`, `B` or `C`.
+    #[schema(schema_with = tier_schema)]
     pub tier: Option<String>,
     /// User id of the owning rep.
     pub owner: Option<String>,
@@ -50,11 +65,14 @@ pub struct NewCustomer {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerPatch {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
+    #[schema(schema_with = tier_schema)]
     pub tier: Option<String>,
     /// New owner; the hand-over is kept in the ownership history.
     pub owner: Option<String>,
     /// Why the owner changed: `reassigned` (default) or `leaver_handover` (离职继承).
+    #[schema(schema_with = owner_reason_schema)]
     pub owner_reason: Option<String>,
 }
 
@@ -102,6 +120,7 @@ pub struct Ownership {
 pub struct CustomerFilter {
     /// Owner's user id.
     pub owner: Option<String>,
+    #[param(schema_with = tier_schema)]
     pub tier: Option<String>,
     /// Finds customers having a contact with this number (any spelling).
     pub phone: Option<String>,
@@ -393,7 +412,7 @@ pub async fn update(
         changed.push("tier");
     }
     let reason = patch.owner_reason.as_deref().unwrap_or("reassigned");
-    if !["reassigned", "leaver_handover"].contains(&reason) {
+    if !OWNER_REASONS.contains(&reason) {
         return Err(Error::invalid(
             "owner_reason must be `reassigned` or `leaver_handover`",
         ));
@@ -431,7 +450,9 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct NewExternalId {
     /// `wecom`, `dingtalk` or `feishu`.
+    #[schema(schema_with = crate::validate::platform)]
     pub platform: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub external_user_id: String,
 }
 

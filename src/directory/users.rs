@@ -16,6 +16,9 @@ pub const ROLES: [&str; 8] = [
     "sales", "presales", "delivery", "finance", "legal", "manager", "admin", "security",
 ];
 
+/// `left`: 离职, kept for history and hand-over.
+pub const STATUSES: [&str; 2] = ["active", "left"];
+
 /// The id kinds each platform issues for a person.
 pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
     match platform {
@@ -30,19 +33,24 @@ pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// `wecom`, `dingtalk` or `feishu`.
+    #[schema(schema_with = crate::validate::platform)]
     pub platform: String,
     /// wecom: userid | open_userid; dingtalk: userid | unionid; feishu: user_id | open_id | union_id.
+    #[schema(schema_with = identity_kind_schema)]
     pub kind: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub value: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub department: Option<String>,
     pub region: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = roles_schema)]
     pub roles: Vec<String>,
     /// Ids of the user's direct superiors.
     #[serde(default)]
@@ -55,11 +63,14 @@ pub struct NewUser {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     pub department: Option<String>,
     pub region: Option<String>,
     /// `active` or `left` (离职).
+    #[schema(schema_with = status_schema)]
     pub status: Option<String>,
+    #[schema(schema_with = roles_schema)]
     pub roles: Option<Vec<String>>,
     pub superiors: Option<Vec<String>>,
     pub identities: Option<Vec<Identity>>,
@@ -117,11 +128,38 @@ pub struct User {
 #[into_params(parameter_in = Query)]
 pub struct UserFilter {
     /// Only users holding this role.
+    #[param(schema_with = role_schema)]
     pub role: Option<String>,
     /// With `identity_kind` and `identity_value`: the user behind a platform id.
+    #[param(schema_with = crate::validate::platform)]
     pub platform: Option<String>,
+    #[param(schema_with = identity_kind_schema)]
     pub identity_kind: Option<String>,
     pub identity_value: Option<String>,
+}
+
+fn role_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&ROLES)
+}
+
+fn roles_schema() -> utoipa::openapi::schema::Array {
+    crate::validate::list_of(&ROLES)
+}
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&STATUSES)
+}
+
+/// Every kind some platform issues (which kinds go with which platform is checked too).
+fn identity_kind_schema() -> utoipa::openapi::Object {
+    let mut kinds: Vec<&str> = crate::platform::event::Platform::ALL
+        .iter()
+        .flat_map(|p| identity_kinds(p.as_str()).unwrap_or_default())
+        .copied()
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    crate::validate::one_of(&kinds)
 }
 
 fn check_roles(roles: &[String]) -> Result<Vec<String>> {
@@ -355,7 +393,7 @@ pub async fn update(
         changed.push("region");
     }
     if let Some(s) = &patch.status {
-        if s != "active" && s != "left" {
+        if !STATUSES.contains(&s.as_str()) {
             return Err(Error::invalid("status must be `active` or `left`"));
         }
         set_column(&mut tx, "status", Some(s.clone()), id).await?;

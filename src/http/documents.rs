@@ -16,8 +16,7 @@ use axum::{Json, Router};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
-use super::{ApiJson, ApiQuery, AppState, ClientIp};
-use crate::access::{Permission, Principal};
+use super::{ApiJson, ApiQuery, AppState, ClientIp, Reader, Writer};
 use crate::documents::{
     self, Document, DocumentFilter, Link, NewDocument, NewLink, Opener, Opening, Upload,
 };
@@ -47,6 +46,7 @@ pub struct ApiUploadQuery {
     /// `proposal`, or another kind an upload action of the rule set declares.
     kind: String,
     /// The file's name as people see it (1 to 200 characters, no path).
+    #[param(min_length = 1, max_length = 200)]
     filename: String,
     /// A deal of this customer the document belongs to.
     deal: Option<String>,
@@ -74,6 +74,7 @@ pub struct NewLinkBody {
     /// User id of the rep sending the document.
     actor: String,
     /// Days until the link stops working, 1 to 365 (default 30).
+    #[schema(minimum = 1, maximum = 365)]
     expires_in_days: Option<i64>,
 }
 
@@ -212,21 +213,16 @@ async fn web_upload(
     params(("id" = String, Path, description = "Customer id"), ApiUploadQuery),
     request_body(content = FileBytes, content_type = "*/*",
         description = "The file itself; its media type in Content-Type is stored and served back"),
-    responses(
-        (status = 201, description = "Stored, with the upload action's tracking point", body = Document),
-        (status = 409, description = "Refused by an anti-fraud rule (e.g. `action_frozen`)", body = crate::http::api::ErrorBody),
-        (status = 413, description = "Larger than storage.max_upload_bytes", body = crate::http::api::ErrorBody),
-        (status = 422, body = crate::http::api::ErrorBody)))]
+    responses((status = 201, description = "Stored, with the upload action's tracking point", body = Document), crate::http::api::WriteErrors, (status = 409, description = "Refused by an anti-fraud rule (e.g. `action_frozen`)", body = crate::http::api::ErrorBody), (status = 413, description = "Larger than storage.max_upload_bytes", body = crate::http::api::ErrorBody)))]
 pub async fn api_upload(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     ip: ClientIp,
     Path(customer): Path<String>,
     ApiQuery(q): ApiQuery<ApiUploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    p.require(Permission::Write)?;
     let r = UploadRequest {
         org_id: p.org_id,
         actor: q.actor,
@@ -243,40 +239,35 @@ pub async fn api_upload(
 }
 
 #[utoipa::path(get, path = "/api/v1/documents", tag = "documents", params(PageParams, DocumentFilter),
-    responses((status = 200, description = "A page of documents, oldest first", body = Object)))]
+    responses((status = 200, description = "A page of documents, oldest first", body = Page<Document>), crate::http::api::ReadErrors))]
 pub async fn api_list(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<DocumentFilter>,
 ) -> Result<Json<Page<Document>>> {
-    p.require(Permission::Read)?;
     Ok(Json(
         documents::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
     ))
 }
 
 #[utoipa::path(get, path = "/api/v1/documents/{id}", tag = "documents",
-    responses((status = 200, body = Document), (status = 404, body = crate::http::api::ErrorBody)))]
+    responses((status = 200, body = Document), crate::http::api::ReadErrors))]
 pub async fn api_get(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Document>> {
-    p.require(Permission::Read)?;
     Ok(Json(documents::get(&s.db, &p.org_id, &id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/documents/{id}/content", tag = "documents",
-    responses(
-        (status = 200, description = "The file, as an attachment", content_type = "*/*", body = FileBytes),
-        (status = 404, body = crate::http::api::ErrorBody)))]
+    responses((status = 200, description = "The file, as an attachment", content_type = "*/*", body = FileBytes), crate::http::api::ReadErrors))]
 pub async fn api_content(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    p.require(Permission::Read)?;
     let (doc, bytes) = documents::content(&s.db, &s.blobs, &p.org_id, &id).await?;
     Ok(file_response(
         "attachment",
@@ -344,19 +335,15 @@ async fn web_link(
 }
 
 #[utoipa::path(post, path = "/api/v1/documents/{id}/links", tag = "documents", request_body = NewLinkBody,
-    responses(
-        (status = 201, description = "The link (its URL is shown only here) and its `document.sent` point", body = Link),
-        (status = 404, body = crate::http::api::ErrorBody),
-        (status = 422, body = crate::http::api::ErrorBody)))]
+    responses((status = 201, description = "The link (its URL is shown only here) and its `document.sent` point", body = Link), crate::http::api::WriteErrors))]
 pub async fn api_link(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     ip: ClientIp,
     Path(document): Path<String>,
     headers: HeaderMap,
     ApiJson(b): ApiJson<NewLinkBody>,
 ) -> Result<Response> {
-    p.require(Permission::Write)?;
     let r = LinkRequest {
         org_id: p.org_id,
         document,

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::access::{apikeys, Principal};
+use crate::access::{apikeys, Permission, Principal};
 use crate::error::Error;
 
 /// JSON body; malformed JSON is 400, a well-formed body of the wrong shape is 422,
@@ -96,3 +96,42 @@ impl FromRequestParts<AppState> for Principal {
         apikeys::authenticate(&state.db, state.clock.now_ms(), key).await
     }
 }
+
+/// An API key allowed to do what the route needs. These run before the body and query
+/// extractors, so a key without the permission is refused before anything it sent is read
+/// and learns nothing about the shape the route expects.
+macro_rules! permitted_key {
+    ($(#[$doc:meta])* $name:ident, $permission:expr) => {
+        $(#[$doc])*
+        pub struct $name(pub Principal);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = Error;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                let principal = Principal::from_request_parts(parts, state).await?;
+                principal.require($permission)?;
+                Ok($name(principal))
+            }
+        }
+    };
+}
+
+permitted_key!(
+    /// A key that may read (every role).
+    Reader,
+    Permission::Read
+);
+permitted_key!(
+    /// A key that may write (`integration` and `admin`).
+    Writer,
+    Permission::Write
+);
+permitted_key!(
+    /// An `admin` key.
+    AdminKey,
+    Permission::Admin
+);

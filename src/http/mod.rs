@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::security::Cipher;
 use crate::tracking::Ledger;
 
-pub use extract::{ApiJson, ApiQuery, ClientIp};
+pub use extract::{AdminKey, ApiJson, ApiQuery, ClientIp, Reader, Writer};
 
 /// Cheap handles shared by every request.
 #[derive(Clone)]

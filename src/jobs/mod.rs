@@ -254,11 +254,16 @@ pub struct JobInfo {
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
     /// queued | running | done | dead
+    #[param(schema_with = status_schema)]
     pub status: Option<String>,
     pub kind: Option<String>,
 }
 
 pub const STATUSES: [&str; 4] = ["queued", "running", "done", "dead"];
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&STATUSES)
+}
 
 /// Jobs of one organisation, or of all when `org_id` is `None` (the CLI).
 pub async fn list(

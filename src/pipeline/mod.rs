@@ -21,6 +21,7 @@ pub const FIRST_STAGE: &str = "初步咨询";
 pub struct NewLead {
     pub customer: String,
     /// Where the lead came from, e.g. 抖音表单 or 公众号菜单.
+    #[schema(min_length = 1, max_length = 64)]
     pub source_channel: String,
     pub owner: Option<String>,
 }
@@ -39,14 +40,19 @@ pub struct Lead {
 #[serde(deny_unknown_fields)]
 pub struct NewDeal {
     pub customer: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
     pub lead: Option<String>,
     /// Integer fen (1 CNY = 100 fen).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100_000_000_000_000_i64)]
     pub amount_fen: i64,
     /// ISO 4217, default CNY.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
+    #[schema(max_length = 100)]
     pub region: Option<String>,
+    #[schema(max_length = 100)]
     pub product_line: Option<String>,
     pub owner: Option<String>,
 }
@@ -54,10 +60,15 @@ pub struct NewDeal {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DealPatch {
+    #[schema(min_length = 1, max_length = 200)]
     pub title: Option<String>,
+    #[schema(minimum = 0, maximum = 100_000_000_000_000_i64)]
     pub amount_fen: Option<i64>,
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
+    #[schema(max_length = 100)]
     pub region: Option<String>,
+    #[schema(max_length = 100)]
     pub product_line: Option<String>,
     pub owner: Option<String>,
 }

@@ -13,6 +13,8 @@ pub enum Platform {
 }
 
 impl Platform {
+    pub const ALL: [Platform; 3] = [Platform::Wecom, Platform::Dingtalk, Platform::Feishu];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Platform::Wecom => "wecom",

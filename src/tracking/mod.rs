@@ -304,8 +304,10 @@ pub struct EventFilter {
     pub deal: Option<String>,
     pub action: Option<String>,
     /// RFC 3339; points at or after this time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; points before this time.
+    #[param(format = DateTime)]
     pub until: Option<String>,
 }
 

@@ -23,6 +23,7 @@ pub struct NewAttestation {
     /// A proof document of the same customer (upload it with kind `proof`).
     pub document: Option<String>,
     /// What happened, for the superior to judge.
+    #[schema(max_length = 1000)]
     pub note: Option<String>,
 }
 

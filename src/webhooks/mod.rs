@@ -33,12 +33,20 @@ pub const POINT_CREATED: &str = "tracking_point.created";
 pub const EVENTS: [&str; 1] = [POINT_CREATED];
 const SECRET_CONTEXT: &str = "webhooks.secret";
 
+fn events_schema() -> utoipa::openapi::schema::Array {
+    let mut list = crate::validate::list_of(&EVENTS);
+    list.min_items = Some(1);
+    list
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     /// Where to POST; http:// or https://.
+    #[schema(min_length = 1)]
     pub url: String,
     /// Event types; `tracking_point.created` is the one so far.
+    #[schema(schema_with = events_schema)]
     pub events: Vec<String>,
 }
 

@@ -3,58 +3,73 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use crate::access::{Permission, Principal};
 use crate::error::Result;
-use crate::http::{ApiJson, ApiQuery, AppState};
+use crate::http::{AdminKey, ApiJson, ApiQuery, AppState, Reader};
 use crate::inbox::{self, InboxFilter, InboxItem};
 use crate::jobs::{self, JobFilter, JobInfo};
 use crate::page::{Page, PageParams};
 use crate::webhooks::{self, NewWebhook, Webhook};
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "admin", params(PageParams, JobFilter),
-    responses((status = 200, description = "A page of durable jobs", body = Object), (status = 403, body = super::ErrorBody)))]
+    responses((status = 200, description = "A page of durable jobs", body = Page<JobInfo>), super::ReadErrors))]
 pub async fn list_jobs(
     State(s): State<AppState>,
-    p: Principal,
+    AdminKey(p): AdminKey,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<JobFilter>,
 ) -> Result<Json<Page<JobInfo>>> {
-    p.require(Permission::Admin)?;
     Ok(Json(
         jobs::list(&s.db, Some(&p.org_id), &f, &page.validate()?).await?,
     ))
 }
 
+/// A dead job queued again.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Retried {
+    pub id: String,
+    pub status: JobState,
+}
+
+/// The only state a retried job can be in when the answer leaves.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+}
+
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "admin",
-    responses((status = 200, description = "Queued again"), (status = 404, body = super::ErrorBody), (status = 409, description = "Not dead", body = super::ErrorBody)))]
+    responses((status = 200, description = "Queued again", body = Retried), super::WriteErrors, (status = 409, description = "Not dead", body = super::ErrorBody)))]
 pub async fn retry_job(
     State(s): State<AppState>,
-    p: Principal,
+    AdminKey(p): AdminKey,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    p.require(Permission::Admin)?;
+) -> Result<Json<Retried>> {
     jobs::retry_dead(&s.db, s.clock.now_ms(), Some(&p.org_id), &id).await?;
-    Ok(Json(json!({"id": id, "status": "queued"})))
+    Ok(Json(Retried {
+        id,
+        status: JobState::Queued,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "admin",
-    responses((status = 200, body = [Webhook])))]
-pub async fn list_webhooks(State(s): State<AppState>, p: Principal) -> Result<Json<Value>> {
-    p.require(Permission::Admin)?;
+    responses((status = 200, description = "The organisation's webhooks in one page", body = Page<Webhook>), super::ReadErrors))]
+pub async fn list_webhooks(
+    State(s): State<AppState>,
+    AdminKey(p): AdminKey,
+) -> Result<Json<Page<Webhook>>> {
     let items = webhooks::list(&s.db, &p.org_id).await?;
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    Ok(Json(Page::whole(items)))
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "admin", request_body = NewWebhook,
-    responses((status = 201, description = "Created; `secret` is shown this once", body = Webhook), (status = 422, body = super::ErrorBody)))]
+    responses((status = 201, description = "Created; `secret` is shown this once", body = Webhook), super::WriteErrors))]
 pub async fn create_webhook(
     State(s): State<AppState>,
-    p: Principal,
+    AdminKey(p): AdminKey,
     ApiJson(new): ApiJson<NewWebhook>,
 ) -> Result<(StatusCode, Json<Webhook>)> {
-    p.require(Permission::Admin)?;
     let hook = webhooks::create(
         &s.db,
         &s.cipher,
@@ -69,26 +84,24 @@ pub async fn create_webhook(
 }
 
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "admin",
-    responses((status = 204, description = "Deactivated"), (status = 404, body = super::ErrorBody)))]
+    responses((status = 204, description = "Deactivated"), super::WriteErrors))]
 pub async fn delete_webhook(
     State(s): State<AppState>,
-    p: Principal,
+    AdminKey(p): AdminKey,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    p.require(Permission::Admin)?;
     webhooks::deactivate(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/platform-events", tag = "admin", params(PageParams, InboxFilter),
-    responses((status = 200, description = "A page of received platform callbacks, oldest first", body = Object)))]
+    responses((status = 200, description = "A page of received platform callbacks, oldest first", body = Page<InboxItem>), super::ReadErrors))]
 pub async fn list_platform_events(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<InboxFilter>,
 ) -> Result<Json<Page<InboxItem>>> {
-    p.require(Permission::Read)?;
     Ok(Json(
         inbox::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
     ))

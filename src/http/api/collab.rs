@@ -4,25 +4,20 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::access::{Permission, Principal};
 use crate::collab::requests::{self, NewRequest, Request, RequestFilter, Step};
 use crate::error::Result;
-use crate::http::{ApiJson, ApiQuery, AppState};
+use crate::http::{AdminKey, ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
 
 #[utoipa::path(post, path = "/api/v1/collab/requests", tag = "collaboration", request_body = NewRequest,
-    responses((status = 201, body = Request),
-        (status = 409, description = "`handoff_incomplete`: details.missing lists the artefacts", body = super::ErrorBody),
-        (status = 422, body = super::ErrorBody)))]
+    responses((status = 201, body = Request), super::WriteErrors, (status = 409, description = "`handoff_incomplete`: details.missing lists the artefacts", body = super::ErrorBody)))]
 pub async fn open(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     ApiJson(new): ApiJson<NewRequest>,
 ) -> Result<(StatusCode, Json<Request>)> {
-    p.require(Permission::Write)?;
     let rules = s.rules.current(&p.org_id).await?;
     let r = requests::open(
         &s.db,
@@ -38,27 +33,25 @@ pub async fn open(
 }
 
 #[utoipa::path(get, path = "/api/v1/collab/requests", tag = "collaboration", params(PageParams, RequestFilter),
-    responses((status = 200, description = "A page of requests", body = Object)))]
+    responses((status = 200, description = "A page of requests", body = Page<Request>), super::ReadErrors))]
 pub async fn list(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<RequestFilter>,
 ) -> Result<Json<Page<Request>>> {
-    p.require(Permission::Read)?;
     Ok(Json(
         requests::list(&s.db, &p.org_id, p.tz, &f, &page.validate()?).await?,
     ))
 }
 
 #[utoipa::path(get, path = "/api/v1/collab/requests/{id}", tag = "collaboration",
-    responses((status = 200, body = Request), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = Request), super::ReadErrors))]
 pub async fn get(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Request>> {
-    p.require(Permission::Read)?;
     Ok(Json(requests::get(&s.db, &p.org_id, p.tz, &id).await?))
 }
 
@@ -70,6 +63,7 @@ pub struct StepBody {
     /// `answer`: the answer.
     pub text: Option<String>,
     /// `answer`: a date it confirms, YYYY-MM-DD (delivery dates go to the rep's calendar).
+    #[schema(format = Date)]
     pub date: Option<String>,
     /// `return`: why it goes back (required).
     pub reason: Option<String>,
@@ -77,14 +71,13 @@ pub struct StepBody {
 
 #[utoipa::path(post, path = "/api/v1/collab/requests/{id}/{step}", tag = "collaboration", request_body = StepBody,
     params(("step" = String, Path, description = "`accept` (确认收到并接受), `answer` or `return`")),
-    responses((status = 200, body = Request), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = Request), super::WriteErrors))]
 pub async fn step(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path((id, step)): Path<(String, String)>,
     ApiJson(b): ApiJson<StepBody>,
 ) -> Result<Json<Request>> {
-    p.require(Permission::Write)?;
     let st = match step.as_str() {
         "accept" => Step::Accept,
         "answer" => Step::Answer {
@@ -108,15 +101,13 @@ pub struct Assignment {
 }
 
 #[utoipa::path(put, path = "/api/v1/customers/{id}/assignments/{role}", tag = "collaboration", request_body = Assignment,
-    responses((status = 204, description = "(admin) Requests to this role for this customer go to this person"),
-        (status = 403, body = super::ErrorBody), (status = 422, description = "Not a known role", body = super::ErrorBody)))]
+    responses((status = 204, description = "(admin keys only) Requests to this role for this customer go to this person"), super::WriteErrors))]
 pub async fn assign(
     State(s): State<AppState>,
-    p: Principal,
+    AdminKey(p): AdminKey,
     Path((customer, role)): Path<(String, String)>,
     ApiJson(b): ApiJson<Assignment>,
 ) -> Result<StatusCode> {
-    p.require(Permission::Admin)?;
     requests::assign(
         &s.db,
         s.clock.now_ms(),
@@ -130,14 +121,19 @@ pub async fn assign(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CalendarFeed {
+    /// `<public_url>/calendar/<secret>.ics`
+    pub url: String,
+}
+
 #[utoipa::path(post, path = "/api/v1/users/{id}/calendar-feed", tag = "collaboration",
-    responses((status = 201, description = "`{\"url\": …}`: the secret ICS address, shown once; a new one revokes the old", body = Object)))]
+    responses((status = 201, description = "The secret ICS address, shown once; a new one revokes the old", body = CalendarFeed), super::WriteErrors))]
 pub async fn calendar_feed(
     State(s): State<AppState>,
-    p: Principal,
+    AdminKey(p): AdminKey,
     Path(user): Path<String>,
-) -> Result<(StatusCode, Json<Value>)> {
-    p.require(Permission::Admin)?;
+) -> Result<(StatusCode, Json<CalendarFeed>)> {
     let token = crate::collab::calendar_feed::new_feed(
         &s.db,
         s.clock.now_ms(),
@@ -150,24 +146,24 @@ pub async fn calendar_feed(
         "{}/calendar/{token}.ics",
         s.config.public_url.trim_end_matches('/')
     );
-    Ok((StatusCode::CREATED, Json(json!({"url": url}))))
+    Ok((StatusCode::CREATED, Json(CalendarFeed { url })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WeekQuery {
     /// Any date in the week (YYYY-MM-DD); default: last week.
+    #[param(format = Date)]
     pub week: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/collab/health", tag = "collaboration", params(WeekQuery),
-    responses((status = 200, body = crate::collab::health::Health)))]
+    responses((status = 200, body = crate::collab::health::Health), super::ReadErrors))]
 pub async fn health(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(q): ApiQuery<WeekQuery>,
 ) -> Result<Json<crate::collab::health::Health>> {
-    p.require(Permission::Read)?;
     let week = match &q.week {
         Some(d) => crate::credibility::Week::containing(crate::validate::date("week", d)?, p.tz)?,
         None => crate::credibility::Week::before(s.clock.now_ms(), p.tz)?,

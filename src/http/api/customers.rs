@@ -2,37 +2,34 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use crate::access::{Permission, Principal};
 use crate::customers::{
     self, Customer, CustomerFilter, CustomerPatch, NewContact, NewCustomer, Ownership,
 };
 use crate::error::Result;
-use crate::http::{ApiJson, ApiQuery, AppState};
+use crate::http::{ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
 
 #[utoipa::path(get, path = "/api/v1/customers", tag = "customers",
     params(PageParams, CustomerFilter),
-    responses((status = 200, description = "A page of customers", body = Object), (status = 401, body = super::ErrorBody)))]
+    responses((status = 200, description = "A page of customers", body = Page<Customer>), super::ReadErrors))]
 pub async fn list(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<CustomerFilter>,
 ) -> Result<Json<Page<Customer>>> {
-    p.require(Permission::Read)?;
     Ok(Json(
         customers::list(&s.db, &s.cipher, &p.org_id, &filter, &page.validate()?).await?,
     ))
 }
 
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers", request_body = NewCustomer,
-    responses((status = 201, body = Customer), (status = 422, body = super::ErrorBody)))]
+    responses((status = 201, body = Customer), super::WriteErrors))]
 pub async fn create(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     ApiJson(new): ApiJson<NewCustomer>,
 ) -> Result<(StatusCode, Json<Customer>)> {
-    p.require(Permission::Write)?;
     let c = customers::create(
         &s.db,
         &s.cipher,
@@ -46,27 +43,25 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers",
-    responses((status = 200, body = Customer), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = Customer), super::ReadErrors))]
 pub async fn get(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Customer>> {
-    p.require(Permission::Read)?;
     Ok(Json(
         customers::get(&s.db, &s.cipher, &p.org_id, &id).await?,
     ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers", request_body = CustomerPatch,
-    responses((status = 200, body = Customer), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 200, body = Customer), super::WriteErrors))]
 pub async fn update(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<CustomerPatch>,
 ) -> Result<Json<Customer>> {
-    p.require(Permission::Write)?;
     Ok(Json(
         customers::update(
             &s.db,
@@ -83,14 +78,13 @@ pub async fn update(
 }
 
 #[utoipa::path(post, path = "/api/v1/customers/{id}/contacts", tag = "customers", request_body = NewContact,
-    responses((status = 201, body = Customer), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 201, body = Customer), super::WriteErrors))]
 pub async fn add_contact(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(new): ApiJson<NewContact>,
 ) -> Result<(StatusCode, Json<Customer>)> {
-    p.require(Permission::Write)?;
     let c = customers::add_contact(
         &s.db,
         &s.cipher,
@@ -105,29 +99,24 @@ pub async fn add_contact(
 }
 
 #[utoipa::path(post, path = "/api/v1/customers/{id}/external-ids", tag = "customers", request_body = customers::NewExternalId,
-    responses((status = 204, description = "Linked"), (status = 404, body = super::ErrorBody),
-              (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 204, description = "Linked"), super::WriteErrors))]
 pub async fn add_external_id(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(new): ApiJson<customers::NewExternalId>,
 ) -> Result<StatusCode> {
-    p.require(Permission::Write)?;
     customers::add_external_id(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, new).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/customers/{id}/owners", tag = "customers",
-    responses((status = 200, body = [Ownership]), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, description = "The customer's owners, earliest first, in one page", body = Page<Ownership>), super::ReadErrors))]
 pub async fn owners(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    p.require(Permission::Read)?;
+) -> Result<Json<Page<Ownership>>> {
     let items = customers::ownership_history(&s.db, &p.org_id, &id).await?;
-    Ok(Json(
-        serde_json::json!({"items": items, "next_cursor": null}),
-    ))
+    Ok(Json(Page::whole(items)))
 }

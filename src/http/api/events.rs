@@ -5,9 +5,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::access::{Permission, Principal};
 use crate::error::{Error, Result};
-use crate::http::{ApiJson, ApiQuery, AppState, ClientIp};
+use crate::http::{ApiJson, ApiQuery, AppState, ClientIp, Reader, Writer};
 use crate::page::{Page, PageParams};
 use crate::tracking::{self, EventFilter, NewPoint, Recorded, Source, TrackingPoint};
 
@@ -19,6 +18,7 @@ pub struct NewEvent {
     pub actor: String,
     pub customer: String,
     /// What happened, e.g. 已电话沟通.
+    #[schema(min_length = 1, max_length = 64)]
     pub action: String,
     pub deal: Option<String>,
     /// Extra facts as a JSON object; reference people by id, never by personal data.
@@ -28,19 +28,14 @@ pub struct NewEvent {
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "tracking", request_body = NewEvent,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first result and writes nothing")),
-    responses(
-        (status = 201, description = "Recorded", body = TrackingPoint),
-        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = TrackingPoint),
-        (status = 409, description = "Idempotency-Key reused for a different request", body = super::ErrorBody),
-        (status = 422, body = super::ErrorBody)))]
+    responses((status = 201, description = "Recorded", body = TrackingPoint), (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = TrackingPoint), super::WriteErrors, (status = 409, description = "Idempotency-Key reused for a different request", body = super::ErrorBody)))]
 pub async fn record(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(ev): ApiJson<NewEvent>,
 ) -> Result<Response> {
-    p.require(Permission::Write)?;
     if tracking::is_reserved(&ev.action) {
         return Err(Error::invalid(format!(
             "action `{}`: actions starting with {} are written by closeloop only",
@@ -85,26 +80,24 @@ pub async fn record(
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "tracking", params(PageParams, EventFilter),
-    responses((status = 200, description = "A page of tracking points, oldest first", body = Object)))]
+    responses((status = 200, description = "A page of tracking points, oldest first", body = Page<TrackingPoint>), super::ReadErrors))]
 pub async fn list(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<EventFilter>,
 ) -> Result<Json<Page<TrackingPoint>>> {
-    p.require(Permission::Read)?;
     Ok(Json(
         tracking::list(&s.db, &p.org_id, p.tz, &f, &page.validate()?).await?,
     ))
 }
 
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "tracking",
-    responses((status = 200, body = TrackingPoint), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = TrackingPoint), super::ReadErrors))]
 pub async fn get(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<TrackingPoint>> {
-    p.require(Permission::Read)?;
     Ok(Json(tracking::get(&s.db, &p.org_id, p.tz, &id).await?))
 }

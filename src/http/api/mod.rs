@@ -10,10 +10,13 @@ mod process;
 mod tasks;
 mod users;
 
+use std::collections::BTreeMap;
+
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, Modify, OpenApi};
 
 use super::AppState;
 
@@ -97,13 +100,66 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// The error body every endpoint answers with on failure.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// `{"code": "...", "message": "..."}`
-    #[schema(value_type = Object)]
-    error: serde_json::Value,
+pub use crate::error::ErrorBody;
+
+/// The failures every read can answer with, declared once for all of them.
+pub enum ReadErrors {}
+
+/// The failures every write can answer with, declared once for all of them.
+pub enum WriteErrors {}
+
+const UNAUTHENTICATED: (u16, &str) = (
+    401,
+    "`unauthenticated`: no API key, or one that is unknown, revoked or expired",
+);
+const FORBIDDEN: (u16, &str) = (403, "`forbidden`: the key's role may not do this");
+const NOT_FOUND: (u16, &str) = (404, "`not_found`: nothing with this id in the organisation");
+const INVALID: (u16, &str) = (
+    422,
+    "`invalid_input` (a parameter or field is unusable) or `unknown_reference` (it names something that does not exist)",
+);
+
+impl IntoResponses for ReadErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_responses(&[UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, INVALID])
+    }
+}
+
+impl IntoResponses for WriteErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_responses(&[
+            (
+                400,
+                "`malformed_body`: not JSON, or Content-Type is not application/json",
+            ),
+            UNAUTHENTICATED,
+            FORBIDDEN,
+            NOT_FOUND,
+            (
+                409,
+                "`conflict`, or a rule's refusal (its code, and `details` saying why)",
+            ),
+            (413, "`payload_too_large`: the body is over the limit"),
+            INVALID,
+            (503, "`unavailable`: the server is shutting down; retry"),
+        ])
+    }
+}
+
+fn error_responses(statuses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
+    statuses
+        .iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
 }
 
 struct BearerAuth;

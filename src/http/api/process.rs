@@ -7,12 +7,12 @@ use axum::Json;
 use serde::Deserialize;
 use sqlx::Row;
 
-use crate::access::{Permission, Principal, Who};
+use crate::access::{Principal, Who};
 use crate::antifraud::{self, Freeze, FreezeFilter};
 use crate::customers::{self, Phone};
 use crate::error::{Error, Result};
 use crate::gates::{self, GateReport, Mover};
-use crate::http::{ApiJson, ApiQuery, AppState};
+use crate::http::{ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
 use crate::pipeline::Deal;
 use crate::verification::attest::{self, Attestation, NewAttestation};
@@ -28,14 +28,12 @@ fn mover(p: &Principal, user: Option<String>) -> Mover {
 }
 
 #[utoipa::path(get, path = "/api/v1/deals/{id}/gate", tag = "gates",
-    responses((status = 200, description = "The gate to the next stage and what is missing", body = GateReport),
-        (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, description = "The gate to the next stage and what is missing", body = GateReport), super::ReadErrors))]
 pub async fn gate(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<GateReport>> {
-    p.require(Permission::Read)?;
     let rules = s.rules.current(&p.org_id).await?;
     Ok(Json(gates::report(&s.db, &rules, &p.org_id, &id).await?))
 }
@@ -50,15 +48,13 @@ pub struct Advance {
 }
 
 #[utoipa::path(post, path = "/api/v1/deals/{id}/advance", tag = "gates", request_body = Advance,
-    responses((status = 200, body = Deal),
-        (status = 409, description = "`gate_not_met` (details.missing lists exactly what is missing) or `illegal_stage_move`", body = super::ErrorBody)))]
+    responses((status = 200, body = Deal), super::WriteErrors, (status = 409, description = "`gate_not_met` (details.missing lists exactly what is missing) or `illegal_stage_move`", body = super::ErrorBody)))]
 pub async fn advance(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Advance>,
 ) -> Result<Json<Deal>> {
-    p.require(Permission::Write)?;
     let rules = s.rules.current(&p.org_id).await?;
     Ok(Json(
         gates::advance(
@@ -81,20 +77,20 @@ pub struct Rollback {
     /// An earlier stage.
     pub to: String,
     /// Why (required; kept in the stage history).
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
     /// The manager acting, if the integration acts for one.
     pub actor: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/deals/{id}/rollback", tag = "gates", request_body = Rollback,
-    responses((status = 200, body = Deal), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = Deal), super::WriteErrors))]
 pub async fn rollback(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Rollback>,
 ) -> Result<Json<Deal>> {
-    p.require(Permission::Write)?;
     let rules = s.rules.current(&p.org_id).await?;
     Ok(Json(
         gates::rollback(
@@ -117,19 +113,19 @@ pub async fn rollback(
 pub struct Reassign {
     /// The rep taking over the deal, its lead and its customer.
     pub owner: String,
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
     pub actor: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/deals/{id}/reassign", tag = "gates", request_body = Reassign,
-    responses((status = 200, body = Deal), (status = 403, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 200, body = Deal), super::WriteErrors))]
 pub async fn reassign(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Reassign>,
 ) -> Result<Json<Deal>> {
-    p.require(Permission::Write)?;
     Ok(Json(
         gates::reassign(
             &s.db,
@@ -146,14 +142,13 @@ pub async fn reassign(
 }
 
 #[utoipa::path(get, path = "/api/v1/freezes", tag = "antifraud", params(PageParams, FreezeFilter),
-    responses((status = 200, description = "A page of freezes", body = Object)))]
+    responses((status = 200, description = "A page of freezes", body = Page<Freeze>), super::ReadErrors))]
 pub async fn list_freezes(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<FreezeFilter>,
 ) -> Result<Json<Page<Freeze>>> {
-    p.require(Permission::Read)?;
     Ok(Json(
         antifraud::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
     ))
@@ -162,20 +157,20 @@ pub async fn list_freezes(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Lift {
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
     /// The person lifting it, if the integration acts for one.
     pub actor: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/freezes/{id}/lift", tag = "antifraud", request_body = Lift,
-    responses((status = 200, body = Freeze), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = Freeze), super::WriteErrors))]
 pub async fn lift(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Lift>,
 ) -> Result<Json<Freeze>> {
-    p.require(Permission::Write)?;
     Ok(Json(
         antifraud::lift(
             &s.db,
@@ -191,13 +186,12 @@ pub async fn lift(
 }
 
 #[utoipa::path(get, path = "/api/v1/events/{id}/verification", tag = "tracking",
-    responses((status = 200, body = Verification), (status = 404, description = "No such point, or it claims nothing to verify", body = super::ErrorBody)))]
+    responses((status = 200, body = Verification), super::ReadErrors, (status = 404, description = "No such point, or it claims nothing to verify", body = super::ErrorBody)))]
 pub async fn verification(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Verification>> {
-    p.require(Permission::Read)?;
     claims::get(&s.db, &p.org_id, &id)
         .await?
         .map(Json)
@@ -207,14 +201,13 @@ pub async fn verification(
 }
 
 #[utoipa::path(post, path = "/api/v1/events/{id}/attestations", tag = "tracking", request_body = NewAttestation,
-    responses((status = 201, body = Attestation), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 201, body = Attestation), super::WriteErrors))]
 pub async fn request_attestation(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<NewAttestation>,
 ) -> Result<(StatusCode, Json<Attestation>)> {
-    p.require(Permission::Write)?;
     let a = attest::request(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, b).await?;
     Ok((StatusCode::CREATED, Json(a)))
 }
@@ -228,14 +221,13 @@ pub struct Decision {
 }
 
 #[utoipa::path(post, path = "/api/v1/attestations/{id}/decision", tag = "tracking", request_body = Decision,
-    responses((status = 200, body = Attestation), (status = 403, body = super::ErrorBody)))]
+    responses((status = 200, body = Attestation), super::WriteErrors))]
 pub async fn decide_attestation(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Decision>,
 ) -> Result<Json<Attestation>> {
-    p.require(Permission::Write)?;
     let mut tx = s.db.begin().await?;
     attest::decide(
         &mut tx,
@@ -256,18 +248,18 @@ pub async fn decide_attestation(
 pub struct Validity {
     pub valid: bool,
     /// Why it is invalid (e.g. 停机, 空号).
+    #[schema(max_length = 200)]
     pub reason: Option<String>,
 }
 
 #[utoipa::path(put, path = "/api/v1/phones/{id}/validity", tag = "customers", request_body = Validity,
-    responses((status = 200, body = Phone), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = Phone), super::WriteErrors))]
 pub async fn phone_validity(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<Validity>,
 ) -> Result<Json<Phone>> {
-    p.require(Permission::Write)?;
     Ok(Json(
         customers::set_phone_validity(
             &s.db,
@@ -288,26 +280,28 @@ pub struct ChatCount {
     pub user: String,
     pub customer: String,
     /// The day in the organisation's zone, `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub day: String,
     /// Messages exchanged that day (both directions).
+    #[schema(minimum = 0, maximum = 100_000)]
     pub messages: i64,
     /// The message source: `wecom`, `dingtalk`, `feishu` (its evidence policy applies).
+    #[schema(schema_with = crate::validate::platform)]
     pub source: String,
 }
 
 #[utoipa::path(put, path = "/api/v1/chat-counts", tag = "tracking", request_body = ChatCount,
-    responses((status = 204, description = "Stored (the latest count for that day wins)"), (status = 422, body = super::ErrorBody)))]
+    responses((status = 204, description = "Stored (the latest count for that day wins)"), super::WriteErrors))]
 pub async fn chat_count(
     State(s): State<AppState>,
-    p: Principal,
+    Writer(p): Writer,
     ApiJson(b): ApiJson<ChatCount>,
 ) -> Result<StatusCode> {
-    p.require(Permission::Write)?;
     crate::validate::date("day", &b.day)?;
     if !(0..=100_000).contains(&b.messages) {
         return Err(Error::invalid("messages must be between 0 and 100000"));
     }
-    if !["wecom", "dingtalk", "feishu"].contains(&b.source.as_str()) {
+    if crate::platform::event::Platform::parse(&b.source).is_none() {
         return Err(Error::invalid("source must be wecom, dingtalk or feishu"));
     }
     let known = sqlx::query(

@@ -5,10 +5,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::{Permission, Principal};
 use crate::db::Select;
 use crate::error::{Error, Result};
-use crate::http::{ApiQuery, AppState};
+use crate::http::{ApiQuery, AppState, Reader};
 use crate::page::{Page, PageParams};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -35,22 +34,27 @@ pub struct TaskFilter {
     /// User id of the assignee.
     pub assignee: Option<String>,
     /// `open`, `done` or `cancelled`.
+    #[param(schema_with = status_schema)]
     pub status: Option<String>,
     pub kind: Option<String>,
 }
 
+const STATUSES: [&str; 3] = ["open", "done", "cancelled"];
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&STATUSES)
+}
+
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(PageParams, TaskFilter),
-    responses((status = 200, description = "A page of tasks, oldest first", body = Object),
-        (status = 422, body = super::ErrorBody)))]
+    responses((status = 200, description = "A page of tasks, oldest first", body = Page<Task>), super::ReadErrors))]
 pub async fn list(
     State(s): State<AppState>,
-    p: Principal,
+    Reader(p): Reader,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<TaskFilter>,
 ) -> Result<Json<Page<Task>>> {
-    p.require(Permission::Read)?;
     if let Some(st) = &f.status {
-        if !["open", "done", "cancelled"].contains(&st.as_str()) {
+        if !STATUSES.contains(&st.as_str()) {
             return Err(Error::invalid("status must be open, done or cancelled"));
         }
     }
