@@ -371,6 +371,7 @@ pub async fn add_contact(
 
 /// Changes a customer; the audit entry names the fields changed. The owner sees and
 /// works the customer, so only a writer that may grant hands it to someone else.
+#[allow(clippy::too_many_arguments)]
 pub async fn update(
     db: &Db,
     cipher: &Cipher,
