@@ -94,7 +94,10 @@ pub struct Ownership {
     pub user: String,
     pub from: String,
     pub until: Option<String>,
+    /// `created`, `reassigned` or `leaver_handover`.
     pub reason: String,
+    /// What the manager wrote when reassigning the deal that moved the customer.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -249,7 +252,7 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     if let Some(o) = &owner {
-        open_ownership(&mut tx, &id, o, now_ms, "created").await?;
+        open_ownership(&mut tx, &id, o, now_ms, "created", None).await?;
     }
     for c in &contacts {
         insert_contact(&mut tx, cipher, now_ms, org_id, &id, c).await?;
@@ -269,13 +272,16 @@ pub async fn create(
 }
 
 /// Hands the customer to `owner` (or nobody), closing the current ownership period.
+/// `note_enc` is a typed reason, already encrypted (`REASSIGN_REASON`). Returns the id of
+/// the new ownership period, if any.
 pub async fn transfer_owner(
     tx: &mut Tx,
     now_ms: i64,
     customer_id: &str,
     owner: Option<&str>,
     reason: &str,
-) -> Result<()> {
+    note_enc: Option<&str>,
+) -> Result<Option<String>> {
     sqlx::query(
         "UPDATE customer_owners SET until_at = $1 WHERE customer_id = $2 AND until_at IS NULL",
     )
@@ -283,16 +289,17 @@ pub async fn transfer_owner(
     .bind(customer_id)
     .execute(&mut **tx)
     .await?;
-    if let Some(o) = owner {
-        open_ownership(tx, customer_id, o, now_ms, reason).await?;
-    }
+    let opened = match owner {
+        Some(o) => Some(open_ownership(tx, customer_id, o, now_ms, reason, note_enc).await?),
+        None => None,
+    };
     sqlx::query("UPDATE customers SET owner_user_id = $1, updated_at = $2 WHERE id = $3")
         .bind(owner)
         .bind(now_ms)
         .bind(customer_id)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(opened)
 }
 
 async fn open_ownership(
@@ -301,19 +308,22 @@ async fn open_ownership(
     user_id: &str,
     now_ms: i64,
     reason: &str,
-) -> Result<()> {
+    note_enc: Option<&str>,
+) -> Result<String> {
+    let id = new_id();
     sqlx::query(
-        "INSERT INTO customer_owners (id, customer_id, user_id, from_at, until_at, reason) \
-         VALUES ($1, $2, $3, $4, NULL, $5)",
+        "INSERT INTO customer_owners (id, customer_id, user_id, from_at, until_at, reason, note_enc) \
+         VALUES ($1, $2, $3, $4, NULL, $5, $6)",
     )
-    .bind(new_id())
+    .bind(&id)
     .bind(customer_id)
     .bind(user_id)
     .bind(now_ms)
     .bind(reason)
+    .bind(note_enc)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(id)
 }
 
 pub async fn add_contact(
@@ -352,6 +362,7 @@ pub async fn add_contact(
 
 /// Changes a customer; the audit entry names the fields changed. The owner sees and
 /// works the customer, so only a writer that may grant hands it to someone else.
+#[allow(clippy::too_many_arguments)]
 pub async fn update(
     db: &Db,
     cipher: &Cipher,
@@ -401,7 +412,7 @@ pub async fn update(
     if let Some(o) = &patch.owner {
         let o = check_owner(&mut tx, org_id, Some(o)).await?;
         if o != current_owner {
-            transfer_owner(&mut tx, now_ms, id, o.as_deref(), reason).await?;
+            transfer_owner(&mut tx, now_ms, id, o.as_deref(), reason, None).await?;
             changed.push("owner");
         }
     }
@@ -513,30 +524,41 @@ pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
     )
 }
 
-pub async fn ownership_history(db: &Db, org_id: &str, id: &str) -> Result<Vec<Ownership>> {
+pub async fn ownership_history(
+    db: &Db,
+    cipher: &Cipher,
+    org_id: &str,
+    id: &str,
+) -> Result<Vec<Ownership>> {
     let mut tx = db.pool.begin().await?;
     if !exists_in(&mut tx, org_id, id).await? {
         return Err(Error::NotFound { what: "customer" });
     }
     let rows = sqlx::query(
-        "SELECT user_id, from_at, until_at, reason FROM customer_owners \
+        "SELECT user_id, from_at, until_at, reason, note_enc FROM customer_owners \
          WHERE customer_id = $1 ORDER BY from_at, id",
     )
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ownership {
-            user: r.get("user_id"),
-            from: crate::clock::rfc3339(r.get("from_at")),
-            until: r
-                .get::<Option<i64>, _>("until_at")
-                .map(crate::clock::rfc3339),
-            reason: r.get("reason"),
+    rows.iter()
+        .map(|r| {
+            Ok(Ownership {
+                user: r.get("user_id"),
+                from: crate::clock::rfc3339(r.get("from_at")),
+                until: r
+                    .get::<Option<i64>, _>("until_at")
+                    .map(crate::clock::rfc3339),
+                reason: r.get("reason"),
+                note: crate::personal_data::open_opt(
+                    cipher,
+                    crate::personal_data::REASSIGN_REASON,
+                    r.get("note_enc"),
+                )?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Customer> {
@@ -738,7 +760,7 @@ pub async fn link_external(
     .execute(&mut **tx)
     .await?;
     if let Some(o) = owner {
-        open_ownership(tx, &id, o, now_ms, "created").await?;
+        open_ownership(tx, &id, o, now_ms, "created", None).await?;
     }
     let contact_id = insert_contact(
         tx,

@@ -176,7 +176,7 @@ async fn upload(
     };
     let checked = Upload::check(&s.rules, new).await?;
     let bytes = read_upload(headers, body, s.config.storage.max_upload_bytes).await?;
-    let doc = documents::upload(&s.ledger, &s.blobs, checked, bytes, r.tz).await?;
+    let doc = documents::upload(&s.ledger, &s.cipher, &s.blobs, checked, bytes, r.tz).await?;
     Ok((StatusCode::CREATED, Json(doc)).into_response())
 }
 
@@ -252,7 +252,7 @@ pub async fn api_list(
 ) -> Result<Json<Page<Document>>> {
     p.require(Permission::Read)?;
     Ok(Json(
-        documents::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
+        documents::list(&s.db, &s.cipher, &p.org_id, &f, &page.validate()?).await?,
     ))
 }
 
@@ -264,7 +264,9 @@ pub async fn api_get(
     Path(id): Path<String>,
 ) -> Result<Json<Document>> {
     p.require(Permission::Read)?;
-    Ok(Json(documents::get(&s.db, &p.org_id, &id).await?))
+    Ok(Json(
+        documents::get(&s.db, &s.cipher, &p.org_id, &id).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/documents/{id}/content", tag = "documents",
@@ -277,7 +279,7 @@ pub async fn api_content(
     Path(id): Path<String>,
 ) -> Result<Response> {
     p.require(Permission::Read)?;
-    let (doc, bytes) = documents::content(&s.db, &s.blobs, &p.org_id, &id).await?;
+    let (doc, bytes) = documents::content(&s.db, &s.cipher, &s.blobs, &p.org_id, &id).await?;
     Ok(file_response(
         "attachment",
         &doc.filename,
@@ -384,7 +386,16 @@ async fn open(
         ip: ip.map(|i| i.to_string()),
     };
     Ok(
-        match documents::open(&s.db, &s.blobs, s.clock.now_ms(), &token, &opener).await? {
+        match documents::open(
+            &s.db,
+            &s.cipher,
+            &s.blobs,
+            s.clock.now_ms(),
+            &token,
+            &opener,
+        )
+        .await?
+        {
             Opening::File {
                 filename,
                 content_type,

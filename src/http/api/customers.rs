@@ -126,7 +126,7 @@ pub async fn owners(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
     p.require(Permission::Read)?;
-    let items = customers::ownership_history(&s.db, &p.org_id, &id).await?;
+    let items = customers::ownership_history(&s.db, &s.cipher, &p.org_id, &id).await?;
     Ok(Json(
         serde_json::json!({"items": items, "next_cursor": null}),
     ))

@@ -63,7 +63,15 @@ pub async fn create(
     ApiJson(new): ApiJson<NewDeal>,
 ) -> Result<(StatusCode, Json<Deal>)> {
     p.require(Permission::Write)?;
-    let deal = pipeline::create_deal(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), new).await?;
+    let deal = pipeline::create_deal(
+        &s.db,
+        &s.cipher,
+        s.clock.now_ms(),
+        &p.org_id,
+        &p.actor(),
+        new,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(deal)))
 }
 
@@ -75,7 +83,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Deal>> {
     p.require(Permission::Read)?;
-    Ok(Json(pipeline::get_deal(&s.db, &p.org_id, &id).await?))
+    Ok(Json(
+        pipeline::get_deal(&s.db, &s.cipher, &p.org_id, &id).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/deals/{id}", tag = "pipeline", request_body = DealPatch,
@@ -88,6 +98,15 @@ pub async fn update(
 ) -> Result<Json<Deal>> {
     p.require(Permission::Write)?;
     Ok(Json(
-        pipeline::update_deal(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, patch).await?,
+        pipeline::update_deal(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            &id,
+            patch,
+        )
+        .await?,
     ))
 }

@@ -63,6 +63,7 @@ pub async fn advance(
     Ok(Json(
         gates::advance(
             &s.db,
+            &s.cipher,
             &rules,
             s.clock.now_ms(),
             &p.org_id,
@@ -99,6 +100,7 @@ pub async fn rollback(
     Ok(Json(
         gates::rollback(
             &s.db,
+            &s.cipher,
             &rules,
             s.clock.now_ms(),
             &p.org_id,
@@ -133,6 +135,7 @@ pub async fn reassign(
     Ok(Json(
         gates::reassign(
             &s.db,
+            &s.cipher,
             s.clock.now_ms(),
             &p.org_id,
             p.tz,
@@ -155,7 +158,7 @@ pub async fn list_freezes(
 ) -> Result<Json<Page<Freeze>>> {
     p.require(Permission::Read)?;
     Ok(Json(
-        antifraud::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
+        antifraud::list(&s.db, &s.cipher, &p.org_id, &f, &page.validate()?).await?,
     ))
 }
 
@@ -179,6 +182,7 @@ pub async fn lift(
     Ok(Json(
         antifraud::lift(
             &s.db,
+            &s.cipher,
             s.clock.now_ms(),
             &p.org_id,
             &p.actor(),
@@ -215,7 +219,16 @@ pub async fn request_attestation(
     ApiJson(b): ApiJson<NewAttestation>,
 ) -> Result<(StatusCode, Json<Attestation>)> {
     p.require(Permission::Write)?;
-    let a = attest::request(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, b).await?;
+    let a = attest::request(
+        &s.db,
+        &s.cipher,
+        s.clock.now_ms(),
+        &p.org_id,
+        &p.actor(),
+        &id,
+        b,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(a)))
 }
 
@@ -239,6 +252,7 @@ pub async fn decide_attestation(
     let mut tx = s.db.begin().await?;
     attest::decide(
         &mut tx,
+        &s.cipher,
         s.clock.now_ms(),
         &p.org_id,
         &id,
@@ -248,7 +262,7 @@ pub async fn decide_attestation(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(attest::get(&s.db, &p.org_id, &id).await?))
+    Ok(Json(attest::get(&s.db, &s.cipher, &p.org_id, &id).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
