@@ -807,6 +807,10 @@ pub async fn link_external(
     Ok((id, true))
 }
 
+/// Why a person marks a number invalid. Codes, not free text: the reason is kept in the
+/// clear and in the audit entry (docs/personal-data.md).
+pub const INVALID_REASONS: [&str; 4] = ["停机", "空号", "非本人", "其他"];
+
 /// Marks one of a customer's numbers valid again or invalid (a dead number blocks the
 /// stage gates that need a valid contact). Audited; `by` is the person who checked it.
 pub async fn set_phone_validity(
@@ -820,7 +824,16 @@ pub async fn set_phone_validity(
 ) -> Result<Phone> {
     let reason = match (valid, reason) {
         (true, _) => None,
-        (false, Some(r)) => Some(validate::text("reason", r, 200)?),
+        (false, Some(r)) => {
+            let r = r.trim();
+            if !INVALID_REASONS.contains(&r) {
+                return Err(Error::invalid(format!(
+                    "号码无效的原因须为：{} (reason must be one of these)",
+                    INVALID_REASONS.join("、")
+                )));
+            }
+            Some(r.to_string())
+        }
         (false, None) => Some("marked_by_user".to_string()),
     };
     let mut tx = db.begin().await?;

@@ -37,8 +37,6 @@ use crate::web::sidebar::{escape, org_timezone};
 const PROPOSALS: i64 = 20;
 /// People offered when reassigning a deal.
 const MEMBERS: i64 = 500;
-/// Why a number is dead, as the form offers it.
-const INVALID_REASONS: [&str; 4] = ["停机", "空号", "非本人", "其他"];
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -305,7 +303,7 @@ pub(crate) fn phone_tools(p: &Phone) -> String {
         );
     }
     let mut options = String::from("<option value=\"\">请选择</option>");
-    for r in INVALID_REASONS {
+    for r in customers::INVALID_REASONS {
         options.push_str(&format!("<option>{r}</option>"));
     }
     format!(
@@ -638,7 +636,7 @@ mod tests {
     #[test]
     fn phone_tools_offer_the_reasons_and_escape_the_id() {
         let html = phone_tools(&phone(true));
-        for r in INVALID_REASONS {
+        for r in customers::INVALID_REASONS {
             assert!(html.contains(&format!("<option>{r}</option>")), "{html}");
         }
         assert!(

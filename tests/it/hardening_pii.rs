@@ -974,3 +974,50 @@ async fn sealed_free_text_reads_back(db: &Db, cipher: &Cipher, blobs: &BlobStore
         json!({"from": "需求确认", "to": "初步咨询"})
     );
 }
+
+#[tokio::test]
+async fn a_number_is_marked_invalid_with_a_reason_code_never_typed_text() {
+    let app = spawn_app_with("").await;
+    let customer = app
+        .create(
+            "/api/v1/customers",
+            json!({"name": "华南智造", "contacts": [{"name": NAMES[0], "phones": [PHONES[0]]}]}),
+        )
+        .await;
+    let phone = customer["contacts"][0]["phones"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put = |body: Value| {
+        let app = &app;
+        let phone = phone.clone();
+        async move {
+            app.client
+                .put(app.url(&format!("/api/v1/phones/{phone}/validity")))
+                .bearer_auth(&app.key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The reason is kept in the clear and audited, so it is a code: typed text (here a
+    // name) is refused and nothing changes.
+    let (status, code, _) =
+        error_code(put(json!({"valid": false, "reason": typed("客户说打错了", NAMES[1])})).await)
+            .await;
+    assert_eq!((status, code.as_str()), (422, "invalid_input"));
+    assert_eq!(app.count("contact_phones WHERE valid = 1").await, 1);
+    assert_eq!(
+        app.count("audit_log WHERE action = 'phone.mark_invalid'")
+            .await,
+        0
+    );
+    let res = put(json!({"valid": false, "reason": " 空号 "})).await;
+    assert_eq!(res.status(), 200);
+    let marked: Value = res.json().await.unwrap();
+    assert_eq!(
+        (&marked["valid"], &marked["invalid_reason"]),
+        (&json!(false), &json!("空号"))
+    );
+}
