@@ -21,7 +21,9 @@ use crate::cards;
 use crate::db::{new_id, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
+use crate::personal_data::{self, LIFT_REASON};
 use crate::rules::RuleSet;
+use crate::security::Cipher;
 use crate::tracking::{NewPoint, TrackingPoint};
 
 pub const REPEAT_LIMIT: &str = "rule.repeat_limit";
@@ -228,6 +230,7 @@ pub async fn freeze(
 /// Audits a burst and sends an alert card to each of the rep's direct superiors.
 pub async fn alert_burst(
     tx: &mut Tx,
+    cipher: &Cipher,
     at: i64,
     p: &NewPoint,
     count: i64,
@@ -269,6 +272,7 @@ pub async fn alert_burst(
     for superior in direct_superiors(tx, &p.actor).await? {
         cards::send(
             tx,
+            cipher,
             at,
             &p.org_id,
             &superior,
@@ -310,9 +314,19 @@ pub struct Freeze {
 
 const FREEZE_COLUMNS: &str =
     "SELECT id, user_id, customer_id, rule, reason, point_id, frozen_at, lifted_at, lifted_by, \
-     lift_reason FROM action_freezes";
+     lift_reason_enc FROM action_freezes";
 
-fn freeze_from_row(r: &sqlx::any::AnyRow) -> Freeze {
+/// A freeze with its lift reason decrypted.
+fn freeze_from_row(cipher: &Cipher, r: &sqlx::any::AnyRow) -> Result<Freeze> {
+    Ok(Freeze {
+        lift_reason: personal_data::open_opt(cipher, LIFT_REASON, r.get("lift_reason_enc"))?,
+        ..active_from_row(r)
+    })
+}
+
+/// A freeze in force: not lifted, so it has no lift reason to decrypt (this runs for every
+/// point the ledger writes).
+fn active_from_row(r: &sqlx::any::AnyRow) -> Freeze {
     Freeze {
         id: r.get("id"),
         user: r.get("user_id"),
@@ -325,7 +339,7 @@ fn freeze_from_row(r: &sqlx::any::AnyRow) -> Freeze {
             .get::<Option<i64>, _>("lifted_at")
             .map(crate::clock::rfc3339),
         lifted_by: r.get("lifted_by"),
-        lift_reason: r.get("lift_reason"),
+        lift_reason: None,
     }
 }
 
@@ -344,7 +358,7 @@ pub async fn active_freeze_in(
     .bind(customer)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(row.as_ref().map(freeze_from_row))
+    Ok(row.as_ref().map(active_from_row))
 }
 
 /// The freeze in force on this rep's actions on this customer, if any.
@@ -364,7 +378,7 @@ pub async fn active_freeze(
     .bind(customer)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.as_ref().map(freeze_from_row))
+    Ok(row.as_ref().map(active_from_row))
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -378,6 +392,7 @@ pub struct FreezeFilter {
 
 pub async fn list(
     db: &Db,
+    cipher: &Cipher,
     org_id: &str,
     f: &FreezeFilter,
     page: &PageRequest,
@@ -393,15 +408,20 @@ pub async fn list(
         .bind(page.limit + 1)
         .fetch_all(&db.pool)
         .await?;
-    let items = rows.iter().map(freeze_from_row).collect();
+    let items = rows
+        .iter()
+        .map(|r| freeze_from_row(cipher, r))
+        .collect::<Result<_>>()?;
     Ok(Page::from_rows(items, page, |f| &f.id))
 }
 
 /// Someone with authority over the frozen rep (`access::authority`: never the rep) lifts
 /// the freeze; the reason is required and audited. `actor` is who the audit log names,
 /// `who` whose authority counts and who is recorded as lifting it.
+#[allow(clippy::too_many_arguments)]
 pub async fn lift(
     db: &Db,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
@@ -425,12 +445,12 @@ pub async fn lift(
         Who::Key(_) => actor.id.as_deref().unwrap_or(actor.kind),
     };
     let lifted = sqlx::query(
-        "UPDATE action_freezes SET lifted_at = $1, lifted_by = $2, lift_reason = $3 \
+        "UPDATE action_freezes SET lifted_at = $1, lifted_by = $2, lift_reason_enc = $3 \
          WHERE id = $4 AND org_id = $5 AND lifted_at IS NULL",
     )
     .bind(now_ms)
     .bind(lifted_by)
-    .bind(&reason)
+    .bind(cipher.encrypt(LIFT_REASON, &reason))
     .bind(id)
     .bind(org_id)
     .execute(&mut *tx)
@@ -451,9 +471,10 @@ pub async fn lift(
             org_id,
             "antifraud.lift",
             ("action_freeze", id),
-            json!({"reason": reason, "lifted_by": lifted_by}),
+            // The reason is a person's words: it stays encrypted on the freeze (the target).
+            json!({"lifted_by": lifted_by}),
         )
         .await?;
     tx.commit().await?;
-    Ok(freeze_from_row(&row))
+    freeze_from_row(cipher, &row)
 }

@@ -40,7 +40,8 @@ impl App {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
         let cipher = load_cipher(&config)?;
-        for name in crate::personal_data::migrate(&db, &cipher, clock.now_ms()).await? {
+        let blobs = crate::storage::BlobStore::from_config(&config.storage, cipher.clone())?;
+        for name in crate::personal_data::migrate(&db, &cipher, &blobs, clock.now_ms()).await? {
             tracing::info!(migration = name, "data migration applied");
         }
         let tz = config.org_timezone()?;
@@ -50,8 +51,8 @@ impl App {
         let rules = crate::rules::Rules::new(db.clone());
         let calendar = Arc::new(config.work_calendar()?);
         crate::cards::templates::install(config.card_templates()?);
-        let blobs = crate::storage::BlobStore::from_config(&config.storage)?;
-        let (ledger, ledger_task) = Ledger::start(db.clone(), clock.clone(), rules.clone());
+        let (ledger, ledger_task) =
+            Ledger::start(db.clone(), clock.clone(), rules.clone(), cipher.clone());
         let (inbox, inbox_task) = InboxWriter::start(db.clone(), clock.clone());
         let client = http_client(&config)?;
         // One API client per platform: its token cache (and single-flight refresh) is
@@ -269,12 +270,14 @@ async fn build_worker(
         crate::collab::requests::SLA_JOB,
         crate::collab::sla::SlaClock {
             clock: clock.clone(),
+            cipher: cipher.clone(),
         },
     );
     registry.register(
         crate::collab::requests::ACK_JOB,
         crate::collab::sla::AckClock {
             clock: clock.clone(),
+            cipher: cipher.clone(),
         },
     );
     {
@@ -283,6 +286,7 @@ async fn build_worker(
             health::KIND,
             health::Weekly {
                 clock: clock.clone(),
+                cipher: cipher.clone(),
                 org_id: org.id.clone(),
                 tz: org.timezone,
                 public_url: config.public_url.clone(),
@@ -491,6 +495,7 @@ async fn build_worker(
             Arc::new(crate::platform::wecom::cards::UpdateCard {
                 api: api.clone(),
                 db: db.clone(),
+                cipher: cipher.clone(),
                 clock: clock.clone(),
                 agent_id,
             }),
@@ -500,6 +505,7 @@ async fn build_worker(
             Arc::new(crate::platform::wecom::cards::DeliverCard {
                 api: api.clone(),
                 db: db.clone(),
+                cipher: cipher.clone(),
                 clock: clock.clone(),
                 agent_id,
                 public_url: config.public_url.clone(),
@@ -512,6 +518,7 @@ async fn build_worker(
             Arc::new(crate::platform::feishu::cards::UpdateCard {
                 api: api.clone(),
                 db: db.clone(),
+                cipher: cipher.clone(),
                 clock: clock.clone(),
             }),
         ));
@@ -520,6 +527,7 @@ async fn build_worker(
             Arc::new(crate::platform::feishu::cards::DeliverCard {
                 api,
                 db: db.clone(),
+                cipher: cipher.clone(),
                 clock: clock.clone(),
                 public_url: config.public_url.clone(),
             }),
@@ -531,6 +539,7 @@ async fn build_worker(
             Arc::new(crate::platform::dingtalk::cards::UpdateCard {
                 api: api.clone(),
                 db: db.clone(),
+                cipher: cipher.clone(),
                 clock: clock.clone(),
             }),
         ));
@@ -539,6 +548,7 @@ async fn build_worker(
             Arc::new(crate::platform::dingtalk::cards::DeliverCard {
                 api,
                 db: db.clone(),
+                cipher: cipher.clone(),
                 clock: clock.clone(),
                 template_id: d.card_template_id.clone(),
                 templates: d.card_templates.clone(),
@@ -604,6 +614,7 @@ async fn build_worker(
             credibility::Weekly {
                 rules: rules.clone(),
                 clock: clock.clone(),
+                cipher: cipher.clone(),
             },
         );
         schedule::upsert(

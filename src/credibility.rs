@@ -212,8 +212,10 @@ pub async fn figures(
 /// Computes the week, stores it, and alerts for every rep below the threshold not yet
 /// alerted — in the caller's transaction, so the alert, the task and the mark commit
 /// together.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_week(
     tx: &mut Tx,
+    cipher: &crate::security::Cipher,
     rules: &CredibilityRules,
     now_ms: i64,
     org_id: &str,
@@ -255,7 +257,7 @@ pub async fn apply_week(
         .rows_affected()
             == 1;
         if won {
-            alert(tx, rules, now_ms, org_id, tz, week, r).await?;
+            alert(tx, cipher, rules, now_ms, org_id, tz, week, r).await?;
             r.alerted = true;
         }
     }
@@ -269,8 +271,10 @@ fn show_ratio(r: Option<f64>, part: i64, whole: i64) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn alert(
     tx: &mut Tx,
+    cipher: &crate::security::Cipher,
     rules: &CredibilityRules,
     now_ms: i64,
     org_id: &str,
@@ -333,6 +337,7 @@ async fn alert(
     for superior in crate::antifraud::direct_superiors(tx, &r.user).await? {
         cards::send(
             tx,
+            cipher,
             now_ms,
             org_id,
             &superior,
@@ -343,13 +348,24 @@ async fn alert(
         .await?;
     }
     let notice = cards::templates::compose("credibility.review", &vars);
-    cards::send(tx, now_ms, org_id, &r.user, NOTICE, Some(&task_id), &notice).await?;
+    cards::send(
+        tx,
+        cipher,
+        now_ms,
+        org_id,
+        &r.user,
+        NOTICE,
+        Some(&task_id),
+        &notice,
+    )
+    .await?;
     Ok(())
 }
 
 /// Computes `week` on demand in a transaction of its own (alerting as the job would).
 pub async fn run_week(
     db: &Db,
+    cipher: &crate::security::Cipher,
     rules: &CredibilityRules,
     now_ms: i64,
     org_id: &str,
@@ -357,7 +373,7 @@ pub async fn run_week(
     week: &Week,
 ) -> Result<Vec<RepWeek>> {
     let mut tx = db.begin().await?;
-    let reps = apply_week(&mut tx, rules, now_ms, org_id, tz, week).await?;
+    let reps = apply_week(&mut tx, cipher, rules, now_ms, org_id, tz, week).await?;
     tx.commit().await?;
     Ok(reps)
 }
@@ -398,6 +414,7 @@ pub async fn report(
 pub struct Weekly {
     pub rules: Rules,
     pub clock: SharedClock,
+    pub cipher: crate::security::Cipher,
 }
 
 impl TxJob for Weekly {
@@ -425,7 +442,8 @@ impl TxJob for Weekly {
                 .map_err(|_| JobError::GiveUp(format!("unknown time zone {zone}")))?;
             let rules = self.rules.current(org).await?;
             let week = Week::before(tick, tz)?;
-            let reps = apply_week(tx, &rules.credibility, now, org, tz, &week).await?;
+            let reps =
+                apply_week(tx, &self.cipher, &rules.credibility, now, org, tz, &week).await?;
             tracing::info!(
                 org,
                 week = %week.monday,

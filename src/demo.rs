@@ -640,6 +640,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             .and_then(|m| m.region);
         let deal = pipeline::create_deal(
             &s.db,
+            &s.cipher,
             added + HOUR_MS,
             org,
             &sys,
@@ -748,7 +749,15 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             "{}：{}（演示文件）\n\n一、需求概述\n二、方案设计\n三、实施计划\n四、报价\n",
             c.company, c.deal
         );
-        documents::upload(&s.ledger, &s.blobs, upload, text.into_bytes().into(), tz).await?;
+        documents::upload(
+            &s.ledger,
+            &s.cipher,
+            &s.blobs,
+            upload,
+            text.into_bytes().into(),
+            tz,
+        )
+        .await?;
         let owner = user(c.owner);
         let by = Mover {
             actor: Actor {
@@ -762,6 +771,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
         for &(days, time) in c.advances {
             gates::advance(
                 &s.db,
+                &s.cipher,
                 &rules,
                 at(days, time),
                 org,
@@ -779,6 +789,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
     for (tapped, rep, point, note) in proofs {
         attest::request(
             &s.db,
+            &s.cipher,
             tapped + 3 * HOUR_MS,
             org,
             &Actor {
@@ -815,6 +826,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
         .unwrap_or_else(|| at(14, "10:00"));
     requests::open(
         &s.db,
+        &s.cipher,
         &rules,
         &s.calendar,
         overdue_at,
@@ -831,6 +843,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
     .await?;
     requests::open(
         &s.db,
+        &s.cipher,
         &rules,
         &s.calendar,
         now - 25 * 60_000,

@@ -12,8 +12,10 @@ use crate::access::authority::{self, Managed};
 use crate::access::{Actor, ApiKeyRole, Who};
 use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
+use crate::personal_data::{REASSIGN_REASON, ROLLBACK_REASON};
 use crate::pipeline::{self, Deal};
 use crate::rules::{EvidenceKind, RuleSet};
+use crate::security::Cipher;
 use crate::tracking::{self, NewPoint, Source};
 use crate::verification::claims;
 
@@ -268,6 +270,7 @@ fn stage_point(
 #[allow(clippy::too_many_arguments)]
 pub async fn advance(
     db: &Db,
+    cipher: &Cipher,
     rules: &RuleSet,
     now_ms: i64,
     org_id: &str,
@@ -337,7 +340,7 @@ pub async fn advance(
     )
     .await?;
     tx.commit().await?;
-    pipeline::get_deal(db, org_id, deal_id).await
+    pipeline::get_deal(db, cipher, org_id, deal_id).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -350,9 +353,10 @@ async fn move_stage(
     d: &DealRow,
     target: &str,
     kind: &str,
-    reason: Option<&str>,
+    reason_enc: Option<&str>,
     by: &Mover,
 ) -> Result<()> {
+    let history = crate::db::new_id();
     // Compare-and-set: a concurrent move of the same deal makes this one a conflict.
     let moved =
         sqlx::query("UPDATE deals SET stage = $1, updated_at = $2 WHERE id = $3 AND stage = $4")
@@ -369,21 +373,23 @@ async fn move_stage(
         ));
     }
     sqlx::query(
-        "INSERT INTO deal_stage_history (id, deal_id, from_stage, to_stage, actor_user_id, actor_api_key_id, reason, at, kind) \
+        "INSERT INTO deal_stage_history (id, deal_id, from_stage, to_stage, actor_user_id, actor_api_key_id, reason_enc, at, kind) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(crate::db::new_id())
+    .bind(&history)
     .bind(deal_id)
     .bind(&d.stage)
     .bind(target)
     .bind(&by.user)
     .bind(if by.actor.kind == "api_key" { by.actor.id.clone() } else { None })
-    .bind(reason)
+    .bind(reason_enc)
     .bind(now_ms)
     .bind(kind)
     .execute(&mut **tx)
     .await?;
-    let detail = json!({"from": d.stage, "to": target, "reason": reason});
+    // A typed reason stays encrypted in the history row; the ledger and the audit log
+    // name the row.
+    let detail = json!({"from": d.stage, "to": target, "stage_history": history});
     if let Some(user) = &by.user {
         let p = stage_point(
             org_id,
@@ -424,11 +430,12 @@ async fn require_manager(tx: &mut Tx, org_id: &str, by: &Mover, owner: Option<&s
     authority::require(tx, org_id, who, Managed::Deal { owner }).await
 }
 
-/// A manager rolls a deal back to an earlier stage; the reason is required and kept in
-/// the stage history, the audit log and the ledger.
+/// A manager rolls a deal back to an earlier stage; the reason is required and kept,
+/// encrypted, in the stage history, which the audit log and the ledger name.
 #[allow(clippy::too_many_arguments)]
 pub async fn rollback(
     db: &Db,
+    cipher: &Cipher,
     rules: &RuleSet,
     now_ms: i64,
     org_id: &str,
@@ -468,18 +475,21 @@ pub async fn rollback(
         &d,
         to,
         "rollback",
-        Some(&reason),
+        Some(&cipher.encrypt(ROLLBACK_REASON, &reason)),
         by,
     )
     .await?;
     tx.commit().await?;
-    pipeline::get_deal(db, org_id, deal_id).await
+    pipeline::get_deal(db, cipher, org_id, deal_id).await
 }
 
-/// A manager hands a deal (and its lead and customer) to another rep.
+/// A manager hands a deal (and its lead and customer) to another rep; the reason is kept,
+/// encrypted, on the customer's new ownership period, which the audit log and the ledger
+/// name.
 #[allow(clippy::too_many_arguments)]
 pub async fn reassign(
     db: &Db,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     tz: chrono_tz::Tz,
@@ -526,9 +536,16 @@ pub async fn reassign(
             .execute(&mut *tx)
             .await?;
     }
-    crate::customers::transfer_owner(&mut tx, now_ms, &d.customer, Some(owner), "reassigned")
-        .await?;
-    let detail = json!({"from": d.owner, "to": owner, "reason": reason});
+    let ownership = crate::customers::transfer_owner(
+        &mut tx,
+        now_ms,
+        &d.customer,
+        Some(owner),
+        "reassigned",
+        Some(&cipher.encrypt(REASSIGN_REASON, &reason)),
+    )
+    .await?;
+    let detail = json!({"from": d.owner, "to": owner, "ownership": ownership});
     if let Some(user) = &by.user {
         let p = stage_point(
             org_id,
@@ -552,5 +569,5 @@ pub async fn reassign(
         )
         .await?;
     tx.commit().await?;
-    pipeline::get_deal(db, org_id, deal_id).await
+    pipeline::get_deal(db, cipher, org_id, deal_id).await
 }

@@ -393,6 +393,7 @@ impl Process {
                                 crate::directory::sync::user_of(tx, &org_id, p, user_id).await?;
                             match cards::record_click(
                                 tx,
+                                &self.cipher,
                                 now,
                                 &org_id,
                                 card,
@@ -405,6 +406,7 @@ impl Process {
                                 Click::Recorded => {
                                     cards::dispatch_click(
                                         tx,
+                                        &self.cipher,
                                         now,
                                         &org_id,
                                         card,

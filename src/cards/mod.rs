@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::db::{new_id, Tx};
 use crate::error::{Error, Result};
 use crate::jobs::{self, NewJob};
+use crate::personal_data::CARD_CONTENT;
+use crate::security::Cipher;
 
 /// The job kind that delivers a card through the configured platform.
 pub const DELIVER: &str = "card.deliver";
@@ -105,12 +107,26 @@ impl Card {
     }
 }
 
-/// A stored card (`cards.content`) as it is shown on `platform`.
+/// A card as `cards.content_enc` stores it: its JSON, encrypted with the data key, since
+/// cards carry what people typed (requests, answers, notes).
+pub fn seal(cipher: &Cipher, card: &Card) -> Result<String> {
+    let json = serde_json::to_string(card).map_err(|e| Error::Internal(e.into()))?;
+    Ok(cipher.encrypt(CARD_CONTENT, &json))
+}
+
+/// The card `cards.content_enc` holds, with every platform's wording.
+fn unseal(cipher: &Cipher, sealed: &str) -> anyhow::Result<Card> {
+    let json = cipher.decrypt(CARD_CONTENT, sealed)?;
+    Ok(serde_json::from_str::<Card>(&json)?)
+}
+
+/// A stored card (`cards.content_enc`) as it is shown on `platform`.
 pub fn stored(
-    content: &str,
+    cipher: &Cipher,
+    sealed: &str,
     platform: crate::platform::event::Platform,
-) -> std::result::Result<Card, serde_json::Error> {
-    Ok(serde_json::from_str::<Card>(content)?.into_platform(platform))
+) -> anyhow::Result<Card> {
+    Ok(unseal(cipher, sealed)?.into_platform(platform))
 }
 
 /// The page a card of `purpose` about `object_ref` opens when tapped (relative to
@@ -140,8 +156,10 @@ pub fn parse_button_key(key: &str) -> Option<(&str, &str)> {
 
 /// Queues a card for `recipient` inside the caller's transaction; the card exists and will
 /// be delivered if and only if the transaction commits. Returns the card id.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     tx: &mut Tx,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     recipient_user_id: &str,
@@ -152,7 +170,7 @@ pub async fn send(
     card.check()?;
     let id = new_id();
     sqlx::query(
-        "INSERT INTO cards (id, org_id, recipient_user_id, purpose, object_ref, content, status, created_at, updated_at) \
+        "INSERT INTO cards (id, org_id, recipient_user_id, purpose, object_ref, content_enc, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7)",
     )
     .bind(&id)
@@ -160,7 +178,7 @@ pub async fn send(
     .bind(recipient_user_id)
     .bind(purpose)
     .bind(object_ref)
-    .bind(serde_json::to_string(card).map_err(|e| Error::Internal(e.into()))?)
+    .bind(seal(cipher, card)?)
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
@@ -196,8 +214,10 @@ pub enum Click {
 /// Records the recipient's first click on a card, idempotently, and queues the card's
 /// update in the same transaction. `response_code` is the fresh one-shot code the click
 /// delivered, if the platform sends one.
+#[allow(clippy::too_many_arguments)]
 pub async fn record_click(
     tx: &mut Tx,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     card_id: &str,
@@ -206,7 +226,7 @@ pub async fn record_click(
     response_code: Option<&str>,
 ) -> Result<Click> {
     let row = sqlx::query(
-        "SELECT recipient_user_id, content, platform FROM cards WHERE id = $1 AND org_id = $2",
+        "SELECT recipient_user_id, content_enc, platform FROM cards WHERE id = $1 AND org_id = $2",
     )
     .bind(card_id)
     .bind(org_id)
@@ -220,8 +240,9 @@ pub async fn record_click(
     if clicker_user_id != Some(recipient.as_str()) {
         return Ok(Click::NotRecipient);
     }
-    let card: Card = serde_json::from_str(&row.get::<String, _>("content"))
-        .map_err(|e| Error::Internal(e.into()))?;
+    // Buttons carry the same actions on every platform: any wording will do.
+    let card = unseal(cipher, &row.get::<String, _>("content_enc"))
+        .map_err(|e| Error::Internal(e.context(format!("card {card_id}"))))?;
     if !card.buttons.iter().any(|b| b.action == action) {
         return Ok(Click::UnknownCard);
     }
@@ -278,6 +299,7 @@ pub struct Outgoing {
 /// the card visibly and gives the job up.
 pub async fn outgoing(
     db: &crate::db::Db,
+    cipher: &Cipher,
     now_ms: i64,
     card_id: &str,
     platform: crate::platform::event::Platform,
@@ -285,7 +307,7 @@ pub async fn outgoing(
     use crate::jobs::JobError;
     use sqlx::Row;
     let row = sqlx::query(
-        "SELECT c.content, c.recipient_user_id, c.purpose, c.object_ref, i.value AS address FROM cards c \
+        "SELECT c.content_enc, c.recipient_user_id, c.purpose, c.object_ref, i.value AS address FROM cards c \
          LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id AND i.platform = $2 AND i.kind = $3 \
          WHERE c.id = $1",
     )
@@ -303,7 +325,7 @@ pub async fn outgoing(
             platform.member_id_kind()
         )));
     };
-    let card = stored(&row.get::<String, _>("content"), platform)
+    let card = stored(cipher, &row.get::<String, _>("content_enc"), platform)
         .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
     Ok(Outgoing {
         card,
@@ -400,6 +422,7 @@ pub enum Preview {
 
 pub async fn preview_click(
     db: &crate::db::Db,
+    cipher: &Cipher,
     org_id: &str,
     platform: crate::platform::event::Platform,
     platform_user: &str,
@@ -410,7 +433,7 @@ pub async fn preview_click(
         return Ok(Preview::Unknown);
     };
     let row = sqlx::query(
-        "SELECT content, recipient_user_id, clicked_action, status_text, purpose, object_ref \
+        "SELECT content_enc, recipient_user_id, clicked_action, status_text, purpose, object_ref \
          FROM cards WHERE id = $1 AND org_id = $2",
     )
     .bind(card_id)
@@ -426,8 +449,8 @@ pub async fn preview_click(
     if clicker.as_deref() != Some(row.get::<String, _>("recipient_user_id").as_str()) {
         return Ok(Preview::NotRecipient);
     }
-    let card = stored(&row.get::<String, _>("content"), platform)
-        .map_err(|e| Error::Internal(e.into()))?;
+    let card = stored(cipher, &row.get::<String, _>("content_enc"), platform)
+        .map_err(|e| Error::Internal(e.context(format!("card {card_id}"))))?;
     if !card.buttons.iter().any(|b| b.action == action) {
         return Ok(Preview::Unknown);
     }
@@ -495,6 +518,7 @@ pub async fn show_status(
 /// After the recipient's first click: the card's purpose decides what the click does.
 pub async fn dispatch_click(
     tx: &mut Tx,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     card_id: &str,
@@ -517,6 +541,7 @@ pub async fn dispatch_click(
     let done = match purpose.as_str() {
         crate::verification::attest::PURPOSE => crate::verification::attest::decide(
             tx,
+            cipher,
             now_ms,
             org_id,
             &id,
@@ -534,6 +559,7 @@ pub async fn dispatch_click(
                 .get("timezone");
             crate::collab::requests::step_in(
                 tx,
+                cipher,
                 now_ms,
                 org_id,
                 tz.parse().unwrap_or(chrono_tz::Asia::Shanghai),

@@ -480,8 +480,9 @@ mod tests {
             card.title
         );
         // Stored and read back, each platform still gets its own.
-        let json = serde_json::to_string(&card).unwrap();
-        let back = crate::cards::stored(&json, Platform::Dingtalk).unwrap();
+        let cipher = crate::security::Cipher::new(crate::security::DataKey::generate(), vec![]);
+        let sealed = crate::cards::seal(&cipher, &card).unwrap();
+        let back = crate::cards::stored(&cipher, &sealed, Platform::Dingtalk).unwrap();
         assert_eq!(back.title, "超时升级：售前快速提问");
 
         let dir = tempfile::tempdir().unwrap();

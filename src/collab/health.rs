@@ -136,6 +136,7 @@ fn percent(r: Option<f64>) -> String {
 /// Sends the week's card to every manager, once per week whatever re-runs.
 pub async fn push(
     tx: &mut Tx,
+    cipher: &crate::security::Cipher,
     now_ms: i64,
     org_id: &str,
     week: &Week,
@@ -199,6 +200,7 @@ pub async fn push(
         if already.is_none() {
             cards::send(
                 tx,
+                cipher,
                 now_ms,
                 org_id,
                 m,
@@ -216,6 +218,7 @@ pub async fn push(
 /// The Monday job: last week's health to the managers.
 pub struct Weekly {
     pub clock: SharedClock,
+    pub cipher: crate::security::Cipher,
     pub org_id: String,
     pub tz: chrono_tz::Tz,
     pub public_url: String,
@@ -230,7 +233,7 @@ impl TxJob for Weekly {
         Box::pin(async move {
             let now = self.clock.now_ms();
             let week = Week::before(now, self.tz)?;
-            let sent = push(tx, now, &self.org_id, &week, &self.public_url).await?;
+            let sent = push(tx, &self.cipher, now, &self.org_id, &week, &self.public_url).await?;
             tracing::info!(week = %week.monday, cards = sent, "collaboration health pushed");
             Ok(())
         })

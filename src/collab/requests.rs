@@ -20,7 +20,9 @@ use crate::db::{new_id, Db, Tx};
 use crate::directory::users;
 use crate::error::{Error, Result};
 use crate::jobs::{self, NewJob};
+use crate::personal_data::{self, COLLAB_ANSWER, COLLAB_CONTENT, COLLAB_RETURN_REASON};
 use crate::rules::{CollabKind, CollabType, RuleSet};
+use crate::security::Cipher;
 
 /// Card purpose of a request's card to its assignee (or a queue member).
 pub const CARD_PURPOSE: &str = "collab.request";
@@ -215,8 +217,10 @@ pub fn deadline(t: &CollabType, calendar: &WorkCalendar, now_ms: i64) -> i64 {
 }
 
 /// Opens a request in one transaction: checks, snapshot, cards, clocks.
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
     db: &Db,
+    cipher: &Cipher,
     rules: &RuleSet,
     calendar: &WorkCalendar,
     now_ms: i64,
@@ -332,7 +336,7 @@ pub async fn open(
     let ack_due = now_ms + t.ack_within.as_millis() as i64;
     sqlx::query(
         "INSERT INTO collab_requests (id, org_id, kind, type_key, title, customer_id, deal_id, initiator_user_id, \
-         responsible_role, assignee_user_id, status, content, content_hash, ack_due_at, due_at, business_hours, \
+         responsible_role, assignee_user_id, status, content_enc, content_hash, ack_due_at, due_at, business_hours, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11, $12, $13, $14, $15, $16, $16)",
     )
     .bind(&id)
@@ -348,7 +352,7 @@ pub async fn open(
     .bind(&new.initiator)
     .bind(&t.role)
     .bind(&assignee)
-    .bind(content.to_string())
+    .bind(cipher.encrypt(COLLAB_CONTENT, &content.to_string()))
     .bind(&hash)
     .bind(ack_due)
     .bind(due)
@@ -374,7 +378,17 @@ pub async fn open(
         &local_time(due, tz),
     );
     for r in &recipients {
-        cards::send(&mut tx, now_ms, org_id, r, CARD_PURPOSE, Some(&id), &card).await?;
+        cards::send(
+            &mut tx,
+            cipher,
+            now_ms,
+            org_id,
+            r,
+            CARD_PURPOSE,
+            Some(&id),
+            &card,
+        )
+        .await?;
     }
     // The rep's ask is a tracking point like any sidebar tap.
     let point = crate::tracking::NewPoint {
@@ -410,19 +424,23 @@ pub async fn open(
         .await?;
     }
     tx.commit().await?;
-    get(db, org_id, tz, &id).await
+    get(db, cipher, org_id, tz, &id).await
 }
 
 const COLUMNS: &str = "SELECT id, kind, type_key, title, customer_id, deal_id, initiator_user_id, responsible_role, \
-     assignee_user_id, status, content, content_hash, answer, answer_date, return_reason, acked_at, ack_due_at, due_at, \
+     assignee_user_id, status, content_enc, content_hash, answer_enc, answer_date, return_reason_enc, acked_at, ack_due_at, due_at, \
      CAST(business_hours AS BIGINT) AS business_hours, overdue_at, created_at, closed_at FROM collab_requests";
 
 async fn from_row(
     conn: &mut sqlx::AnyConnection,
+    cipher: &Cipher,
     r: &sqlx::any::AnyRow,
     tz: chrono_tz::Tz,
 ) -> Result<Request> {
     let id: String = r.get("id");
+    let answer = personal_data::open_opt(cipher, COLLAB_ANSWER, r.get("answer_enc"))?;
+    let return_reason =
+        personal_data::open_opt(cipher, COLLAB_RETURN_REASON, r.get("return_reason_enc"))?;
     let artefacts = sqlx::query(
         "SELECT name, document_id FROM collab_artefacts WHERE request_id = $1 ORDER BY name",
     )
@@ -439,11 +457,25 @@ async fn from_row(
     .fetch_all(&mut *conn)
     .await?
     .iter()
-    .map(|e| TrailEntry {
-        at: crate::clock::in_zone(e.get("at"), tz),
-        actor: e.get("actor_user_id"),
-        action: e.get("action"),
-        detail: serde_json::from_str(&e.get::<String, _>("detail")).unwrap_or(Value::Null),
+    .map(|e| {
+        let action: String = e.get("action");
+        let mut detail: Value =
+            serde_json::from_str(&e.get::<String, _>("detail")).unwrap_or(Value::Null);
+        // The trail keeps ids and dates; the text it shows comes from the request's
+        // encrypted columns (a request is answered or returned once).
+        if let Some(d) = detail
+            .as_object_mut()
+            .filter(|_| action == "answered" || action == "returned")
+        {
+            d.insert("answer".into(), json!(answer));
+            d.insert("reason".into(), json!(return_reason));
+        }
+        TrailEntry {
+            at: crate::clock::in_zone(e.get("at"), tz),
+            actor: e.get("actor_user_id"),
+            action,
+            detail,
+        }
     })
     .collect();
     let opt = |k: &str| {
@@ -460,12 +492,17 @@ async fn from_row(
         responsible_role: r.get("responsible_role"),
         assignee: r.get("assignee_user_id"),
         status: r.get("status"),
-        content: serde_json::from_str(&r.get::<String, _>("content")).unwrap_or(Value::Null),
+        content: serde_json::from_str(&personal_data::open(
+            cipher,
+            COLLAB_CONTENT,
+            &r.get::<String, _>("content_enc"),
+        )?)
+        .unwrap_or(Value::Null),
         content_hash: r.get("content_hash"),
         artefacts,
-        answer: r.get("answer"),
+        answer,
         answer_date: r.get("answer_date"),
-        return_reason: r.get("return_reason"),
+        return_reason,
         acknowledged_at: opt("acked_at"),
         ack_due_at: opt("ack_due_at"),
         due_at: crate::clock::in_zone(r.get("due_at"), tz),
@@ -478,7 +515,13 @@ async fn from_row(
     })
 }
 
-pub async fn get(db: &Db, org_id: &str, tz: chrono_tz::Tz, id: &str) -> Result<Request> {
+pub async fn get(
+    db: &Db,
+    cipher: &Cipher,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    id: &str,
+) -> Result<Request> {
     let mut conn = db.pool.acquire().await?;
     let row = sqlx::query(&format!("{COLUMNS} WHERE id = $1 AND org_id = $2"))
         .bind(id)
@@ -486,7 +529,7 @@ pub async fn get(db: &Db, org_id: &str, tz: chrono_tz::Tz, id: &str) -> Result<R
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(Error::NotFound { what: "request" })?;
-    from_row(&mut conn, &row, tz).await
+    from_row(&mut conn, cipher, &row, tz).await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -500,6 +543,7 @@ pub struct RequestFilter {
 
 pub async fn list(
     db: &Db,
+    cipher: &Cipher,
     org_id: &str,
     tz: chrono_tz::Tz,
     f: &RequestFilter,
@@ -521,7 +565,7 @@ pub async fn list(
         .await?;
     let mut items = Vec::with_capacity(rows.len());
     for r in &rows {
-        items.push(from_row(&mut conn, r, tz).await?);
+        items.push(from_row(&mut conn, cipher, r, tz).await?);
     }
     Ok(crate::page::Page::from_rows(items, page, |r| &r.id))
 }
@@ -544,8 +588,10 @@ pub enum Step {
 /// (a repeat). Authorisation: accepting needs to be a recipient of the request's cards
 /// (the assignee, or anyone in the queue while unclaimed); answering and returning need
 /// to be the assignee.
+#[allow(clippy::too_many_arguments)]
 pub async fn step_in(
     tx: &mut Tx,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     tz: chrono_tz::Tz,
@@ -646,13 +692,17 @@ pub async fn step_in(
                 Step::Accept => unreachable!("handled above"),
             };
             sqlx::query(
-                "UPDATE collab_requests SET status = $1, answer = $2, answer_date = $3, return_reason = $4, \
+                "UPDATE collab_requests SET status = $1, answer_enc = $2, answer_date = $3, return_reason_enc = $4, \
                  closed_at = $5, closed_by = $6, updated_at = $5 WHERE id = $7",
             )
             .bind(new_status)
-            .bind(&text)
+            .bind(text.as_deref().map(|t| cipher.encrypt(COLLAB_ANSWER, t)))
             .bind(&date)
-            .bind(&reason)
+            .bind(
+                reason
+                    .as_deref()
+                    .map(|r| cipher.encrypt(COLLAB_RETURN_REASON, r)),
+            )
             .bind(now_ms)
             .bind(user)
             .bind(id)
@@ -664,7 +714,8 @@ pub async fn step_in(
                 id,
                 Some(user),
                 new_status,
-                json!({"answer": text, "date": date, "reason": reason}),
+                // The text itself stays in the request's encrypted columns.
+                json!({"date": date}),
             )
             .await?;
             // The original cards now show who handled it and when.
@@ -706,6 +757,7 @@ pub async fn step_in(
             );
             cards::send(
                 tx,
+                cipher,
                 now_ms,
                 org_id,
                 &initiator,
@@ -735,6 +787,7 @@ pub async fn step_in(
 #[allow(clippy::too_many_arguments)]
 pub async fn step(
     db: &Db,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     tz: chrono_tz::Tz,
@@ -743,9 +796,9 @@ pub async fn step(
     s: &Step,
 ) -> Result<Request> {
     let mut tx = db.begin().await?;
-    step_in(&mut tx, now_ms, org_id, tz, id, user, s).await?;
+    step_in(&mut tx, cipher, now_ms, org_id, tz, id, user, s).await?;
     tx.commit().await?;
-    get(db, org_id, tz, id).await
+    get(db, cipher, org_id, tz, id).await
 }
 
 /// Assigns the customer's person for a role (routing for later requests), audited: the

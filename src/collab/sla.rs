@@ -111,6 +111,7 @@ fn closed(status: &str) -> bool {
 /// No acknowledgement in time → a reminder to whoever has to acknowledge.
 pub struct AckClock {
     pub clock: SharedClock,
+    pub cipher: crate::security::Cipher,
 }
 
 impl TxJob for AckClock {
@@ -131,7 +132,17 @@ impl TxJob for AckClock {
             let to = responsible(tx, id, &p).await?;
             let card = reminder(&p, "请尽快确认收到该请求");
             for u in &to {
-                cards::send(tx, now, &p.org, u, CARD_PURPOSE, Some(id), &card).await?;
+                cards::send(
+                    tx,
+                    &self.cipher,
+                    now,
+                    &p.org,
+                    u,
+                    CARD_PURPOSE,
+                    Some(id),
+                    &card,
+                )
+                .await?;
             }
             event(tx, now, id, "ack_reminded", json!({"to": to})).await
         })
@@ -142,6 +153,7 @@ impl TxJob for AckClock {
 /// escalation card to each of the assignee's direct superiors.
 pub struct SlaClock {
     pub clock: SharedClock,
+    pub cipher: crate::security::Cipher,
 }
 
 impl TxJob for SlaClock {
@@ -170,7 +182,17 @@ impl TxJob for SlaClock {
             let to = responsible(tx, id, &p).await?;
             let card = reminder(&p, "已超过约定时限，请立即处理");
             for u in &to {
-                cards::send(tx, now, &p.org, u, CARD_PURPOSE, Some(id), &card).await?;
+                cards::send(
+                    tx,
+                    &self.cipher,
+                    now,
+                    &p.org,
+                    u,
+                    CARD_PURPOSE,
+                    Some(id),
+                    &card,
+                )
+                .await?;
             }
             let mut bosses = std::collections::BTreeSet::new();
             for u in &to {
@@ -208,6 +230,7 @@ impl TxJob for SlaClock {
             for b in &bosses {
                 cards::send(
                     tx,
+                    &self.cipher,
                     now,
                     &p.org,
                     b,

@@ -112,7 +112,10 @@ pub struct Ownership {
     pub user: String,
     pub from: String,
     pub until: Option<String>,
+    /// `created`, `reassigned` or `leaver_handover`.
     pub reason: String,
+    /// What the manager wrote when reassigning the deal that moved the customer.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -268,7 +271,7 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     if let Some(o) = &owner {
-        open_ownership(&mut tx, &id, o, now_ms, "created").await?;
+        open_ownership(&mut tx, &id, o, now_ms, "created", None).await?;
     }
     for c in &contacts {
         insert_contact(&mut tx, cipher, now_ms, org_id, &id, c).await?;
@@ -288,13 +291,16 @@ pub async fn create(
 }
 
 /// Hands the customer to `owner` (or nobody), closing the current ownership period.
+/// `note_enc` is a typed reason, already encrypted (`REASSIGN_REASON`). Returns the id of
+/// the new ownership period, if any.
 pub async fn transfer_owner(
     tx: &mut Tx,
     now_ms: i64,
     customer_id: &str,
     owner: Option<&str>,
     reason: &str,
-) -> Result<()> {
+    note_enc: Option<&str>,
+) -> Result<Option<String>> {
     sqlx::query(
         "UPDATE customer_owners SET until_at = $1 WHERE customer_id = $2 AND until_at IS NULL",
     )
@@ -302,16 +308,17 @@ pub async fn transfer_owner(
     .bind(customer_id)
     .execute(&mut **tx)
     .await?;
-    if let Some(o) = owner {
-        open_ownership(tx, customer_id, o, now_ms, reason).await?;
-    }
+    let opened = match owner {
+        Some(o) => Some(open_ownership(tx, customer_id, o, now_ms, reason, note_enc).await?),
+        None => None,
+    };
     sqlx::query("UPDATE customers SET owner_user_id = $1, updated_at = $2 WHERE id = $3")
         .bind(owner)
         .bind(now_ms)
         .bind(customer_id)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(opened)
 }
 
 async fn open_ownership(
@@ -320,19 +327,22 @@ async fn open_ownership(
     user_id: &str,
     now_ms: i64,
     reason: &str,
-) -> Result<()> {
+    note_enc: Option<&str>,
+) -> Result<String> {
+    let id = new_id();
     sqlx::query(
-        "INSERT INTO customer_owners (id, customer_id, user_id, from_at, until_at, reason) \
-         VALUES ($1, $2, $3, $4, NULL, $5)",
+        "INSERT INTO customer_owners (id, customer_id, user_id, from_at, until_at, reason, note_enc) \
+         VALUES ($1, $2, $3, $4, NULL, $5, $6)",
     )
-    .bind(new_id())
+    .bind(&id)
     .bind(customer_id)
     .bind(user_id)
     .bind(now_ms)
     .bind(reason)
+    .bind(note_enc)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(id)
 }
 
 pub async fn add_contact(
@@ -421,7 +431,7 @@ pub async fn update(
     if let Some(o) = &patch.owner {
         let o = check_owner(&mut tx, org_id, Some(o)).await?;
         if o != current_owner {
-            transfer_owner(&mut tx, now_ms, id, o.as_deref(), reason).await?;
+            transfer_owner(&mut tx, now_ms, id, o.as_deref(), reason, None).await?;
             changed.push("owner");
         }
     }
@@ -535,30 +545,41 @@ pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
     )
 }
 
-pub async fn ownership_history(db: &Db, org_id: &str, id: &str) -> Result<Vec<Ownership>> {
+pub async fn ownership_history(
+    db: &Db,
+    cipher: &Cipher,
+    org_id: &str,
+    id: &str,
+) -> Result<Vec<Ownership>> {
     let mut tx = db.pool.begin().await?;
     if !exists_in(&mut tx, org_id, id).await? {
         return Err(Error::NotFound { what: "customer" });
     }
     let rows = sqlx::query(
-        "SELECT user_id, from_at, until_at, reason FROM customer_owners \
+        "SELECT user_id, from_at, until_at, reason, note_enc FROM customer_owners \
          WHERE customer_id = $1 ORDER BY from_at, id",
     )
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ownership {
-            user: r.get("user_id"),
-            from: crate::clock::rfc3339(r.get("from_at")),
-            until: r
-                .get::<Option<i64>, _>("until_at")
-                .map(crate::clock::rfc3339),
-            reason: r.get("reason"),
+    rows.iter()
+        .map(|r| {
+            Ok(Ownership {
+                user: r.get("user_id"),
+                from: crate::clock::rfc3339(r.get("from_at")),
+                until: r
+                    .get::<Option<i64>, _>("until_at")
+                    .map(crate::clock::rfc3339),
+                reason: r.get("reason"),
+                note: crate::personal_data::open_opt(
+                    cipher,
+                    crate::personal_data::REASSIGN_REASON,
+                    r.get("note_enc"),
+                )?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Customer> {
@@ -760,7 +781,7 @@ pub async fn link_external(
     .execute(&mut **tx)
     .await?;
     if let Some(o) = owner {
-        open_ownership(tx, &id, o, now_ms, "created").await?;
+        open_ownership(tx, &id, o, now_ms, "created", None).await?;
     }
     let contact_id = insert_contact(
         tx,
@@ -807,6 +828,10 @@ pub async fn link_external(
     Ok((id, true))
 }
 
+/// Why a person marks a number invalid. Codes, not free text: the reason is kept in the
+/// clear and in the audit entry (docs/personal-data.md).
+pub const INVALID_REASONS: [&str; 4] = ["停机", "空号", "非本人", "其他"];
+
 /// Marks one of a customer's numbers valid again or invalid (a dead number blocks the
 /// stage gates that need a valid contact). Audited; `by` is the person who checked it.
 pub async fn set_phone_validity(
@@ -820,7 +845,16 @@ pub async fn set_phone_validity(
 ) -> Result<Phone> {
     let reason = match (valid, reason) {
         (true, _) => None,
-        (false, Some(r)) => Some(validate::text("reason", r, 200)?),
+        (false, Some(r)) => {
+            let r = r.trim();
+            if !INVALID_REASONS.contains(&r) {
+                return Err(Error::invalid(format!(
+                    "号码无效的原因须为：{} (reason must be one of these)",
+                    INVALID_REASONS.join("、")
+                )));
+            }
+            Some(r.to_string())
+        }
         (false, None) => Some("marked_by_user".to_string()),
     };
     let mut tx = db.begin().await?;

@@ -22,7 +22,9 @@ use sqlx::Row;
 use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
+use crate::personal_data::{self, BLOB_FILENAME};
 use crate::rules::{ActionDef, ActionKind, RuleSet, Rules};
+use crate::security::Cipher;
 use crate::storage::{BlobStore, Stored};
 use crate::tracking::{self, After, AfterWrite, Ledger, NewPoint, Recorded, Source, TrackingPoint};
 
@@ -153,6 +155,7 @@ impl Upload {
 /// unreferenced) file behind.
 pub async fn upload(
     ledger: &Ledger,
+    cipher: &Cipher,
     blobs: &BlobStore,
     upload: Upload,
     bytes: Bytes,
@@ -172,6 +175,8 @@ pub async fn upload(
         blob_id: new_id(),
         org_id: new.org_id.clone(),
         kind: new.kind,
+        // Sealed here, so the ledger writer that inserts the row does no cryptography.
+        filename_enc: cipher.encrypt(BLOB_FILENAME, &new.filename),
         filename: new.filename,
         content_type,
         stored,
@@ -207,6 +212,7 @@ struct DocumentRows {
     org_id: String,
     kind: String,
     filename: String,
+    filename_enc: String,
     content_type: String,
     stored: Stored,
 }
@@ -240,7 +246,7 @@ impl AfterWrite for DocumentRows {
                 .map_err(|e| Error::Internal(anyhow::anyhow!("point time: {e}")))?
                 .timestamp_millis();
             sqlx::query(
-                "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename, storage_key, \
+                "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename_enc, storage_key, \
                  uploaded_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&self.blob_id)
@@ -248,7 +254,7 @@ impl AfterWrite for DocumentRows {
             .bind(&self.stored.sha256)
             .bind(self.stored.size as i64)
             .bind(&self.content_type)
-            .bind(&self.filename)
+            .bind(&self.filename_enc)
             .bind(&self.stored.key)
             .bind(&point.actor)
             .bind(at)
@@ -276,23 +282,23 @@ impl AfterWrite for DocumentRows {
 
 const DOCUMENT_COLUMNS: &str =
     "SELECT d.id, d.customer_id, d.deal_id, d.kind, d.uploaded_by, d.point_id, \
-     d.created_at, b.filename, b.content_type, b.size_bytes, b.sha256, b.storage_key \
+     d.created_at, b.filename_enc, b.content_type, b.size_bytes, b.sha256, b.storage_key \
      FROM documents d JOIN blobs b ON b.id = d.blob_id";
 
-fn from_row(r: &sqlx::any::AnyRow) -> Document {
-    Document {
+fn from_row(cipher: &Cipher, r: &sqlx::any::AnyRow) -> Result<Document> {
+    Ok(Document {
         id: r.get("id"),
         customer: r.get("customer_id"),
         deal: r.get("deal_id"),
         kind: r.get("kind"),
-        filename: r.get("filename"),
+        filename: personal_data::open(cipher, BLOB_FILENAME, &r.get::<String, _>("filename_enc"))?,
         content_type: r.get("content_type"),
         size_bytes: r.get("size_bytes"),
         sha256: r.get("sha256"),
         uploaded_by: r.get("uploaded_by"),
         point: r.get("point_id"),
         created_at: crate::clock::rfc3339(r.get("created_at")),
-    }
+    })
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -304,6 +310,7 @@ pub struct DocumentFilter {
 
 pub async fn list(
     db: &Db,
+    cipher: &Cipher,
     org_id: &str,
     f: &DocumentFilter,
     page: &PageRequest,
@@ -320,15 +327,15 @@ pub async fn list(
         .bind(page.limit + 1)
         .fetch_all(&db.pool)
         .await?;
-    Ok(Page::from_rows(
-        rows.iter().map(from_row).collect(),
-        page,
-        |d| &d.id,
-    ))
+    let items = rows
+        .iter()
+        .map(|r| from_row(cipher, r))
+        .collect::<Result<_>>()?;
+    Ok(Page::from_rows(items, page, |d| &d.id))
 }
 
-pub async fn get(db: &Db, org_id: &str, id: &str) -> Result<Document> {
-    Ok(from_row(&get_row(db, org_id, id).await?))
+pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Document> {
+    from_row(cipher, &get_row(db, org_id, id).await?)
 }
 
 async fn get_row(db: &Db, org_id: &str, id: &str) -> Result<sqlx::any::AnyRow> {
@@ -345,13 +352,14 @@ async fn get_row(db: &Db, org_id: &str, id: &str) -> Result<sqlx::any::AnyRow> {
 /// A document and its bytes.
 pub async fn content(
     db: &Db,
+    cipher: &Cipher,
     blobs: &BlobStore,
     org_id: &str,
     id: &str,
 ) -> Result<(Document, Vec<u8>)> {
     let row = get_row(db, org_id, id).await?;
     let key: String = row.get("storage_key");
-    Ok((from_row(&row), blobs.get(&key).await?))
+    Ok((from_row(cipher, &row)?, blobs.get(&key).await?))
 }
 
 /// A document sent to its customer as a tracked link.
@@ -514,6 +522,7 @@ pub enum Opening {
 /// claims it, so racing opens write exactly one point.
 pub async fn open(
     db: &Db,
+    cipher: &Cipher,
     blobs: &BlobStore,
     now: i64,
     token: &str,
@@ -529,7 +538,7 @@ pub async fn open(
     }
     let Some(row) = sqlx::query(
         "SELECT l.id, l.org_id, l.document_id, l.customer_id, l.sent_by, l.expires_at, \
-         b.filename, b.content_type, b.storage_key, o.timezone, \
+         b.filename_enc, b.content_type, b.storage_key, o.timezone, \
          (SELECT client_ip FROM tracking_points WHERE id = l.sent_point_id) AS sent_ip \
          FROM document_links l JOIN documents d ON d.id = l.document_id \
          JOIN blobs b ON b.id = d.blob_id JOIN organisations o ON o.id = l.org_id \
@@ -551,7 +560,11 @@ pub async fn open(
         count_open(db, now, &row, opener).await?;
     }
     Ok(Opening::File {
-        filename: row.get("filename"),
+        filename: personal_data::open(
+            cipher,
+            BLOB_FILENAME,
+            &row.get::<String, _>("filename_enc"),
+        )?,
         content_type: row.get("content_type"),
         bytes,
     })

@@ -106,6 +106,7 @@ pub async fn feishu_receive(
         Some(click) => Ok(axum::Json(
             crate::platform::feishu::cards::click_answer(
                 &s.db,
+                &s.cipher,
                 &s.default_org.id,
                 &s.config.public_url,
                 &click,
@@ -188,6 +189,7 @@ pub async fn dingtalk_card(
         Some((user, key)) => {
             crate::cards::preview_click(
                 &s.db,
+                &s.cipher,
                 &s.default_org.id,
                 crate::platform::event::Platform::Dingtalk,
                 user,

@@ -177,7 +177,7 @@ async fn upload(
     };
     let checked = Upload::check(&s.rules, new).await?;
     let bytes = read_upload(headers, body, s.config.storage.max_upload_bytes).await?;
-    let doc = documents::upload(&s.ledger, &s.blobs, checked, bytes, r.tz).await?;
+    let doc = documents::upload(&s.ledger, &s.cipher, &s.blobs, checked, bytes, r.tz).await?;
     Ok((StatusCode::CREATED, Json(doc)).into_response())
 }
 
@@ -247,7 +247,7 @@ pub async fn api_list(
     ApiQuery(f): ApiQuery<DocumentFilter>,
 ) -> Result<Json<Page<Document>>> {
     Ok(Json(
-        documents::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
+        documents::list(&s.db, &s.cipher, &p.org_id, &f, &page.validate()?).await?,
     ))
 }
 
@@ -258,7 +258,9 @@ pub async fn api_get(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Document>> {
-    Ok(Json(documents::get(&s.db, &p.org_id, &id).await?))
+    Ok(Json(
+        documents::get(&s.db, &s.cipher, &p.org_id, &id).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/documents/{id}/content", tag = "documents",
@@ -268,7 +270,7 @@ pub async fn api_content(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let (doc, bytes) = documents::content(&s.db, &s.blobs, &p.org_id, &id).await?;
+    let (doc, bytes) = documents::content(&s.db, &s.cipher, &s.blobs, &p.org_id, &id).await?;
     Ok(file_response(
         "attachment",
         &doc.filename,
@@ -371,7 +373,16 @@ async fn open(
         ip: ip.map(|i| i.to_string()),
     };
     Ok(
-        match documents::open(&s.db, &s.blobs, s.clock.now_ms(), &token, &opener).await? {
+        match documents::open(
+            &s.db,
+            &s.cipher,
+            &s.blobs,
+            s.clock.now_ms(),
+            &token,
+            &opener,
+        )
+        .await?
+        {
             Opening::File {
                 filename,
                 content_type,

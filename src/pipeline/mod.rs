@@ -11,6 +11,8 @@ use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
+use crate::personal_data::{self, ROLLBACK_REASON};
+use crate::security::Cipher;
 use crate::validate;
 
 /// The first stage of the default rule set (seed: 初步咨询 → 需求确认 → …).
@@ -238,6 +240,7 @@ pub async fn list_leads(
 
 pub async fn create_deal(
     db: &Db,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
@@ -312,11 +315,12 @@ pub async fn create_deal(
         )
         .await?;
     tx.commit().await?;
-    get_deal(db, org_id, &id).await
+    get_deal(db, cipher, org_id, &id).await
 }
 
 pub async fn update_deal(
     db: &Db,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
@@ -390,7 +394,7 @@ pub async fn update_deal(
         )
         .await?;
     tx.commit().await?;
-    get_deal(db, org_id, id).await
+    get_deal(db, cipher, org_id, id).await
 }
 
 /// `column` is one of a fixed set chosen above, never user input.
@@ -425,7 +429,7 @@ fn deal_from_row(r: &sqlx::any::AnyRow) -> Deal {
     }
 }
 
-pub async fn get_deal(db: &Db, org_id: &str, id: &str) -> Result<Deal> {
+pub async fn get_deal(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Deal> {
     let row = sqlx::query(&format!("{DEAL_COLUMNS} WHERE id = $1 AND org_id = $2"))
         .bind(id)
         .bind(org_id)
@@ -434,7 +438,7 @@ pub async fn get_deal(db: &Db, org_id: &str, id: &str) -> Result<Deal> {
         .ok_or(Error::NotFound { what: "deal" })?;
     let mut deal = deal_from_row(&row);
     let history = sqlx::query(
-        "SELECT from_stage, to_stage, actor_user_id, reason, at, kind FROM deal_stage_history \
+        "SELECT from_stage, to_stage, actor_user_id, reason, reason_enc, at, kind FROM deal_stage_history \
          WHERE deal_id = $1 ORDER BY at, id",
     )
     .bind(id)
@@ -443,19 +447,24 @@ pub async fn get_deal(db: &Db, org_id: &str, id: &str) -> Result<Deal> {
     deal.stage_history = Some(
         history
             .iter()
-            .map(|r| StageChange {
-                kind: if r.get::<Option<String>, _>("reason").as_deref() == Some("created") {
-                    "created".into()
-                } else {
-                    r.get("kind")
-                },
-                from: r.get("from_stage"),
-                to: r.get("to_stage"),
-                actor: r.get("actor_user_id"),
-                reason: r.get("reason"),
-                at: crate::clock::rfc3339(r.get("at")),
+            .map(|r| {
+                // `reason` holds codes (`created`); a typed reason is encrypted.
+                let code: Option<String> = r.get("reason");
+                let typed = personal_data::open_opt(cipher, ROLLBACK_REASON, r.get("reason_enc"))?;
+                Ok(StageChange {
+                    kind: if code.as_deref() == Some("created") {
+                        "created".into()
+                    } else {
+                        r.get("kind")
+                    },
+                    from: r.get("from_stage"),
+                    to: r.get("to_stage"),
+                    actor: r.get("actor_user_id"),
+                    reason: typed.or(code),
+                    at: crate::clock::rfc3339(r.get("at")),
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
     );
     Ok(deal)
 }

@@ -16,6 +16,7 @@ use crate::clock::SharedClock;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
 use crate::rules::{RuleSet, Rules};
+use crate::security::Cipher;
 use crate::webhooks::Subscribers;
 
 const MAX_BATCH: usize = 512;
@@ -39,9 +40,16 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn start(db: Db, clock: SharedClock, rules: Rules) -> (Ledger, JoinHandle<()>) {
+    /// `cipher` seals the alert cards an IP burst sends; points themselves are never
+    /// encrypted (their payloads hold ids only).
+    pub fn start(
+        db: Db,
+        clock: SharedClock,
+        rules: Rules,
+        cipher: Cipher,
+    ) -> (Ledger, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(db.clone(), clock, rx));
+        let task = tokio::spawn(run(db.clone(), clock, cipher, rx));
         (Ledger { queue, db, rules }, task)
     }
 
@@ -140,7 +148,7 @@ fn request_hash(p: &NewPoint) -> String {
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
-async fn run(db: Db, clock: SharedClock, mut rx: mpsc::Receiver<Job>) {
+async fn run(db: Db, clock: SharedClock, cipher: Cipher, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -150,13 +158,13 @@ async fn run(db: Db, clock: SharedClock, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        write_batch(&db, &clock, &mut batch).await;
+        write_batch(&db, &clock, &cipher, &mut batch).await;
     }
 }
 
-async fn write_batch(db: &Db, clock: &SharedClock, batch: &mut Vec<Job>) {
+async fn write_batch(db: &Db, clock: &SharedClock, cipher: &Cipher, batch: &mut Vec<Job>) {
     let size = batch.len();
-    match write_all(db, clock, batch).await {
+    match write_all(db, clock, cipher, batch).await {
         Ok(results) => {
             metrics::counter!("closeloop_ledger_writes_total").increment(size as u64);
             metrics::histogram!("closeloop_ledger_batch_size").record(size as f64);
@@ -169,7 +177,7 @@ async fn write_batch(db: &Db, clock: &SharedClock, batch: &mut Vec<Job>) {
             tracing::warn!(error = %e, size, "ledger batch failed; writing points one by one");
             for job in batch.drain(..) {
                 let one = std::slice::from_ref(&job);
-                let result = match write_all(db, clock, one).await {
+                let result = match write_all(db, clock, cipher, one).await {
                     Ok(mut r) => r.pop().unwrap_or_else(|| {
                         Err(Error::Internal(anyhow::anyhow!("empty ledger result")))
                     }),
@@ -186,12 +194,17 @@ async fn write_batch(db: &Db, clock: &SharedClock, batch: &mut Vec<Job>) {
 
 /// Writes every job in one transaction. Per-job refusals (an idempotency key reused
 /// with a different request) are results; database failures abort the whole batch.
-async fn write_all(db: &Db, clock: &SharedClock, jobs: &[Job]) -> Result<Vec<Result<Recorded>>> {
+async fn write_all(
+    db: &Db,
+    clock: &SharedClock,
+    cipher: &Cipher,
+    jobs: &[Job],
+) -> Result<Vec<Result<Recorded>>> {
     let mut tx = db.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut subscribers = Subscribers::default();
     for job in jobs {
-        results.push(write_one(&mut tx, clock, &mut subscribers, job).await?);
+        results.push(write_one(&mut tx, clock, cipher, &mut subscribers, job).await?);
     }
     tx.commit().await?;
     Ok(results)
@@ -200,6 +213,7 @@ async fn write_all(db: &Db, clock: &SharedClock, jobs: &[Job]) -> Result<Vec<Res
 async fn write_one(
     tx: &mut Tx,
     clock: &SharedClock,
+    cipher: &Cipher,
     subscribers: &mut Subscribers,
     job: &Job,
 ) -> Result<Result<Recorded>> {
@@ -261,7 +275,7 @@ async fn write_one(
             ..p.clone()
         };
         let point = insert(tx, &flag, at, None, job.tz).await?;
-        antifraud::alert_burst(tx, at, p, count, &point.id).await?;
+        antifraud::alert_burst(tx, cipher, at, p, count, &point.id).await?;
         written.push(point);
     }
     // Deliveries commit with the points: a point is never without its webhooks.

@@ -11,6 +11,8 @@ use crate::access::Actor;
 use crate::cards;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
+use crate::personal_data::{self, ATTESTATION_NOTE};
+use crate::security::Cipher;
 
 /// The purpose cards for attestations carry; clicks on them come back here.
 pub const PURPOSE: &str = "attestation";
@@ -41,30 +43,32 @@ pub struct Attestation {
     pub decided_at: Option<String>,
 }
 
-fn from_row(r: &sqlx::any::AnyRow) -> Attestation {
-    Attestation {
+fn from_row(cipher: &Cipher, r: &sqlx::any::AnyRow) -> Result<Attestation> {
+    Ok(Attestation {
         id: r.get("id"),
         point: r.get("point_id"),
         requested_by: r.get("requested_by"),
         approver: r.get("approver_user_id"),
         document: r.get("document_id"),
-        note: r.get("note"),
+        note: personal_data::open_opt(cipher, ATTESTATION_NOTE, r.get("note_enc"))?,
         status: r.get("status"),
         created_at: crate::clock::rfc3339(r.get("created_at")),
         decided_at: r
             .get::<Option<i64>, _>("decided_at")
             .map(crate::clock::rfc3339),
-    }
+    })
 }
 
 const COLUMNS: &str =
-    "SELECT id, point_id, requested_by, approver_user_id, document_id, note, status, created_at, \
+    "SELECT id, point_id, requested_by, approver_user_id, document_id, note_enc, status, created_at, \
      decided_at FROM attestations";
 
 /// The rep asks their direct superior to confirm a claim; the card goes out with the
 /// request, in one transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn request(
     db: &Db,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     actor: &Actor,
@@ -160,6 +164,7 @@ pub async fn request(
     );
     let card_id = cards::send(
         &mut tx,
+        cipher,
         now_ms,
         org_id,
         &approver,
@@ -169,7 +174,7 @@ pub async fn request(
     )
     .await?;
     sqlx::query(
-        "INSERT INTO attestations (id, org_id, point_id, requested_by, approver_user_id, document_id, note, status, \
+        "INSERT INTO attestations (id, org_id, point_id, requested_by, approver_user_id, document_id, note_enc, status, \
          card_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
     )
     .bind(&id)
@@ -178,7 +183,7 @@ pub async fn request(
     .bind(&rep)
     .bind(&approver)
     .bind(&new.document)
-    .bind(&note)
+    .bind(note.as_deref().map(|n| cipher.encrypt(ATTESTATION_NOTE, n)))
     .bind(&card_id)
     .bind(now_ms)
     .execute(&mut *tx)
@@ -194,10 +199,10 @@ pub async fn request(
         )
         .await?;
     tx.commit().await?;
-    get(db, org_id, &id).await
+    get(db, cipher, org_id, &id).await
 }
 
-pub async fn get(db: &Db, org_id: &str, id: &str) -> Result<Attestation> {
+pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Attestation> {
     let row = sqlx::query(&format!("{COLUMNS} WHERE id = $1 AND org_id = $2"))
         .bind(id)
         .bind(org_id)
@@ -206,7 +211,7 @@ pub async fn get(db: &Db, org_id: &str, id: &str) -> Result<Attestation> {
         .ok_or(Error::NotFound {
             what: "attestation",
         })?;
-    Ok(from_row(&row))
+    from_row(cipher, &row)
 }
 
 /// What a decision did.
@@ -220,8 +225,10 @@ pub enum Decided {
 
 /// The superior confirms or rejects. Only the approver may decide; a second decision
 /// (double click, platform retry) changes nothing.
+#[allow(clippy::too_many_arguments)]
 pub async fn decide(
     tx: &mut Tx,
+    cipher: &Cipher,
     now_ms: i64,
     org_id: &str,
     id: &str,
@@ -237,7 +244,7 @@ pub async fn decide(
         .ok_or(Error::NotFound {
             what: "attestation",
         })?;
-    let a = from_row(&row);
+    let a = from_row(cipher, &row)?;
     if a.approver != by_user {
         return Err(Error::Forbidden(
             "只有指定的上级可以确认 (only the named superior may decide)".into(),

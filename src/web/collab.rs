@@ -506,7 +506,7 @@ async fn request_page(
     let me = session.user_id.as_str();
     let tz = org_timezone(&s, org).await?;
     let now = s.clock.now_ms();
-    let r = requests::get(&s.db, org, tz, &id).await?;
+    let r = requests::get(&s.db, &s.cipher, org, tz, &id).await?;
     let rules = s.rules.current(org).await?;
     let t = rules.collab(&r.type_key);
 
@@ -633,7 +633,7 @@ async fn request_page(
     if !r.artefacts.is_empty() {
         let mut items = String::new();
         for (artefact, doc) in &r.artefacts {
-            let file = match crate::documents::get(&s.db, org, doc).await {
+            let file = match crate::documents::get(&s.db, &s.cipher, org, doc).await {
                 Ok(d) => format!(
                     "<a href=\"/web/documents/{}/content\">{}</a>",
                     enc(doc),
@@ -835,7 +835,8 @@ async fn document_content(
             ))
         }
     };
-    let (doc, bytes) = crate::documents::content(&s.db, &s.blobs, &session.org_id, &id).await?;
+    let (doc, bytes) =
+        crate::documents::content(&s.db, &s.cipher, &s.blobs, &session.org_id, &id).await?;
     Ok(crate::http::documents::file_response(
         "attachment",
         &doc.filename,
@@ -887,6 +888,7 @@ async fn open_request(
     let tz = org_timezone(&s, org).await?;
     let r = requests::open(
         &s.db,
+        &s.cipher,
         &rules,
         &s.calendar,
         s.clock.now_ms(),
@@ -972,7 +974,17 @@ async fn step_request(
     let org = &session.org_id;
     let tz = org_timezone(&s, org).await?;
     Ok(Json(
-        requests::step(&s.db, s.clock.now_ms(), org, tz, &id, &session.user_id, &st).await?,
+        requests::step(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            org,
+            tz,
+            &id,
+            &session.user_id,
+            &st,
+        )
+        .await?,
     ))
 }
 

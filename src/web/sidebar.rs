@@ -863,6 +863,7 @@ async fn advance_deal(
     };
     let deal = gates::advance(
         &s.db,
+        &s.cipher,
         &rules,
         s.clock.now_ms(),
         org,

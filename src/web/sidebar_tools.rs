@@ -37,8 +37,6 @@ use crate::web::sidebar::{escape, org_timezone};
 const PROPOSALS: i64 = 20;
 /// People offered when reassigning a deal.
 const MEMBERS: i64 = 500;
-/// Why a number is dead, as the form offers it.
-const INVALID_REASONS: [&str; 4] = ["停机", "空号", "非本人", "其他"];
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -305,7 +303,7 @@ pub(crate) fn phone_tools(p: &Phone) -> String {
         );
     }
     let mut options = String::from("<option value=\"\">请选择</option>");
-    for r in INVALID_REASONS {
+    for r in customers::INVALID_REASONS {
         options.push_str(&format!("<option>{r}</option>"));
     }
     format!(
@@ -329,13 +327,13 @@ pub(crate) async fn proposals_section(
     in_wecom: bool,
 ) -> Result<String> {
     let rows = sqlx::query(
-        "SELECT d.id, b.filename, d.created_at, CAST(COUNT(l.id) AS BIGINT) AS sent, \
+        "SELECT d.id, b.filename_enc, d.created_at, CAST(COUNT(l.id) AS BIGINT) AS sent, \
          MAX(l.sent_at) AS last_sent, MIN(l.first_opened_at) AS first_opened, \
          CAST(COALESCE(SUM(l.open_count), 0) AS BIGINT) AS opens \
          FROM documents d JOIN blobs b ON b.id = d.blob_id \
          LEFT JOIN document_links l ON l.document_id = d.id \
          WHERE d.org_id = $1 AND d.customer_id = $2 AND d.kind = 'proposal' \
-         GROUP BY d.id, b.filename, d.created_at ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
+         GROUP BY d.id, b.filename_enc, d.created_at ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
     )
     .bind(org)
     .bind(customer)
@@ -345,7 +343,11 @@ pub(crate) async fn proposals_section(
     let mut items = String::new();
     for r in &rows {
         let id: String = r.get("id");
-        let filename: String = r.get("filename");
+        let filename = crate::personal_data::open(
+            &s.cipher,
+            crate::personal_data::BLOB_FILENAME,
+            &r.get::<String, _>("filename_enc"),
+        )?;
         let sent: i64 = r.get("sent");
         let last_sent: Option<i64> = r.get("last_sent");
         let first_opened: Option<i64> = r.get("first_opened");
@@ -461,6 +463,7 @@ async fn request_attestation(
         .transpose()?;
     let a = attest::request(
         &s.db,
+        &s.cipher,
         s.clock.now_ms(),
         &session.org_id,
         &actor(&session),
@@ -537,6 +540,7 @@ async fn rollback(
     Ok(Json(
         gates::rollback(
             &s.db,
+            &s.cipher,
             &rules,
             s.clock.now_ms(),
             org,
@@ -572,6 +576,7 @@ async fn reassign(
     Ok(Json(
         gates::reassign(
             &s.db,
+            &s.cipher,
             s.clock.now_ms(),
             org,
             tz,
@@ -603,6 +608,7 @@ async fn lift(
     Ok(Json(
         antifraud::lift(
             &s.db,
+            &s.cipher,
             s.clock.now_ms(),
             &session.org_id,
             &actor(&session),
@@ -630,7 +636,7 @@ mod tests {
     #[test]
     fn phone_tools_offer_the_reasons_and_escape_the_id() {
         let html = phone_tools(&phone(true));
-        for r in INVALID_REASONS {
+        for r in customers::INVALID_REASONS {
             assert!(html.contains(&format!("<option>{r}</option>")), "{html}");
         }
         assert!(

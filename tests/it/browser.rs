@@ -751,7 +751,7 @@ async fn a_rep_asks_presales_from_the_sidebar_and_presales_accepts_on_the_reques
     );
 
     let row = sqlx::query(
-        "SELECT id, initiator_user_id, assignee_user_id, content FROM collab_requests \
+        "SELECT id, initiator_user_id, assignee_user_id, content_enc FROM collab_requests \
          WHERE type_key = 'presales_question'",
     )
     .fetch_one(&app.db.pool)
@@ -764,7 +764,12 @@ async fn a_rep_asks_presales_from_the_sidebar_and_presales_accepts_on_the_reques
         Some(presales.as_str())
     );
     assert_eq!(
-        row.get::<String, _>("content"),
+        app.cipher
+            .decrypt(
+                "collab_requests.content",
+                &row.get::<String, _>("content_enc")
+            )
+            .unwrap(),
         r#"{"问题":"是否支持私有化部署？"}"#
     );
 

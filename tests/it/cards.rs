@@ -44,6 +44,7 @@ async fn send(app: &TestApp, to: &str) -> String {
     let mut tx = app.db.begin().await.unwrap();
     let id = cards::send(
         &mut tx,
+        &app.cipher,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
         to,
@@ -80,9 +81,18 @@ async fn a_card_is_sent_once_as_a_wecom_template_card() {
 
     // Rolled back: no card, no job.
     let mut tx = app.db.begin().await.unwrap();
-    cards::send(&mut tx, 0, &app.org_id, to, "quick_ask", None, &quick_ask())
-        .await
-        .unwrap();
+    cards::send(
+        &mut tx,
+        &app.cipher,
+        0,
+        &app.org_id,
+        to,
+        "quick_ask",
+        None,
+        &quick_ask(),
+    )
+    .await
+    .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(app.count("cards").await, 0);
     assert_eq!(app.count("jobs WHERE kind = 'card.deliver'").await, 0);
@@ -467,6 +477,7 @@ async fn a_clicked_card_can_be_updated_for_as_long_as_its_platform_allows() {
         let mut tx = app.db.begin().await.unwrap();
         let id = cards::send(
             &mut tx,
+            &app.cipher,
             t0,
             &app.org_id,
             &user,
@@ -484,6 +495,7 @@ async fn a_clicked_card_can_be_updated_for_as_long_as_its_platform_allows() {
             .unwrap();
         let click = cards::record_click(
             &mut tx,
+            &app.cipher,
             t0,
             &app.org_id,
             &id,

@@ -463,10 +463,16 @@ async fn the_weekly_health_report_measures_response_overdue_and_returns_and_reac
         chrono_tz::Asia::Shanghai,
     )
     .unwrap();
-    let sent =
-        closeloop::collab::health::push(&mut tx, FRIDAY_4PM, &t.app.org_id, &week, "http://x")
-            .await
-            .unwrap();
+    let sent = closeloop::collab::health::push(
+        &mut tx,
+        &t.app.cipher,
+        FRIDAY_4PM,
+        &t.app.org_id,
+        &week,
+        "http://x",
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(sent, 0);
     assert_eq!(t.cards_to(&t.presales_boss, "collab.health").await, 1);

@@ -48,14 +48,15 @@ async fn call(app: &TestApp, rep: &str, customer: &str, at: i64, status: &str) {
 async fn proposal_link(app: &TestApp, rep: &str, customer: &str, at: i64, opened: bool) {
     let blob = new_id();
     sqlx::query(
-        "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename, storage_key, uploaded_by, created_at) \
-         VALUES ($1, $2, $3, 3, 'application/pdf', '方案.pdf', $3, $4, $5)",
+        "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename_enc, storage_key, uploaded_by, created_at) \
+         VALUES ($1, $2, $3, 3, 'application/pdf', $6, $3, $4, $5)",
     )
     .bind(&blob)
     .bind(&app.org_id)
     .bind(new_id())
     .bind(rep)
     .bind(at)
+    .bind(app.cipher.encrypt("blobs.filename", "方案.pdf"))
     .execute(&app.db.pool)
     .await
     .unwrap();
@@ -152,13 +153,20 @@ async fn a_week_of_records(app: &TestApp, t: &Team) -> Week {
     week
 }
 
+/// The credibility cards sent: recipient, purpose and the card model (decrypted).
 async fn cards(app: &TestApp) -> Vec<(String, String, String)> {
-    sqlx::query_as(
-        "SELECT recipient_user_id, purpose, content FROM cards WHERE purpose LIKE 'credibility.%' ORDER BY purpose",
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT recipient_user_id, purpose, content_enc FROM cards WHERE purpose LIKE 'credibility.%' ORDER BY purpose",
     )
     .fetch_all(&app.db.pool)
     .await
-    .unwrap()
+    .unwrap();
+    rows.into_iter()
+        .map(|(to, purpose, sealed)| {
+            let content = app.cipher.decrypt("cards.content", &sealed).unwrap();
+            (to, purpose, content)
+        })
+        .collect()
 }
 
 async fn tasks(app: &TestApp) -> Vec<(String, String, String, String, i64, i64)> {
@@ -181,9 +189,17 @@ async fn a_faking_rep_is_alerted_once_and_an_honest_one_never() {
         .unwrap();
     let now = chrono::Utc::now().timestamp_millis();
 
-    let reps = credibility::run_week(&app.db, &rules.credibility, now, &app.org_id, TZ, &week)
-        .await
-        .unwrap();
+    let reps = credibility::run_week(
+        &app.db,
+        &app.cipher,
+        &rules.credibility,
+        now,
+        &app.org_id,
+        TZ,
+        &week,
+    )
+    .await
+    .unwrap();
     assert_eq!(reps.len(), 2);
     let of = |id: &str| reps.iter().find(|r| r.user == id).unwrap().clone();
     let honest = of(&t.honest);
@@ -256,9 +272,17 @@ async fn a_faking_rep_is_alerted_once_and_an_honest_one_never() {
     assert!(stored.contains(&(t.honest.clone(), 4, 3, 0)));
 
     // Computing the week again changes nothing: no second card or task.
-    let again = credibility::run_week(&app.db, &rules.credibility, now + 1, &app.org_id, TZ, &week)
-        .await
-        .unwrap();
+    let again = credibility::run_week(
+        &app.db,
+        &app.cipher,
+        &rules.credibility,
+        now + 1,
+        &app.org_id,
+        TZ,
+        &week,
+    )
+    .await
+    .unwrap();
     assert_eq!(again.iter().filter(|r| r.alerted).count(), 1);
     assert_eq!(cards(&app).await.len(), 2);
     assert_eq!(tasks(&app).await.len(), 1);
@@ -389,6 +413,7 @@ async fn credibility_and_tasks_are_listed_over_the_api() {
         .unwrap();
     credibility::run_week(
         &app.db,
+        &app.cipher,
         &rules.credibility,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,

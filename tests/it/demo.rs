@@ -121,6 +121,7 @@ async fn a_click_in_the_chat_view_is_a_signed_encrypted_callback_that_updates_th
     let mut tx = app.db.begin().await.unwrap();
     let card = cards::send(
         &mut tx,
+        &app.cipher,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
         user["id"].as_str().unwrap(),

@@ -436,6 +436,7 @@ async fn a_card_click_is_verified_stored_once_and_recorded_on_the_card() {
     let mut tx = app.db.begin().await.unwrap();
     let id = cards::send(
         &mut tx,
+        &app.cipher,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
         presales["id"].as_str().unwrap(),
@@ -564,6 +565,7 @@ async fn send_card(app: &TestApp, to: &str) -> String {
     let mut tx = app.db.begin().await.unwrap();
     let id = cards::send(
         &mut tx,
+        &app.cipher,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
         to,
@@ -646,9 +648,18 @@ async fn a_card_can_have_a_dingtalk_template_of_its_own() {
     let mut tx = app.db.begin().await.unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     for card in [&request, &nudge] {
-        closeloop::cards::send(&mut tx, now, &app.org_id, &presales, "note", None, card)
-            .await
-            .unwrap();
+        closeloop::cards::send(
+            &mut tx,
+            &app.cipher,
+            now,
+            &app.org_id,
+            &presales,
+            "note",
+            None,
+            card,
+        )
+        .await
+        .unwrap();
     }
     tx.commit().await.unwrap();
     app.worker.drain().await.unwrap();

@@ -360,6 +360,7 @@ async fn send_quick_ask(app: &TestApp, recipient: &str) -> String {
     let mut tx = app.db.begin().await.unwrap();
     let id = closeloop::cards::send(
         &mut tx,
+        &app.cipher,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
         recipient,
@@ -858,6 +859,7 @@ async fn token_refusals_other_than_bad_credentials_and_rate_limits_do_not_lose_c
             let mut tx = app.db.begin().await.unwrap();
             let id = closeloop::cards::send(
                 &mut tx,
+                &app.cipher,
                 chrono::Utc::now().timestamp_millis(),
                 &app.org_id,
                 &to,

@@ -619,6 +619,7 @@ async fn queue(app: &TestApp, to: &str, template: &str, purpose: &str, object: &
     let mut tx = app.db.begin().await.unwrap();
     let id = closeloop::cards::send(
         &mut tx,
+        &app.cipher,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
         to,

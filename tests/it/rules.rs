@@ -429,13 +429,14 @@ async fn a_simulation_judges_claims_and_stage_moves_again() {
     }
     let blob = closeloop::db::new_id();
     sqlx::query(
-        "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename, storage_key, uploaded_by, created_at) \
-         VALUES ($1, $2, 'abc', 3, 'application/pdf', 'p.pdf', 'k', $3, $4)",
+        "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename_enc, storage_key, uploaded_by, created_at) \
+         VALUES ($1, $2, 'abc', 3, 'application/pdf', $5, 'k', $3, $4)",
     )
     .bind(&blob)
     .bind(&app.org_id)
     .bind(&rep)
     .bind(now - 5_000)
+    .bind(app.cipher.encrypt("blobs.filename", "p.pdf"))
     .execute(&app.db.pool)
     .await
     .unwrap();

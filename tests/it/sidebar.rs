@@ -23,6 +23,8 @@ pub struct SidebarApp {
     pub base: String,
     pub db: Db,
     pub org_id: String,
+    /// The data-key cipher the server loaded.
+    pub cipher: closeloop::security::Cipher,
     key: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -52,6 +54,7 @@ pub async fn spawn_sidebar(extra: &str, dev_sign_in: bool) -> SidebarApp {
     app.state.dev_sign_in = dev_sign_in;
     let db = app.state.db.clone();
     let org_id = app.state.default_org.id.clone();
+    let cipher = app.state.cipher.clone();
     let (_, key) = closeloop::access::apikeys::create(
         &db,
         chrono::Utc::now().timestamp_millis(),
@@ -72,6 +75,7 @@ pub async fn spawn_sidebar(extra: &str, dev_sign_in: bool) -> SidebarApp {
         base,
         db,
         org_id,
+        cipher,
         key,
         stop: Some(stop),
         server: Some(server),

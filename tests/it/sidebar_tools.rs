@@ -559,15 +559,21 @@ async fn managers_roll_back_reassign_and_lift_and_reps_cannot() {
     let (status, moved) = post(&app, &rollback, &m_cookie, Some(&m_csrf), body.clone()).await;
     assert_eq!(status, 200, "{moved}");
     assert_eq!(moved["stage"], "初步咨询");
+    // Kept in the stage history, encrypted.
     let history: String = sqlx::query(
-        "SELECT reason FROM deal_stage_history WHERE deal_id = $1 AND kind = 'rollback'",
+        "SELECT reason_enc FROM deal_stage_history WHERE deal_id = $1 AND kind = 'rollback'",
     )
     .bind(&deal)
     .fetch_one(&app.db.pool)
     .await
     .unwrap()
-    .get("reason");
-    assert_eq!(history, "通话记录造假，退回重新跟进");
+    .get("reason_enc");
+    assert_eq!(
+        app.cipher
+            .decrypt("deal_stage_history.reason", &history)
+            .unwrap(),
+        "通话记录造假，退回重新跟进"
+    );
 
     // Reassign: the rep's direct superior may, a colleague may not.
     let reassign = format!("/web/deals/{deal}/reassign");

@@ -141,13 +141,14 @@ impl Loop {
         let now = self.clock.now_ms();
         let blob = closeloop::db::new_id();
         sqlx::query(
-            "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename, storage_key, uploaded_by, created_at) \
-             VALUES ($1, $2, 'x', 1, 'application/pdf', 'p.pdf', 'k', $3, $4)",
+            "INSERT INTO blobs (id, org_id, sha256, size_bytes, content_type, filename_enc, storage_key, uploaded_by, created_at) \
+             VALUES ($1, $2, 'x', 1, 'application/pdf', $5, 'k', $3, $4)",
         )
         .bind(&blob)
         .bind(&self.app.org_id)
         .bind(&self.rep)
         .bind(now)
+        .bind(self.app.cipher.encrypt("blobs.filename", "p.pdf"))
         .execute(&self.app.db.pool)
         .await
         .unwrap();

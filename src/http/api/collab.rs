@@ -21,6 +21,7 @@ pub async fn open(
     let rules = s.rules.current(&p.org_id).await?;
     let r = requests::open(
         &s.db,
+        &s.cipher,
         &rules,
         &s.calendar,
         s.clock.now_ms(),
@@ -41,7 +42,7 @@ pub async fn list(
     ApiQuery(f): ApiQuery<RequestFilter>,
 ) -> Result<Json<Page<Request>>> {
     Ok(Json(
-        requests::list(&s.db, &p.org_id, p.tz, &f, &page.validate()?).await?,
+        requests::list(&s.db, &s.cipher, &p.org_id, p.tz, &f, &page.validate()?).await?,
     ))
 }
 
@@ -52,7 +53,9 @@ pub async fn get(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Request>> {
-    Ok(Json(requests::get(&s.db, &p.org_id, p.tz, &id).await?))
+    Ok(Json(
+        requests::get(&s.db, &s.cipher, &p.org_id, p.tz, &id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -90,7 +93,17 @@ pub async fn step(
         _ => return Err(crate::error::Error::NotFound { what: "step" }),
     };
     Ok(Json(
-        requests::step(&s.db, s.clock.now_ms(), &p.org_id, p.tz, &id, &b.actor, &st).await?,
+        requests::step(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            &p.org_id,
+            p.tz,
+            &id,
+            &b.actor,
+            &st,
+        )
+        .await?,
     ))
 }
 

@@ -117,6 +117,6 @@ pub async fn owners(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Page<Ownership>>> {
-    let items = customers::ownership_history(&s.db, &p.org_id, &id).await?;
+    let items = customers::ownership_history(&s.db, &s.cipher, &p.org_id, &id).await?;
     Ok(Json(Page::whole(items)))
 }

@@ -58,7 +58,15 @@ pub async fn create(
     Writer(p): Writer,
     ApiJson(new): ApiJson<NewDeal>,
 ) -> Result<(StatusCode, Json<Deal>)> {
-    let deal = pipeline::create_deal(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), new).await?;
+    let deal = pipeline::create_deal(
+        &s.db,
+        &s.cipher,
+        s.clock.now_ms(),
+        &p.org_id,
+        &p.actor(),
+        new,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(deal)))
 }
 
@@ -69,7 +77,9 @@ pub async fn get(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Deal>> {
-    Ok(Json(pipeline::get_deal(&s.db, &p.org_id, &id).await?))
+    Ok(Json(
+        pipeline::get_deal(&s.db, &s.cipher, &p.org_id, &id).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/deals/{id}", tag = "pipeline", request_body = DealPatch,
@@ -81,6 +91,15 @@ pub async fn update(
     ApiJson(patch): ApiJson<DealPatch>,
 ) -> Result<Json<Deal>> {
     Ok(Json(
-        pipeline::update_deal(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, patch).await?,
+        pipeline::update_deal(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            &id,
+            patch,
+        )
+        .await?,
     ))
 }

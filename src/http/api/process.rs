@@ -59,6 +59,7 @@ pub async fn advance(
     Ok(Json(
         gates::advance(
             &s.db,
+            &s.cipher,
             &rules,
             s.clock.now_ms(),
             &p.org_id,
@@ -95,6 +96,7 @@ pub async fn rollback(
     Ok(Json(
         gates::rollback(
             &s.db,
+            &s.cipher,
             &rules,
             s.clock.now_ms(),
             &p.org_id,
@@ -129,6 +131,7 @@ pub async fn reassign(
     Ok(Json(
         gates::reassign(
             &s.db,
+            &s.cipher,
             s.clock.now_ms(),
             &p.org_id,
             p.tz,
@@ -150,7 +153,7 @@ pub async fn list_freezes(
     ApiQuery(f): ApiQuery<FreezeFilter>,
 ) -> Result<Json<Page<Freeze>>> {
     Ok(Json(
-        antifraud::list(&s.db, &p.org_id, &f, &page.validate()?).await?,
+        antifraud::list(&s.db, &s.cipher, &p.org_id, &f, &page.validate()?).await?,
     ))
 }
 
@@ -174,6 +177,7 @@ pub async fn lift(
     Ok(Json(
         antifraud::lift(
             &s.db,
+            &s.cipher,
             s.clock.now_ms(),
             &p.org_id,
             &p.actor(),
@@ -208,7 +212,16 @@ pub async fn request_attestation(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<NewAttestation>,
 ) -> Result<(StatusCode, Json<Attestation>)> {
-    let a = attest::request(&s.db, s.clock.now_ms(), &p.org_id, &p.actor(), &id, b).await?;
+    let a = attest::request(
+        &s.db,
+        &s.cipher,
+        s.clock.now_ms(),
+        &p.org_id,
+        &p.actor(),
+        &id,
+        b,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(a)))
 }
 
@@ -231,6 +244,7 @@ pub async fn decide_attestation(
     let mut tx = s.db.begin().await?;
     attest::decide(
         &mut tx,
+        &s.cipher,
         s.clock.now_ms(),
         &p.org_id,
         &id,
@@ -240,7 +254,7 @@ pub async fn decide_attestation(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(attest::get(&s.db, &p.org_id, &id).await?))
+    Ok(Json(attest::get(&s.db, &s.cipher, &p.org_id, &id).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

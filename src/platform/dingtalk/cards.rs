@@ -87,6 +87,7 @@ pub fn render(
 pub struct DeliverCard {
     pub api: DingtalkApi,
     pub db: Db,
+    pub cipher: crate::security::Cipher,
     pub clock: SharedClock,
     /// `dingtalk.card_template_id`.
     pub template_id: Option<String>,
@@ -103,8 +104,14 @@ impl DeliverCard {
             card,
             address: userid,
             ..
-        } = crate::cards::outgoing(&self.db, self.clock.now_ms(), card_id, Platform::Dingtalk)
-            .await?;
+        } = crate::cards::outgoing(
+            &self.db,
+            &self.cipher,
+            self.clock.now_ms(),
+            card_id,
+            Platform::Dingtalk,
+        )
+        .await?;
         let template_id = card
             .template
             .as_ref()
@@ -175,6 +182,7 @@ impl Handler for DeliverCard {
 pub struct UpdateCard {
     pub api: DingtalkApi,
     pub db: Db,
+    pub cipher: crate::security::Cipher,
     pub clock: SharedClock,
 }
 
@@ -182,13 +190,17 @@ impl UpdateCard {
     async fn update(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
         let row =
-            sqlx::query("SELECT content, clicked_action, status_text FROM cards WHERE id = $1")
+            sqlx::query("SELECT content_enc, clicked_action, status_text FROM cards WHERE id = $1")
                 .bind(card_id)
                 .fetch_optional(&self.db.pool)
                 .await?
                 .ok_or_else(|| JobError::GiveUp(format!("card {card_id} does not exist")))?;
-        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Dingtalk)
-            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let card: Card = crate::cards::stored(
+            &self.cipher,
+            &row.get::<String, _>("content_enc"),
+            Platform::Dingtalk,
+        )
+        .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let action = row
             .get::<Option<String>, _>("clicked_action")
             .unwrap_or_default();

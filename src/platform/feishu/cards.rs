@@ -95,13 +95,21 @@ fn md(s: &str) -> String {
 /// leaves the card as it is.
 pub async fn click_answer(
     db: &Db,
+    cipher: &crate::security::Cipher,
     org_id: &str,
     public_url: &str,
     click: &super::inbound::Click,
 ) -> crate::error::Result<Value> {
     let toast = |kind: &str, text: &str| json!({"toast": {"type": kind, "content": text}});
-    let preview =
-        crate::cards::preview_click(db, org_id, Platform::Feishu, &click.user, &click.key).await?;
+    let preview = crate::cards::preview_click(
+        db,
+        cipher,
+        org_id,
+        Platform::Feishu,
+        &click.user,
+        &click.key,
+    )
+    .await?;
     Ok(match preview {
         Preview::Unknown => toast("error", "卡片已失效"),
         Preview::NotRecipient => toast("warning", "这张卡片不是发给您的，操作未记录"),
@@ -131,6 +139,7 @@ pub async fn click_answer(
 pub struct DeliverCard {
     pub api: FeishuApi,
     pub db: Db,
+    pub cipher: crate::security::Cipher,
     pub clock: SharedClock,
     /// `public_url`, for the card's details link.
     pub public_url: String,
@@ -144,8 +153,14 @@ impl DeliverCard {
             address: user_id,
             link,
             ..
-        } = crate::cards::outgoing(&self.db, self.clock.now_ms(), card_id, Platform::Feishu)
-            .await?;
+        } = crate::cards::outgoing(
+            &self.db,
+            &self.cipher,
+            self.clock.now_ms(),
+            card_id,
+            Platform::Feishu,
+        )
+        .await?;
         let link = link.map(|p| format!("{}{p}", self.public_url.trim_end_matches('/')));
         let content = render(&card, card_id, link.as_deref(), None).to_string();
         let answer = self
@@ -197,6 +212,7 @@ impl Handler for DeliverCard {
 pub struct UpdateCard {
     pub api: FeishuApi,
     pub db: Db,
+    pub cipher: crate::security::Cipher,
     pub clock: SharedClock,
 }
 
@@ -204,7 +220,7 @@ impl UpdateCard {
     async fn update(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
         let row = sqlx::query(
-            "SELECT content, clicked_action, status_text, platform_message_id, sent_at FROM cards WHERE id = $1",
+            "SELECT content_enc, clicked_action, status_text, platform_message_id, sent_at FROM cards WHERE id = $1",
         )
         .bind(card_id)
         .fetch_optional(&self.db.pool)
@@ -221,8 +237,12 @@ impl UpdateCard {
                 "the card is older than 14 days: Feishu no longer lets it change".into(),
             ));
         }
-        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Feishu)
-            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let card: Card = crate::cards::stored(
+            &self.cipher,
+            &row.get::<String, _>("content_enc"),
+            Platform::Feishu,
+        )
+        .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let action = row
             .get::<Option<String>, _>("clicked_action")
             .unwrap_or_default();

@@ -105,6 +105,7 @@ pub fn render(
 pub struct DeliverCard {
     pub api: WecomApi,
     pub db: Db,
+    pub cipher: crate::security::Cipher,
     pub clock: SharedClock,
     pub agent_id: i64,
     /// `public_url`, for the card's details link.
@@ -119,7 +120,14 @@ impl DeliverCard {
             recipient_user_id,
             address: userid,
             link,
-        } = crate::cards::outgoing(&self.db, self.clock.now_ms(), card_id, Platform::Wecom).await?;
+        } = crate::cards::outgoing(
+            &self.db,
+            &self.cipher,
+            self.clock.now_ms(),
+            card_id,
+            Platform::Wecom,
+        )
+        .await?;
         let now = self.clock.now_ms();
         let window = sqlx::query(
             "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(MIN(sent_at) AS BIGINT) AS oldest FROM cards \
@@ -202,6 +210,7 @@ const UPDATE: &str = "/cgi-bin/message/update_template_card";
 pub struct UpdateCard {
     pub api: WecomApi,
     pub db: Db,
+    pub cipher: crate::security::Cipher,
     pub clock: SharedClock,
     pub agent_id: i64,
 }
@@ -210,7 +219,7 @@ impl UpdateCard {
     async fn update(&self, job: &ClaimedJob) -> Result<Value, JobError> {
         let card_id = job.payload["card_id"].as_str().unwrap_or_default();
         let row = sqlx::query(
-            "SELECT c.content, c.clicked_action, c.status_text, c.response_code, c.response_code_expires_at, i.value AS userid \
+            "SELECT c.content_enc, c.clicked_action, c.status_text, c.response_code, c.response_code_expires_at, i.value AS userid \
              FROM cards c LEFT JOIN user_identities i ON i.user_id = c.recipient_user_id \
              AND i.platform = 'wecom' AND i.kind = 'userid' WHERE c.id = $1",
         )
@@ -234,8 +243,12 @@ impl UpdateCard {
                 "the card's response code expired (72 h)".into(),
             ));
         }
-        let card: Card = crate::cards::stored(&row.get::<String, _>("content"), Platform::Wecom)
-            .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
+        let card: Card = crate::cards::stored(
+            &self.cipher,
+            &row.get::<String, _>("content_enc"),
+            Platform::Wecom,
+        )
+        .map_err(|e| JobError::GiveUp(format!("stored card unreadable: {e}")))?;
         let action = row
             .get::<Option<String>, _>("clicked_action")
             .unwrap_or_default();
