@@ -1,10 +1,12 @@
 //! Cryptography shared by the platforms.
 //!
-//! WeCom and DingTalk use one callback scheme (Tencent's "WXBizMsgCrypt", PROTOCOLS §1.1 and
-//! §2.1): AES-256-CBC keyed by the EncodingAESKey with the IV taken from the key, a PKCS#7-style
-//! pad to a multiple of 32 bytes, a plaintext of `random(16) || u32 BE length || message ||
-//! receiver id`, and a SHA-1 signature over the sorted strings. Feishu has its own scheme in
-//! `feishu::crypto` but shares the error type and the constant-time comparison.
+//! WeCom and DingTalk use one callback scheme (Tencent's "WXBizMsgCrypt";
+//! docs/protocols/wecom.md#callback-security-and-crypto and
+//! docs/protocols/dingtalk.md#callback-security-and-crypto): AES-256-CBC keyed by the
+//! EncodingAESKey with the IV taken from the key, a PKCS#7-style pad to a multiple of 32 bytes, a
+//! plaintext of `random(16) || u32 BE length || message || receiver id`, and a SHA-1 signature over
+//! the sorted strings. Feishu has its own scheme in `feishu::crypto` but shares the error type and
+//! the constant-time comparison.
 
 use std::fmt;
 
@@ -56,7 +58,8 @@ pub enum CryptoError {
 const ENCODING_AES_KEY_LEN: usize = 43;
 
 /// The platforms generate keys whose last character has non-zero trailing bits, which a strict
-/// decoder rejects (PROTOCOLS §0.1); every official SDK decodes them leniently.
+/// decoder rejects (docs/protocols/README.md#cross-platform-pitfalls); every official SDK decodes
+/// them leniently.
 const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
@@ -94,7 +97,8 @@ impl fmt::Debug for EncodingAesKey {
     }
 }
 
-/// Block size of the WXBizMsgCrypt pad: twice the AES block (PROTOCOLS §0.2).
+/// Block size of the WXBizMsgCrypt pad: twice the AES block
+/// (docs/protocols/README.md#cross-platform-pitfalls).
 const PAD_BLOCK: usize = 32;
 /// Random prefix plus the big-endian length field.
 const HEADER_LEN: usize = 20;
@@ -264,7 +268,7 @@ impl MsgCipher {
 }
 
 /// `sha1` over the four strings sorted byte-wise and concatenated: the WeCom and DingTalk
-/// callback signature (PROTOCOLS §0.3).
+/// callback signature (docs/protocols/README.md#cross-platform-pitfalls).
 pub(crate) fn sorted_sha1(mut parts: [&str; 4]) -> [u8; 20] {
     parts.sort_unstable();
     let mut hasher = Sha1::new();
@@ -320,8 +324,9 @@ pub fn random_nonce() -> String {
         .collect()
 }
 
-/// The JS-SDK string to sign, shared by all three platforms (PROTOCOLS §1.6, §2.6, §3.6). The
-/// page URL is signed without its `#fragment`.
+/// The JS-SDK string to sign, shared by all three platforms (the JS-SDK sections of
+/// docs/protocols/wecom.md, docs/protocols/dingtalk.md and docs/protocols/feishu.md). The page URL
+/// is signed without its `#fragment`.
 pub(crate) fn jsapi_string_to_sign(
     ticket: &str,
     noncestr: &str,
@@ -334,7 +339,8 @@ pub(crate) fn jsapi_string_to_sign(
 
 #[cfg(test)]
 pub(crate) mod vectors {
-    //! The published platform test vectors (copied from `shared/vectors`), loaded at test time.
+    //! The published platform test vectors, each with its source
+    //! (docs/protocols/README.md#test-vectors), loaded at test time.
 
     use serde_json::Value;
 
@@ -405,7 +411,8 @@ mod tests {
 
     #[test]
     fn non_canonical_keys_from_the_vectors_are_accepted() {
-        // Both of these have non-zero trailing bits (PROTOCOLS §0.1).
+        // Both of these have non-zero trailing bits
+        // (docs/protocols/README.md#cross-platform-pitfalls).
         for key in [
             "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
             "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij",

@@ -1,4 +1,5 @@
-//! The DingTalk API client and its access token (PROTOCOLS §2.7).
+//! The DingTalk API client and its access token
+//! (docs/protocols/dingtalk.md#access-tokens-and-limits).
 //!
 //! - One token per app from `POST /v1.0/oauth2/accessToken`, cached until shortly before it
 //!   expires; it is sent as `x-acs-dingtalk-access-token` to the new API.
@@ -251,7 +252,8 @@ impl DingtalkApi {
 }
 
 /// DingTalk's "slow down" answers, as a delay that does not count as a failed attempt
-/// (PROTOCOLS §2.7; open.dingtalk.com `how-to-process-api-throttling-on-the-dingtalk-server`):
+/// (docs/protocols/dingtalk.md#access-tokens-and-limits; open.dingtalk.com
+/// `how-to-process-api-throttling-on-the-dingtalk-server`):
 /// - the per-IP ban (over 10000 calls in 20 s, banned for 5 minutes) is a gateway answer
 ///   without an errcode, `{"status":1111,"wait":5,…}`; `wait` is taken as minutes because
 ///   the doc pairs `"wait":5` with "禁止调用5分钟";

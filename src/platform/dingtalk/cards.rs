@@ -1,4 +1,4 @@
-//! Cards on DingTalk (PROTOCOLS §2.4): a card template registered on the platform
+//! Cards on DingTalk (docs/protocols/dingtalk.md#cards): a card template registered on the platform
 //! (`dingtalk.card_template_id`, imported from `cards/dingtalk/`), filled from the card model
 //! through `cardParamMap`, delivered with `createAndDeliver` to the recipient's robot chat,
 //! and updated with `PUT /v1.0/card/instances`. The card id is the `outTrackId`; a pressed
@@ -245,9 +245,10 @@ impl Handler for UpdateCard {
     }
 }
 
-/// The answer to a card button press (DingTalk waits 2 s for it, PROTOCOLS §2.4): the
-/// card's new variables when the recipient pressed — the outcome shown, the buttons gone —
-/// and nothing (`{}`) otherwise, which leaves the card as it is.
+/// The answer to a card button press (DingTalk waits 2 s for it,
+/// docs/protocols/dingtalk.md#the-card-callback): the card's new variables when the recipient
+/// pressed — the outcome shown, the buttons gone — and nothing (`{}`) otherwise, which leaves the
+/// card as it is.
 pub fn click_answer(preview: &crate::cards::Preview) -> Value {
     match preview {
         crate::cards::Preview::Chosen { label, .. } => json!({

@@ -35,9 +35,9 @@
 //! Unconfirmed: whether a multi-join member appears once or once per join (durations are
 //! summed either way); whether `duration` is filled for every member of an ended
 //! conference; whether `nextToken` is absent or repeated on the last members page (paging
-//! stops on either). The events "视频会议状态变更" / "视频会议成员状态变更" (事件订阅
-//! 0083, 0085) could replace the poll but need an event subscription closeloop does not
-//! have for internal apps.
+//! stops on either). When the app is subscribed to "视频会议状态变更" (`meeting_status_change`,
+//! 事件订阅 0050), the event queues `dingtalk.conference_fetch` directly (see `events.rs`);
+//! the poll (`poll_meetings`) is for conferences no event reported.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,9 +1,10 @@
-//! DingTalk (钉钉) HTTP-push callback cryptography (PROTOCOLS §2.1, §2.6): the same AES scheme
-//! and SHA-1 signature as WeCom with the owner key (AppKey, SuiteKey or CorpId) as the trailing
-//! id, the encrypted `success` reply, and the H5 `dd.config` signature.
+//! DingTalk (钉钉) HTTP-push callback cryptography
+//! (docs/protocols/dingtalk.md#callback-security-and-crypto, #h5-micro-app-jsapi-and-sign-in): the
+//! same AES scheme and SHA-1 signature as WeCom with the owner key (AppKey, SuiteKey or CorpId) as
+//! the trailing id, the encrypted `success` reply, and the H5 `dd.config` signature.
 //!
-//! The card-callback `x-ddpaas-signature` (§2.4) is not here: no published vector exists to
-//! check an implementation against.
+//! The card-callback `x-ddpaas-signature` (docs/protocols/dingtalk.md#the-card-callback) is not
+//! here: no published vector exists to check an implementation against.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -131,7 +132,8 @@ pub struct CallbackQuery<'a> {
 
 impl<'a> CallbackQuery<'a> {
     /// Reads the parameters through `get`, accepting both spellings DingTalk uses
-    /// (`msg_signature` or `signature`, `timestamp` or `timeStamp`; PROTOCOLS §0.6).
+    /// (`msg_signature` or `signature`, `timestamp` or `timeStamp`;
+    /// docs/protocols/README.md#cross-platform-pitfalls).
     pub fn from_lookup(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, CryptoError> {
         Ok(Self {
             signature: get("msg_signature")
@@ -387,7 +389,8 @@ mod tests {
 
     #[test]
     fn jsapi_signature_is_sha256_over_the_decoded_url() {
-        // No official vector exists (PROTOCOLS §4); check the construction instead.
+        // No official vector exists (docs/protocols/README.md#test-vectors); check the construction
+        // instead.
         let plain = "jsapi_ticket=t&noncestr=n&timestamp=1&url=https://a.example/p?name=张三&x=a b";
         let expected = hex::encode(Sha256::digest(plain.as_bytes()));
         let encoded = "https://a.example/p?name=%E5%BC%A0%E4%B8%89&x=a+b#frag";

@@ -74,8 +74,9 @@ impl Directory for DingtalkApi {
         _external_user_id: &'a str,
         _follow_user: &'a str,
     ) -> BoxFuture<'a, Result<ExternalContact, JobError>> {
-        // External-contact events and APIs are for ISV apps (PROTOCOLS §2.5); an internal
-        // app has none to look up.
+        // External-contact events and APIs are for ISV apps
+        // (docs/protocols/dingtalk.md#call-meeting-and-contact-records); an internal app has
+        // none to look up.
         Box::pin(async {
             Err(JobError::GiveUp(
                 "DingTalk external contacts are not available to an internal app".into(),

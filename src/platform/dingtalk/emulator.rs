@@ -1,9 +1,9 @@
-//! A local DingTalk server speaking the documented protocol (PROTOCOLS §2): tests point
-//! closeloop at it (`dingtalk.api_base` and `dingtalk.oapi_base` both name it), and the demo
-//! can run it in place of api.dingtalk.com / oapi.dingtalk.com. It issues and checks access
-//! tokens for the new and the old API, accepts interactive cards, records what it is sent,
-//! fails on request (5xx, timeouts, error codes), and pushes events to closeloop signed and
-//! encrypted as DingTalk does, checking the encrypted `success` answer.
+//! A local DingTalk server speaking the documented protocol (docs/protocols/dingtalk.md): tests
+//! point closeloop at it (`dingtalk.api_base` and `dingtalk.oapi_base` both name it), and the demo
+//! can run it in place of api.dingtalk.com / oapi.dingtalk.com. It issues and checks access tokens
+//! for the new and the old API, accepts interactive cards, records what it is sent, fails on
+//! request (5xx, timeouts, error codes), and pushes events to closeloop signed and encrypted as
+//! DingTalk does, checking the encrypted `success` answer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,8 +47,8 @@ pub enum Failure {
     /// The error code: old-API paths answer HTTP 200 `{"errcode":…}`; new-API paths answer
     /// HTTP 400 `{"code":…,"message":…}` (401 `InvalidAuthentication` for the token codes).
     Errcode(i64),
-    /// The per-IP ban (PROTOCOLS §2.7): HTTP 200 with the gateway's non-standard JSON
-    /// `{"status":1111,"wait":5,…}`, no errcode.
+    /// The per-IP ban (docs/protocols/dingtalk.md#access-tokens-and-limits): HTTP 200 with the
+    /// gateway's non-standard JSON `{"status":1111,"wait":5,…}`, no errcode.
     IpBanned,
 }
 
@@ -497,7 +497,8 @@ async fn access_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
         || body["appSecret"].as_str() != Some(shared.app_secret.as_str())
     {
         shared.lock().token_calls += 1;
-        // The exact code for wrong credentials is not in PROTOCOLS; a 400 is what counts.
+        // The exact code for wrong credentials is not documented
+        // (docs/protocols/dingtalk.md#unverified); a 400 is what counts.
         return new_api_error(
             StatusCode::BAD_REQUEST,
             "invalidClientIdOrSecret",

@@ -1,4 +1,5 @@
-//! DingTalk event JSON (HTTP push, PROTOCOLS §2.1/§2.3) and card-callback JSON (§2.4) into
+//! DingTalk event JSON (HTTP push, docs/protocols/dingtalk.md#callback-security-and-crypto) and
+//! card-callback JSON (docs/protocols/dingtalk.md#the-card-callback) into
 //! the common [`InboundEvent`]. Events closeloop does not model are kept as
 //! [`EventKind::Unknown`] with their type, so the inbox records them.
 

@@ -1,4 +1,5 @@
-//! DingTalk HTTP-push event subscription into the inbox (PROTOCOLS §2.1, §2.3).
+//! DingTalk HTTP-push event subscription into the inbox
+//! (docs/protocols/dingtalk.md#callback-security-and-crypto, #retries-timeouts-and-dedupe).
 //!
 //! Order of checks: query parameters → timestamp window → signature → decrypt (the
 //! trailing owner key must be our AppKey, or our CorpId for an enterprise-level
@@ -47,7 +48,7 @@ pub struct DingtalkInbound {
 /// signature covers nothing but that timestamp, so its age is always bounded.
 const CARD_MAX_AGE: Duration = Duration::from_secs(300);
 
-/// The signature headers of a card callback (PROTOCOLS §2.4).
+/// The signature headers of a card callback (docs/protocols/dingtalk.md#the-card-callback).
 pub const CARD_TIMESTAMP_HEADER: &str = "x-ddpaas-signature-timestamp";
 pub const CARD_SIGNATURE_HEADER: &str = "x-ddpaas-signature";
 

@@ -1,6 +1,6 @@
-//! The DingTalk H5 micro-app (PROTOCOLS §2.6): `dd.config` signatures from a cached
-//! jsapi ticket, and 免登 sign-in: the page's `requestAuthCode` code → the member's userid
-//! (`topapi/v2/user/getuserinfo`) → a closeloop session.
+//! The DingTalk H5 micro-app (docs/protocols/dingtalk.md#h5-micro-app-jsapi-and-sign-in):
+//! `dd.config` signatures from a cached jsapi ticket, and 免登 sign-in: the page's `requestAuthCode`
+//! code → the member's userid (`topapi/v2/user/getuserinfo`) → a closeloop session.
 //!
 //! - `GET /auth/dingtalk/login?next=/path` → a page whose script (assets/sidebar.js) asks
 //!   the JSAPI for a 免登 code, posts it to `/auth/dingtalk/code` and goes on to `next`.

@@ -1,8 +1,8 @@
-//! Cards on Feishu (PROTOCOLS §3.4): the card model rendered as an interactive message card,
-//! sent with `im/v1/messages` (`msg_type` `interactive`) to the recipient's `user_id`. Each
-//! button's `value` is `{"key": "<action>:<card id>"}`, so a `card.action.trigger` names the
-//! card and the action. Cards declare `update_multi`, so after a click the message itself is
-//! replaced through `PATCH im/v1/messages/:message_id` (valid for 14 days).
+//! Cards on Feishu (docs/protocols/feishu.md#cards): the card model rendered as an interactive
+//! message card, sent with `im/v1/messages` (`msg_type` `interactive`) to the recipient's
+//! `user_id`. Each button's `value` is `{"key": "<action>:<card id>"}`, so a `card.action.trigger`
+//! names the card and the action. Cards declare `update_multi`, so after a click the message itself
+//! is replaced through `PATCH im/v1/messages/:message_id` (valid for 14 days).
 
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -89,10 +89,10 @@ fn md(s: &str) -> String {
     out
 }
 
-/// The answer to a button press, within Feishu's 3 s (PROTOCOLS §3.4): a toast and the card
-/// as it looks once the press is processed — buttons gone, the outcome shown. A press by
-/// someone other than the recipient, or on a card closeloop does not know, gets a toast and
-/// leaves the card as it is.
+/// The answer to a button press, within Feishu's 3 s
+/// (docs/protocols/feishu.md#the-card-callback-cardactiontrigger): a toast and the card as it looks
+/// once the press is processed — buttons gone, the outcome shown. A press by someone other than the
+/// recipient, or on a card closeloop does not know, gets a toast and leaves the card as it is.
 pub async fn click_answer(
     db: &Db,
     cipher: &crate::security::Cipher,

@@ -142,8 +142,8 @@ impl FeishuDirectory {
 }
 
 impl Directory for FeishuDirectory {
-    /// Feishu has no customer contacts on the rep's side: customers come in through the
-    /// API, CSV or another platform.
+    /// closeloop reads no external contacts on Feishu: customers come in through the API or
+    /// another platform (docs/protocols/feishu.md#call-and-meeting-records).
     fn external_contact<'a>(
         &'a self,
         _external_user_id: &'a str,

@@ -1,6 +1,6 @@
-//! Feishu / Lark (飞书) callback cryptography (PROTOCOLS §3.1, §3.6): decryption of
-//! `{"encrypt":"…"}` bodies, the `X-Lark-Signature` check over the raw body, and the
-//! `h5sdk.config` JS-SDK signature.
+//! Feishu / Lark (飞书) callback cryptography (docs/protocols/feishu.md#callback-security-and-crypto,
+//! #h5-app-jsapi-and-oauth): decryption of `{"encrypt":"…"}` bodies, the `X-Lark-Signature` check
+//! over the raw body, and the `h5sdk.config` JS-SDK signature.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -284,7 +284,8 @@ mod tests {
 
     #[test]
     fn jsapi_signature_uses_the_shared_string() {
-        // No Feishu vector exists (PROTOCOLS §4); the formula is WeCom's, whose vector this is.
+        // No Feishu vector exists (docs/protocols/README.md#test-vectors); the formula is WeCom's,
+        // whose vector this is.
         let v = of_kind("wecom-jsapi-signature").into_iter().next().unwrap();
         let sig = jsapi_signature(
             s(&v, "inputs", "jsapi_ticket"),

@@ -1,8 +1,8 @@
-//! A local Feishu server speaking the real protocol (PROTOCOLS §3): tests point closeloop at
-//! it, and `closeloop demo` can run it in place of open.feishu.cn. It issues and checks
-//! tenant access tokens, records what it is sent, fails on request (5xx, timeouts, error
-//! codes), and pushes events to closeloop's `/callback/feishu` signed and encrypted as
-//! Feishu does, re-pushing what is not acknowledged.
+//! A local Feishu server speaking the real protocol (docs/protocols/feishu.md): tests point
+//! closeloop at it, and `closeloop demo` can run it in place of open.feishu.cn. It issues and
+//! checks tenant access tokens, records what it is sent, fails on request (5xx, timeouts, error
+//! codes), and pushes events to closeloop's `/callback/feishu` signed and encrypted as Feishu does,
+//! re-pushing what is not acknowledged.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,8 +25,9 @@ pub const AUTHORIZE: &str = "/open-apis/authen/v1/authorize";
 pub const OAUTH_TOKEN: &str = "/open-apis/authen/v2/oauth/token";
 pub const USER_INFO: &str = "/open-apis/authen/v1/user_info";
 pub const JSAPI_TICKET: &str = "/open-apis/jssdk/ticket/get";
-/// The emulator's answer to an unknown, used or expired sign-in code. The real code is not in
-/// PROTOCOLS; closeloop treats any non-zero code from the token endpoint as a refused code.
+/// The emulator's answer to an unknown, used or expired sign-in code. The real code is not
+/// documented (docs/protocols/feishu.md#unverified); closeloop treats any non-zero code from the
+/// token endpoint as a refused code.
 pub const BAD_OAUTH_CODE: i64 = 20003;
 /// A tenant access token lives two hours.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
@@ -36,10 +37,12 @@ const REISSUE_WINDOW: Duration = Duration::from_secs(30 * 60);
 pub const TENANT_TOKEN_INVALID: i64 = 99991663;
 pub const APP_TOKEN_INVALID: i64 = 99991664;
 pub const ACCESS_TOKEN_INVALID: i64 = 99991671;
-/// The emulator's answer to a wrong app id or secret. The real code is not in PROTOCOLS;
-/// closeloop must treat any non-zero code from the token endpoint as a configuration error.
+/// The emulator's answer to a wrong app id or secret. The real code is not documented
+/// (docs/protocols/feishu.md#unverified); closeloop treats this and the other credential codes
+/// (`token::BAD_CREDENTIAL_CODES`) as a configuration error and retries any other refusal.
 pub const BAD_APP_CREDENTIALS: i64 = 10014;
-/// Feishu's re-push schedule after an unacknowledged push (PROTOCOLS §3.3, newer quote).
+/// Feishu's re-push schedule after an unacknowledged push, as the newer quote gives it
+/// (docs/protocols/feishu.md#retries-timeouts-and-dedupe).
 pub const DOCUMENTED_RETRY_DELAYS: [Duration; 4] = [
     Duration::from_secs(15),
     Duration::from_secs(5 * 60),

@@ -1,4 +1,5 @@
-//! Feishu event payloads (PROTOCOLS §3.1, §3.4) mapped into the common [`EventKind`].
+//! Feishu event payloads (docs/protocols/feishu.md#callback-security-and-crypto and
+//! docs/protocols/feishu.md#cards) mapped into the common [`EventKind`].
 //!
 //! Schema 2.0 events carry `schema`, `header` + `event`; the older 1.0 events carry `uuid`,
 //! `token`, `type: event_callback` and `event.type`. Which one a body is, its type and its

@@ -1,4 +1,5 @@
-//! Feishu event callbacks in (`POST /callback/feishu`, PROTOCOLS §3.1, §3.3) into the inbox.
+//! Feishu event callbacks in (`POST /callback/feishu`) into the inbox
+//! (docs/protocols/feishu.md#callback-security-and-crypto, #retries-timeouts-and-dedupe).
 //!
 //! With an Encrypt Key: timestamp window → `X-Lark-Signature` over the raw body → decrypt →
 //! Verification Token (when configured) → parse. Without one the body is plaintext and the

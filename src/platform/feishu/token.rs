@@ -1,4 +1,5 @@
-//! Feishu tenant access tokens (PROTOCOLS §3.7) and the authenticated API call.
+//! Feishu tenant access tokens (docs/protocols/feishu.md#tokens-and-limits) and the authenticated
+//! API call.
 //!
 //! - **Cache** until shortly before `expire` (the official Go SDK keeps a 3-minute margin).
 //! - **Single flight**: one `tenant_access_token/internal` request at a time; callers queued

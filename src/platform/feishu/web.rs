@@ -1,5 +1,5 @@
-//! The Feishu H5 app (PROTOCOLS §3.6): OAuth sign-in and `h5sdk.config` signatures from a
-//! cached JSAPI ticket.
+//! The Feishu H5 app (docs/protocols/feishu.md#h5-app-jsapi-and-oauth): OAuth sign-in and
+//! `h5sdk.config` signatures from a cached JSAPI ticket.
 //!
 //! - `GET /auth/feishu/login?next=/path` → Feishu's authorize page on `accounts_base`.
 //! - `GET /auth/feishu/callback?code=…&state=…` → code → user access token

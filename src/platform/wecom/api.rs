@@ -1,5 +1,5 @@
-//! Calls to the WeCom server API with an access token attached, and WeCom's errcodes
-//! translated into what the job runner should do next (PROTOCOLS §1.7).
+//! Calls to the WeCom server API with an access token attached, and WeCom's errcodes translated
+//! into what the job runner should do next (docs/protocols/wecom.md#access-tokens-and-limits).
 //!
 //! | errcode / failure            | outcome                                              |
 //! |------------------------------|------------------------------------------------------|

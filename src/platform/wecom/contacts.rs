@@ -1,4 +1,5 @@
-//! 客户联系 on WeCom: `externalcontact/get` (PROTOCOLS.md §1.5) as the platform-neutral
+//! 客户联系 on WeCom: `externalcontact/get`
+//! (docs/protocols/wecom.md#reading-a-customer-externalcontactget) as the platform-neutral
 //! [`Directory`] lookup.
 
 use serde_json::Value;

@@ -1,6 +1,7 @@
-//! WeCom (企业微信) callback cryptography (PROTOCOLS §1.1, §1.6): the URL check, signed and
-//! encrypted callbacks in the XML and JSON envelopes, encrypted passive replies, and the JS-SDK
-//! signature. Clock-skew checks belong to the HTTP layer; timestamps are only parsed here.
+//! WeCom (企业微信) callback cryptography (docs/protocols/wecom.md#callback-security-and-crypto,
+//! #sidebar-js-sdk-and-oauth): the URL check, signed and encrypted callbacks in the XML and JSON
+//! envelopes, encrypted passive replies, and the JS-SDK signature. Clock-skew checks belong to the
+//! HTTP layer; timestamps are only parsed here.
 
 use std::borrow::Cow;
 use std::fmt;

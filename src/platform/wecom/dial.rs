@@ -1,5 +1,6 @@
-//! 公费电话 dial records (`dial/get_dial_record`, PROTOCOLS.md §1.5) as platform-neutral
-//! call records. A record has no id of its own; call time, caller and callee identify it.
+//! 公费电话 dial records (`dial/get_dial_record`,
+//! docs/protocols/wecom.md#call-records-and-external-contacts) as platform-neutral call records. A
+//! record has no id of its own; call time, caller and callee identify it.
 
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
-//! A local WeCom server speaking the real API (PROTOCOLS §1.7): tests point closeloop at it,
-//! and `closeloop demo` runs it in place of qyapi.weixin.qq.com. It issues and checks access
-//! tokens, records what it is sent, and fails on request (5xx, timeouts, errcodes). For the
-//! sidebar it also plays the browser side: the OAuth2 authorize page and a JS-SDK stand-in.
-//! And it stands in for the members' chat clients: `/chat` shows, per member, the cards
-//! `message/send` delivered (with what `update_template_card` changed), and a button
-//! pressed there reaches closeloop as WeCom's own signed, encrypted `template_card_event`.
+//! A local WeCom server speaking the real API (docs/protocols/wecom.md): tests point closeloop at
+//! it, and `closeloop demo` runs it in place of qyapi.weixin.qq.com. It issues and checks access
+//! tokens, records what it is sent, and fails on request (5xx, timeouts, errcodes). For the sidebar
+//! it also plays the browser side: the OAuth2 authorize page and a JS-SDK stand-in. And it stands
+//! in for the members' chat clients: `/chat` shows, per member, the cards `message/send` delivered
+//! (with what `update_template_card` changed), and a button pressed there reaches closeloop as
+//! WeCom's own signed, encrypted `template_card_event`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -692,9 +692,9 @@ async fn dial_record(
     Json(json!({"errcode": 0, "errmsg": "ok", "record": page})).into_response()
 }
 
-/// `message/update_template_card`: each response code works once (PROTOCOLS.md §1.4).
-/// A used or unknown code answers 40058 (WeCom's general "invalid parameter"; the
-/// documentation names no dedicated code for it).
+/// `message/update_template_card`: each response code works once
+/// (docs/protocols/wecom.md#updating-a-card). A used or unknown code answers 40058 (WeCom's general
+/// "invalid parameter"; the documentation names no dedicated code for it).
 async fn update_template_card(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,

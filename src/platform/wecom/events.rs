@@ -1,4 +1,4 @@
-//! Decrypted WeCom callback XML (PROTOCOLS §1) into an [`InboundEvent`].
+//! Decrypted WeCom callback XML (docs/protocols/wecom.md) into an [`InboundEvent`].
 //!
 //! The body has passed the signature check and decryption, yet it is still parsed as
 //! untrusted input: a size cap, no DTD and no entities beyond the five predefined ones, and a

@@ -1,6 +1,6 @@
-//! The sidebar's WeCom side (PROTOCOLS.md §1.6): the two JS-SDK tickets (the enterprise
-//! one for `wx.config`, the app one for `wx.agentConfig`), cached until shortly before
-//! they expire and fetched one at a time, and OAuth `code` → member userid.
+//! The sidebar's WeCom side (docs/protocols/wecom.md#sidebar-js-sdk-and-oauth): the two JS-SDK
+//! tickets (the enterprise one for `wx.config`, the app one for `wx.agentConfig`), cached until
+//! shortly before they expire and fetched one at a time, and OAuth `code` → member userid.
 
 use std::collections::HashMap;
 

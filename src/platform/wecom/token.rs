@@ -1,5 +1,6 @@
-//! WeCom access tokens (PROTOCOLS §1.7): one per secret — the app, customer-contact (客户联系)
-//! and 公费电话 secrets each get their own — cached until shortly before they expire.
+//! WeCom access tokens (docs/protocols/wecom.md#access-tokens-and-limits): one per secret — the
+//! app, customer-contact (客户联系) and 公费电话 secrets each get their own — cached until shortly before
+//! they expire.
 //!
 //! - **Single flight**: one refresh per secret at a time; callers that queued behind it use
 //!   its result, so a burst of callers on a cold cache makes one `gettoken` call.
