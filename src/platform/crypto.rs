@@ -398,18 +398,6 @@ mod tests {
     }
 
     #[test]
-    fn vendored_vectors_match_the_shared_copy_when_present() {
-        let shared = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/platform-vectors.json"
-        );
-        if let Ok(text) = std::fs::read_to_string(shared) {
-            let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(serde_json::Value::Array(vectors::all()), theirs);
-        }
-    }
-
-    #[test]
     fn non_canonical_keys_from_the_vectors_are_accepted() {
         // Both of these have non-zero trailing bits
         // (docs/protocols/README.md#cross-platform-pitfalls).
