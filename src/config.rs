@@ -211,6 +211,29 @@ pub struct WebhooksConfig {
     pub allow_private: Vec<String>,
 }
 
+impl WebhooksConfig {
+    /// The `allow_private` entries as `(host, port)`, the host as the URL parser normalises
+    /// it (`127.1` is `127.0.0.1`); an entry that is not exactly `host:port` is an error
+    /// naming it.
+    pub fn private_receivers(&self) -> Result<Vec<(String, u16)>, String> {
+        let mut allowed = Vec::new();
+        for entry in &self.allow_private {
+            let url = reqwest::Url::parse(&format!("http://{}/", entry.trim()))
+                .ok()
+                .filter(|u| u.path() == "/" && u.username().is_empty() && u.password().is_none());
+            match url.as_ref().and_then(|u| Some((u.host_str()?, u.port()?))) {
+                Some((host, port)) => allowed.push((host.to_string(), port)),
+                None => {
+                    return Err(format!(
+                        "`{entry}` is not host:port, e.g. \"10.0.0.5:8080\" or \"[fd00::5]:443\""
+                    ))
+                }
+            }
+        }
+        Ok(allowed)
+    }
+}
+
 /// The durable job worker of this process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -559,7 +582,8 @@ impl Config {
                 "must be shorter than jobs.lease, or a slow run could finish after losing its lease",
             ));
         }
-        crate::webhooks::destination::AllowPrivate::parse(&self.webhooks.allow_private)
+        self.webhooks
+            .private_receivers()
             .map_err(|m| ConfigError::new("webhooks.allow_private", m))?;
         if self.storage.kind != "local" {
             return Err(ConfigError::new(

@@ -82,21 +82,10 @@ impl AllowPrivate {
     /// Reads the configured entries; an entry that is not exactly `host:port` is an error
     /// naming it.
     pub fn parse(entries: &[String]) -> std::result::Result<Self, String> {
-        let mut allowed = Vec::new();
-        for entry in entries {
-            let url = Url::parse(&format!("http://{}/", entry.trim()))
-                .ok()
-                .filter(|u| u.path() == "/" && u.username().is_empty() && u.password().is_none());
-            match url.as_ref().and_then(|u| Some((u.host_str()?, u.port()?))) {
-                Some((host, port)) => allowed.push((host.to_string(), port)),
-                None => {
-                    return Err(format!(
-                        "`{entry}` is not host:port, e.g. \"10.0.0.5:8080\" or \"[fd00::5]:443\""
-                    ))
-                }
-            }
-        }
-        Ok(AllowPrivate(allowed))
+        let cfg = WebhooksConfig {
+            allow_private: entries.to_vec(),
+        };
+        cfg.private_receivers().map(AllowPrivate)
     }
 
     /// Whether `url` names one of the allowed receivers (host and port as the URL parser
