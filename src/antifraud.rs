@@ -21,8 +21,8 @@ use crate::cards;
 use crate::db::{new_id, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
-use crate::personal_data::{self, LIFT_REASON};
 use crate::rules::RuleSet;
+use crate::security::fields::{self, LIFT_REASON};
 use crate::security::Cipher;
 use crate::tracking::{NewPoint, TrackingPoint};
 
@@ -319,7 +319,7 @@ const FREEZE_COLUMNS: &str =
 /// A freeze with its lift reason decrypted.
 fn freeze_from_row(cipher: &Cipher, r: &sqlx::any::AnyRow) -> Result<Freeze> {
     Ok(Freeze {
-        lift_reason: personal_data::open_opt(cipher, LIFT_REASON, r.get("lift_reason_enc"))?,
+        lift_reason: fields::open_opt(cipher, LIFT_REASON, r.get("lift_reason_enc"))?,
         ..active_from_row(r)
     })
 }

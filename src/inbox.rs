@@ -93,7 +93,7 @@ impl InboxWriter {
             body_enc: cipher.encrypt(BODY_CONTEXT, e.body),
             summary: {
                 let mut summary = e.summary;
-                crate::personal_data::strip_free_text(&mut summary);
+                strip_free_text(&mut summary);
                 summary.to_string()
             },
             status: e.status.into(),
@@ -578,5 +578,31 @@ impl crate::jobs::Handler for Process {
             let id = job.payload["inbox_id"].as_str().unwrap_or_default();
             self.process(tx, id, output).await.map_err(Into::into)
         })
+    }
+}
+
+/// Drops free text from an inbox summary (a message's `text`); `true` when something was
+/// dropped. Summaries are shown without decryption, so they keep ids and types only.
+pub fn strip_free_text(summary: &mut serde_json::Value) -> bool {
+    summary
+        .as_object_mut()
+        .is_some_and(|o| o.remove("text").is_some())
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn message_text_leaves_the_summary() {
+        let mut s =
+            serde_json::json!({"type": "message", "user_id": "liming", "text": "13800138000"});
+        assert!(strip_free_text(&mut s));
+        assert_eq!(
+            s,
+            serde_json::json!({"type": "message", "user_id": "liming"})
+        );
+        let mut other = serde_json::json!({"type": "enter_app", "user_id": "liming"});
+        assert!(!strip_free_text(&mut other));
     }
 }

@@ -1,59 +1,16 @@
-//! Personal data at rest, as docs/personal-data.md decides it: the encryption contexts of
-//! the columns that hold people's names, numbers and free text, and the start-up data
-//! migrations that seal rows (and files) written before those columns were encrypted.
-//!
-//! A context is authenticated with each ciphertext, so a value copied into another column
-//! does not decrypt.
+//! Personal data at rest, as docs/personal-data.md decides it: the start-up data migrations
+//! that seal rows (and files) written before their columns were encrypted. The columns'
+//! encryption contexts are in `security::fields`, below every capability, so this module
+//! may read the capabilities' rules without an import cycle.
 
 use sqlx::Row;
 
+use crate::customers::customer_name_for_person;
 use crate::db::{Backend, Db, Tx};
+use crate::inbox::strip_free_text;
+use crate::security::fields::*;
 use crate::security::Cipher;
 use crate::storage::BlobStore;
-
-/// `contacts.name_enc`: a customer's contact person.
-pub const CONTACT_NAME: &str = "contacts.name";
-/// `call_records.record_key`: the platform's identity of a call record (WeCom's holds the
-/// callee's number), kept only as a keyed hash since it serves duplicate detection alone.
-pub const CALL_RECORD_KEY: &str = "call_records.record_key";
-
-/// `collab_requests.content_enc`: what a quick-ask or handoff asks (the filled template).
-pub const COLLAB_CONTENT: &str = "collab_requests.content";
-/// `collab_requests.answer_enc`: the answer.
-pub const COLLAB_ANSWER: &str = "collab_requests.answer";
-/// `collab_requests.return_reason_enc`: why it was handed back.
-pub const COLLAB_RETURN_REASON: &str = "collab_requests.return_reason";
-/// `attestations.note_enc`: the rep's account of what happened.
-pub const ATTESTATION_NOTE: &str = "attestations.note";
-/// `cards.content_enc`: the card model (it carries request text, answers and notes).
-pub const CARD_CONTENT: &str = "cards.content";
-/// `blobs.filename_enc`: an uploaded file's name.
-pub const BLOB_FILENAME: &str = "blobs.filename";
-/// The bytes of a file in the blob store.
-pub const BLOB_FILE: &str = "blobs.file";
-/// `action_freezes.lift_reason_enc`: why a freeze was lifted.
-pub const LIFT_REASON: &str = "action_freezes.lift_reason";
-/// `deal_stage_history.reason_enc`: why a deal was rolled back.
-pub const ROLLBACK_REASON: &str = "deal_stage_history.reason";
-/// `customer_owners.note_enc`: why a deal (and its customer) was reassigned.
-pub const REASSIGN_REASON: &str = "customer_owners.note";
-
-/// Decrypts a stored value of `context`; a value that does not decrypt is an internal error
-/// naming the context, never the value.
-pub fn open(cipher: &Cipher, context: &str, sealed: &str) -> crate::error::Result<String> {
-    cipher
-        .decrypt(context, sealed)
-        .map_err(|e| crate::error::Error::Internal(anyhow::anyhow!("{context} unreadable: {e}")))
-}
-
-/// [`open`] for a nullable column.
-pub fn open_opt(
-    cipher: &Cipher,
-    context: &str,
-    sealed: Option<String>,
-) -> crate::error::Result<Option<String>> {
-    sealed.map(|s| open(cipher, context, &s)).transpose()
-}
 
 /// Rows are read and rewritten in pages of this many, so a large table never sits in memory.
 const PAGE: i64 = 500;
@@ -322,52 +279,4 @@ async fn scrub_sqlite(db: &Db) -> Result<(), sqlx::Error> {
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-/// What a customer is called when the platform knows a person but no company: the person's
-/// masked name (张**), since customer names are stored and shown in the clear.
-pub fn customer_name_for_person(person: &str) -> String {
-    let mut chars = person.trim().chars();
-    match chars.next() {
-        Some(first) => {
-            let hidden = chars.count().clamp(1, 3);
-            format!("{first}{}（个人）", "*".repeat(hidden))
-        }
-        None => "未命名客户".into(),
-    }
-}
-
-/// Drops free text from an inbox summary (a message's `text`); `true` when something was
-/// dropped. Summaries are shown without decryption, so they keep ids and types only.
-pub fn strip_free_text(summary: &mut serde_json::Value) -> bool {
-    summary
-        .as_object_mut()
-        .is_some_and(|o| o.remove("text").is_some())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_person_becomes_a_masked_customer_name() {
-        assert_eq!(customer_name_for_person("欧阳明月"), "欧***（个人）");
-        assert_eq!(customer_name_for_person("张三"), "张*（个人）");
-        assert_eq!(customer_name_for_person("Z"), "Z*（个人）");
-        assert_eq!(customer_name_for_person("  "), "未命名客户");
-        assert!(!customer_name_for_person("Zhang Weiguo").contains("Weiguo"));
-    }
-
-    #[test]
-    fn message_text_leaves_the_summary() {
-        let mut s =
-            serde_json::json!({"type": "message", "user_id": "liming", "text": "13800138000"});
-        assert!(strip_free_text(&mut s));
-        assert_eq!(
-            s,
-            serde_json::json!({"type": "message", "user_id": "liming"})
-        );
-        let mut other = serde_json::json!({"type": "enter_app", "user_id": "liming"});
-        assert!(!strip_free_text(&mut other));
-    }
 }

@@ -7,7 +7,7 @@
 //! partial file under a final name; storing the same bytes twice keeps one file.
 //!
 //! Files are personal data (proofs show names and numbers): each is kept encrypted with
-//! the data key (`personal_data::BLOB_FILE`, docs/personal-data.md) and decrypted when read.
+//! the data key (`security::fields::BLOB_FILE`, docs/personal-data.md) and decrypted when read.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::config::StorageConfig;
-use crate::personal_data::BLOB_FILE;
+use crate::security::fields::BLOB_FILE;
 use crate::security::{Cipher, CryptoError};
 
 /// What encryption adds to a file: `v1.<key id>.`, the nonce and the tag.

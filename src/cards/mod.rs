@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::db::{new_id, Tx};
 use crate::error::{Error, Result};
 use crate::jobs::{self, NewJob};
-use crate::personal_data::CARD_CONTENT;
+use crate::security::fields::CARD_CONTENT;
 use crate::security::Cipher;
 
 /// The job kind that delivers a card through the configured platform.

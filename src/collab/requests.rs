@@ -20,8 +20,8 @@ use crate::db::{new_id, Db, Tx};
 use crate::directory::users;
 use crate::error::{Error, Result};
 use crate::jobs::{self, NewJob};
-use crate::personal_data::{self, COLLAB_ANSWER, COLLAB_CONTENT, COLLAB_RETURN_REASON};
 use crate::rules::{CollabKind, CollabType, RuleSet};
+use crate::security::fields::{self, COLLAB_ANSWER, COLLAB_CONTENT, COLLAB_RETURN_REASON};
 use crate::security::Cipher;
 
 /// Card purpose of a request's card to its assignee (or a queue member).
@@ -438,9 +438,8 @@ async fn from_row(
     tz: chrono_tz::Tz,
 ) -> Result<Request> {
     let id: String = r.get("id");
-    let answer = personal_data::open_opt(cipher, COLLAB_ANSWER, r.get("answer_enc"))?;
-    let return_reason =
-        personal_data::open_opt(cipher, COLLAB_RETURN_REASON, r.get("return_reason_enc"))?;
+    let answer = fields::open_opt(cipher, COLLAB_ANSWER, r.get("answer_enc"))?;
+    let return_reason = fields::open_opt(cipher, COLLAB_RETURN_REASON, r.get("return_reason_enc"))?;
     let artefacts = sqlx::query(
         "SELECT name, document_id FROM collab_artefacts WHERE request_id = $1 ORDER BY name",
     )
@@ -492,7 +491,7 @@ async fn from_row(
         responsible_role: r.get("responsible_role"),
         assignee: r.get("assignee_user_id"),
         status: r.get("status"),
-        content: serde_json::from_str(&personal_data::open(
+        content: serde_json::from_str(&fields::open(
             cipher,
             COLLAB_CONTENT,
             &r.get::<String, _>("content_enc"),

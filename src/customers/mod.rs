@@ -14,7 +14,7 @@ use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users::{self, bind_all, in_list};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
-use crate::personal_data::{customer_name_for_person, CONTACT_NAME};
+use crate::security::fields::CONTACT_NAME;
 use crate::security::{mask_phone, normalize_phone, Cipher};
 use crate::validate;
 
@@ -572,9 +572,9 @@ pub async fn ownership_history(
                     .get::<Option<i64>, _>("until_at")
                     .map(crate::clock::rfc3339),
                 reason: r.get("reason"),
-                note: crate::personal_data::open_opt(
+                note: crate::security::fields::open_opt(
                     cipher,
-                    crate::personal_data::REASSIGN_REASON,
+                    crate::security::fields::REASSIGN_REASON,
                     r.get("note_enc"),
                 )?,
             })
@@ -901,4 +901,31 @@ pub async fn set_phone_validity(
         valid: row.get::<i64, _>("valid") == 1,
         invalid_reason: row.get("invalid_reason"),
     })
+}
+
+/// What a customer is called when the platform knows a person but no company: the person's
+/// masked name (张**), since customer names are stored and shown in the clear.
+pub fn customer_name_for_person(person: &str) -> String {
+    let mut chars = person.trim().chars();
+    match chars.next() {
+        Some(first) => {
+            let hidden = chars.count().clamp(1, 3);
+            format!("{first}{}（个人）", "*".repeat(hidden))
+        }
+        None => "未命名客户".into(),
+    }
+}
+
+#[cfg(test)]
+mod person_name_tests {
+    use super::*;
+
+    #[test]
+    fn a_person_becomes_a_masked_customer_name() {
+        assert_eq!(customer_name_for_person("欧阳明月"), "欧***（个人）");
+        assert_eq!(customer_name_for_person("张三"), "张*（个人）");
+        assert_eq!(customer_name_for_person("Z"), "Z*（个人）");
+        assert_eq!(customer_name_for_person("  "), "未命名客户");
+        assert!(!customer_name_for_person("Zhang Weiguo").contains("Weiguo"));
+    }
 }

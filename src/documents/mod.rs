@@ -22,8 +22,8 @@ use sqlx::Row;
 use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
-use crate::personal_data::{self, BLOB_FILENAME};
 use crate::rules::{ActionDef, ActionKind, RuleSet, Rules};
+use crate::security::fields::{self, BLOB_FILENAME};
 use crate::security::Cipher;
 use crate::storage::{BlobStore, Stored};
 use crate::tracking::{self, After, AfterWrite, Ledger, NewPoint, Recorded, Source, TrackingPoint};
@@ -291,7 +291,7 @@ fn from_row(cipher: &Cipher, r: &sqlx::any::AnyRow) -> Result<Document> {
         customer: r.get("customer_id"),
         deal: r.get("deal_id"),
         kind: r.get("kind"),
-        filename: personal_data::open(cipher, BLOB_FILENAME, &r.get::<String, _>("filename_enc"))?,
+        filename: fields::open(cipher, BLOB_FILENAME, &r.get::<String, _>("filename_enc"))?,
         content_type: r.get("content_type"),
         size_bytes: r.get("size_bytes"),
         sha256: r.get("sha256"),
@@ -560,11 +560,7 @@ pub async fn open(
         count_open(db, now, &row, opener).await?;
     }
     Ok(Opening::File {
-        filename: personal_data::open(
-            cipher,
-            BLOB_FILENAME,
-            &row.get::<String, _>("filename_enc"),
-        )?,
+        filename: fields::open(cipher, BLOB_FILENAME, &row.get::<String, _>("filename_enc"))?,
         content_type: row.get("content_type"),
         bytes,
     })

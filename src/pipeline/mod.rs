@@ -11,7 +11,7 @@ use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
-use crate::personal_data::{self, ROLLBACK_REASON};
+use crate::security::fields::{self, ROLLBACK_REASON};
 use crate::security::Cipher;
 use crate::validate;
 
@@ -450,7 +450,7 @@ pub async fn get_deal(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Resul
             .map(|r| {
                 // `reason` holds codes (`created`); a typed reason is encrypted.
                 let code: Option<String> = r.get("reason");
-                let typed = personal_data::open_opt(cipher, ROLLBACK_REASON, r.get("reason_enc"))?;
+                let typed = fields::open_opt(cipher, ROLLBACK_REASON, r.get("reason_enc"))?;
                 Ok(StageChange {
                     kind: if code.as_deref() == Some("created") {
                         "created".into()

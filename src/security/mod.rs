@@ -6,6 +6,7 @@
 //! existing rows until they are re-encrypted.
 
 mod datakey;
+pub mod fields;
 mod phone;
 
 use std::fmt;

@@ -11,7 +11,7 @@ use crate::access::Actor;
 use crate::cards;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
-use crate::personal_data::{self, ATTESTATION_NOTE};
+use crate::security::fields::{self, ATTESTATION_NOTE};
 use crate::security::Cipher;
 
 /// The purpose cards for attestations carry; clicks on them come back here.
@@ -50,7 +50,7 @@ fn from_row(cipher: &Cipher, r: &sqlx::any::AnyRow) -> Result<Attestation> {
         requested_by: r.get("requested_by"),
         approver: r.get("approver_user_id"),
         document: r.get("document_id"),
-        note: personal_data::open_opt(cipher, ATTESTATION_NOTE, r.get("note_enc"))?,
+        note: fields::open_opt(cipher, ATTESTATION_NOTE, r.get("note_enc"))?,
         status: r.get("status"),
         created_at: crate::clock::rfc3339(r.get("created_at")),
         decided_at: r

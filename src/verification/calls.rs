@@ -9,9 +9,9 @@ use sqlx::Row;
 use crate::customers::{DEFAULT_REGION, PHONE_CONTEXT};
 use crate::db::{new_id, Db, Tx};
 use crate::error::Result;
-use crate::personal_data::CALL_RECORD_KEY;
 use crate::platform::event::Platform;
 use crate::rules::RuleSet;
+use crate::security::fields::CALL_RECORD_KEY;
 use crate::security::{mask_phone, normalize_phone, Cipher};
 
 /// One call as a platform reports it.

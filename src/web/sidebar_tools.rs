@@ -343,9 +343,9 @@ pub(crate) async fn proposals_section(
     let mut items = String::new();
     for r in &rows {
         let id: String = r.get("id");
-        let filename = crate::personal_data::open(
+        let filename = crate::security::fields::open(
             &s.cipher,
-            crate::personal_data::BLOB_FILENAME,
+            crate::security::fields::BLOB_FILENAME,
             &r.get::<String, _>("filename_enc"),
         )?;
         let sent: i64 = r.get("sent");
