@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{NaiveDate, TimeZone};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::access::{apikeys, Actor, ApiKeyRole, NewApiKey};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
+use crate::demo::DemoArgs;
 use crate::directory::orgs;
 use crate::rules::store::Imported;
 use crate::rules::{ActionKind, RuleSet, Rules};
@@ -133,17 +134,6 @@ pub enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Where the demo serves.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// The demo database: recreated on every start when an earlier demo made it; any other
-    /// existing file is refused, untouched.
-    #[arg(long, default_value = "closeloop-demo.db")]
-    pub database: PathBuf,
 }
 
 /// Runs a parsed command line. Errors are printed by `main`.

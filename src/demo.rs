@@ -16,7 +16,6 @@ use rand::distributions::{Alphanumeric, DistString as _};
 use serde_json::json;
 
 use crate::access::{apikeys, Actor, ApiKeyRole, Grant, NewApiKey};
-use crate::cli::DemoArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::collab::requests::{self, NewRequest};
 use crate::customers::{self, CustomerPatch, ExternalLink};
@@ -34,6 +33,18 @@ use crate::tracking::{self, NewPoint, Source};
 use crate::verification::attest::{self, NewAttestation};
 use crate::verification::{calls, claims};
 use crate::{App, Config};
+
+/// `closeloop demo`'s options.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the demo serves.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The demo database: recreated on every start when an earlier demo made it; any other
+    /// existing file is refused, untouched.
+    #[arg(long, default_value = "closeloop-demo.db")]
+    pub database: std::path::PathBuf,
+}
 
 const AGENT_ID: &str = "1000002";
 const HOUR_MS: i64 = 3_600_000;
