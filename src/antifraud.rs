@@ -115,7 +115,7 @@ fn human(d: std::time::Duration) -> String {
 pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Result<Screen> {
     let a = &rules.antifraud;
     let mut out = Screen::default();
-    if active_freeze_in(tx, &p.org_id, &p.actor, &p.customer)
+    if active_freeze_in(tx, &p.org_id, p.actor_id(), p.customer_id())
         .await?
         .is_some()
     {
@@ -243,7 +243,7 @@ pub async fn alert_burst(
             at,
             &p.org_id,
             "antifraud.ip_burst",
-            ("user", &p.actor),
+            ("user", p.actor_id()),
             json!({"ip": ip, "records_in_window": count, "customer": p.customer, "point": point_id}),
         )
         .await?;
@@ -269,7 +269,7 @@ pub async fn alert_burst(
             ("count", count.to_string()),
         ],
     );
-    for superior in direct_superiors(tx, &p.actor).await? {
+    for superior in direct_superiors(tx, p.actor_id()).await? {
         cards::send(
             tx,
             cipher,

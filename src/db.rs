@@ -81,7 +81,59 @@ impl Db {
         MIGRATOR
             .run(&self.pool)
             .await
-            .context("database migration failed")
+            .context("database migration failed")?;
+        self.ledger_nullable_columns()
+            .await
+            .context("database migration failed (ledger_nullable_actor_customer)")
+    }
+
+    /// Makes `tracking_points.actor_user_id` and `customer_id` nullable (migration
+    /// `20261208000300_ledger_sources`), once. PostgreSQL drops the constraints in place;
+    /// SQLite cannot, so the table is rebuilt with its rows, its indexes and the references
+    /// to it (the documented twelve-step procedure: foreign keys off on this connection,
+    /// one transaction, a foreign-key check before the commit).
+    async fn ledger_nullable_columns(&self) -> anyhow::Result<()> {
+        const NAME: &str = "ledger_nullable_actor_customer";
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query("SELECT name FROM data_migrations WHERE name = $1")
+            .bind(NAME)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+        if done {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        match self.backend {
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                let claimed = sqlx::query(
+                    "INSERT INTO data_migrations (name, applied_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(NAME)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 1 {
+                    tx.execute(
+                        "ALTER TABLE tracking_points ALTER COLUMN actor_user_id DROP NOT NULL, \
+                         ALTER COLUMN customer_id DROP NOT NULL",
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+            Backend::Sqlite => {
+                conn.execute("PRAGMA foreign_keys=OFF").await?;
+                let rebuilt = rebuild_tracking_points(&mut conn, NAME, now).await;
+                // The connection goes back to the pool: restore it whatever happened.
+                let restored = conn.execute("PRAGMA foreign_keys=ON").await;
+                rebuilt?;
+                restored?;
+            }
+        }
+        Ok(())
     }
 
     /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`)
@@ -102,6 +154,98 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The SQLite half of [`Db::ledger_nullable_columns`], on a connection with foreign keys
+/// off: new table, rows copied, old table dropped, new one renamed, indexes made again.
+async fn rebuild_tracking_points(
+    conn: &mut sqlx::pool::PoolConnection<Any>,
+    name: &str,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    use sqlx::Row;
+    conn.execute("BEGIN IMMEDIATE").await?;
+    let result: anyhow::Result<()> = async {
+        let claimed = sqlx::query(
+            "INSERT INTO data_migrations (name, applied_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms)
+        .execute(&mut **conn)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(());
+        }
+        let indexes: Vec<String> = sqlx::query(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tracking_points' \
+             AND sql IS NOT NULL ORDER BY name",
+        )
+        .fetch_all(&mut **conn)
+        .await?
+        .iter()
+        .map(|r| r.get("sql"))
+        .collect();
+        conn.execute(
+            "CREATE TABLE tracking_points_rebuilt (
+                id              TEXT PRIMARY KEY,
+                org_id          TEXT NOT NULL REFERENCES organisations(id),
+                actor_user_id   TEXT REFERENCES users(id),
+                customer_id     TEXT REFERENCES customers(id),
+                deal_id         TEXT REFERENCES deals(id),
+                action          TEXT NOT NULL,
+                occurred_at     BIGINT NOT NULL,
+                source          TEXT NOT NULL,
+                platform        TEXT,
+                client_ip       TEXT,
+                user_agent      TEXT,
+                payload         TEXT NOT NULL DEFAULT '{}',
+                verification    TEXT NOT NULL DEFAULT 'not_applicable',
+                idempotency_key TEXT,
+                request_hash    TEXT,
+                api_key_id      TEXT,
+                actor_kind      TEXT NOT NULL DEFAULT 'user',
+                external_id     TEXT
+            )",
+        )
+        .await?;
+        const COLUMNS: &str = "id, org_id, actor_user_id, customer_id, deal_id, action, occurred_at, source, \
+             platform, client_ip, user_agent, payload, verification, idempotency_key, request_hash, \
+             api_key_id, actor_kind, external_id";
+        conn.execute(
+            format!(
+                "INSERT INTO tracking_points_rebuilt ({COLUMNS}) SELECT {COLUMNS} FROM tracking_points"
+            )
+            .as_str(),
+        )
+        .await?;
+        conn.execute("DROP TABLE tracking_points").await?;
+        conn.execute("ALTER TABLE tracking_points_rebuilt RENAME TO tracking_points")
+            .await?;
+        for sql in &indexes {
+            conn.execute(sql.as_str()).await?;
+        }
+        let broken = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&mut **conn)
+            .await?;
+        anyhow::ensure!(
+            broken.is_empty(),
+            "{} rows would lose a reference",
+            broken.len()
+        );
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            conn.execute("COMMIT").await?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute("ROLLBACK").await;
+            Err(e)
+        }
     }
 }
 

@@ -183,14 +183,16 @@ pub async fn upload(
     });
     let point = NewPoint {
         org_id: new.org_id,
-        actor: new.actor,
-        customer: new.customer,
+        actor_kind: crate::tracking::ActorKind::User,
+        actor: Some(new.actor),
+        customer: Some(new.customer),
         deal: new.deal,
         action,
         // The id, never the file name: names can carry personal data.
         payload: json!({"document": rows.document_id, "kind": rows.kind}),
         source: new.source,
         platform: new.platform,
+        external_id: None,
         client_ip: new.client_ip,
         user_agent: new.user_agent,
         idempotency_key: None,
@@ -221,14 +223,14 @@ impl DocumentRows {
     fn document(&self, p: &TrackingPoint) -> Document {
         Document {
             id: self.document_id.clone(),
-            customer: p.customer.clone(),
+            customer: p.customer_id().to_string(),
             deal: p.deal.clone(),
             kind: self.kind.clone(),
             filename: self.filename.clone(),
             content_type: self.content_type.clone(),
             size_bytes: self.stored.size as i64,
             sha256: self.stored.sha256.clone(),
-            uploaded_by: p.actor.clone(),
+            uploaded_by: p.actor_id().to_string(),
             point: Some(p.id.clone()),
             created_at: p.occurred_at.clone(),
         }

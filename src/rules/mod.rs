@@ -494,11 +494,11 @@ impl RuleSet {
                     a.name.escape_debug()
                 ));
             }
-            if crate::tracking::is_reserved(&a.name) {
+            if is_reserved(&a.name) {
                 return bad(format!(
                     "action `{}`: names starting with {} are reserved",
                     a.name,
-                    crate::tracking::RESERVED_PREFIXES.join(", ")
+                    RESERVED_PREFIXES.join(", ")
                 ));
             }
             if !actions.insert(a.name.as_str()) {
@@ -676,6 +676,26 @@ impl RuleSet {
             .map(|a| a.name.as_str())
             .collect()
     }
+}
+
+/// Action prefixes closeloop writes itself (rule hits, document opens, stage moves, card clicks,
+/// platform events, collaboration steps, chat days); the
+/// API and the action catalog cannot use them, so nobody can fake one.
+pub const RESERVED_PREFIXES: [&str; 10] = [
+    "rule.",
+    "system.",
+    "document.",
+    "stage.",
+    "deal.",
+    "attestation.",
+    "card.",
+    "platform.",
+    "collab.",
+    "chat.",
+];
+
+pub fn is_reserved(action: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|p| action.starts_with(p))
 }
 
 #[cfg(test)]

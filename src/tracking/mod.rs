@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::validate;
 
-pub use writer::{write_in, Ledger};
+pub use writer::{upsert_in, write_in, Ledger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +29,18 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 5] = [
+        Source::Sidebar,
+        Source::Api,
+        Source::Card,
+        Source::PlatformEvent,
+        Source::System,
+    ];
+
+    pub fn parse(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Sidebar => "sidebar",
@@ -36,6 +48,29 @@ impl Source {
             Source::PlatformEvent => "platform_event",
             Source::Api => "api",
             Source::System => "system",
+        }
+    }
+}
+
+/// Who made a point: a member of the organisation (`actor` names them), the customer (a
+/// document opened, a contact removed by the customer), a platform (a directory change), or
+/// closeloop itself (a rule hit, a stage move; `actor` names the rep it is about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    User,
+    Customer,
+    Platform,
+    System,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::Customer => "customer",
+            ActorKind::Platform => "platform",
+            ActorKind::System => "system",
         }
     }
 }
@@ -63,13 +98,20 @@ impl std::fmt::Debug for After {
 #[derive(Debug, Clone)]
 pub struct NewPoint {
     pub org_id: String,
-    pub actor: String,
-    pub customer: String,
+    pub actor_kind: ActorKind,
+    /// The member who acted (or, for a system point, the rep it is about); `None` when no
+    /// member is involved.
+    pub actor: Option<String>,
+    /// `None` when no customer is involved (a directory change).
+    pub customer: Option<String>,
     pub deal: Option<String>,
     pub action: String,
     pub payload: Value,
     pub source: Source,
     pub platform: Option<String>,
+    /// The platform's own id for what happened (a callback's event id, a contact-day):
+    /// unique per organisation, source and platform.
+    pub external_id: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
     pub idempotency_key: Option<String>,
@@ -79,7 +121,8 @@ pub struct NewPoint {
 }
 
 impl NewPoint {
-    /// A point with no request context (IP, user agent, idempotency key, API key).
+    /// A point with no request context (IP, user agent, idempotency key, API key). The
+    /// actor is a user, or the system for [`Source::System`].
     pub fn new(
         org_id: &str,
         actor: &str,
@@ -90,13 +133,18 @@ impl NewPoint {
     ) -> NewPoint {
         NewPoint {
             org_id: org_id.into(),
-            actor: actor.into(),
-            customer: customer.into(),
+            actor_kind: match source {
+                Source::System => ActorKind::System,
+                _ => ActorKind::User,
+            },
+            actor: Some(actor.into()),
+            customer: Some(customer.into()),
             deal: None,
             action: action.into(),
             payload,
             source,
             platform: None,
+            external_id: None,
             client_ip: None,
             user_agent: None,
             idempotency_key: None,
@@ -104,13 +152,49 @@ impl NewPoint {
             after: None,
         }
     }
+
+    /// A point a platform's callback caused, keyed by the platform's own id for it.
+    pub fn from_platform(
+        org_id: &str,
+        actor_kind: ActorKind,
+        actor: Option<&str>,
+        customer: Option<&str>,
+        action: &str,
+        source: Source,
+        platform: &str,
+        external_id: &str,
+        payload: Value,
+    ) -> NewPoint {
+        NewPoint {
+            actor_kind,
+            actor: actor.map(str::to_string),
+            customer: customer.map(str::to_string),
+            platform: Some(platform.into()),
+            external_id: Some(external_id.into()),
+            ..NewPoint::new(org_id, "", "", action, source, payload)
+        }
+    }
+
+    /// The actor's id, or "" when no member is involved.
+    pub fn actor_id(&self) -> &str {
+        self.actor.as_deref().unwrap_or_default()
+    }
+
+    /// The customer's id, or "" when no customer is involved.
+    pub fn customer_id(&self) -> &str {
+        self.customer.as_deref().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TrackingPoint {
     pub id: String,
-    pub actor: String,
-    pub customer: String,
+    /// `user`, `customer`, `platform` or `system`.
+    pub actor_kind: String,
+    /// The member who acted (for a system point: the rep it is about); null when none.
+    pub actor: Option<String>,
+    /// Null when no customer is involved.
+    pub customer: Option<String>,
     pub deal: Option<String>,
     pub action: String,
     /// Server time, UTC.
@@ -119,12 +203,26 @@ pub struct TrackingPoint {
     pub occurred_at_local: String,
     pub source: String,
     pub platform: Option<String>,
+    /// The platform's own id for what happened, for points a platform caused.
+    pub external_id: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
     #[schema(value_type = Object)]
     pub payload: Value,
     /// `not_applicable`, `pending`, `verified`, `too_short`, `unverified`, …
     pub verification: String,
+}
+
+impl TrackingPoint {
+    /// The actor's id, or "" when no member is involved.
+    pub fn actor_id(&self) -> &str {
+        self.actor.as_deref().unwrap_or_default()
+    }
+
+    /// The customer's id, or "" when no customer is involved.
+    pub fn customer_id(&self) -> &str {
+        self.customer.as_deref().unwrap_or_default()
+    }
 }
 
 /// What `record` did: wrote a new point, or found the one an earlier request with the
@@ -137,25 +235,23 @@ pub enum Recorded {
 
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
-/// Action prefixes closeloop writes itself (rule hits, document opens, stage moves); the
-/// API and the action catalog cannot use them, so nobody can fake one.
-pub const RESERVED_PREFIXES: [&str; 6] = [
-    "rule.",
-    "system.",
-    "document.",
-    "stage.",
-    "deal.",
-    "attestation.",
-];
-
-pub fn is_reserved(action: &str) -> bool {
-    RESERVED_PREFIXES.iter().any(|p| action.starts_with(p))
-}
+pub use crate::rules::{is_reserved, RESERVED_PREFIXES};
 
 /// Checks the caller's fields before the point is queued for writing.
 pub fn check(p: &NewPoint) -> Result<()> {
-    validate::id("actor", &p.actor)?;
-    validate::id("customer", &p.customer)?;
+    if let Some(actor) = &p.actor {
+        validate::id("actor", actor)?;
+    } else if p.actor_kind == ActorKind::User {
+        return Err(Error::invalid("a user's point names its actor"));
+    }
+    if let Some(customer) = &p.customer {
+        validate::id("customer", customer)?;
+    }
+    if let Some(e) = &p.external_id {
+        if e.is_empty() || e.len() > 255 || e.chars().any(char::is_control) {
+            return Err(Error::invalid("external id must be 1 to 255 characters"));
+        }
+    }
     if let Some(d) = &p.deal {
         validate::id("deal", d)?;
     }
@@ -313,8 +409,8 @@ pub struct EventFilter {
 
 macro_rules! point_fields {
     () => {
-        "id, actor_user_id, customer_id, deal_id, action, occurred_at, source, platform, \
-         client_ip, user_agent, payload, verification"
+        "id, actor_kind, actor_user_id, customer_id, deal_id, action, occurred_at, source, platform, \
+         external_id, client_ip, user_agent, payload, verification"
     };
 }
 use point_fields;
@@ -326,6 +422,7 @@ fn from_row(r: &sqlx::any::AnyRow, tz: chrono_tz::Tz) -> TrackingPoint {
     let payload: String = r.get("payload");
     TrackingPoint {
         id: r.get("id"),
+        actor_kind: r.get("actor_kind"),
         actor: r.get("actor_user_id"),
         customer: r.get("customer_id"),
         deal: r.get("deal_id"),
@@ -334,6 +431,7 @@ fn from_row(r: &sqlx::any::AnyRow, tz: chrono_tz::Tz) -> TrackingPoint {
         occurred_at_local: crate::clock::in_zone(at, tz),
         source: r.get("source"),
         platform: r.get("platform"),
+        external_id: r.get("external_id"),
         client_ip: r.get("client_ip"),
         user_agent: r.get("user_agent"),
         payload: serde_json::from_str(&payload).unwrap_or(Value::Null),

@@ -106,23 +106,25 @@ async fn check_references(db: &Db, p: &NewPoint) -> Result<i64> {
                 (SELECT customer_id FROM deals WHERE id = $3 AND org_id = $4) AS deal_customer, \
                 (SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM rule_sets WHERE org_id = $4) AS rules_version",
     )
-    .bind(&p.actor)
-    .bind(&p.customer)
+    .bind(p.actor_id())
+    .bind(p.customer_id())
     .bind(p.deal.as_deref().unwrap_or(""))
     .bind(&p.org_id)
     .fetch_one(&db.pool)
     .await?;
-    if row.get::<Option<String>, _>("actor").is_none() {
-        return Err(Error::UnknownReference(format!(
-            "actor `{}` does not exist",
-            p.actor
-        )));
+    if let Some(actor) = &p.actor {
+        if row.get::<Option<String>, _>("actor").is_none() {
+            return Err(Error::UnknownReference(format!(
+                "actor `{actor}` does not exist"
+            )));
+        }
     }
-    if row.get::<Option<String>, _>("customer").is_none() {
-        return Err(Error::UnknownReference(format!(
-            "customer `{}` does not exist",
-            p.customer
-        )));
+    if let Some(customer) = &p.customer {
+        if row.get::<Option<String>, _>("customer").is_none() {
+            return Err(Error::UnknownReference(format!(
+                "customer `{customer}` does not exist"
+            )));
+        }
     }
     if let Some(d) = &p.deal {
         match row.get::<Option<String>, _>("deal_customer") {
@@ -131,7 +133,7 @@ async fn check_references(db: &Db, p: &NewPoint) -> Result<i64> {
                     "deal `{d}` does not exist"
                 )))
             }
-            Some(c) if c != p.customer => {
+            Some(c) if Some(&c) != p.customer.as_ref() => {
                 return Err(Error::invalid(format!(
                     "deal `{d}` belongs to another customer"
                 )))
@@ -297,8 +299,9 @@ async fn insert(
     let id = new_id();
     sqlx::query(
         "INSERT INTO tracking_points (id, org_id, actor_user_id, customer_id, deal_id, action, occurred_at, \
-         source, platform, client_ip, user_agent, payload, verification, idempotency_key, request_hash, api_key_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'not_applicable', $13, $14, $15)",
+         source, platform, client_ip, user_agent, payload, verification, idempotency_key, request_hash, api_key_id, \
+         actor_kind, external_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'not_applicable', $13, $14, $15, $16, $17)",
     )
     .bind(&id)
     .bind(&p.org_id)
@@ -315,10 +318,13 @@ async fn insert(
     .bind(&p.idempotency_key)
     .bind(hash)
     .bind(&p.api_key_id)
+    .bind(p.actor_kind.as_str())
+    .bind(&p.external_id)
     .execute(&mut **tx)
     .await?;
     Ok(TrackingPoint {
         id,
+        actor_kind: p.actor_kind.as_str().to_string(),
         actor: p.actor.clone(),
         customer: p.customer.clone(),
         deal: p.deal.clone(),
@@ -327,6 +333,7 @@ async fn insert(
         occurred_at_local: crate::clock::in_zone(at, tz),
         source: p.source.as_str().to_string(),
         platform: p.platform.clone(),
+        external_id: p.external_id.clone(),
         client_ip: p.client_ip.clone(),
         user_agent: p.user_agent.clone(),
         payload: p.payload.clone(),
@@ -366,8 +373,10 @@ async fn replay(
 }
 
 /// Writes one of closeloop's own points (a document open, a stage move, a rule hit
-/// outside the writer) inside the caller's transaction, with its webhook deliveries. No
-/// rules apply; the caller has checked what it writes.
+/// outside the writer, a card click, a platform event) inside the caller's transaction,
+/// with its webhook deliveries. No rules apply; the caller has checked what it writes. A
+/// point with an external id that is already in the ledger (a platform's retry) is not
+/// written again: the earlier one is returned.
 pub async fn write_in(
     tx: &mut Tx,
     at: i64,
@@ -375,8 +384,66 @@ pub async fn write_in(
     tz: chrono_tz::Tz,
 ) -> Result<TrackingPoint> {
     check(p)?;
+    if let Some(earlier) = by_external_id(tx, p, tz).await? {
+        return Ok(earlier);
+    }
     let point = insert(tx, p, at, None, tz).await?;
     let mut subscribers = Subscribers::default();
     subscribers.enqueue_point(tx, at, &p.org_id, &point).await?;
     Ok(point)
+}
+
+/// Writes a point that stands for a running count (a contact's messages on one day): the
+/// first write inserts it, later ones with the same external id replace its payload in
+/// place (its time stays the first sighting's) and notify subscribers only of the insert.
+pub async fn upsert_in(
+    tx: &mut Tx,
+    at: i64,
+    p: &NewPoint,
+    tz: chrono_tz::Tz,
+) -> Result<TrackingPoint> {
+    check(p)?;
+    if p.external_id.is_none() {
+        return Err(Error::invalid(
+            "a point updated in place needs an external id",
+        ));
+    }
+    match by_external_id(tx, p, tz).await? {
+        Some(mut earlier) => {
+            if earlier.payload != p.payload {
+                sqlx::query("UPDATE tracking_points SET payload = $1 WHERE id = $2")
+                    .bind(p.payload.to_string())
+                    .bind(&earlier.id)
+                    .execute(&mut **tx)
+                    .await?;
+                earlier.payload = p.payload.clone();
+            }
+            Ok(earlier)
+        }
+        None => write_in(tx, at, p, tz).await,
+    }
+}
+
+/// The point already written for `p`'s external id, if any.
+async fn by_external_id(
+    tx: &mut Tx,
+    p: &NewPoint,
+    tz: chrono_tz::Tz,
+) -> Result<Option<TrackingPoint>> {
+    let Some(external) = &p.external_id else {
+        return Ok(None);
+    };
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        point_fields!(),
+        " FROM tracking_points WHERE org_id = $1 AND source = $2 \
+          AND COALESCE(platform, '') = $3 AND external_id = $4"
+    ))
+    .bind(&p.org_id)
+    .bind(p.source.as_str())
+    .bind(p.platform.as_deref().unwrap_or_default())
+    .bind(external)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| from_row(&r, tz)))
 }

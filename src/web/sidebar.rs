@@ -813,13 +813,15 @@ async fn record_action(
         .map(str::to_string);
     let point = NewPoint {
         org_id: org.clone(),
-        actor: session.user_id.clone(),
-        customer: id,
+        actor_kind: crate::tracking::ActorKind::User,
+        actor: Some(session.user_id.clone()),
+        customer: Some(id),
         deal: tap.deal,
         action: tap.action,
         payload: serde_json::json!({}),
         source: Source::Sidebar,
         platform: session.platform.clone(),
+        external_id: None,
         client_ip: ip.map(|i| i.to_string()),
         user_agent: user_agent(&headers),
         idempotency_key,

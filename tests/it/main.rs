@@ -25,6 +25,7 @@ mod hardening_platforms;
 mod hardening_signin;
 mod hardening_webhooks;
 mod jobs;
+mod ledger;
 mod meetings;
 mod ops;
 mod parity;

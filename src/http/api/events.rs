@@ -56,8 +56,9 @@ pub async fn record(
     let user_agent = header("user-agent")?.map(|ua| ua.chars().take(512).collect());
     let point = NewPoint {
         org_id: p.org_id.clone(),
-        actor: ev.actor,
-        customer: ev.customer,
+        actor_kind: tracking::ActorKind::User,
+        actor: Some(ev.actor),
+        customer: Some(ev.customer),
         deal: ev.deal,
         action: ev.action,
         payload: ev
@@ -65,6 +66,7 @@ pub async fn record(
             .unwrap_or_else(|| Value::Object(Default::default())),
         source: Source::Api,
         platform: None,
+        external_id: None,
         client_ip: ip.map(|i| i.to_string()),
         user_agent,
         idempotency_key: header("idempotency-key")?,
