@@ -9,8 +9,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, ConfigError};
 use crate::db::Db;
 use crate::directory::orgs;
 use crate::http::{self, AppState};
@@ -18,7 +19,7 @@ use crate::inbox::InboxWriter;
 use crate::jobs::schedule::{self, Every, Misfire, ScheduleSpec};
 use crate::jobs::worker::default_owner;
 use crate::jobs::{cleanup, Registry, Worker, WorkerConfig};
-use crate::platform::event::Platform;
+use crate::platform::crypto::EncodingAesKey;
 use crate::platform::wecom::api::WecomApi;
 use crate::platform::wecom::dial;
 use crate::security::{load_or_create_key_file, Cipher, DataKey};
@@ -49,8 +50,8 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the default organisation: {e}"))?;
         let rules = crate::rules::Rules::new(db.clone());
-        let calendar = Arc::new(config.work_calendar()?);
-        crate::cards::templates::install(config.card_templates()?);
+        let calendar = Arc::new(work_calendar(&config)?);
+        crate::cards::templates::install(card_templates(&config)?);
         let (ledger, ledger_task) =
             Ledger::start(db.clone(), clock.clone(), rules.clone(), cipher.clone());
         let (inbox, inbox_task) = InboxWriter::start(db.clone(), clock.clone());
@@ -114,7 +115,7 @@ impl App {
             None => None,
         };
         let dingtalk_web = config.dingtalk.as_ref().zip(dingtalk_api).map(|(d, api)| {
-            Arc::new(crate::platform::dingtalk::web::DingtalkWeb::new(
+            Arc::new(crate::http::pages::dingtalk::DingtalkWeb::new(
                 api,
                 clock.clone(),
                 d.corp_id.clone().unwrap_or_default(),
@@ -122,7 +123,7 @@ impl App {
             ))
         });
         let feishu_web = config.feishu.as_ref().zip(feishu_api).map(|(f, api)| {
-            Arc::new(crate::platform::feishu::web::FeishuWeb::from_config(
+            Arc::new(crate::http::pages::feishu::FeishuWeb::from_config(
                 f,
                 api,
                 client.clone(),
@@ -224,6 +225,65 @@ impl App {
 }
 
 /// One outbound request ends a second before its job's run would time out.
+/// The checks of a configuration that need the capabilities' own knowledge (the work
+/// calendar, the card templates and names, the platforms' key formats); `Config` checks the
+/// rest itself when it is read. Every command that reads a configuration runs both.
+pub fn check_config(config: &Config) -> Result<(), ConfigError> {
+    work_calendar(config)?;
+    card_templates(config)?;
+    if let Some(w) = &config.wecom {
+        EncodingAesKey::parse(w.encoding_aes_key.expose())
+            .map_err(|e| ConfigError::new("wecom.encoding_aes_key", e.to_string()))?;
+    }
+    if let Some(d) = &config.dingtalk {
+        EncodingAesKey::parse(d.aes_key.expose())
+            .map_err(|e| ConfigError::new("dingtalk.aes_key", e.to_string()))?;
+        let known: Vec<&str> = crate::cards::templates::SPECS
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        if let Some(card) = d
+            .card_templates
+            .keys()
+            .find(|c| !known.contains(&c.as_str()))
+        {
+            return Err(ConfigError::new(
+                "dingtalk.card_templates",
+                format!("no card is called `{card}` (known: {})", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the configuration file and checks all of it ([`check_config`]).
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    check_config(&config)?;
+    Ok(config)
+}
+
+/// The checked card templates (embedded, with the admin's overrides).
+pub fn card_templates(config: &Config) -> Result<crate::cards::templates::Templates, ConfigError> {
+    crate::cards::templates::Templates::load(config.cards.override_dir.as_deref())
+        .map_err(|m| ConfigError::new("cards.override_dir", m))
+}
+
+/// The checked work calendar in the organisation's zone.
+pub fn work_calendar(
+    config: &Config,
+) -> Result<crate::collab::calendar::WorkCalendar, ConfigError> {
+    crate::collab::calendar::WorkCalendar::new(&config.calendar, config.org_timezone()?).map_err(
+        |m| {
+            let key = m
+                .strip_prefix('`')
+                .and_then(|r| r.split_once('`'))
+                .map_or("calendar".to_string(), |(k, _)| format!("calendar.{k}"));
+            ConfigError::new(key, m)
+        },
+    )
+}
+
 fn delivery_timeout(config: &Config) -> std::time::Duration {
     config
         .jobs
@@ -334,7 +394,7 @@ async fn build_worker(
             clock: clock.clone(),
         },
     );
-    let mut directories: std::collections::HashMap<Platform, Arc<dyn crate::platform::Directory>> =
+    let mut directories: std::collections::HashMap<Platform, Arc<dyn crate::chat::Directory>> =
         std::collections::HashMap::new();
     if let Some(api) = &wecom_api {
         directories.insert(Platform::Wecom, Arc::new(api.clone()));
@@ -744,6 +804,53 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn dingtalk_card_templates_must_name_known_cards() {
+        let base = "[dingtalk]\napp_key = \"k\"\napp_secret = \"s\"\ntoken = \"t\"\n\
+                    aes_key = \"Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7\"\n";
+        let ok = Config::from_toml_only(&format!(
+            "{base}card_templates = {{ \"collab.request\" = \"tpl-req.schema\" }}\n"
+        ))
+        .unwrap();
+        check_config(&ok).unwrap();
+        let bad = Config::from_toml_only(&format!(
+            "{base}card_templates = {{ \"collab.requests\" = \"tpl.schema\" }}\n"
+        ))
+        .unwrap();
+        let e = check_config(&bad).unwrap_err();
+        assert_eq!(e.key, "dingtalk.card_templates");
+        assert!(e.problem.contains("collab.requests"), "{}", e.problem);
+    }
+
+    #[test]
+    fn a_broken_card_template_override_stops_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("collab.request.toml"),
+            "title = \"{oops}\"\n",
+        )
+        .unwrap();
+        let toml = format!("[cards]\noverride_dir = \"{}\"\n", dir.path().display());
+        let e = check_config(&Config::from_toml_only(&toml).unwrap()).unwrap_err();
+        assert_eq!(e.key, "cards.override_dir");
+        assert!(e.problem.contains("collab.request"), "{e}");
+    }
+
+    #[test]
+    fn calendars_and_platform_keys_are_checked_with_their_keys_named() {
+        let check = |toml: &str| check_config(&Config::from_toml_only(toml).unwrap()).unwrap_err();
+        let e = check("[calendar]\nholidays = [\"2026-02-30\"]");
+        assert_eq!(e.key, "calendar.holidays", "{e}");
+        let e = check("[calendar]\nwork_hours = []");
+        assert_eq!(e.key, "calendar", "{e}");
+        let e = check(
+            "[dingtalk]\napp_key = \"k\"\napp_secret = \"s\"\ntoken = \"t\"\naes_key = \"short\"\n",
+        );
+        assert_eq!(e.key, "dingtalk.aes_key", "{e}");
+    }
+
     use super::sqlite_key_file;
     use std::path::PathBuf;
 

@@ -140,28 +140,28 @@ pub enum RulesCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(ConfigCommand::Check) => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = crate::app::load_config(cli.config.as_deref())?;
             print!("{}", config.redacted_toml());
             eprintln!("configuration is valid");
             Ok(())
         }
         Command::Migrate => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = crate::app::load_config(cli.config.as_deref())?;
             let db = Db::connect(&config.database_url).await?;
             db.migrate().await?;
             eprintln!("database is up to date");
             Ok(())
         }
         Command::Serve => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = crate::app::load_config(cli.config.as_deref())?;
             serve(config).await
         }
         Command::Apikey(cmd) => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = crate::app::load_config(cli.config.as_deref())?;
             apikey(config, cmd).await
         }
         Command::Jobs(cmd) => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = crate::app::load_config(cli.config.as_deref())?;
             jobs(config, cmd).await
         }
         Command::Rules(cmd) => rules(cli.config.as_deref(), cmd).await,
@@ -443,7 +443,7 @@ async fn rules(config_path: Option<&Path>, cmd: RulesCommand) -> anyhow::Result<
         print!("{}", summarise(&rules));
         return Ok(());
     }
-    let config = Config::load(config_path)?;
+    let config = crate::app::load_config(config_path)?;
     let db = Db::connect(&config.database_url).await?;
     let now = SystemClock.now_ms();
     let result = match cmd {
@@ -506,7 +506,7 @@ async fn rules(config_path: Option<&Path>, cmd: RulesCommand) -> anyhow::Result<
                 .current_version(&org.id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let report = crate::rules::simulate::simulate(
+            let report = crate::simulate::simulate(
                 &db,
                 &org.id,
                 org.timezone,

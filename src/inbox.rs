@@ -275,8 +275,8 @@ pub struct Process {
     pub clock: crate::clock::SharedClock,
     /// Per platform: where to look up people an event names (customers, members).
     pub directories: std::collections::HashMap<
-        crate::platform::event::Platform,
-        std::sync::Arc<dyn crate::platform::Directory>,
+        crate::chat::event::Platform,
+        std::sync::Arc<dyn crate::chat::Directory>,
     >,
 }
 
@@ -288,8 +288,8 @@ impl Process {
     ) -> Result<
         Option<(
             String,
-            crate::platform::event::Platform,
-            crate::platform::event::InboundEvent,
+            crate::chat::event::Platform,
+            crate::chat::event::InboundEvent,
         )>,
     > {
         let Some(row) = sqlx::query("SELECT org_id, platform, body FROM inbox WHERE id = $1")
@@ -299,8 +299,7 @@ impl Process {
         else {
             return Ok(None);
         };
-        let Some(platform) =
-            crate::platform::event::Platform::parse(&row.get::<String, _>("platform"))
+        let Some(platform) = crate::chat::event::Platform::parse(&row.get::<String, _>("platform"))
         else {
             return Ok(None);
         };
@@ -315,7 +314,7 @@ impl Process {
 
     /// The outside lookups an event needs, done before the processing transaction.
     async fn fetch(&self, inbox_id: &str) -> std::result::Result<Value, crate::jobs::JobError> {
-        use crate::platform::event::EventKind;
+        use crate::chat::event::EventKind;
         let Some((_, platform, event)) = self.stored_event(inbox_id).await? else {
             return Ok(Value::Null);
         };
@@ -350,7 +349,7 @@ impl Process {
 
     async fn process(&self, tx: &mut crate::db::Tx, inbox_id: &str, fetched: &Value) -> Result<()> {
         use crate::cards::{self, Click};
-        use crate::platform::event::{EventKind, Platform};
+        use crate::chat::event::{EventKind, Platform};
 
         let Some(row) =
             sqlx::query("SELECT org_id, platform, body, status FROM inbox WHERE id = $1")
@@ -431,7 +430,7 @@ impl Process {
                     }
                 }
                 EventKind::ExternalContactAdded { user_id, state, .. } => {
-                    match serde_json::from_value::<crate::platform::ExternalContact>(
+                    match serde_json::from_value::<crate::chat::ExternalContact>(
                         fetched["external_contact"].clone(),
                     ) {
                         Err(_) => (
@@ -470,9 +469,7 @@ impl Process {
                     ("processed", None)
                 }
                 EventKind::UserCreated { user_id } | EventKind::UserUpdated { user_id, .. } => {
-                    match serde_json::from_value::<crate::directory::sync::Member>(
-                        fetched["member"].clone(),
-                    ) {
+                    match serde_json::from_value::<crate::chat::Member>(fetched["member"].clone()) {
                         Err(_) => ("ignored", Some("no directory for this platform".into())),
                         Ok(member) => {
                             if member.platform_id != *user_id {

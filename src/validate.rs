@@ -3,7 +3,6 @@
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 
 use crate::error::{Error, Result};
-use crate::platform::event::Platform;
 
 /// A required, trimmed text field of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
@@ -108,11 +107,6 @@ pub fn one_of(values: &[&str]) -> Object {
 /// A list whose items are limited to `values` (see [`one_of`]).
 pub fn list_of(values: &[&str]) -> Array {
     ArrayBuilder::new().items(one_of(values)).build()
-}
-
-/// The chat platforms, as the API spells them.
-pub fn platform() -> Object {
-    one_of(&Platform::ALL.map(Platform::as_str))
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ pub struct Card {
 
 impl Card {
     /// The card as it is shown on `platform`.
-    pub fn into_platform(mut self, platform: crate::platform::event::Platform) -> Card {
+    pub fn into_platform(mut self, platform: crate::chat::event::Platform) -> Card {
         self.variants.remove(platform.as_str()).unwrap_or(Card {
             variants: BTreeMap::new(),
             ..self
@@ -124,7 +124,7 @@ fn unseal(cipher: &Cipher, sealed: &str) -> anyhow::Result<Card> {
 pub fn stored(
     cipher: &Cipher,
     sealed: &str,
-    platform: crate::platform::event::Platform,
+    platform: crate::chat::event::Platform,
 ) -> anyhow::Result<Card> {
     Ok(unseal(cipher, sealed)?.into_platform(platform))
 }
@@ -246,10 +246,10 @@ pub async fn record_click(
     if !card.buttons.iter().any(|b| b.action == action) {
         return Ok(Click::UnknownCard);
     }
-    let window = crate::platform::card_update_window_ms(
+    let window = crate::chat::card_update_window_ms(
         row.get::<Option<String>, _>("platform")
             .as_deref()
-            .and_then(crate::platform::event::Platform::parse),
+            .and_then(crate::chat::event::Platform::parse),
     );
     let first = sqlx::query(
         "UPDATE cards SET clicked_action = $1, clicked_by_user_id = $2, clicked_at = $3, \
@@ -302,7 +302,7 @@ pub async fn outgoing(
     cipher: &Cipher,
     now_ms: i64,
     card_id: &str,
-    platform: crate::platform::event::Platform,
+    platform: crate::chat::event::Platform,
 ) -> std::result::Result<Outgoing, crate::jobs::JobError> {
     use crate::jobs::JobError;
     use sqlx::Row;
@@ -354,7 +354,7 @@ pub async fn mark_sent(
     tx: &mut Tx,
     now_ms: i64,
     card_id: &str,
-    platform: crate::platform::event::Platform,
+    platform: crate::chat::event::Platform,
     message_id: Option<&str>,
     code: Option<(&str, i64)>,
 ) -> Result<()> {
@@ -424,7 +424,7 @@ pub async fn preview_click(
     db: &crate::db::Db,
     cipher: &Cipher,
     org_id: &str,
-    platform: crate::platform::event::Platform,
+    platform: crate::chat::event::Platform,
     platform_user: &str,
     key: &str,
 ) -> Result<Preview> {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use sqlx::Row;
 
+use crate::chat::event::Platform;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
-use crate::platform::event::Platform;
 
 /// The `card.deliver` or `card.update` handler over every configured platform.
 pub struct ByPlatform {

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde::Deserialize;
 
 use super::{Button, ButtonStyle, Card, Tone, MAX_BUTTONS, MAX_FIELDS};
-use crate::platform::event::Platform;
+use crate::chat::event::Platform;
 
 /// What code supplies to a template, and the actions its buttons trigger.
 pub struct Spec {

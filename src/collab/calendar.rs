@@ -5,35 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 
-/// `[calendar]` in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CalendarConfig {
-    /// Working weekdays: `mon` … `sun`.
-    pub work_days: Vec<String>,
-    /// Working periods of a working day, `HH:MM-HH:MM`, in order.
-    pub work_hours: Vec<String>,
-    /// Days off on what would be working days: `2026-10-01`, or a range
-    /// `2026-10-01..2026-10-07` (both ends included).
-    pub holidays: Vec<String>,
-    /// 调休: weekend days worked instead, same spellings.
-    pub make_up_workdays: Vec<String>,
-}
-
-impl Default for CalendarConfig {
-    fn default() -> Self {
-        CalendarConfig {
-            work_days: ["mon", "tue", "wed", "thu", "fri"]
-                .map(String::from)
-                .to_vec(),
-            work_hours: vec!["09:00-12:00".into(), "13:30-18:00".into()],
-            holidays: Vec::new(),
-            make_up_workdays: Vec::new(),
-        }
-    }
-}
+pub use crate::config::CalendarConfig;
 
 /// A checked calendar.
 #[derive(Debug, Clone)]

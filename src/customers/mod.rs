@@ -461,7 +461,7 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct NewExternalId {
     /// `wecom`, `dingtalk` or `feishu`.
-    #[schema(schema_with = crate::validate::platform)]
+    #[schema(schema_with = crate::chat::platform_schema)]
     pub platform: String,
     #[schema(min_length = 1, max_length = 128)]
     pub external_user_id: String,
@@ -477,7 +477,7 @@ pub async fn add_external_id(
     customer_id: &str,
     new: NewExternalId,
 ) -> Result<()> {
-    let platform = crate::platform::event::Platform::parse(&new.platform)
+    let platform = crate::chat::event::Platform::parse(&new.platform)
         .ok_or_else(|| Error::invalid("platform must be one of wecom, dingtalk, feishu"))?;
     let ext = new.external_user_id.trim();
     if ext.is_empty() || ext.len() > 128 || ext.chars().any(char::is_control) {
@@ -713,8 +713,8 @@ async fn load(
 
 /// A platform's customer and who added them, through which channel.
 pub struct ExternalLink<'a> {
-    pub platform: crate::platform::event::Platform,
-    pub contact: &'a crate::platform::ExternalContact,
+    pub platform: crate::chat::event::Platform,
+    pub contact: &'a crate::chat::ExternalContact,
     /// The rep who added them (closeloop user id), when known.
     pub owner: Option<&'a str>,
     pub source_channel: &'a str,

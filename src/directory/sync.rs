@@ -6,12 +6,12 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::Row;
 
+use crate::chat::event::Platform;
 use crate::db::{new_id, Db, Tx};
 use crate::error::Result;
-use crate::platform::event::Platform;
 
 /// A full sync that would mark more than this share of the active members `left` at once
 /// (and more than [`MAX_QUIET_LEAVERS`] of them), or would leave nobody listed, marks no one:
@@ -22,17 +22,7 @@ pub const MAX_LEFT_SHARE_PERCENT: usize = 20;
 /// Up to this many members may leave in one sync whatever their share (small teams).
 pub const MAX_QUIET_LEAVERS: usize = 5;
 
-/// A member as a platform's directory lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// The platform's member id (WeCom userid).
-    pub platform_id: String,
-    pub name: String,
-    pub department: Option<String>,
-    /// Platform ids of direct superiors.
-    pub leaders: Vec<String>,
-    pub active: bool,
-}
+pub use crate::chat::Member;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SyncOutcome {
@@ -258,7 +248,7 @@ pub struct SyncJob {
     pub db: Db,
     pub clock: crate::clock::SharedClock,
     pub org_id: String,
-    pub directories: Vec<(Platform, std::sync::Arc<dyn crate::platform::Directory>)>,
+    pub directories: Vec<(Platform, std::sync::Arc<dyn crate::chat::Directory>)>,
 }
 
 pub const KIND: &str = "directory.sync";

@@ -33,7 +33,7 @@ pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// `wecom`, `dingtalk` or `feishu`.
-    #[schema(schema_with = crate::validate::platform)]
+    #[schema(schema_with = crate::chat::platform_schema)]
     pub platform: String,
     /// wecom: userid | open_userid; dingtalk: userid | unionid; feishu: user_id | open_id | union_id.
     #[schema(schema_with = identity_kind_schema)]
@@ -131,7 +131,7 @@ pub struct UserFilter {
     #[param(schema_with = role_schema)]
     pub role: Option<String>,
     /// With `identity_kind` and `identity_value`: the user behind a platform id.
-    #[param(schema_with = crate::validate::platform)]
+    #[param(schema_with = crate::chat::platform_schema)]
     pub platform: Option<String>,
     #[param(schema_with = identity_kind_schema)]
     pub identity_kind: Option<String>,
@@ -152,7 +152,7 @@ fn status_schema() -> utoipa::openapi::Object {
 
 /// Every kind some platform issues (which kinds go with which platform is checked too).
 fn identity_kind_schema() -> utoipa::openapi::Object {
-    let mut kinds: Vec<&str> = crate::platform::event::Platform::ALL
+    let mut kinds: Vec<&str> = crate::chat::event::Platform::ALL
         .iter()
         .flat_map(|p| identity_kinds(p.as_str()).unwrap_or_default())
         .copied()

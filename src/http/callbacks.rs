@@ -191,7 +191,7 @@ pub async fn dingtalk_card(
                 &s.db,
                 &s.cipher,
                 &s.default_org.id,
-                crate::platform::event::Platform::Dingtalk,
+                crate::chat::event::Platform::Dingtalk,
                 user,
                 key,
             )

@@ -21,9 +21,9 @@ use crate::documents::{
     self, Document, DocumentFilter, Link, NewDocument, NewLink, Opener, Opening, Upload,
 };
 use crate::error::{Error, Result};
+use crate::http::pages::session::Session;
 use crate::page::{Page, PageParams};
 use crate::tracking::Source;
-use crate::web::session::Session;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -7,6 +7,7 @@ pub(crate) mod documents;
 mod extract;
 mod failure;
 mod ops;
+pub mod pages;
 pub mod serve;
 mod web;
 
@@ -49,10 +50,10 @@ pub struct AppState {
     pub wecom_web: Option<Arc<crate::platform::wecom::jsapi::WecomWeb>>,
     /// Present when `[dingtalk]` is configured.
     pub dingtalk: Option<Arc<crate::platform::dingtalk::inbound::DingtalkInbound>>,
-    pub dingtalk_web: Option<Arc<crate::platform::dingtalk::web::DingtalkWeb>>,
+    pub dingtalk_web: Option<Arc<crate::http::pages::dingtalk::DingtalkWeb>>,
     /// Present when `[feishu]` is configured.
     pub feishu: Option<Arc<crate::platform::feishu::inbound::FeishuInbound>>,
-    pub feishu_web: Option<Arc<crate::platform::feishu::web::FeishuWeb>>,
+    pub feishu_web: Option<Arc<crate::http::pages::feishu::FeishuWeb>>,
     /// The rule set in force (versioned in the database).
     pub rules: crate::rules::Rules,
     pub blobs: crate::storage::BlobStore,
@@ -99,12 +100,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/calendar/{file}", get(calendar_feed))
         .merge(documents::routes())
-        .merge(crate::platform::dingtalk::web::routes())
-        .merge(crate::platform::feishu::web::routes())
-        .merge(crate::web::sidebar::routes())
-        .merge(crate::web::health::routes())
-        .merge(crate::web::sidebar_tools::routes())
-        .merge(crate::web::collab::routes())
+        .merge(crate::http::pages::dingtalk::routes())
+        .merge(crate::http::pages::feishu::routes())
+        .merge(crate::http::pages::sidebar::routes())
+        .merge(crate::http::pages::health::routes())
+        .merge(crate::http::pages::sidebar_tools::routes())
+        .merge(crate::http::pages::collab::routes())
         .fallback(|| async { Error::NotFound { what: "route" } });
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(ops::metrics));

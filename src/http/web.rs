@@ -10,11 +10,11 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::{ApiQuery, AppState};
+use crate::chat::event::Platform;
 use crate::error::{Error, Result};
+use crate::http::pages::session::{self, Session};
 use crate::jobs::JobError;
-use crate::platform::event::Platform;
 use crate::platform::wecom::jsapi::{self, WecomWeb};
-use crate::web::session::{self, Session};
 
 fn wecom(s: &AppState) -> Result<&WecomWeb> {
     s.wecom_web.as_deref().ok_or(Error::NotFound {

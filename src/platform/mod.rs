@@ -1,62 +1,16 @@
-//! The chat platforms. Each hides behind one interface (later issues); here live the
-//! pieces that need no network: callback signatures and encryption.
+//! The chat platforms' adapters: callback signatures and encryption, API clients, cards,
+//! directories, call and meeting records. They depend on the domain; the domain knows the
+//! platforms only through the neutral types of [`crate::chat`].
+
+pub use crate::chat::event;
 
 pub mod crypto;
 pub mod dingtalk;
 pub mod emulator_kit;
-pub mod event;
 pub mod feishu;
 pub mod wecom;
 
-/// A customer as a platform describes them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ExternalContact {
-    pub external_user_id: String,
-    pub name: String,
-    pub corp_name: Option<String>,
-    pub position: Option<String>,
-    /// Numbers the rep noted for this customer.
-    pub phones: Vec<String>,
-}
-
-/// What domain code may ask a platform about people, without naming the platform.
-pub trait Directory: Send + Sync + 'static {
-    /// The customer `external_user_id` as seen by the rep `follow_user` (platform id).
-    fn external_contact<'a>(
-        &'a self,
-        external_user_id: &'a str,
-        follow_user: &'a str,
-    ) -> crate::jobs::BoxFuture<'a, Result<ExternalContact, crate::jobs::JobError>>;
-
-    /// Every member of the organisation, with department and direct superiors.
-    fn members(
-        &self,
-    ) -> crate::jobs::BoxFuture<
-        '_,
-        Result<Vec<crate::directory::sync::Member>, crate::jobs::JobError>,
-    >;
-
-    /// One member by platform id.
-    fn member<'a>(
-        &'a self,
-        platform_id: &'a str,
-    ) -> crate::jobs::BoxFuture<'a, Result<crate::directory::sync::Member, crate::jobs::JobError>>;
-}
-
 /// Parses a stored callback body of `platform` again (inbox processing).
-/// How long after a click a card can still be changed on its platform: WeCom's one-shot
-/// `response_code` lasts 72 hours; Feishu edits a message for 14 days after it was sent
-/// (its update job checks that too); DingTalk updates a card by its `outTrackId` with no
-/// documented limit — 30 days keeps a forgotten request from editing an old card.
-pub fn card_update_window_ms(platform: Option<event::Platform>) -> i64 {
-    const HOUR: i64 = 3600 * 1000;
-    match platform {
-        Some(event::Platform::Feishu) => 14 * 24 * HOUR,
-        Some(event::Platform::Dingtalk) => 30 * 24 * HOUR,
-        Some(event::Platform::Wecom) | None => 72 * HOUR,
-    }
-}
-
 /// The job that reads a meeting's records once a platform says it began or ended (queued
 /// by the event's processing, keyed so a poll that saw the meeting adds nothing).
 pub fn meeting_fetch_job(

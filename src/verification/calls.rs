@@ -6,10 +6,10 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::chat::event::Platform;
 use crate::customers::{DEFAULT_REGION, PHONE_CONTEXT};
 use crate::db::{new_id, Db, Tx};
 use crate::error::Result;
-use crate::platform::event::Platform;
 use crate::rules::RuleSet;
 use crate::security::fields::CALL_RECORD_KEY;
 use crate::security::{mask_phone, normalize_phone, Cipher};

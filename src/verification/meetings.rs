@@ -5,9 +5,9 @@
 
 use sqlx::Row;
 
+use crate::chat::event::Platform;
 use crate::db::{new_id, Db};
 use crate::error::Result;
-use crate::platform::event::Platform;
 use crate::rules::RuleSet;
 
 /// One member's part in one meeting, as a platform reports it.

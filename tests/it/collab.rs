@@ -672,9 +672,10 @@ async fn the_health_page_is_for_managers() {
         let db = t.app.db.clone();
         let org = t.app.org_id.clone();
         async move {
-            let (value, _) = closeloop::web::session::create(&db, FRIDAY_4PM, &org, &user, "dev")
-                .await
-                .unwrap();
+            let (value, _) =
+                closeloop::http::pages::session::create(&db, FRIDAY_4PM, &org, &user, "dev")
+                    .await
+                    .unwrap();
             format!("closeloop_session={value}")
         }
     };

@@ -67,7 +67,7 @@ impl Team {
 
     /// A session as a platform sign-in makes it, on the test's clock.
     async fn sign_in(&self, user: &str) -> Person {
-        let (value, csrf) = closeloop::web::session::create(
+        let (value, csrf) = closeloop::http::pages::session::create(
             &self.app.db,
             self.now(),
             &self.app.org_id,
@@ -77,7 +77,7 @@ impl Team {
         .await
         .unwrap();
         Person {
-            cookie: format!("{}={value}", closeloop::web::session::COOKIE),
+            cookie: format!("{}={value}", closeloop::http::pages::session::COOKIE),
             csrf,
         }
     }

@@ -472,7 +472,7 @@ async fn a_frozen_rep_cannot_upload_a_proposal() {
 async fn the_sidebar_uploads_and_sends_with_its_session() {
     let d = spawn("").await;
     let (rep, customer) = d.rep_and_customer().await;
-    let (cookie, csrf) = closeloop::web::session::create(
+    let (cookie, csrf) = closeloop::http::pages::session::create(
         &d.app.db,
         chrono::Utc::now().timestamp_millis(),
         &d.app.org_id,
@@ -481,7 +481,7 @@ async fn the_sidebar_uploads_and_sends_with_its_session() {
     )
     .await
     .unwrap();
-    let cookie = format!("{}={cookie}", closeloop::web::session::COOKIE);
+    let cookie = format!("{}={cookie}", closeloop::http::pages::session::COOKIE);
     let upload = |csrf: Option<&str>| {
         let mut req = d
             .app

@@ -645,7 +645,7 @@ async fn lifting_a_freeze_follows_the_key_or_the_person_it_acts_for() {
 
 /// A signed-in person's request to a `/web/` tool.
 async fn web(app: &TestApp, user: &str, path: &str, body: Value) -> u16 {
-    let (value, csrf) = closeloop::web::session::create(
+    let (value, csrf) = closeloop::http::pages::session::create(
         &app.db,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
@@ -658,7 +658,7 @@ async fn web(app: &TestApp, user: &str, path: &str, body: Value) -> u16 {
         .post(app.url(path))
         .header(
             "cookie",
-            format!("{}={value}", closeloop::web::session::COOKIE),
+            format!("{}={value}", closeloop::http::pages::session::COOKIE),
         )
         .header("x-csrf-token", csrf)
         .json(&body)

@@ -42,7 +42,7 @@ async fn dates_out_of_range_answer_invalid_input() {
 
     // The web report reads the same parameter.
     let boss = app.user("周总", &["manager"]).await;
-    let (session, _) = closeloop::web::session::create(
+    let (session, _) = closeloop::http::pages::session::create(
         &app.db,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
@@ -56,7 +56,7 @@ async fn dates_out_of_range_answer_invalid_input() {
         .get(app.url("/collab/health?week=-262143-01-08"))
         .header(
             "cookie",
-            format!("{}={session}", closeloop::web::session::COOKIE),
+            format!("{}={session}", closeloop::http::pages::session::COOKIE),
         )
         .send()
         .await

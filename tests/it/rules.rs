@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use closeloop::rules::{simulate, RuleSet, Rules};
+use closeloop::rules::{RuleSet, Rules};
+use closeloop::simulate;
 use serde_json::{json, Value};
 
 use crate::helpers::{error_code, on_postgres, spawn_app, TestApp, TEST_DATA_KEY};

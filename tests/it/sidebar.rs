@@ -159,7 +159,7 @@ impl SidebarApp {
 
     /// A session as a platform sign-in makes it: (Cookie header value, CSRF token).
     pub async fn session(&self, user: &str, platform: &str) -> (String, String) {
-        let (value, csrf) = closeloop::web::session::create(
+        let (value, csrf) = closeloop::http::pages::session::create(
             &self.db,
             chrono::Utc::now().timestamp_millis(),
             &self.org_id,
@@ -168,7 +168,10 @@ impl SidebarApp {
         )
         .await
         .unwrap();
-        (format!("{}={value}", closeloop::web::session::COOKIE), csrf)
+        (
+            format!("{}={value}", closeloop::http::pages::session::COOKIE),
+            csrf,
+        )
     }
 
     pub async fn page(&self, path: &str, cookie: &str) -> (u16, String) {

@@ -300,7 +300,7 @@ pub struct ChatCount {
     #[schema(minimum = 0, maximum = 100_000)]
     pub messages: i64,
     /// The message source: `wecom`, `dingtalk`, `feishu` (its evidence policy applies).
-    #[schema(schema_with = crate::validate::platform)]
+    #[schema(schema_with = crate::chat::platform_schema)]
     pub source: String,
 }
 
@@ -315,7 +315,7 @@ pub async fn chat_count(
     if !(0..=100_000).contains(&b.messages) {
         return Err(Error::invalid("messages must be between 0 and 100000"));
     }
-    if crate::platform::event::Platform::parse(&b.source).is_none() {
+    if crate::chat::event::Platform::parse(&b.source).is_none() {
         return Err(Error::invalid("source must be wecom, dingtalk or feishu"));
     }
     let known = sqlx::query(

@@ -10,10 +10,10 @@ use sqlx::Row;
 
 use super::api::DingtalkApi;
 use crate::cards::{ButtonStyle, Card, Tone};
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
-use crate::platform::event::Platform;
 
 const CREATE_AND_DELIVER: &str = "/v1.0/card/instances/createAndDeliver";
 const UPDATE: &str = "/v1.0/card/instances";

@@ -45,10 +45,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::api::{refusal_errcode, DingtalkApi};
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{self, BoxFuture, ClaimedJob, Handler, JobError, NewJob};
-use crate::platform::event::Platform;
 use crate::verification::meetings::{self, MeetingRecord};
 
 pub const POLL_KIND: &str = "dingtalk.conference_poll";

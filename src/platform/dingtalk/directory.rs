@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 
 use super::api::DingtalkApi;
-use crate::directory::sync::Member;
+use crate::chat::Member;
+use crate::chat::{Directory, ExternalContact};
 use crate::jobs::{BoxFuture, JobError};
-use crate::platform::{Directory, ExternalContact};
 
 pub const DEPARTMENTS: &str = "/topapi/v2/department/listsub";
 pub const USERS: &str = "/topapi/v2/user/list";

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::platform::event::{EventKind, InboundEvent, Platform};
+use crate::chat::event::{EventKind, InboundEvent, Platform};
 
 /// The plaintext `EventType` of DingTalk's URL check (and the ISV suite variants).
 pub const CHECK_URL: &[&str] = &[

@@ -15,11 +15,11 @@ use serde_json::Value;
 
 use super::crypto::{Callback, CallbackQuery, DingtalkCrypto};
 use super::events;
+use crate::chat::event::{EventKind, InboundEvent};
 use crate::config::{ConfigError, DingtalkConfig};
 use crate::error::{Error, Result};
 use crate::inbox::{InboxWriter, NewEntry};
 use crate::platform::crypto::{CryptoError, EncodingAesKey};
-use crate::platform::event::{EventKind, InboundEvent};
 use crate::platform::wecom::inbound::query_params;
 use crate::security::Cipher;
 
@@ -195,7 +195,7 @@ impl DingtalkInbound {
             .filter(|m| {
                 matches!(
                     events::parse(m),
-                    Ok(crate::platform::event::InboundEvent {
+                    Ok(crate::chat::event::InboundEvent {
                         kind: EventKind::CardAction { .. },
                         ..
                     })
@@ -210,7 +210,7 @@ impl DingtalkInbound {
         let press = match (&received, events::parse(message)) {
             (
                 Received::New { .. } | Received::Duplicate,
-                Ok(crate::platform::event::InboundEvent {
+                Ok(crate::chat::event::InboundEvent {
                     kind:
                         EventKind::CardAction {
                             user_id,

@@ -8,4 +8,3 @@ pub mod directory;
 pub mod emulator;
 pub mod events;
 pub mod inbound;
-pub mod web;

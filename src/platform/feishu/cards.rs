@@ -9,10 +9,10 @@ use sqlx::Row;
 
 use super::token::FeishuApi;
 use crate::cards::{button_key, outcome, ButtonStyle, Card, Preview, Tone};
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
-use crate::platform::event::Platform;
 
 pub const MESSAGES: &str = "/open-apis/im/v1/messages";
 /// Feishu lets a message be edited for 14 days.

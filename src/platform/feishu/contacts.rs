@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::token::FeishuApi;
-use crate::directory::sync::Member;
+use crate::chat::Member;
+use crate::chat::{Directory, ExternalContact};
 use crate::jobs::{BoxFuture, JobError};
-use crate::platform::{Directory, ExternalContact};
 
 pub const DEPARTMENT_CHILDREN: &str = "/open-apis/contact/v3/departments/0/children";
 pub const USERS_BY_DEPARTMENT: &str = "/open-apis/contact/v3/users/find_by_department";

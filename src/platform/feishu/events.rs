@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::platform::event::{EventKind, InboundEvent, Platform};
+use crate::chat::event::{EventKind, InboundEvent, Platform};
 
 /// The envelope fields every decrypted payload is checked by before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

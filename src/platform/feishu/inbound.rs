@@ -17,11 +17,11 @@ use subtle::ConstantTimeEq;
 
 use super::crypto::FeishuCrypto;
 use super::events::{self, EnvelopeKind};
+use crate::chat::event::{EventKind, InboundEvent};
 use crate::config::{ConfigError, FeishuConfig, Secret};
 use crate::error::{Error, Result};
 use crate::inbox::{InboxWriter, NewEntry};
 use crate::platform::crypto::CryptoError;
-use crate::platform::event::{EventKind, InboundEvent};
 use crate::security::Cipher;
 
 pub const PLATFORM: &str = "feishu";

@@ -8,4 +8,3 @@ pub mod events;
 pub mod inbound;
 pub mod token;
 pub mod vc;
-pub mod web;

@@ -42,10 +42,10 @@ use chrono::{FixedOffset, NaiveDateTime, TimeZone};
 use serde_json::{json, Value};
 
 use super::token::{FeishuApi, FeishuError};
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::db::Db;
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
-use crate::platform::event::Platform;
 use crate::verification::meetings::{self, MeetingRecord, StoreOutcome};
 
 pub const KIND: &str = "feishu.vc_poll";

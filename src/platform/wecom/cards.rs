@@ -10,10 +10,10 @@ use sqlx::Row;
 use super::api::WecomApi;
 use super::token::SecretKind;
 use crate::cards::{button_key, ButtonStyle, Card};
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
-use crate::platform::event::Platform;
 
 const SEND: &str = "/cgi-bin/message/send";
 /// WeCom's response_code can update a card once, within 72 hours.

@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::api::WecomApi;
 use super::token::SecretKind;
-use crate::directory::sync::Member;
+use crate::chat::Member;
+use crate::chat::{Directory, ExternalContact};
 use crate::jobs::{BoxFuture, JobError};
-use crate::platform::{Directory, ExternalContact};
 
 const GET: &str = "/cgi-bin/externalcontact/get";
 const DEPARTMENTS: &str = "/cgi-bin/department/list";

@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use super::api::WecomApi;
 use super::token::SecretKind;
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::db::Db;
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
-use crate::platform::event::Platform;
 use crate::security::Cipher;
 use crate::verification::calls::{self, CallRecord, StoreOutcome};
 

@@ -12,7 +12,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use sha2::{Digest, Sha256};
 
-use crate::platform::event::{EventKind, InboundEvent, Platform};
+use crate::chat::event::{EventKind, InboundEvent, Platform};
 
 /// Bodies above this are refused unparsed; real callbacks are well under 4 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -14,11 +14,11 @@ use sha2::{Digest, Sha256};
 
 use super::crypto::{CallbackQuery, WecomCrypto};
 use super::events;
+use crate::chat::event::{EventKind, InboundEvent};
 use crate::config::{ConfigError, WecomConfig};
 use crate::error::{Error, Result};
 use crate::inbox::{InboxWriter, NewEntry};
 use crate::platform::crypto::{CryptoError, EncodingAesKey};
-use crate::platform::event::{EventKind, InboundEvent};
 use crate::security::Cipher;
 
 pub const PLATFORM: &str = "wecom";

@@ -21,10 +21,10 @@ use sqlx::Row;
 
 use crate::collab::requests::{self, NewRequest, Request, Step, TrailEntry, CARD_PURPOSE};
 use crate::error::{Error, Result};
+use crate::http::pages::session::Session;
+use crate::http::pages::sidebar::{enc, escape, not_signed_in, org_timezone, Html, PageResult};
 use crate::http::{ApiJson, AppState};
 use crate::rules::{CollabKind, CollabType, RuleSet};
-use crate::web::session::Session;
-use crate::web::sidebar::{enc, escape, not_signed_in, org_timezone, Html, PageResult};
 
 /// Requests listed on a customer's sidebar page.
 const CUSTOMER_REQUESTS: i64 = 5;

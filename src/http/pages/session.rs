@@ -262,7 +262,7 @@ pub async fn take_oauth_state(
 /// The page a person sees when the sign-in they arrived with was started in another
 /// browser: nothing was created, and starting again from here works.
 pub fn other_browser_page() -> axum::response::Response {
-    crate::web::sidebar::message_page(
+    crate::http::pages::sidebar::message_page(
         axum::http::StatusCode::FORBIDDEN,
         "无法完成登录",
         "该登录链接不是在当前浏览器中发起的，为保护您的账号已拒绝登录。请在本浏览器中重新打开页面登录。",

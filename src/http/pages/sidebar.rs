@@ -5,9 +5,9 @@
 //! (H5 微应用) and Feishu (网页应用), which name no open chat, it lists the rep's
 //! customers and loads that platform's SDK for the page's own use. One tap on an
 //! action button records a tracking point through the ledger, where the anti-fraud rules
-//! apply; a quick-ask or handoff opens its request form (src/web/collab.rs); sending a
+//! apply; a quick-ask or handoff opens its request form (src/http/pages/collab.rs); sending a
 //! proposal, attesting a claim, contact validity and the manager's tools live in
-//! src/web/sidebar_tools.rs. `closeloop demo` adds a development sign-in that lists
+//! src/http/pages/sidebar_tools.rs. `closeloop demo` adds a development sign-in that lists
 //! sample users.
 
 use std::sync::LazyLock;
@@ -24,22 +24,22 @@ use sqlx::Row;
 
 use crate::access::Actor;
 use crate::antifraud;
+use crate::chat::event::Platform;
 use crate::customers;
 use crate::error::{Error, Result};
 use crate::gates::{self, Mover};
+use crate::http::pages::session::{self, Session};
+use crate::http::pages::sidebar_tools as tools;
 use crate::http::{ApiJson, ApiQuery, AppState, ClientIp};
-use crate::platform::event::Platform;
 use crate::rules::{ActionKind, RuleSet};
 use crate::tracking::{NewPoint, Recorded, Source};
-use crate::web::session::{self, Session};
-use crate::web::sidebar_tools as tools;
 
-const CSS: &str = include_str!("../../assets/sidebar.css");
-const JS: &str = include_str!("../../assets/sidebar.js");
-/// The collaboration pages' script (src/web/collab.rs), loaded after `sidebar.js`.
-const COLLAB_JS: &str = include_str!("../../assets/collab.js");
-/// The customer page's tools (src/web/sidebar_tools.rs), loaded after `sidebar.js`.
-const TOOLS_JS: &str = include_str!("../../assets/tools.js");
+const CSS: &str = include_str!("../../../assets/sidebar.css");
+const JS: &str = include_str!("../../../assets/sidebar.js");
+/// The collaboration pages' script (src/http/pages/collab.rs), loaded after `sidebar.js`.
+const COLLAB_JS: &str = include_str!("../../../assets/collab.js");
+/// The customer page's tools (src/http/pages/sidebar_tools.rs), loaded after `sidebar.js`.
+const TOOLS_JS: &str = include_str!("../../../assets/tools.js");
 
 /// A short hash of the embedded assets: changed assets get new URLs, so browsers may keep
 /// them for a year without ever running a stale script.
@@ -531,7 +531,9 @@ async fn customer_page(
     body.push_str(&actions_section(&rules));
     let in_wecom = platform == Some(Platform::Wecom);
     body.push_str(&tools::proposals_section(&s, org, &id, tz, in_wecom).await?);
-    body.push_str(&crate::web::collab::sidebar_sections(&s, &rules, org, &id, tz, now).await?);
+    body.push_str(
+        &crate::http::pages::collab::sidebar_sections(&s, &rules, org, &id, tz, now).await?,
+    );
     body.push_str(&deals_section(&s, &rules, &viewer, org, &id).await?);
     body.push_str(&touches_section(&s, &viewer, org, &id, tz).await?);
     body.push_str(&contacts_section(&customer));
@@ -567,7 +569,7 @@ fn actions_section(rules: &RuleSet) -> String {
             ActionKind::Tap => format!(
                 "<button type=\"button\" class=\"action tap\" data-kind=\"tap\" data-action=\"{name}\">{name}</button>\n"
             ),
-            // A quick-ask with a collaboration type opens its form (src/web/collab.rs).
+            // A quick-ask with a collaboration type opens its form (src/http/pages/collab.rs).
             ActionKind::QuickAsk => format!(
                 "<button type=\"button\" class=\"action quick-ask\"{} data-kind=\"quick_ask\" data-action=\"{name}\">{name}</button>\n",
                 rules

@@ -12,10 +12,12 @@ use sqlx::Row;
 use crate::collab::health::{self, Figures};
 use crate::credibility::Week;
 use crate::error::{Error, Result};
+use crate::http::pages::collab::role_label;
+use crate::http::pages::session::Session;
+use crate::http::pages::sidebar::{
+    escape, message_page, not_signed_in, org_timezone, Html, PageResult,
+};
 use crate::http::AppState;
-use crate::web::collab::role_label;
-use crate::web::session::Session;
-use crate::web::sidebar::{escape, message_page, not_signed_in, org_timezone, Html, PageResult};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/collab/health", get(page))

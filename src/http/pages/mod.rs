@@ -2,6 +2,8 @@
 //! endpoints the sidebar page's JavaScript calls.
 
 pub mod collab;
+pub mod dingtalk;
+pub mod feishu;
 pub mod health;
 pub mod session;
 pub mod sidebar;

@@ -21,15 +21,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::token::{FeishuApi, FeishuError};
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::config::FeishuConfig;
 use crate::error::{Error, Result};
+use crate::http::pages::session::{self, Session};
 use crate::http::{ApiQuery, AppState};
 use crate::jobs::JobError;
 use crate::platform::crypto::random_nonce;
-use crate::platform::event::Platform;
-use crate::web::session::{self, Session};
+use crate::platform::feishu::token::{FeishuApi, FeishuError};
 
 pub const AUTHORIZE: &str = "/open-apis/authen/v1/authorize";
 pub const OAUTH_TOKEN: &str = "/open-apis/authen/v2/oauth/token";
@@ -122,8 +122,12 @@ impl FeishuWeb {
         let ticket = self.ticket().await?;
         let nonce = random_nonce();
         let ts = self.clock.now_ms();
-        let signature =
-            super::crypto::jsapi_signature(ticket.expose_secret(), &nonce, &ts.to_string(), url);
+        let signature = crate::platform::feishu::crypto::jsapi_signature(
+            ticket.expose_secret(),
+            &nonce,
+            &ts.to_string(),
+            url,
+        );
         Ok(json!({
             "appId": self.app_id,
             "timestamp": ts,

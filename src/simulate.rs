@@ -24,11 +24,11 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
-use super::store::Version;
-use super::RuleSet;
 use crate::antifraud::{FROZEN, IP_BURST, REPEAT_LIMIT};
 use crate::db::{Backend, Db};
 use crate::error::Result;
+use crate::rules::store::Version;
+use crate::rules::RuleSet;
 
 /// Ledger rows read per round trip.
 const BATCH: i64 = 5000;

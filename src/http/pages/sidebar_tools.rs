@@ -25,13 +25,13 @@ use crate::antifraud::{self, Freeze};
 use crate::customers::{self, Phone};
 use crate::error::{Error, Result};
 use crate::gates::{self, Mover};
+use crate::http::pages::collab::WebError;
+use crate::http::pages::session::Session;
+use crate::http::pages::sidebar::{escape, org_timezone};
 use crate::http::{ApiJson, AppState};
 use crate::pipeline::Deal;
 use crate::rules::RuleSet;
 use crate::verification::attest::{self, Attestation, NewAttestation};
-use crate::web::collab::WebError;
-use crate::web::session::Session;
-use crate::web::sidebar::{escape, org_timezone};
 
 /// Proposals listed on a customer's page.
 const PROPOSALS: i64 = 20;

@@ -20,15 +20,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::api::DingtalkApi;
+use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
+use crate::http::pages::session::{self, Session};
+use crate::http::pages::sidebar::{escape, message_page, Html, PageResult};
 use crate::http::{ApiJson, ApiQuery, AppState};
 use crate::jobs::JobError;
 use crate::platform::crypto::random_nonce;
-use crate::platform::event::Platform;
-use crate::web::session::{self, Session};
-use crate::web::sidebar::{escape, message_page, Html, PageResult};
+use crate::platform::dingtalk::api::DingtalkApi;
 
 const JSAPI_TICKETS: &str = "/v1.0/oauth2/jsapiTickets";
 const GETUSERINFO: &str = "/topapi/v2/user/getuserinfo";
@@ -95,8 +95,13 @@ impl DingtalkWeb {
         let ticket = self.ticket().await?;
         let nonce = random_nonce();
         let ts = (self.clock.now_ms() / 1000).to_string();
-        let signature = super::crypto::jsapi_signature(ticket.expose_secret(), &nonce, &ts, url)
-            .map_err(|e| JobError::GiveUp(e.to_string()))?;
+        let signature = crate::platform::dingtalk::crypto::jsapi_signature(
+            ticket.expose_secret(),
+            &nonce,
+            &ts,
+            url,
+        )
+        .map_err(|e| JobError::GiveUp(e.to_string()))?;
         Ok(JsConfig {
             agent_id: self.agent_id.clone(),
             corp_id: self.corp_id.clone(),
@@ -264,7 +269,7 @@ async fn js_config(
         ));
     }
     // A URL the signature cannot be computed over is the caller's mistake, not DingTalk's.
-    super::crypto::jsapi_signature("", "", "", &q.url)
+    crate::platform::dingtalk::crypto::jsapi_signature("", "", "", &q.url)
         .map_err(|_| Error::invalid("url has an invalid percent-encoded query"))?;
     let cfg = w.js_config(&q.url).await.map_err(upstream)?;
     Ok(Json(serde_json::to_value(cfg).unwrap_or(Value::Null)))
