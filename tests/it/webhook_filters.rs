@@ -501,3 +501,53 @@ async fn the_audit_names_the_filters_and_the_version() {
         assert!(detail.get("secret").is_none());
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_states_the_filters_precisely() {
+    let (app, _, _) = start().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let new = &schemas["NewWebhook"]["properties"];
+    let shown = &schemas["Webhook"]["properties"];
+    let sources = json!(["sidebar", "api", "card", "platform_event", "system"]);
+    for (schema, nullable) in [(new, false), (shown, true)] {
+        assert_eq!(schema["sources"]["items"]["enum"], sources);
+        assert_eq!(
+            (
+                &schema["sources"]["minItems"],
+                &schema["sources"]["maxItems"]
+            ),
+            (&json!(1), &json!(5))
+        );
+        assert_eq!(schema["sources"]["uniqueItems"], true);
+        assert_eq!(
+            (
+                &schema["actions"]["minItems"],
+                &schema["actions"]["maxItems"]
+            ),
+            (&json!(1), &json!(50))
+        );
+        assert_eq!(schema["actions"]["items"]["maxLength"], 64);
+        assert_eq!(schema["payload_version"]["enum"], json!([1, 2]));
+        let ty = if nullable {
+            json!(["array", "null"])
+        } else {
+            json!("array")
+        };
+        assert_eq!(schema["sources"]["type"], ty);
+        assert_eq!(schema["actions"]["type"], ty);
+    }
+    assert_eq!(
+        schemas["NewWebhook"]["required"],
+        json!(["url", "events"]),
+        "the filters and the version are optional"
+    );
+}
