@@ -18,6 +18,7 @@ use sha2::Sha256;
 use sqlx::Row;
 
 pub mod destination;
+pub mod filter;
 
 use crate::access::Actor;
 use crate::config::WebhooksConfig;
@@ -27,6 +28,7 @@ use crate::jobs::{self, BoxFuture, ClaimedJob, Handler, JobError, NewJob};
 use crate::security::Cipher;
 use crate::tracking::TrackingPoint;
 use destination::{AllowPrivate, Destinations};
+use filter::Filter;
 
 pub const KIND: &str = "webhook.deliver";
 pub const POINT_CREATED: &str = "tracking_point.created";
@@ -48,6 +50,19 @@ pub struct NewWebhook {
     /// Event types; `tracking_point.created` is the one so far.
     #[schema(schema_with = events_schema)]
     pub events: Vec<String>,
+    /// Only points of these sources; omitted: every source.
+    #[serde(default)]
+    #[schema(schema_with = filter::sources_schema)]
+    pub sources: Option<Vec<String>>,
+    /// Only points whose action is one of these names, or starts with the part before a
+    /// final `*` (`rule.*`); omitted: every action.
+    #[serde(default)]
+    #[schema(schema_with = filter::actions_schema)]
+    pub actions: Option<Vec<String>>,
+    /// The body's shape: 1 (the default) or 2.
+    #[serde(default)]
+    #[schema(schema_with = filter::version_schema)]
+    pub payload_version: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -55,6 +70,14 @@ pub struct Webhook {
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
+    /// The source filter; null: every source.
+    #[schema(schema_with = filter::sources_shown_schema)]
+    pub sources: Option<Vec<String>>,
+    /// The action filter; null: every action.
+    #[schema(schema_with = filter::actions_shown_schema)]
+    pub actions: Option<Vec<String>>,
+    #[schema(schema_with = filter::version_schema)]
+    pub payload_version: i64,
     pub active: bool,
     pub created_at: String,
     /// Returned once, on creation: the HMAC-SHA256 key for `X-Closeloop-Signature`.
@@ -95,19 +118,26 @@ pub async fn create(
             )));
         }
     }
+    let chosen = Filter::parse(new.sources, new.actions)?;
+    let payload_version = filter::check_version(new.payload_version)?;
+    let (sources, actions) = chosen.stored();
     let mut raw = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let secret = format!("whsec_{}", hex::encode(raw));
     let id = new_id();
     let mut tx = db.begin().await?;
     sqlx::query(
-        "INSERT INTO webhooks (id, org_id, url, secret_enc, events, active, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        "INSERT INTO webhooks (id, org_id, url, secret_enc, events, sources, actions, payload_version, active, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
     )
     .bind(&id)
     .bind(org_id)
     .bind(&url)
     .bind(cipher.encrypt(SECRET_CONTEXT, &secret))
     .bind(new.events.join(","))
+    .bind(sources)
+    .bind(actions)
+    .bind(payload_version)
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
@@ -118,7 +148,13 @@ pub async fn create(
             org_id,
             "webhook.create",
             ("webhook", &id),
-            json!({"url": url, "events": new.events}),
+            json!({
+                "url": url,
+                "events": new.events,
+                "sources": chosen.sources,
+                "actions": chosen.actions,
+                "payload_version": payload_version,
+            }),
         )
         .await?;
     tx.commit().await?;
@@ -126,6 +162,9 @@ pub async fn create(
         id,
         url,
         events: new.events,
+        sources: chosen.sources,
+        actions: chosen.actions,
+        payload_version,
         active: true,
         created_at: crate::clock::rfc3339(now_ms),
         secret: Some(secret),
@@ -134,27 +173,39 @@ pub async fn create(
 
 pub async fn list(db: &Db, org_id: &str) -> Result<Vec<Webhook>> {
     let rows = sqlx::query(
-        "SELECT id, url, events, CAST(active AS BIGINT) AS active, created_at FROM webhooks \
-         WHERE org_id = $1 ORDER BY id",
+        "SELECT id, url, events, sources, actions, payload_version, CAST(active AS BIGINT) AS active, \
+         created_at FROM webhooks WHERE org_id = $1 ORDER BY id",
     )
     .bind(org_id)
     .fetch_all(&db.pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Webhook {
-            id: r.get("id"),
-            url: r.get("url"),
-            events: r
-                .get::<String, _>("events")
-                .split(',')
-                .map(str::to_string)
-                .collect(),
-            active: r.get::<i64, _>("active") != 0,
-            created_at: crate::clock::rfc3339(r.get("created_at")),
-            secret: None,
+    rows.iter()
+        .map(|r| {
+            let chosen = stored_filter(r)?;
+            Ok(Webhook {
+                id: r.get("id"),
+                url: r.get("url"),
+                events: r
+                    .get::<String, _>("events")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+                sources: chosen.sources,
+                actions: chosen.actions,
+                payload_version: r.get("payload_version"),
+                active: r.get::<i64, _>("active") != 0,
+                created_at: crate::clock::rfc3339(r.get("created_at")),
+                secret: None,
+            })
         })
-        .collect())
+        .collect()
+}
+
+fn stored_filter(r: &sqlx::any::AnyRow) -> Result<Filter> {
+    Filter::from_stored(
+        r.get::<Option<String>, _>("sources").as_deref(),
+        r.get::<Option<String>, _>("actions").as_deref(),
+    )
 }
 
 /// Stops deliveries; queued ones give up when they run.
@@ -169,6 +220,12 @@ pub async fn deactivate(db: &Db, now_ms: i64, org_id: &str, actor: &Actor, id: &
     if n == 0 {
         return Err(Error::NotFound { what: "webhook" });
     }
+    let row =
+        sqlx::query("SELECT url, sources, actions, payload_version FROM webhooks WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let chosen = stored_filter(&row)?;
     actor
         .audit(
             &mut tx,
@@ -176,21 +233,34 @@ pub async fn deactivate(db: &Db, now_ms: i64, org_id: &str, actor: &Actor, id: &
             org_id,
             "webhook.deactivate",
             ("webhook", id),
-            json!({}),
+            json!({
+                "url": row.get::<String, _>("url"),
+                "sources": chosen.sources,
+                "actions": chosen.actions,
+                "payload_version": row.get::<i64, _>("payload_version"),
+            }),
         )
         .await?;
     tx.commit().await?;
     Ok(())
 }
 
+/// One active subscription as the ledger writer needs it.
+struct Subscription {
+    id: String,
+    filter: Filter,
+    version: i64,
+}
+
 /// Active subscribers of one organisation, looked up once per ledger batch.
 #[derive(Default)]
 pub struct Subscribers {
-    by_org: HashMap<String, Vec<String>>,
+    by_org: HashMap<String, Vec<Subscription>>,
 }
 
 impl Subscribers {
-    /// Enqueues a delivery of `point` to every subscriber, inside the point's transaction.
+    /// Enqueues a delivery of `point` to every subscriber that wants it (its source and
+    /// action filters), inside the point's transaction.
     pub async fn enqueue_point(
         &mut self,
         tx: &mut Tx,
@@ -199,34 +269,62 @@ impl Subscribers {
         point: &TrackingPoint,
     ) -> Result<()> {
         if !self.by_org.contains_key(org_id) {
-            let rows =
-                sqlx::query("SELECT id, events FROM webhooks WHERE org_id = $1 AND active = 1")
-                    .bind(org_id)
-                    .fetch_all(&mut **tx)
-                    .await?;
-            let ids = rows
-                .iter()
-                .filter(|r| {
-                    r.get::<String, _>("events")
-                        .split(',')
-                        .any(|e| e == POINT_CREATED)
-                })
-                .map(|r| r.get::<String, _>("id"))
-                .collect();
-            self.by_org.insert(org_id.to_string(), ids);
+            let rows = sqlx::query(
+                "SELECT id, events, sources, actions, payload_version FROM webhooks \
+                 WHERE org_id = $1 AND active = 1",
+            )
+            .bind(org_id)
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut subs = Vec::with_capacity(rows.len());
+            for r in &rows {
+                if !r
+                    .get::<String, _>("events")
+                    .split(',')
+                    .any(|e| e == POINT_CREATED)
+                {
+                    continue;
+                }
+                subs.push(Subscription {
+                    id: r.get("id"),
+                    filter: stored_filter(r)?,
+                    version: r.get("payload_version"),
+                });
+            }
+            self.by_org.insert(org_id.to_string(), subs);
         }
-        for hook in &self.by_org[org_id] {
+        // Serialized once per point, and only when someone wants it.
+        let mut whole: Option<Value> = None;
+        for sub in &self.by_org[org_id] {
+            if !sub.filter.wants(&point.source, &point.action) {
+                continue;
+            }
+            let whole = match &whole {
+                Some(v) => v,
+                None => whole.insert(
+                    serde_json::to_value(point)
+                        .map_err(|e| Error::Internal(anyhow::anyhow!("point as JSON: {e}")))?,
+                ),
+            };
+            let body = match sub.version {
+                1 => match filter::v1_body(whole) {
+                    Some(b) => b,
+                    None => continue,
+                },
+                _ => filter::v2_body(&sub.id, whole),
+            };
             let payload = json!({
-                "webhook_id": hook,
+                "webhook_id": sub.id,
                 "event_id": point.id,
-                "event": {"type": POINT_CREATED, "data": point},
+                "payload_version": sub.version,
+                "event": body,
             });
             jobs::enqueue(
                 tx,
                 now_ms,
                 NewJob::new(KIND, payload)
                     .org(org_id)
-                    .dedupe(format!("webhook:{hook}:{}", point.id))
+                    .dedupe(format!("webhook:{}:{}", sub.id, point.id))
                     .max_attempts(12),
             )
             .await?;
@@ -268,12 +366,15 @@ impl Deliver {
             .client_for(&url)
             .map_err(|refused| JobError::GiveUp(refused.to_string()))?;
         let body = job.payload["event"].to_string();
+        // Jobs queued before subscriptions had versions carry none: they are version 1.
+        let version = job.payload["payload_version"].as_i64().unwrap_or(1);
         let timestamp = (self.clock.now_ms() / 1000).to_string();
         let signature = sign(&secret, &timestamp, &body);
         let response = client
             .post(url)
             .header("content-type", "application/json")
             .header("x-closeloop-event", POINT_CREATED)
+            .header("x-closeloop-payload-version", version.to_string())
             .header("x-closeloop-delivery", &job.id)
             .header("x-closeloop-timestamp", &timestamp)
             .header("x-closeloop-signature", format!("sha256={signature}"))

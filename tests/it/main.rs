@@ -36,6 +36,7 @@ mod sidebar_tools;
 mod signin;
 mod verification;
 mod verified_loop;
+mod webhook_filters;
 mod webhooks;
 mod wecom_api;
 mod wecom_customers;
