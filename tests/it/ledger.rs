@@ -6,11 +6,16 @@ use crate::helpers::fresh_database;
 
 /// The SQL migrations before the ledger knew actor kinds and external ids.
 async fn migrate_to_before_actor_kinds(db: &Db) {
+    migrate_to_before(db, "20261208000300").await
+}
+
+/// The SQL migrations named before `version`.
+async fn migrate_to_before(db: &Db, version: &str) {
     let old = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir("migrations").unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        if name.as_str() < "20261208000300" {
+        if name.as_str() < version {
             std::fs::copy(&path, old.path().join(&name)).unwrap();
         }
     }
@@ -146,4 +151,29 @@ async fn an_existing_ledger_gains_actor_kinds_and_nullable_columns_keeping_every
     )
     .await
     .is_err());
+}
+
+#[tokio::test]
+async fn subscriptions_made_before_card_and_platform_points_keep_receiving_what_they_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(dir.path()).await;
+    let db = Db::connect(&url).await.unwrap();
+    migrate_to_before(&db, "20261208000100").await;
+    for sql in [
+        "INSERT INTO organisations (id, slug, name, timezone, is_default, created_at) VALUES ('org', 'o', 'o', 'Asia/Shanghai', 1, 0)",
+        "INSERT INTO webhooks (id, org_id, url, secret_enc, events, active, created_at) \
+         VALUES ('w1', 'org', 'https://crm.example.com/hook', 'x', 'tracking_point.created', 1, 0)",
+    ] {
+        exec(&db, sql).await.unwrap();
+    }
+    db.migrate().await.unwrap();
+    let hooks = closeloop::webhooks::list(&db, "org").await.unwrap();
+    assert_eq!(hooks.len(), 1);
+    let shown = serde_json::to_value(&hooks[0]).unwrap();
+    assert_eq!(
+        shown["sources"],
+        serde_json::json!(["sidebar", "api", "system"])
+    );
+    assert_eq!(shown["actions"], serde_json::Value::Null);
+    assert_eq!(shown["payload_version"], 1);
 }

@@ -1,6 +1,6 @@
 //! Official call records: stored once, linked to the rep and the customer's contact.
 
-use closeloop::platform::event::Platform;
+use closeloop::chat::event::Platform;
 use closeloop::verification::calls::{self, CallRecord};
 use serde_json::json;
 

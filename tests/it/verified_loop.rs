@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use closeloop::access::Actor;
+use closeloop::chat::event::Platform;
 use closeloop::clock::Clock as _;
-use closeloop::platform::event::Platform;
 use closeloop::rules::RuleSet;
 use closeloop::verification::calls::{self, CallRecord};
 use serde_json::{json, Value};

@@ -148,7 +148,7 @@ async fn record(app: &TestApp, rep: &str, customer: &str, action: &str) -> (u16,
 
 /// A sidebar tap by `rep`, signed in on WeCom.
 async fn tap(app: &TestApp, rep: &str, customer: &str, action: &str) -> u16 {
-    let (value, csrf) = closeloop::web::session::create(
+    let (value, csrf) = closeloop::http::pages::session::create(
         &app.db,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
@@ -161,7 +161,7 @@ async fn tap(app: &TestApp, rep: &str, customer: &str, action: &str) -> u16 {
         .post(app.url(&format!("/web/customers/{customer}/actions")))
         .header(
             "cookie",
-            format!("{}={value}", closeloop::web::session::COOKIE),
+            format!("{}={value}", closeloop::http::pages::session::COOKIE),
         )
         .header("x-csrf-token", csrf)
         .json(&json!({"action": action}))
