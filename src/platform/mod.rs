@@ -3,7 +3,6 @@
 
 pub mod crypto;
 pub mod dingtalk;
-pub mod emulator_kit;
 pub mod event;
 pub mod feishu;
 pub mod wecom;

@@ -17,6 +17,7 @@ mod demo;
 mod dingtalk;
 mod documents;
 mod feishu;
+mod feishu_api;
 mod hardening_api;
 mod hardening_authority;
 mod hardening_http;

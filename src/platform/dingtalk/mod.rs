@@ -5,7 +5,6 @@ pub mod cards;
 pub mod conference;
 pub mod crypto;
 pub mod directory;
-pub mod emulator;
 pub mod events;
 pub mod inbound;
 pub mod web;
