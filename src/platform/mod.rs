@@ -5,6 +5,7 @@ pub mod crypto;
 pub mod dingtalk;
 pub mod event;
 pub mod feishu;
+pub mod inbound;
 pub mod wecom;
 
 /// A customer as a platform describes them.

@@ -25,6 +25,7 @@ mod hardening_pii;
 mod hardening_platforms;
 mod hardening_signin;
 mod hardening_webhooks;
+mod inbound;
 mod jobs;
 mod meetings;
 mod ops;
