@@ -20,6 +20,7 @@ pub mod db;
 pub mod demo;
 pub mod directory;
 pub mod documents;
+pub mod emulator;
 pub mod error;
 pub mod gates;
 pub mod http;

@@ -6,8 +6,8 @@ pub use crate::chat::event;
 
 pub mod crypto;
 pub mod dingtalk;
-pub mod emulator_kit;
 pub mod feishu;
+pub mod inbound;
 pub mod wecom;
 
 /// Parses a stored callback body of `platform` again (inbox processing).

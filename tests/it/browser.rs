@@ -13,9 +13,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use closeloop::platform::dingtalk::emulator::Emulator as DingtalkEmulator;
-use closeloop::platform::feishu::emulator::Emulator as FeishuEmulator;
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::dingtalk::Emulator as DingtalkEmulator;
+use closeloop::emulator::feishu::Emulator as FeishuEmulator;
+use closeloop::emulator::wecom::Emulator;
 use serde_json::{json, Value};
 use sqlx::Row;
 

@@ -483,7 +483,7 @@ async fn no_acknowledged_callback_is_lost_or_stored_twice_across_kill_minus_nine
 #[tokio::test]
 async fn emulator_delivered_callbacks_and_their_retries_are_stored_once() {
     let app = spawn_app_with(&wecom_toml("5m")).await;
-    let emulator = closeloop::platform::wecom::emulator::Emulator::start(CORP, vec![]).await;
+    let emulator = closeloop::emulator::wecom::Emulator::start(CORP, vec![]).await;
     let url = app.url("/callback/wecom");
     let xml = add_contact("wmEXT777", now());
     assert_eq!(

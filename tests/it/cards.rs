@@ -2,7 +2,7 @@
 //! card model, resilient to rate limits and token expiry.
 
 use closeloop::cards::{self, Button, ButtonStyle, Card};
-use closeloop::platform::wecom::emulator::{Emulator, Failure};
+use closeloop::emulator::wecom::{Emulator, Failure};
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, TestApp};

@@ -708,8 +708,8 @@ async fn the_health_page_is_for_managers() {
 }
 
 /// An app on the WeCom emulator.
-async fn wecom_app() -> (closeloop::platform::wecom::emulator::Emulator, TestApp) {
-    use closeloop::platform::wecom::emulator::Emulator;
+async fn wecom_app() -> (closeloop::emulator::wecom::Emulator, TestApp) {
+    use closeloop::emulator::wecom::Emulator;
     let emulator =
         Emulator::start("wwcl0000000000001", vec![("app-secret".to_string(), "app")]).await;
     let app = crate::helpers::spawn_app_with(&format!(

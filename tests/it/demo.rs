@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use closeloop::cards::{self, Button, ButtonStyle, Card};
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::wecom::Emulator;
 use serde_json::{json, Value};
 
 use crate::cli::{closeloop, free_port};

@@ -1,11 +1,12 @@
 //! DingTalk HTTP-push event subscription end to end: pushed by the DingTalk emulator (or by
 //! hand, for the bad cases) signed and encrypted as DingTalk does, into the inbox.
 
+use closeloop::emulator::dingtalk::{
+    self as emulator, Emulator, Failure, PushTarget, ACCESS_TOKEN, CARD_CREATE_AND_DELIVER,
+    GETTOKEN,
+};
 use closeloop::platform::crypto::EncodingAesKey;
 use closeloop::platform::dingtalk::crypto::DingtalkCrypto;
-use closeloop::platform::dingtalk::emulator::{
-    self, Emulator, Failure, PushTarget, ACCESS_TOKEN, CARD_CREATE_AND_DELIVER, GETTOKEN,
-};
 use serde_json::{json, Value};
 
 use crate::helpers::{error_code, spawn_app_with, TestApp};
@@ -963,7 +964,7 @@ async fn an_ip_ban_answer_delays_the_card_instead_of_passing_for_sent() {
 
 #[tokio::test]
 async fn a_sharply_shrunken_or_banned_listing_marks_nobody_left() {
-    use closeloop::platform::dingtalk::emulator::DEPARTMENT_LISTSUB;
+    use closeloop::emulator::dingtalk::DEPARTMENT_LISTSUB;
 
     let emu = Emulator::start(APP_KEY, APP_SECRET).await;
     let dept = || vec![json!({"dept_id": 3, "name": "华南销售部", "parent_id": 1})];

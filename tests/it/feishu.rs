@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use closeloop::emulator::feishu::{signed_request, Emulator, EventTarget};
 use closeloop::platform::feishu::crypto::{
     FeishuCrypto, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use closeloop::platform::feishu::emulator::{signed_request, Emulator, EventTarget};
 use serde_json::{json, Value};
 
 use crate::helpers::{error_code, spawn_app_with, TestApp};
@@ -749,7 +749,7 @@ async fn feishu_oauth_signs_a_member_in_and_refuses_bad_codes_and_states() {
 
 #[tokio::test]
 async fn feishu_sign_in_reports_an_unreachable_feishu_as_unavailable() {
-    use closeloop::platform::feishu::emulator::{Failure, OAUTH_TOKEN};
+    use closeloop::emulator::feishu::{Failure, OAUTH_TOKEN};
 
     let emu = Emulator::start(APP_ID, SECRET).await;
     let app = h5_app(&emu).await;
@@ -768,8 +768,8 @@ async fn feishu_sign_in_reports_an_unreachable_feishu_as_unavailable() {
 
 #[tokio::test]
 async fn feishu_js_config_is_signed_from_one_cached_ticket() {
+    use closeloop::emulator::feishu::{Failure, JSAPI_TICKET};
     use closeloop::platform::feishu::crypto::jsapi_signature;
-    use closeloop::platform::feishu::emulator::{Failure, JSAPI_TICKET};
 
     let emu = Emulator::start(APP_ID, SECRET).await;
     let app = h5_app(&emu).await;
@@ -835,7 +835,7 @@ async fn feishu_js_config_is_signed_from_one_cached_ticket() {
 
 #[tokio::test]
 async fn token_refusals_other_than_bad_credentials_and_rate_limits_do_not_lose_cards() {
-    use closeloop::platform::feishu::emulator::{Failure, MESSAGES, TENANT_TOKEN};
+    use closeloop::emulator::feishu::{Failure, MESSAGES, TENANT_TOKEN};
 
     let emu = Emulator::start(APP_ID, SECRET).await;
     // The first token request meets an internal error: before the fix any non-zero code

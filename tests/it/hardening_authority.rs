@@ -3,7 +3,7 @@
 //! who may roll back, reassign and lift freezes is one rule for the API and the web pages.
 
 use closeloop::access::ApiKeyRole;
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::wecom::Emulator;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::Row;

@@ -7,7 +7,7 @@
 
 use closeloop::config::StorageConfig;
 use closeloop::db::Db;
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::wecom::Emulator;
 use closeloop::security::{Cipher, DataKey};
 use closeloop::storage::BlobStore;
 use serde_json::{json, Value};

@@ -572,12 +572,10 @@ async fn the_demo_recreates_a_database_it_made_itself() {
 
 const CORP: &str = "wwcl0000000000001";
 
-async fn wecom_app() -> (closeloop::platform::wecom::emulator::Emulator, TestApp) {
-    let emulator = closeloop::platform::wecom::emulator::Emulator::start(
-        CORP,
-        vec![("app-secret".to_string(), "app")],
-    )
-    .await;
+async fn wecom_app() -> (closeloop::emulator::wecom::Emulator, TestApp) {
+    let emulator =
+        closeloop::emulator::wecom::Emulator::start(CORP, vec![("app-secret".to_string(), "app")])
+            .await;
     let app = spawn_app_with(&format!(
         "public_url = \"https://cl.example.com\"\n\
          [wecom]\ncorp_id = \"{CORP}\"\nagent_id = 1000002\nsecret = \"app-secret\"\ntoken = \"QDG6eK\"\n\

@@ -2,9 +2,9 @@
 //! callback URL opened by any other client signs no one in, and DingTalk's 免登 code is
 //! accepted only from our own page.
 
-use closeloop::platform::dingtalk::emulator::Emulator as DingtalkEmulator;
-use closeloop::platform::feishu::emulator::Emulator as FeishuEmulator;
-use closeloop::platform::wecom::emulator::Emulator as WecomEmulator;
+use closeloop::emulator::dingtalk::Emulator as DingtalkEmulator;
+use closeloop::emulator::feishu::Emulator as FeishuEmulator;
+use closeloop::emulator::wecom::Emulator as WecomEmulator;
 use serde_json::json;
 
 use crate::helpers::{error_code, spawn_app_with, TestApp};

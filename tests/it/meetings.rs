@@ -94,10 +94,10 @@ async fn run(app: &TestApp, clock: &ManualClock, kind: &str, payload: Value) {
 
 mod dingtalk {
     use super::*;
-    use closeloop::platform::dingtalk::conference::MAX_CHECKS;
-    use closeloop::platform::dingtalk::emulator::{
+    use closeloop::emulator::dingtalk::{
         Emulator, Failure, CONFERENCE_MEMBERS, GETBYUNIONID, ORG_CONFERENCES,
     };
+    use closeloop::platform::dingtalk::conference::MAX_CHECKS;
 
     const CONFERENCE_ID: &str = "67595244412cc3026ec4a260";
 
@@ -344,7 +344,7 @@ mod dingtalk {
     /// pushed by DingTalk has the conference read at once; the re-push changes nothing.
     #[tokio::test]
     async fn a_closed_conference_event_records_it_without_the_poll() {
-        use closeloop::platform::dingtalk::emulator::PushTarget;
+        use closeloop::emulator::dingtalk::PushTarget;
         let (app, emu, clock) = setup_polling(false).await;
         let (claim, customer) =
             rep_customer_claim(&app, "dingtalk", "userid", "liming-dd", "u-zhang").await;
@@ -396,7 +396,7 @@ mod dingtalk {
 
 mod feishu {
     use super::*;
-    use closeloop::platform::feishu::emulator::{
+    use closeloop::emulator::feishu::{
         Emulator, Failure, TENANT_TOKEN_INVALID, VC_MEETING_LIST, VC_NO_MEETING,
         VC_PARTICIPANT_LIST,
     };
@@ -634,7 +634,7 @@ mod feishu {
     /// event for the same meeting store nothing twice.
     #[tokio::test]
     async fn a_meeting_ended_event_records_it_without_the_poll() {
-        use closeloop::platform::feishu::emulator::{EventTarget, VC_MEETING};
+        use closeloop::emulator::feishu::{EventTarget, VC_MEETING};
         let (app, emu, clock) = setup_polling(false).await;
         let (claim, customer) =
             rep_customer_claim(&app, "feishu", "user_id", "liming-fs", "ou-ext-zhang").await;

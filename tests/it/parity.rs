@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use closeloop::clock::Clock;
-use closeloop::platform::dingtalk::emulator::Emulator as DingtalkEmulator;
-use closeloop::platform::feishu::emulator::{Emulator as FeishuEmulator, EventTarget};
-use closeloop::platform::wecom::emulator::Emulator as WecomEmulator;
+use closeloop::emulator::dingtalk::Emulator as DingtalkEmulator;
+use closeloop::emulator::feishu::{Emulator as FeishuEmulator, EventTarget};
+use closeloop::emulator::wecom::Emulator as WecomEmulator;
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app_clocked, ManualClock, TestApp};

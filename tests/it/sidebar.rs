@@ -6,7 +6,7 @@ use std::sync::Arc;
 use closeloop::access::Actor;
 use closeloop::clock::SystemClock;
 use closeloop::db::Db;
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::wecom::Emulator;
 use closeloop::{App, Config};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;

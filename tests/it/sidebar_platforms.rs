@@ -3,9 +3,9 @@
 //! organisation and app, both sign-ins (emulated) lead to the rep's customer list with that
 //! platform's SDK allowed by the page's policy, and a tap records a tracking point.
 
-use closeloop::platform::dingtalk::emulator::Emulator as DingtalkEmulator;
-use closeloop::platform::feishu::emulator::Emulator as FeishuEmulator;
-use closeloop::platform::wecom::emulator::Emulator as WecomEmulator;
+use closeloop::emulator::dingtalk::Emulator as DingtalkEmulator;
+use closeloop::emulator::feishu::Emulator as FeishuEmulator;
+use closeloop::emulator::wecom::Emulator as WecomEmulator;
 use serde_json::{json, Value};
 
 use crate::sidebar::{no_redirects, spawn_sidebar, wecom_config, SidebarApp, CORP};

@@ -3,7 +3,7 @@
 //! manager's rollback, reassignment and freeze lifting — each behind the session's CSRF
 //! token and the manager rule.
 
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::wecom::Emulator;
 use serde_json::{json, Value};
 use sqlx::Row;
 

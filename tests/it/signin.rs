@@ -1,8 +1,8 @@
 //! Sidebar sign-in through WeCom OAuth (emulated), sessions with CSRF, and the JS-SDK
 //! signatures the page needs.
 
+use closeloop::emulator::wecom::Emulator;
 use closeloop::platform::wecom::crypto::jsapi_signature;
-use closeloop::platform::wecom::emulator::Emulator;
 use serde_json::{json, Value};
 
 use crate::helpers::{error_code, spawn_app_with, TestApp};

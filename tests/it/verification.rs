@@ -89,7 +89,7 @@ async fn call_records_are_stored_once_and_linked_by_phone_hash() {
 /// stores each record once, links it, and uses the dial secret's token.
 #[tokio::test]
 async fn dial_records_are_polled_with_paging_and_stored_once() {
-    use closeloop::platform::wecom::emulator::Emulator;
+    use closeloop::emulator::wecom::Emulator;
 
     let emulator = Emulator::start(
         "wwcl0000000000001",

@@ -8,9 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use closeloop::clock::{from_ms, Clock, SharedClock, SystemClock};
 use closeloop::config::Secret;
+use closeloop::emulator::wecom::{Emulator, Failure};
 use closeloop::jobs::JobError;
 use closeloop::platform::wecom::api::WecomApi;
-use closeloop::platform::wecom::emulator::{Emulator, Failure};
 use closeloop::platform::wecom::token::{SecretKind, TokenCache, TokenError};
 use serde_json::{json, Value};
 

@@ -1,7 +1,7 @@
 //! A customer added on WeCom becomes a closeloop customer with its contact, owner and
 //! lead source (the channel's `State`), through `externalcontact/get` on the emulator.
 
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::wecom::Emulator;
 use serde_json::{json, Value};
 
 use crate::callbacks::{deliver, CORP};

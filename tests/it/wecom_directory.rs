@@ -1,7 +1,7 @@
 //! The WeCom directory: a full sync at start (and on schedule) and incremental updates from
 //! contact-change callbacks; closeloop roles survive every sync.
 
-use closeloop::platform::wecom::emulator::Emulator;
+use closeloop::emulator::wecom::Emulator;
 use serde_json::{json, Value};
 
 use crate::callbacks::{deliver, CORP};

@@ -1,4 +1,5 @@
-//! DingTalk HTTP-push event subscription into the inbox
+//! DingTalk HTTP-push event subscription and card callbacks, verified here and stored through
+//! the shared pipeline (`platform::inbound`)
 //! (docs/protocols/dingtalk.md#callback-security-and-crypto, #retries-timeouts-and-dedupe).
 //!
 //! Order of checks: query parameters → timestamp window → signature → decrypt (the
@@ -11,17 +12,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::crypto::{Callback, CallbackQuery, DingtalkCrypto};
 use super::events;
 use crate::chat::event::{EventKind, InboundEvent};
 use crate::config::{ConfigError, DingtalkConfig};
 use crate::error::{Error, Result};
-use crate::inbox::{InboxWriter, NewEntry};
 use crate::platform::crypto::{CryptoError, EncodingAesKey};
-use crate::platform::wecom::inbound::query_params;
-use crate::security::Cipher;
+use crate::platform::inbound::{
+    self, digest_key, envelope_refused, query_params, refused, Entry, Inbound, Source, Verified,
+};
 
 pub const PLATFORM: &str = "dingtalk";
 
@@ -33,8 +32,7 @@ pub struct DingtalkInbound {
     /// CorpId, when configured.
     corp: Option<DingtalkCrypto>,
     max_skew: Duration,
-    org_id: String,
-    app_name: String,
+    source: Source,
     /// The `apiSecret` registered with the card callback route; clicks are refused
     /// without it, since only its signature tells DingTalk's calls from anyone's.
     card_secret: Option<secrecy::SecretString>,
@@ -59,34 +57,19 @@ pub struct CardSignature<'a> {
     pub signature: &'a str,
 }
 
-/// What became of a POSTed callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Received {
-    /// DingTalk checking the URL: nothing stored.
-    CheckUrl,
-    /// Written to the inbox.
-    New {
-        inbox_id: String,
-        event_type: String,
-    },
-    /// DingTalk re-pushed an event we already hold: acknowledged, not processed again.
-    Duplicate,
-    /// Signed and decrypted, but unparsable: kept for inspection.
-    Quarantined { inbox_id: String },
+/// `POST /callback/dingtalk`: an event push (or the URL check), with the raw query string
+/// and body. Answered with the encrypted `success`.
+pub struct Push<'a> {
+    pub raw_query: &'a str,
+    pub body: &'a [u8],
 }
 
-/// A stored card callback, and the press it carries: (DingTalk userid, button key).
-#[derive(Debug)]
-pub struct CardReceived {
-    pub received: Received,
-    pub press: Option<(String, String)>,
-}
-
-/// The outcome and the JSON body to answer with.
-#[derive(Debug)]
-pub struct Answer {
-    pub received: Received,
-    pub reply: String,
+/// `POST /callback/dingtalk/card`: a card button press, with its signature headers and body.
+/// Answered with the card as it will look once the press is processed; the ack is the
+/// press: (DingTalk userid, button key).
+pub struct CardPress<'a> {
+    pub signed: Option<CardSignature<'a>>,
+    pub body: &'a [u8],
 }
 
 impl DingtalkInbound {
@@ -104,8 +87,7 @@ impl DingtalkInbound {
                 .filter(|c| !c.is_empty())
                 .map(|c| DingtalkCrypto::new(token, key.clone(), c.clone())),
             max_skew: cfg.max_clock_skew,
-            org_id: org_id.to_string(),
-            app_name: "default".into(),
+            source: Source::new(PLATFORM, org_id),
             card_secret: cfg
                 .card_callback_secret
                 .as_ref()
@@ -113,116 +95,6 @@ impl DingtalkInbound {
                 .map(|s| secrecy::SecretString::from(s.expose().to_string())),
             seen_card_signatures: std::sync::Mutex::new(HashMap::new()),
         })
-    }
-
-    /// `POST /callback/dingtalk`: verify, decrypt, parse, write to the inbox, and build
-    /// the encrypted `success` answer.
-    pub async fn receive(
-        &self,
-        inbox: &InboxWriter,
-        cipher: &Cipher,
-        now_ms: i64,
-        raw_query: &str,
-        body: &[u8],
-    ) -> Result<Answer> {
-        let params = query_params(raw_query)?;
-        let query = self.query(&params, now_ms)?;
-        let (crypto, callback) = match self.open(&query, body) {
-            Ok(opened) => opened,
-            // The signature held, so DingTalk sent this: kept for inspection, never lost.
-            Err(e) if signed_but_unreadable(&e) => {
-                let received = self.quarantine(inbox, cipher, body, &e.to_string()).await?;
-                return Ok(Answer {
-                    received,
-                    reply: self.app.success_reply_random(now_ms),
-                });
-            }
-            Err(e) => return Err(rejected(e)),
-        };
-        let reply = crypto.success_reply_random(now_ms);
-        if events::is_check_url(&callback.message) {
-            count("check_url");
-            return Ok(Answer {
-                received: Received::CheckUrl,
-                reply,
-            });
-        }
-        let received = self.store(inbox, cipher, &callback.message).await?;
-        Ok(Answer { received, reply })
-    }
-
-    /// `POST /callback/dingtalk/card`: a card button press. The signature covers only the
-    /// timestamp, so its age is bounded by `max_clock_skew` and repeated deliveries of one
-    /// click (same card, user and action) are stored once.
-    pub async fn receive_card(
-        &self,
-        inbox: &InboxWriter,
-        cipher: &Cipher,
-        now_ms: i64,
-        signed: Option<CardSignature<'_>>,
-        body: &[u8],
-    ) -> Result<CardReceived> {
-        let secret = self.card_secret.as_ref().ok_or(Error::NotFound {
-            what: "dingtalk card callback",
-        })?;
-        let signed = signed.ok_or_else(|| {
-            count("bad_signature");
-            Error::CallbackRejected {
-                code: "bad_signature",
-                message: "card callback is not signed".into(),
-            }
-        })?;
-        let ts = crate::platform::crypto::parse_timestamp(signed.timestamp)
-            .map_err(|e| Error::MalformedBody(e.to_string()))?;
-        if !card_signature_valid(secret, signed.timestamp, signed.signature) {
-            return Err(rejected(CryptoError::BadSignature));
-        }
-        let ts_ms = if ts >= 100_000_000_000 {
-            ts
-        } else {
-            ts.saturating_mul(1000)
-        };
-        let max_age = if self.max_skew.is_zero() {
-            CARD_MAX_AGE
-        } else {
-            self.max_skew
-        };
-        check_skew(max_age, now_ms, ts_ms)?;
-        // Only a card callback is taken here: the signature does not cover the body, so
-        // nothing else may come in on it (not even to quarantine).
-        let message = std::str::from_utf8(body)
-            .ok()
-            .filter(|m| {
-                matches!(
-                    events::parse(m),
-                    Ok(crate::chat::event::InboundEvent {
-                        kind: EventKind::CardAction { .. },
-                        ..
-                    })
-                )
-            })
-            .ok_or_else(|| {
-                count("malformed");
-                Error::MalformedBody("not a DingTalk card callback (actionCallback)".into())
-            })?;
-        self.check_replay(signed.signature, body, now_ms, max_age)?;
-        let received = self.store(inbox, cipher, message).await?;
-        let press = match (&received, events::parse(message)) {
-            (
-                Received::New { .. } | Received::Duplicate,
-                Ok(crate::chat::event::InboundEvent {
-                    kind:
-                        EventKind::CardAction {
-                            user_id,
-                            action_key,
-                            ..
-                        },
-                    ..
-                }),
-            ) => Some((user_id, action_key)),
-            _ => None,
-        };
-        Ok(CardReceived { received, press })
     }
 
     /// Refuses a card signature seen before with a different body (a captured header pair
@@ -263,77 +135,6 @@ impl DingtalkInbound {
         }
     }
 
-    /// Writes a verified, decrypted message (an event push or a card callback) to the inbox.
-    pub async fn store(
-        &self,
-        inbox: &InboxWriter,
-        cipher: &Cipher,
-        message: &str,
-    ) -> Result<Received> {
-        let (entry_type, summary, status, error, ordering_key) = match events::parse(message) {
-            Ok(event) => {
-                // Events closeloop does not act on (yet) are kept, marked as such, and
-                // cost no processing job.
-                let (status, note) = if acts_on(&event.kind) {
-                    ("received", None)
-                } else {
-                    (
-                        "ignored",
-                        Some("no handler for this event type yet".to_string()),
-                    )
-                };
-                (
-                    event.type_name.clone(),
-                    summary(&event),
-                    status,
-                    note,
-                    ordering_key(&event.kind),
-                )
-            }
-            Err(e) => (
-                "unparsable".to_string(),
-                Value::Null,
-                "quarantined",
-                Some(e),
-                None,
-            ),
-        };
-        let dedupe_key = events::dedupe_key(message);
-        let id = inbox
-            .record(
-                cipher,
-                NewEntry {
-                    org_id: &self.org_id,
-                    platform: PLATFORM,
-                    app: &self.app_name,
-                    dedupe_key: &dedupe_key,
-                    event_type: &entry_type,
-                    body: message,
-                    summary,
-                    status,
-                    error: error.as_deref(),
-                    process: status == "received",
-                    ordering_key,
-                },
-            )
-            .await?;
-        let outcome = match id {
-            None => Received::Duplicate,
-            Some(inbox_id) if status == "quarantined" => Received::Quarantined { inbox_id },
-            Some(inbox_id) => Received::New {
-                inbox_id,
-                event_type: entry_type,
-            },
-        };
-        count(match &outcome {
-            Received::New { .. } => "new",
-            Received::Duplicate => "duplicate",
-            Received::Quarantined { .. } => "quarantined",
-            Received::CheckUrl => "check_url",
-        });
-        Ok(outcome)
-    }
-
     /// Verifies and decrypts with the AppKey, then with the CorpId: whichever subscription
     /// the push came through. The answer is encrypted for the same owner key.
     fn open(
@@ -350,41 +151,6 @@ impl DingtalkInbound {
         }
     }
 
-    /// Keeps a correctly signed push that cannot be decrypted, keyed by its digest.
-    async fn quarantine(
-        &self,
-        inbox: &InboxWriter,
-        cipher: &Cipher,
-        body: &[u8],
-        error: &str,
-    ) -> Result<Received> {
-        use sha2::{Digest, Sha256};
-        let key = format!("sha256:{}", hex::encode(Sha256::digest(body)));
-        let id = inbox
-            .record(
-                cipher,
-                NewEntry {
-                    org_id: &self.org_id,
-                    platform: PLATFORM,
-                    app: &self.app_name,
-                    dedupe_key: &key,
-                    event_type: "undecryptable",
-                    body: &String::from_utf8_lossy(body),
-                    summary: Value::Null,
-                    status: "quarantined",
-                    error: Some(error),
-                    process: false,
-                    ordering_key: None,
-                },
-            )
-            .await?;
-        count("quarantined");
-        Ok(match id {
-            None => Received::Duplicate,
-            Some(inbox_id) => Received::Quarantined { inbox_id },
-        })
-    }
-
     /// The signed parameters, after the timestamp window check (seconds or milliseconds).
     fn query<'a>(
         &self,
@@ -396,9 +162,113 @@ impl DingtalkInbound {
         let ts = query
             .timestamp_secs()
             .map_err(|e| Error::MalformedBody(e.to_string()))?;
-        check_skew(self.max_skew, now_ms, ts.saturating_mul(1000))?;
+        inbound::check_skew(PLATFORM, self.max_skew, now_ms, ts.saturating_mul(1000))?;
         Ok(query)
     }
+}
+
+impl Inbound<Push<'_>> for DingtalkInbound {
+    type Ack = String;
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Verifies, decrypts and parses a push, and builds the encrypted `success` answer for
+    /// the owner key it came through.
+    fn verify(&self, request: Push<'_>, now_ms: i64) -> Result<Verified<String>> {
+        let params = query_params(request.raw_query)?;
+        let query = self.query(&params, now_ms)?;
+        let (crypto, callback) = match self.open(&query, request.body) {
+            Ok(opened) => opened,
+            // The signature held, so DingTalk sent this: kept for inspection, never lost.
+            Err(e) if signed_but_unreadable(&e) => {
+                let entry = Entry::quarantined(
+                    digest_key(request.body),
+                    "undecryptable",
+                    String::from_utf8_lossy(request.body).into_owned(),
+                    e.to_string(),
+                );
+                return Ok(Verified::store(
+                    entry,
+                    self.app.success_reply_random(now_ms),
+                ));
+            }
+            Err(e) => return Err(rejected(e)),
+        };
+        let reply = crypto.success_reply_random(now_ms);
+        if events::is_check_url(&callback.message) {
+            count("check_url");
+            return Ok(Verified::answer(reply));
+        }
+        Ok(Verified::store(message_entry(callback.message), reply))
+    }
+}
+
+impl Inbound<CardPress<'_>> for DingtalkInbound {
+    type Ack = (String, String);
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// A card button press. The signature covers only the timestamp, so its age is bounded
+    /// by `max_clock_skew` and repeated deliveries of one click (same card, user and action)
+    /// are stored once.
+    fn verify(&self, request: CardPress<'_>, now_ms: i64) -> Result<Verified<(String, String)>> {
+        let secret = self.card_secret.as_ref().ok_or(Error::NotFound {
+            what: "dingtalk card callback",
+        })?;
+        let signed = request
+            .signed
+            .ok_or_else(|| refused(PLATFORM, "bad_signature", "card callback is not signed"))?;
+        let ts = crate::platform::crypto::parse_timestamp(signed.timestamp)
+            .map_err(|e| Error::MalformedBody(e.to_string()))?;
+        if !card_signature_valid(secret, signed.timestamp, signed.signature) {
+            return Err(rejected(CryptoError::BadSignature));
+        }
+        let ts_ms = if ts >= 100_000_000_000 {
+            ts
+        } else {
+            ts.saturating_mul(1000)
+        };
+        let max_age = if self.max_skew.is_zero() {
+            CARD_MAX_AGE
+        } else {
+            self.max_skew
+        };
+        inbound::check_skew(PLATFORM, max_age, now_ms, ts_ms)?;
+        // Only a card callback is taken here: the signature does not cover the body, so
+        // nothing else may come in on it (not even to quarantine).
+        let (message, press) = std::str::from_utf8(request.body)
+            .ok()
+            .and_then(|m| match events::parse(m) {
+                Ok(InboundEvent {
+                    kind:
+                        EventKind::CardAction {
+                            user_id,
+                            action_key,
+                            ..
+                        },
+                    ..
+                }) => Some((m, (user_id, action_key))),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                count("malformed");
+                Error::MalformedBody("not a DingTalk card callback (actionCallback)".into())
+            })?;
+        self.check_replay(signed.signature, request.body, now_ms, max_age)?;
+        Ok(Verified::store(message_entry(message.to_string()), press))
+    }
+}
+
+/// A verified, decrypted message (an event push or a card callback), keyed by DingTalk's
+/// identity of the event.
+fn message_entry(message: String) -> Entry {
+    let dedupe_key = events::dedupe_key(&message);
+    let parsed = events::parse(&message);
+    Entry::parsed(dedupe_key, message, parsed)
 }
 
 /// Failures that come after the signature was found good: the push is DingTalk's, only
@@ -414,84 +284,17 @@ fn signed_but_unreadable(e: &CryptoError) -> bool {
     )
 }
 
-/// Refuses a signed time further than `max_skew` from the server clock; zero turns the
-/// check off.
-pub(crate) fn check_skew(max_skew: Duration, now_ms: i64, signed_ms: i64) -> Result<()> {
-    if max_skew.is_zero() {
-        return Ok(());
-    }
-    let skew_ms = (now_ms - signed_ms).unsigned_abs();
-    if skew_ms > max_skew.as_millis() as u64 {
-        count("stale");
-        return Err(Error::CallbackRejected {
-            code: "stale_timestamp",
-            message: format!(
-                "callback timestamp is {} s away from the server clock (dingtalk.max_clock_skew is {} s)",
-                skew_ms / 1000,
-                max_skew.as_secs()
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// Parses a stored message again (inbox processing).
 pub fn parse(message: &str) -> Result<InboundEvent, String> {
     events::parse(message)
 }
 
-/// The events closeloop acts on so far.
-fn acts_on(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::CardAction { .. }
-            | EventKind::UserCreated { .. }
-            | EventKind::UserUpdated { .. }
-            | EventKind::UserDeleted { .. }
-            | EventKind::MeetingChanged { .. }
-            | EventKind::DirectoryChanged
-    )
-}
-
-/// Clicks on one card, and directory changes, are processed in arrival order.
-fn ordering_key(kind: &EventKind) -> Option<String> {
-    match kind {
-        EventKind::CardAction { task_id, .. } => Some(format!("card:{task_id}")),
-        EventKind::UserCreated { .. }
-        | EventKind::UserUpdated { .. }
-        | EventKind::UserDeleted { .. }
-        | EventKind::DepartmentCreated { .. }
-        | EventKind::DepartmentUpdated { .. }
-        | EventKind::DepartmentDeleted { .. }
-        | EventKind::DirectoryChanged => Some(format!("{PLATFORM}:directory")),
-        _ => None,
-    }
-}
-
-/// The event as the inbox API shows it: ids and types only.
-fn summary(event: &InboundEvent) -> Value {
-    serde_json::to_value(&event.kind).unwrap_or(Value::Null)
-}
-
 fn count(outcome: &'static str) {
-    metrics::counter!("closeloop_callbacks_total", "platform" => PLATFORM, "outcome" => outcome)
-        .increment(1);
+    inbound::count(PLATFORM, outcome);
 }
 
 fn rejected(e: CryptoError) -> Error {
-    let code = match e {
-        CryptoError::BadSignature => "bad_signature",
-        CryptoError::ReceiverMismatch => "wrong_receiver",
-        CryptoError::MalformedEnvelope(_)
-        | CryptoError::MissingParam(_)
-        | CryptoError::InvalidTimestamp => return Error::MalformedBody(e.to_string()),
-        _ => "undecryptable",
-    };
-    count(code);
-    Error::CallbackRejected {
-        code,
-        message: format!("callback refused: {e}"),
-    }
+    envelope_refused(PLATFORM, e)
 }
 
 /// `x-ddpaas-signature == Base64(HMAC-SHA256(key = apiSecret, msg = timestamp))`, checked in

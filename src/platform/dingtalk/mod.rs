@@ -5,6 +5,5 @@ pub mod cards;
 pub mod conference;
 pub mod crypto;
 pub mod directory;
-pub mod emulator;
 pub mod events;
 pub mod inbound;

@@ -1,4 +1,5 @@
-//! Feishu event callbacks in (`POST /callback/feishu`) into the inbox
+//! Feishu event callbacks in (`POST /callback/feishu`), verified here and stored through the
+//! shared pipeline (`platform::inbound`)
 //! (docs/protocols/feishu.md#callback-security-and-crypto, #retries-timeouts-and-dedupe).
 //!
 //! With an Encrypt Key: timestamp window → `X-Lark-Signature` over the raw body → decrypt →
@@ -12,7 +13,6 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::crypto::FeishuCrypto;
@@ -20,9 +20,8 @@ use super::events::{self, EnvelopeKind};
 use crate::chat::event::{EventKind, InboundEvent};
 use crate::config::{ConfigError, FeishuConfig, Secret};
 use crate::error::{Error, Result};
-use crate::inbox::{InboxWriter, NewEntry};
 use crate::platform::crypto::CryptoError;
-use crate::security::Cipher;
+use crate::platform::inbound::{self, digest_key, Entry, Inbound, Source, Verified};
 
 pub const PLATFORM: &str = "feishu";
 
@@ -50,28 +49,23 @@ pub struct FeishuInbound {
     crypto: Option<FeishuCrypto>,
     verification_token: Option<Secret>,
     max_skew: Duration,
-    org_id: String,
-    app: String,
+    source: Source,
 }
 
-/// What became of a POSTed callback.
+/// `POST /callback/feishu`: the signed headers (when present) and the body.
+pub struct Push<'a> {
+    pub signed: Option<SignedHeaders<'a>>,
+    pub body: &'a [u8],
+}
+
+/// How a callback is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Received {
+pub enum Ack {
     /// The console's URL check: answer with this challenge.
     Challenge(String),
-    /// Written to the inbox.
-    New {
-        inbox_id: String,
-        event_type: String,
-        click: Option<Click>,
-    },
-    /// Feishu re-pushed an event we already hold: acknowledged, not processed again.
-    Duplicate {
-        event_type: String,
-        click: Option<Click>,
-    },
-    /// Authenticated, but unparsable: kept for inspection.
-    Quarantined { inbox_id: String },
+    /// An event, stored: answered with `success`, or for a card click, with the card as it
+    /// now looks.
+    Event { click: Option<Click> },
 }
 
 impl FeishuInbound {
@@ -99,138 +93,7 @@ impl FeishuInbound {
             crypto,
             verification_token,
             max_skew: cfg.max_clock_skew,
-            org_id: org_id.to_string(),
-            app: "default".into(),
-        })
-    }
-
-    /// `POST /callback/feishu`: authenticate, decrypt, parse, and write to the inbox.
-    pub async fn receive(
-        &self,
-        inbox: &InboxWriter,
-        cipher: &Cipher,
-        now_ms: i64,
-        signed: Option<SignedHeaders<'_>>,
-        body: &[u8],
-    ) -> Result<Received> {
-        let signature_checked = match (&self.crypto, signed) {
-            (Some(crypto), Some(h)) => {
-                self.check_timestamp(h.timestamp, now_ms)?;
-                crypto
-                    .verify_signature(h.timestamp, h.nonce, body, h.signature)
-                    .map_err(rejected)?;
-                true
-            }
-            _ => false,
-        };
-        let plain = match self.plaintext(body) {
-            Ok(plain) => plain,
-            // The signature held: Feishu sent this, only it cannot be read. Kept.
-            Err(e) if signature_checked => {
-                let key = format!("sha256:{}", hex::encode(Sha256::digest(body)));
-                let raw = String::from_utf8_lossy(body);
-                return self
-                    .quarantine(inbox, cipher, &key, &raw, format!("cannot decrypt: {e}"))
-                    .await;
-            }
-            Err(e) => return Err(e),
-        };
-        let envelope = serde_json::from_str::<Value>(&plain)
-            .map_err(|_| "payload is not valid JSON".to_string())
-            .and_then(|v| events::envelope(&v));
-        let envelope = match envelope {
-            Ok(e) => e,
-            // Only a signature vouches for a body we cannot read the token of.
-            Err(e) if signature_checked => {
-                let key = format!("sha256:{}", hex::encode(Sha256::digest(plain.as_bytes())));
-                return self.quarantine(inbox, cipher, &key, &plain, e).await;
-            }
-            Err(e) => return Err(Error::MalformedBody(e)),
-        };
-        // As the SDK: the token is the proof where nothing else is (no Encrypt Key, or the
-        // unsigned URL check), and a token a body does carry must be right; a signed event
-        // without one is vouched for by its signature.
-        let token_required = self.crypto.is_none()
-            || matches!(envelope.kind, EnvelopeKind::UrlVerification { .. })
-            || envelope.token.is_some();
-        if let (Some(expected), true) = (&self.verification_token, token_required) {
-            let given = envelope.token.as_deref().unwrap_or_default();
-            if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
-                return Err(refused(
-                    "bad_token",
-                    "callback refused: verification token mismatch",
-                ));
-            }
-        }
-        let event_id = match envelope.kind {
-            // The SDK answers the URL check without a signature: the console may not sign it.
-            EnvelopeKind::UrlVerification { challenge } => {
-                count("challenge");
-                return Ok(Received::Challenge(challenge));
-            }
-            EnvelopeKind::Event { event_id } => event_id,
-        };
-        if self.crypto.is_some() && !signature_checked {
-            return Err(refused(
-                "missing_signature",
-                "callback refused: X-Lark-Signature headers missing",
-            ));
-        }
-        let event = match parse(&plain) {
-            Ok(event) => event,
-            Err(e) => return self.quarantine(inbox, cipher, &event_id, &plain, e).await,
-        };
-        let click = match &event.kind {
-            EventKind::CardAction {
-                user_id,
-                action_key,
-                ..
-            } => Some(Click {
-                user: user_id.clone(),
-                key: action_key.clone(),
-            }),
-            _ => None,
-        };
-        // Events closeloop does not act on (yet) are kept, marked as such, and cost no job.
-        let (status, note) = if acts_on(&event.kind) {
-            ("received", None)
-        } else {
-            ("ignored", Some("no handler for this event type yet"))
-        };
-        let id = inbox
-            .record(
-                cipher,
-                NewEntry {
-                    org_id: &self.org_id,
-                    platform: PLATFORM,
-                    app: &self.app,
-                    dedupe_key: &event_id,
-                    event_type: &event.type_name,
-                    body: &plain,
-                    summary: summary(&event),
-                    status,
-                    error: note,
-                    process: status == "received",
-                    ordering_key: ordering_key(&event.kind),
-                },
-            )
-            .await?;
-        Ok(match id {
-            None => {
-                count("duplicate");
-                Received::Duplicate {
-                    event_type: event.type_name,
-                    click,
-                }
-            }
-            Some(inbox_id) => {
-                count("new");
-                Received::New {
-                    inbox_id,
-                    event_type: event.type_name,
-                    click,
-                }
-            }
+            source: Source::new(PLATFORM, org_id),
         })
     }
 
@@ -264,47 +127,6 @@ impl FeishuInbound {
         }
     }
 
-    async fn quarantine(
-        &self,
-        inbox: &InboxWriter,
-        cipher: &Cipher,
-        dedupe_key: &str,
-        plain: &str,
-        error: String,
-    ) -> Result<Received> {
-        let id = inbox
-            .record(
-                cipher,
-                NewEntry {
-                    org_id: &self.org_id,
-                    platform: PLATFORM,
-                    app: &self.app,
-                    dedupe_key,
-                    event_type: "unparsable",
-                    body: plain,
-                    summary: Value::Null,
-                    status: "quarantined",
-                    error: Some(&error),
-                    process: false,
-                    ordering_key: None,
-                },
-            )
-            .await?;
-        Ok(match id {
-            None => {
-                count("duplicate");
-                Received::Duplicate {
-                    event_type: "unparsable".into(),
-                    click: None,
-                }
-            }
-            Some(inbox_id) => {
-                count("quarantined");
-                Received::Quarantined { inbox_id }
-            }
-        })
-    }
-
     /// `X-Lark-Request-Timestamp` is Unix seconds; `max_clock_skew = 0` turns the check off.
     fn check_timestamp(&self, timestamp: &str, now_ms: i64) -> Result<()> {
         let ts: i64 = timestamp
@@ -314,22 +136,105 @@ impl FeishuInbound {
             .ok_or_else(|| {
                 Error::MalformedBody("X-Lark-Request-Timestamp is not a number".into())
             })?;
-        if self.max_skew.is_zero() {
-            return Ok(());
+        inbound::check_skew(PLATFORM, self.max_skew, now_ms, ts.saturating_mul(1000))
+    }
+}
+
+impl Inbound<Push<'_>> for FeishuInbound {
+    type Ack = Ack;
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Authenticates, decrypts and parses. An event is keyed by its `event_id`; a signed
+    /// body whose envelope cannot be read, by its digest.
+    fn verify(&self, request: Push<'_>, now_ms: i64) -> Result<Verified<Ack>> {
+        let (signed, body) = (request.signed, request.body);
+        let stored = Ack::Event { click: None };
+        let signature_checked = match (&self.crypto, signed) {
+            (Some(crypto), Some(h)) => {
+                self.check_timestamp(h.timestamp, now_ms)?;
+                crypto
+                    .verify_signature(h.timestamp, h.nonce, body, h.signature)
+                    .map_err(rejected)?;
+                true
+            }
+            _ => false,
+        };
+        let plain = match self.plaintext(body) {
+            Ok(plain) => plain,
+            // The signature held: Feishu sent this, only it cannot be read. Kept.
+            Err(e) if signature_checked => {
+                let raw = String::from_utf8_lossy(body).into_owned();
+                let error = format!("cannot decrypt: {e}");
+                let entry = Entry::quarantined(digest_key(body), "unparsable", raw, error);
+                return Ok(Verified::store(entry, stored));
+            }
+            Err(e) => return Err(e),
+        };
+        let envelope = serde_json::from_str::<Value>(&plain)
+            .map_err(|_| "payload is not valid JSON".to_string())
+            .and_then(|v| events::envelope(&v));
+        let envelope = match envelope {
+            Ok(e) => e,
+            // Only a signature vouches for a body we cannot read the token of.
+            Err(e) if signature_checked => {
+                let key = digest_key(plain.as_bytes());
+                let entry = Entry::quarantined(key, "unparsable", plain, e);
+                return Ok(Verified::store(entry, stored));
+            }
+            Err(e) => return Err(Error::MalformedBody(e)),
+        };
+        // As the SDK: the token is the proof where nothing else is (no Encrypt Key, or the
+        // unsigned URL check), and a token a body does carry must be right; a signed event
+        // without one is vouched for by its signature.
+        let token_required = self.crypto.is_none()
+            || matches!(envelope.kind, EnvelopeKind::UrlVerification { .. })
+            || envelope.token.is_some();
+        if let (Some(expected), true) = (&self.verification_token, token_required) {
+            let given = envelope.token.as_deref().unwrap_or_default();
+            if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+                return Err(refused(
+                    "bad_token",
+                    "callback refused: verification token mismatch",
+                ));
+            }
         }
-        let skew_ms = (now_ms - ts.saturating_mul(1000)).unsigned_abs();
-        if skew_ms > self.max_skew.as_millis() as u64 {
-            count("stale");
-            return Err(Error::CallbackRejected {
-                code: "stale_timestamp",
-                message: format!(
-                    "callback timestamp is {} s away from the server clock (feishu.max_clock_skew is {} s)",
-                    skew_ms / 1000,
-                    self.max_skew.as_secs()
-                ),
-            });
+        let event_id = match envelope.kind {
+            // The SDK answers the URL check without a signature: the console may not sign it.
+            EnvelopeKind::UrlVerification { challenge } => {
+                count("challenge");
+                return Ok(Verified::answer(Ack::Challenge(challenge)));
+            }
+            EnvelopeKind::Event { event_id } => event_id,
+        };
+        if self.crypto.is_some() && !signature_checked {
+            return Err(refused(
+                "missing_signature",
+                "callback refused: X-Lark-Signature headers missing",
+            ));
         }
-        Ok(())
+        let parsed = parse(&plain);
+        let click = match &parsed {
+            Ok(InboundEvent {
+                kind:
+                    EventKind::CardAction {
+                        user_id,
+                        action_key,
+                        ..
+                    },
+                ..
+            }) => Some(Click {
+                user: user_id.clone(),
+                key: action_key.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Verified::store(
+            Entry::parsed(event_id, plain, parsed),
+            Ack::Event { click },
+        ))
     }
 }
 
@@ -338,52 +243,12 @@ pub fn parse(body: &str) -> Result<InboundEvent, String> {
     events::parse(body)
 }
 
-/// The events closeloop acts on so far.
-fn acts_on(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::CardAction { .. }
-            | EventKind::UserCreated { .. }
-            | EventKind::UserUpdated { .. }
-            | EventKind::UserDeleted { .. }
-            | EventKind::MeetingChanged { .. }
-    )
-}
-
-/// Clicks are processed in order per card, directory changes in order per organisation.
-fn ordering_key(kind: &EventKind) -> Option<String> {
-    match kind {
-        EventKind::CardAction { task_id, .. } => Some(format!("card:{task_id}")),
-        EventKind::UserCreated { .. }
-        | EventKind::UserUpdated { .. }
-        | EventKind::UserDeleted { .. }
-        | EventKind::DepartmentCreated { .. }
-        | EventKind::DepartmentUpdated { .. }
-        | EventKind::DepartmentDeleted { .. } => Some(format!("{PLATFORM}:directory")),
-        _ => None,
-    }
-}
-
-/// The event as the inbox API shows it: ids and types, no one-shot update token.
-fn summary(event: &InboundEvent) -> Value {
-    let mut v = serde_json::to_value(&event.kind).unwrap_or(Value::Null);
-    if let (Value::Object(m), EventKind::CardAction { .. }) = (&mut v, &event.kind) {
-        m.remove("response_code");
-    }
-    v
-}
-
 fn count(outcome: &'static str) {
-    metrics::counter!("closeloop_callbacks_total", "platform" => PLATFORM, "outcome" => outcome)
-        .increment(1);
+    inbound::count(PLATFORM, outcome);
 }
 
 fn refused(code: &'static str, message: &str) -> Error {
-    count(code);
-    Error::CallbackRejected {
-        code,
-        message: message.into(),
-    }
+    inbound::refused(PLATFORM, code, message)
 }
 
 fn rejected(e: CryptoError) -> Error {

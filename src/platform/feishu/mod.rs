@@ -3,7 +3,6 @@
 pub mod cards;
 pub mod contacts;
 pub mod crypto;
-pub mod emulator;
 pub mod events;
 pub mod inbound;
 pub mod token;

@@ -1,4 +1,5 @@
-//! WeCom callbacks in: URL verification (GET) and event delivery (POST) into the inbox.
+//! WeCom callbacks in: URL verification (GET) and event delivery (POST), verified here and
+//! stored through the shared pipeline (`platform::inbound`).
 //!
 //! Order of checks: query parameters → timestamp window → signature → decrypt (which
 //! checks the receive id is our corp id) → parse. A failure up to decryption refuses the
@@ -8,18 +9,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::crypto::{CallbackQuery, WecomCrypto};
 use super::events;
-use crate::chat::event::{EventKind, InboundEvent};
+use crate::chat::event::InboundEvent;
 use crate::config::{ConfigError, WecomConfig};
 use crate::error::{Error, Result};
-use crate::inbox::{InboxWriter, NewEntry};
 use crate::platform::crypto::{CryptoError, EncodingAesKey};
-use crate::security::Cipher;
+use crate::platform::inbound::{
+    check_skew, digest_key, envelope_refused, query_params, Entry, Inbound, Source, Verified,
+};
 
 pub const PLATFORM: &str = "wecom";
 
@@ -27,22 +27,18 @@ pub const PLATFORM: &str = "wecom";
 pub struct WecomInbound {
     crypto: WecomCrypto,
     max_skew: Duration,
-    org_id: String,
-    app: String,
+    source: Source,
 }
 
-/// What became of a POSTed callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Received {
-    /// Written to the inbox.
-    New {
-        inbox_id: String,
-        event_type: String,
-    },
-    /// The platform retried an event we already hold: acknowledged, not processed again.
-    Duplicate,
-    /// Signed and decrypted, but unparsable: kept for inspection.
-    Quarantined { inbox_id: String },
+/// `GET /callback/wecom`: the console checking the URL, with the raw query string.
+/// Answered with the plaintext `echostr`, the whole body of the reply.
+pub struct UrlCheck<'a>(pub &'a str);
+
+/// `POST /callback/wecom`: an event, with the raw query string and body. Answered with an
+/// empty 200.
+pub struct Push<'a> {
+    pub raw_query: &'a str,
+    pub body: &'a [u8],
 }
 
 impl WecomInbound {
@@ -55,108 +51,8 @@ impl WecomInbound {
         Ok(WecomInbound {
             crypto: WecomCrypto::new(cfg.token.expose(), key, cfg.corp_id.clone()),
             max_skew: cfg.max_clock_skew,
-            org_id: org_id.to_string(),
-            app: "default".into(),
+            source: Source::new(PLATFORM, org_id),
         })
-    }
-
-    /// `GET /callback/wecom`: the plaintext `echostr`, to be sent back as the whole body.
-    pub fn verify_url(&self, raw_query: &str, now_ms: i64) -> Result<String> {
-        let params = query_params(raw_query)?;
-        let query = self.query(&params, now_ms)?;
-        let echostr = params
-            .get("echostr")
-            .ok_or_else(|| Error::MalformedBody("missing query parameter echostr".into()))?;
-        self.crypto
-            .verify_url(query.msg_signature, query.timestamp, query.nonce, echostr)
-            .map_err(rejected)
-    }
-
-    /// `POST /callback/wecom`: verify, decrypt, parse, and write to the inbox.
-    pub async fn receive(
-        &self,
-        inbox: &InboxWriter,
-        cipher: &Cipher,
-        now_ms: i64,
-        raw_query: &str,
-        body: &[u8],
-    ) -> Result<Received> {
-        let params = query_params(raw_query)?;
-        let query = self.query(&params, now_ms)?;
-        let callback = self
-            .crypto
-            .decrypt_callback(&query, body)
-            .map_err(rejected)?;
-        let (entry_type, dedupe_key, summary, status, error, ordering_key) =
-            match parse(&callback.message) {
-                Ok(event) => {
-                    let key = events::dedupe_key(&event, &callback.message);
-                    let order = ordering_key(&event.kind);
-                    // Events closeloop does not act on (yet) are kept, marked as such,
-                    // and cost no processing job.
-                    let (status, note) = if acts_on(&event.kind) {
-                        ("received", None)
-                    } else {
-                        (
-                            "ignored",
-                            Some("no handler for this event type yet".to_string()),
-                        )
-                    };
-                    (
-                        event.type_name.clone(),
-                        key,
-                        summary(&event),
-                        status,
-                        note,
-                        order,
-                    )
-                }
-                Err(e) => (
-                    "unparsable".to_string(),
-                    format!(
-                        "sha256:{}",
-                        hex::encode(Sha256::digest(callback.message.as_bytes()))
-                    ),
-                    Value::Null,
-                    "quarantined",
-                    Some(e),
-                    None,
-                ),
-            };
-        let id = inbox
-            .record(
-                cipher,
-                NewEntry {
-                    org_id: &self.org_id,
-                    platform: PLATFORM,
-                    app: &self.app,
-                    dedupe_key: &dedupe_key,
-                    event_type: &entry_type,
-                    body: &callback.message,
-                    summary,
-                    status,
-                    error: error.as_deref(),
-                    process: status == "received",
-                    ordering_key,
-                },
-            )
-            .await?;
-        let outcome = match id {
-            None => Received::Duplicate,
-            Some(inbox_id) if status == "quarantined" => Received::Quarantined { inbox_id },
-            Some(inbox_id) => Received::New {
-                inbox_id,
-                event_type: entry_type,
-            },
-        };
-        let label = match &outcome {
-            Received::New { .. } => "new",
-            Received::Duplicate => "duplicate",
-            Received::Quarantined { .. } => "quarantined",
-        };
-        metrics::counter!("closeloop_callbacks_total", "platform" => PLATFORM, "outcome" => label)
-            .increment(1);
-        Ok(outcome)
     }
 
     /// The signed parameters, after the timestamp window check.
@@ -170,22 +66,58 @@ impl WecomInbound {
         let ts = query
             .timestamp_secs()
             .map_err(|e| Error::MalformedBody(e.to_string()))?;
-        if !self.max_skew.is_zero() {
-            let skew_ms = (now_ms - ts.saturating_mul(1000)).unsigned_abs();
-            if skew_ms > self.max_skew.as_millis() as u64 {
-                metrics::counter!("closeloop_callbacks_total", "platform" => PLATFORM, "outcome" => "stale")
-                    .increment(1);
-                return Err(Error::CallbackRejected {
-                    code: "stale_timestamp",
-                    message: format!(
-                        "callback timestamp is {} s away from the server clock (wecom.max_clock_skew is {} s)",
-                        skew_ms / 1000,
-                        self.max_skew.as_secs()
-                    ),
-                });
-            }
-        }
+        check_skew(PLATFORM, self.max_skew, now_ms, ts.saturating_mul(1000))?;
         Ok(query)
+    }
+}
+
+impl Inbound<UrlCheck<'_>> for WecomInbound {
+    type Ack = String;
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    fn verify(&self, request: UrlCheck<'_>, now_ms: i64) -> Result<Verified<String>> {
+        let params = query_params(request.0)?;
+        let query = self.query(&params, now_ms)?;
+        let echostr = params
+            .get("echostr")
+            .ok_or_else(|| Error::MalformedBody("missing query parameter echostr".into()))?;
+        let echo = self
+            .crypto
+            .verify_url(query.msg_signature, query.timestamp, query.nonce, echostr)
+            .map_err(rejected)?;
+        Ok(Verified::answer(echo))
+    }
+}
+
+impl Inbound<Push<'_>> for WecomInbound {
+    type Ack = ();
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Verifies, decrypts and parses; an event is keyed by WeCom's own identity of it, an
+    /// unparsable message by its digest.
+    fn verify(&self, request: Push<'_>, now_ms: i64) -> Result<Verified<()>> {
+        let params = query_params(request.raw_query)?;
+        let query = self.query(&params, now_ms)?;
+        let callback = self
+            .crypto
+            .decrypt_callback(&query, request.body)
+            .map_err(rejected)?;
+        let message = callback.message;
+        let parsed = parse(&message);
+        let dedupe_key = match &parsed {
+            Ok(event) => events::dedupe_key(event, &message),
+            Err(_) => digest_key(message.as_bytes()),
+        };
+        Ok(Verified::store(
+            Entry::parsed(dedupe_key, message, parsed),
+            (),
+        ))
     }
 }
 
@@ -229,92 +161,6 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The events closeloop acts on so far.
-fn acts_on(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::CardAction { .. }
-            | EventKind::ExternalContactAdded { .. }
-            | EventKind::UserCreated { .. }
-            | EventKind::UserUpdated { .. }
-            | EventKind::UserDeleted { .. }
-    )
-}
-
-/// Which callbacks must be processed in arrival order: clicks with the updates of their
-/// card, changes of one customer, and directory changes. Messages need no order.
-fn ordering_key(kind: &EventKind) -> Option<String> {
-    match kind {
-        EventKind::CardAction { task_id, .. } => Some(format!("card:{task_id}")),
-        EventKind::ExternalContactAdded {
-            external_user_id, ..
-        }
-        | EventKind::ExternalContactEdited {
-            external_user_id, ..
-        }
-        | EventKind::ExternalContactRemoved {
-            external_user_id, ..
-        }
-        | EventKind::ExternalContactTransferFailed {
-            external_user_id, ..
-        } => Some(format!("{PLATFORM}:external:{external_user_id}")),
-        EventKind::UserCreated { .. }
-        | EventKind::UserUpdated { .. }
-        | EventKind::UserDeleted { .. }
-        | EventKind::DepartmentCreated { .. }
-        | EventKind::DepartmentUpdated { .. }
-        | EventKind::DepartmentDeleted { .. } => Some(format!("{PLATFORM}:directory")),
-        _ => None,
-    }
-}
-
-/// The event as the inbox API shows it: ids and types, no message text.
-fn summary(event: &InboundEvent) -> Value {
-    let mut v = serde_json::to_value(&event.kind).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        match &event.kind {
-            EventKind::Message { .. } => {
-                m.remove("text");
-            }
-            // A one-shot credential for updating the card, not for display.
-            EventKind::CardAction { .. } => {
-                m.remove("response_code");
-            }
-            _ => {}
-        }
-    }
-    v
-}
-
-/// Percent-decodes the query string. `+` stays `+`: WeCom's base64 values contain it.
-pub fn query_params(raw: &str) -> Result<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    for pair in raw.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| Error::MalformedBody("query string is not valid UTF-8".into()))
-        };
-        out.insert(decode(k)?, decode(v)?);
-    }
-    Ok(out)
-}
-
 fn rejected(e: CryptoError) -> Error {
-    let code = match e {
-        CryptoError::BadSignature => "bad_signature",
-        CryptoError::ReceiverMismatch => "wrong_receiver",
-        CryptoError::MalformedEnvelope(_)
-        | CryptoError::MissingParam(_)
-        | CryptoError::InvalidTimestamp => return Error::MalformedBody(e.to_string()),
-        _ => "undecryptable",
-    };
-    metrics::counter!("closeloop_callbacks_total", "platform" => PLATFORM, "outcome" => code)
-        .increment(1);
-    Error::CallbackRejected {
-        code,
-        message: format!("callback refused: {e}"),
-    }
+    envelope_refused(PLATFORM, e)
 }

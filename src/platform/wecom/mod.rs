@@ -5,7 +5,6 @@ pub mod cards;
 pub mod contacts;
 pub mod crypto;
 pub mod dial;
-pub mod emulator;
 pub mod events;
 pub mod inbound;
 pub mod jsapi;

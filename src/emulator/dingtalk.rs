@@ -19,8 +19,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::crypto::{DingtalkCrypto, SUCCESS};
 use crate::platform::crypto::{random_nonce, EncodingAesKey};
+use crate::platform::dingtalk::crypto::{DingtalkCrypto, SUCCESS};
 
 /// New API (api.dingtalk.com).
 pub const ACCESS_TOKEN: &str = "/v1.0/oauth2/accessToken";
@@ -71,7 +71,7 @@ struct EmulatorState {
     /// The live token: DingTalk returns the same token while it is valid.
     current: Option<String>,
     token_calls: usize,
-    injected: crate::platform::emulator_kit::Injected<Failure>,
+    injected: super::kit::Injected<Failure>,
     /// Bodies of accepted `createAndDeliver` calls, oldest first.
     cards: Vec<Value>,
     /// Members whose robot chat refuses cards (`deliverResults[].success` false).
@@ -144,7 +144,7 @@ impl Emulator {
             .route(GETUSERINFO, post(getuserinfo))
             .merge(conference_routes())
             .with_state(state.clone());
-        let (addr, server) = crate::platform::emulator_kit::serve(router, "DingTalk").await;
+        let (addr, server) = super::kit::serve(router, "DingTalk").await;
         Emulator {
             addr,
             state,
@@ -277,7 +277,7 @@ impl Emulator {
             .post(callback_url)
             .header(
                 "x-ddpaas-signature",
-                super::inbound::card_signature(api_secret, &ts),
+                crate::platform::dingtalk::inbound::card_signature(api_secret, &ts),
             )
             .header("x-ddpaas-signature-timestamp", &ts)
             .json(&body)

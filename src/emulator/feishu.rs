@@ -17,7 +17,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::crypto::{FeishuCrypto, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::platform::feishu::crypto::{
+    FeishuCrypto, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
 
 pub const TENANT_TOKEN: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 pub const MESSAGES: &str = "/open-apis/im/v1/messages";
@@ -104,7 +106,7 @@ struct EmulatorState {
     messages: Vec<Value>,
     /// `PATCH im/v1/messages/:message_id` bodies accepted, with the `message_id` added.
     message_updates: Vec<Value>,
-    injected: crate::platform::emulator_kit::Injected<Failure>,
+    injected: super::kit::Injected<Failure>,
     retry_delays: Option<Vec<Duration>>,
     deliveries: Vec<Delivery>,
     /// The address book: departments (`department_id`, `name`) and users (contact v3 shape).
@@ -174,7 +176,7 @@ impl Emulator {
             .route(JSAPI_TICKET, post(jssdk_ticket))
             .merge(vc_routes())
             .with_state(state.clone());
-        let (addr, server) = crate::platform::emulator_kit::serve(router, "Feishu").await;
+        let (addr, server) = super::kit::serve(router, "Feishu").await;
         Emulator {
             addr,
             state,
@@ -891,7 +893,7 @@ fn vc_page(items: &[Value], query: &HashMap<String, String>, key: &str) -> Respo
 }
 
 fn vc_start_secs(meeting: &Value) -> Option<i64> {
-    super::vc::parse_time(&meeting["meeting_start_time"]).map(|ms| ms / 1000)
+    crate::platform::feishu::vc::parse_time(&meeting["meeting_start_time"]).map(|ms| ms / 1000)
 }
 
 /// `GET vc/v1/meetings/:meeting_id?with_participants=true`: one meeting loaded with
@@ -923,7 +925,7 @@ async fn vc_meeting(
         );
     };
     let secs = |v: &Value| {
-        super::vc::parse_time(v)
+        crate::platform::feishu::vc::parse_time(v)
             .map(|ms| (ms / 1000).to_string())
             .unwrap_or_default()
     };
@@ -941,7 +943,7 @@ async fn vc_meeting(
             .map(|p| {
                 json!({"id": p["user_id"], "first_join_time": secs(&p["join_time"]),
                        "final_leave_time": secs(&p["leave_time"]),
-                       "in_meeting_duration": super::vc::parse_duration(&p["time_in_meeting"])
+                       "in_meeting_duration": crate::platform::feishu::vc::parse_duration(&p["time_in_meeting"])
                            .unwrap_or(0).to_string(),
                        "is_external": p["is_external"], "user_type": 1})
             })
