@@ -135,7 +135,9 @@ impl crate::inbox::EventHandler for MeetingEvents {
                     MEETING_ENDED,
                     crate::tracking::Source::PlatformEvent,
                     ev.platform.as_str(),
-                    &ev.dedupe_key,
+                    // Keyed by the meeting, not the callback: a platform that reports the
+                    // same end again under a new event id adds no second point.
+                    &format!("meeting_ended:{meeting_id}"),
                     serde_json::json!({"meeting": meeting_id}),
                 );
                 // A platform's id that happens to read like a phone number stays out.
