@@ -262,6 +262,24 @@ async fn external_contacts_added_and_removed_are_points_once_each() {
         2,
         "the unlinked contact wrote nothing"
     );
+
+    // Added by a member closeloop does not know: the platform is the actor.
+    emulator.add_external_contact(
+        json!({"external_userid": "wmEXT002", "name": "刘总", "corp_name": "东方精工", "type": 1}),
+        json!([{"userid": "zhaoliu", "remark": "刘总", "createtime": 1764206400, "state": "expo"}]),
+    );
+    send(
+        &app,
+        &external_change("add_external_contact", "zhaoliu", "wmEXT002"),
+    )
+    .await;
+    app.worker.drain().await.unwrap();
+    let added = points(&app, "action=platform.contact_added").await;
+    assert_eq!(added.len(), 2, "{added:?}");
+    assert_eq!(added[1]["actor_kind"], "platform");
+    assert_eq!(added[1]["actor"], Value::Null);
+    assert_ne!(added[1]["customer"], customer.as_str());
+
     let inbox: Value = app
         .get("/api/v1/platform-events?type=change_external_contact.del_external_contact")
         .await
