@@ -519,13 +519,53 @@ async fn build_worker(
         .await
         .map_err(|e| anyhow::anyhow!("cannot queue the start-up directory sync: {e}"))?;
     }
+    // Card purposes and inbox event kinds are registered by the capabilities that handle
+    // them: neither cards nor the inbox knows a capability.
+    let mut purposes = crate::cards::Purposes::default();
+    purposes.register(
+        crate::collab::requests::CARD_PURPOSE,
+        Arc::new(crate::collab::requests::CardClicks {
+            cipher: cipher.clone(),
+        }),
+    );
+    purposes.register(
+        crate::verification::attest::PURPOSE,
+        Arc::new(crate::verification::attest::CardClicks {
+            cipher: cipher.clone(),
+        }),
+    );
+    let mut handlers = crate::inbox::Handlers::default();
+    handlers.register(
+        "card_action",
+        Arc::new(crate::cards::CardClicks {
+            cipher: cipher.clone(),
+            purposes,
+        }),
+    );
+    let contacts = Arc::new(crate::customers::events::ContactEvents {
+        cipher: cipher.clone(),
+        directories: directories.clone(),
+    });
+    handlers.register("external_contact_added", contacts.clone());
+    handlers.register("external_contact_removed", contacts);
+    let members = Arc::new(crate::directory::sync::MemberEvents { directories });
+    for kind in [
+        "user_created",
+        "user_updated",
+        "user_deleted",
+        "directory_changed",
+    ] {
+        handlers.register(kind, members.clone());
+    }
+    handlers.register("meeting_changed", Arc::new(crate::platform::MeetingEvents));
     registry.register(
         crate::inbox::PROCESS,
         crate::inbox::Process {
             db: db.clone(),
             cipher: cipher.clone(),
             clock: clock.clone(),
-            directories,
+            parsers: crate::platform::parsers(),
+            handlers,
         },
     );
     if let (Some(wecom), Some(api)) = (&config.wecom, &wecom_api) {

@@ -267,17 +267,94 @@ pub async fn list(
     Ok(Page::from_rows(items, page, |i| &i.id))
 }
 
+/// What processing made of an event: the inbox status (`processed`, `ignored` or `failed`)
+/// and a note for people reading the inbox.
+pub type Outcome = (&'static str, Option<String>);
+
+/// One stored event being processed, as its handler sees it.
+pub struct Incoming {
+    pub org_id: String,
+    pub platform: crate::chat::event::Platform,
+    pub inbox_id: String,
+    /// The platform's id for this callback (the inbox dedupe key): the external id of the
+    /// tracking point the event becomes, so a retried callback never writes twice.
+    pub dedupe_key: String,
+    pub event: crate::chat::event::InboundEvent,
+    pub now_ms: i64,
+    /// The organisation's time zone.
+    pub tz: chrono_tz::Tz,
+}
+
+/// What a capability does with one kind of event. Registered at start-up under the event
+/// kind's name ([`crate::chat::event::EventKind::name`]), so the inbox knows no
+/// capability.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Outside lookups the event needs (a contact's details, a member), done before the
+    /// processing transaction; `Null` when none.
+    fn fetch<'a>(
+        &'a self,
+        _org_id: &'a str,
+        _platform: crate::chat::event::Platform,
+        _event: &'a crate::chat::event::InboundEvent,
+    ) -> crate::jobs::BoxFuture<'a, std::result::Result<Value, crate::jobs::JobError>> {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
+    /// The event's effects (and its tracking point), inside the processing transaction.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut crate::db::Tx,
+        incoming: &'a Incoming,
+        fetched: &'a Value,
+    ) -> crate::jobs::BoxFuture<'a, Result<Outcome>>;
+}
+
+/// The event handlers, by event kind name.
+#[derive(Clone, Default)]
+pub struct Handlers(std::collections::HashMap<&'static str, std::sync::Arc<dyn EventHandler>>);
+
+impl Handlers {
+    pub fn register(&mut self, kind: &'static str, handler: std::sync::Arc<dyn EventHandler>) {
+        self.0.insert(kind, handler);
+    }
+
+    fn get(&self, kind: &str) -> Option<&std::sync::Arc<dyn EventHandler>> {
+        self.0.get(kind)
+    }
+}
+
+/// Reads a stored (decrypted) callback body of one platform back into an event.
+pub type Parser = fn(&str) -> std::result::Result<crate::chat::event::InboundEvent, String>;
+
+/// The parsers, by platform; registered by the platform side at start-up.
+#[derive(Clone, Default)]
+pub struct Parsers(std::collections::HashMap<crate::chat::event::Platform, Parser>);
+
+impl Parsers {
+    pub fn register(&mut self, platform: crate::chat::event::Platform, parser: Parser) {
+        self.0.insert(platform, parser);
+    }
+
+    fn parse(
+        &self,
+        platform: crate::chat::event::Platform,
+        body: &str,
+    ) -> std::result::Result<crate::chat::event::InboundEvent, String> {
+        match self.0.get(&platform) {
+            Some(parse) => parse(body),
+            None => Err(format!("no parser for {}", platform.as_str())),
+        }
+    }
+}
+
 /// Turns a stored callback into its effects, inside the job's fenced transaction, so each
 /// callback is applied exactly once.
 pub struct Process {
     pub db: Db,
     pub cipher: Cipher,
     pub clock: crate::clock::SharedClock,
-    /// Per platform: where to look up people an event names (customers, members).
-    pub directories: std::collections::HashMap<
-        crate::chat::event::Platform,
-        std::sync::Arc<dyn crate::chat::Directory>,
-    >,
+    pub parsers: Parsers,
+    pub handlers: Handlers,
 }
 
 impl Process {
@@ -307,62 +384,40 @@ impl Process {
             .cipher
             .decrypt(BODY_CONTEXT, &row.get::<String, _>("body"))
             .map_err(|e| Error::Internal(anyhow::anyhow!("inbox body unreadable: {e}")))?;
-        Ok(crate::platform::parse_stored(platform, &body)
+        Ok(self
+            .parsers
+            .parse(platform, &body)
             .ok()
             .map(|ev| (row.get("org_id"), platform, ev)))
     }
 
     /// The outside lookups an event needs, done before the processing transaction.
     async fn fetch(&self, inbox_id: &str) -> std::result::Result<Value, crate::jobs::JobError> {
-        use crate::chat::event::EventKind;
-        let Some((_, platform, event)) = self.stored_event(inbox_id).await? else {
+        let Some((org_id, platform, event)) = self.stored_event(inbox_id).await? else {
             return Ok(Value::Null);
         };
-        match (&event.kind, self.directories.get(&platform)) {
-            (
-                EventKind::ExternalContactAdded {
-                    user_id,
-                    external_user_id,
-                    ..
-                },
-                Some(dir),
-            ) => {
-                let contact = dir.external_contact(external_user_id, user_id).await?;
-                Ok(serde_json::json!({"external_contact": contact}))
-            }
-            (EventKind::UserCreated { user_id }, Some(dir)) => {
-                Ok(serde_json::json!({"member": dir.member(user_id).await?}))
-            }
-            (
-                EventKind::UserUpdated {
-                    user_id,
-                    new_user_id,
-                },
-                Some(dir),
-            ) => {
-                let id = new_user_id.as_deref().unwrap_or(user_id);
-                Ok(serde_json::json!({"member": dir.member(id).await?}))
-            }
-            _ => Ok(Value::Null),
+        match self.handlers.get(event.kind.name()) {
+            Some(handler) => handler.fetch(&org_id, platform, &event).await,
+            None => Ok(Value::Null),
         }
     }
 
     async fn process(&self, tx: &mut crate::db::Tx, inbox_id: &str, fetched: &Value) -> Result<()> {
-        use crate::cards::{self, Click};
-        use crate::chat::event::{EventKind, Platform};
+        use crate::chat::event::Platform;
 
-        let Some(row) =
-            sqlx::query("SELECT org_id, platform, body, status FROM inbox WHERE id = $1")
-                .bind(inbox_id)
-                .fetch_optional(&mut **tx)
-                .await?
+        let Some(row) = sqlx::query(
+            "SELECT i.org_id, i.platform, i.body, i.status, i.dedupe_key, o.timezone \
+             FROM inbox i JOIN organisations o ON o.id = i.org_id WHERE i.id = $1",
+        )
+        .bind(inbox_id)
+        .fetch_optional(&mut **tx)
+        .await?
         else {
             return Ok(());
         };
         if row.get::<String, _>("status") != "received" {
             return Ok(());
         }
-        let org_id: String = row.get("org_id");
         let now = self.clock.now_ms();
         let platform = Platform::parse(&row.get::<String, _>("platform"));
         let body = self
@@ -371,167 +426,28 @@ impl Process {
             .map_err(|e| Error::Internal(anyhow::anyhow!("inbox body unreadable: {e}")))?;
         let event = platform
             .ok_or_else(|| "unknown platform".to_string())
-            .and_then(|p| crate::platform::parse_stored(p, &body));
-        let (status, note): (&str, Option<String>) = match (&event, platform) {
-            (Err(e), _) => ("failed", Some(e.clone())),
-            (Ok(ev), Some(p)) => match &ev.kind {
-                EventKind::CardAction {
-                    user_id,
-                    task_id,
-                    action_key,
-                    response_code,
-                    ..
-                } => {
-                    match cards::parse_button_key(action_key).filter(|(_, card)| card == task_id) {
-                        None => (
-                            "ignored",
-                            Some("the button key is not from a closeloop card".into()),
-                        ),
-                        Some((action, card)) => {
-                            let clicker =
-                                crate::directory::sync::user_of(tx, &org_id, p, user_id).await?;
-                            match cards::record_click(
-                                tx,
-                                &self.cipher,
-                                now,
-                                &org_id,
-                                card,
-                                action,
-                                clicker.as_deref(),
-                                response_code.as_deref(),
-                            )
-                            .await?
-                            {
-                                Click::Recorded => {
-                                    cards::dispatch_click(
-                                        tx,
-                                        &self.cipher,
-                                        now,
-                                        &org_id,
-                                        card,
-                                        action,
-                                        clicker.as_deref().unwrap_or_default(),
-                                    )
-                                    .await?;
-                                    ("processed", None)
-                                }
-                                Click::Repeat => {
-                                    ("processed", Some("a repeat click: nothing changed".into()))
-                                }
-                                Click::NotRecipient => (
-                                    "ignored",
-                                    Some("clicked by someone other than the recipient".into()),
-                                ),
-                                Click::UnknownCard => {
-                                    ("ignored", Some("no such card or button".into()))
-                                }
-                            }
-                        }
-                    }
-                }
-                EventKind::ExternalContactAdded { user_id, state, .. } => {
-                    match serde_json::from_value::<crate::chat::ExternalContact>(
-                        fetched["external_contact"].clone(),
-                    ) {
-                        Err(_) => (
-                            "ignored",
-                            Some("no customer directory for this platform".into()),
-                        ),
-                        Ok(contact) => {
-                            let owner =
-                                crate::directory::sync::user_of(tx, &org_id, p, user_id).await?;
-                            // The channel code (`State`) the customer came through names the lead source.
-                            let channel = state.as_deref().unwrap_or("企业微信添加好友");
-                            let link = crate::customers::ExternalLink {
-                                platform: p,
-                                contact: &contact,
-                                owner: owner.as_deref(),
-                                source_channel: channel,
-                            };
-                            let (_, created) = crate::customers::link_external(
-                                tx,
-                                &self.cipher,
-                                now,
-                                &org_id,
-                                link,
-                            )
-                            .await?;
-                            if created {
-                                ("processed", None)
-                            } else {
-                                ("processed", Some("the customer was known already".into()))
-                            }
-                        }
-                    }
-                }
-                EventKind::UserDeleted { user_id } => {
-                    crate::directory::sync::member_left(tx, now, &org_id, p, user_id).await?;
-                    ("processed", None)
-                }
-                EventKind::UserCreated { user_id } | EventKind::UserUpdated { user_id, .. } => {
-                    match serde_json::from_value::<crate::chat::Member>(fetched["member"].clone()) {
-                        Err(_) => ("ignored", Some("no directory for this platform".into())),
-                        Ok(member) => {
-                            if member.platform_id != *user_id {
-                                // The userid itself changed: move the identity first.
-                                sqlx::query(
-                                    "UPDATE user_identities SET value = $1 WHERE org_id = $2 AND platform = $3 AND kind = $4 AND value = $5",
-                                )
-                                .bind(&member.platform_id)
-                                .bind(&org_id)
-                                .bind(p.as_str())
-                                .bind(p.member_id_kind())
-                                .bind(user_id)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
-                            let (id, _) =
-                                crate::directory::sync::upsert_member(tx, now, &org_id, p, &member)
-                                    .await?;
-                            crate::directory::sync::set_leaders(
-                                tx,
-                                &org_id,
-                                p,
-                                &id,
-                                &member.leaders,
-                            )
-                            .await?;
-                            ("processed", None)
-                        }
-                    }
-                }
-                EventKind::DirectoryChanged => {
-                    crate::jobs::enqueue(
-                        tx,
-                        now,
-                        crate::jobs::NewJob::new(
-                            crate::directory::sync::KIND,
-                            serde_json::json!({}),
-                        )
-                        .org(&org_id)
-                        .dedupe(format!("{}:event:{inbox_id}", crate::directory::sync::KIND)),
-                    )
-                    .await?;
-                    (
-                        "processed",
-                        Some("several changes at once: the directory is read again".into()),
-                    )
-                }
-                EventKind::MeetingChanged { meeting_id, ended } => {
-                    match crate::platform::meeting_fetch_job(p, &org_id, meeting_id, *ended, now) {
-                        Some(job) => {
-                            crate::jobs::enqueue(tx, now, job).await?;
-                            ("processed", None)
-                        }
-                        None => (
-                            "ignored",
-                            Some("no meeting records on this platform".into()),
-                        ),
-                    }
-                }
-                _ => ("ignored", Some("no handler for this event type yet".into())),
-            },
+            .and_then(|p| self.parsers.parse(p, &body));
+        let (status, note): Outcome = match (event, platform) {
+            (Err(e), _) => ("failed", Some(e)),
             (Ok(_), None) => ("failed", Some("unknown platform".into())),
+            (Ok(event), Some(platform)) => match self.handlers.get(event.kind.name()) {
+                None => ("ignored", Some("no handler for this event type yet".into())),
+                Some(handler) => {
+                    let incoming = Incoming {
+                        org_id: row.get("org_id"),
+                        platform,
+                        inbox_id: inbox_id.to_string(),
+                        dedupe_key: row.get("dedupe_key"),
+                        event,
+                        now_ms: now,
+                        tz: row
+                            .get::<String, _>("timezone")
+                            .parse()
+                            .unwrap_or(chrono_tz::Asia::Shanghai),
+                    };
+                    handler.apply(tx, &incoming, fetched).await?
+                }
+            },
         };
         sqlx::query("UPDATE inbox SET status = $1, processed_at = $2, error = $3 WHERE id = $4")
             .bind(status)

@@ -15,8 +15,11 @@ use crate::security::Cipher;
 
 /// The job kind that delivers a card through the configured platform.
 pub const DELIVER: &str = "card.deliver";
+pub mod clicks;
 pub mod route;
 pub mod templates;
+
+pub use clicks::{CardClicks, ClickContext, ClickHandler, Purposes, CLICK};
 
 pub const MAX_FIELDS: usize = 6;
 pub const MAX_BUTTONS: usize = 6;
@@ -236,15 +239,15 @@ pub async fn record_click(
         return Ok(Click::UnknownCard);
     };
     use sqlx::Row;
-    let recipient: String = row.get("recipient_user_id");
-    if clicker_user_id != Some(recipient.as_str()) {
-        return Ok(Click::NotRecipient);
-    }
     // Buttons carry the same actions on every platform: any wording will do.
     let card = unseal(cipher, &row.get::<String, _>("content_enc"))
         .map_err(|e| Error::Internal(e.context(format!("card {card_id}"))))?;
     if !card.buttons.iter().any(|b| b.action == action) {
         return Ok(Click::UnknownCard);
+    }
+    let recipient: String = row.get("recipient_user_id");
+    if clicker_user_id != Some(recipient.as_str()) {
+        return Ok(Click::NotRecipient);
     }
     let window = crate::chat::card_update_window_ms(
         row.get::<Option<String>, _>("platform")
@@ -515,64 +518,18 @@ pub async fn show_status(
     Ok(changed == 1)
 }
 
-/// After the recipient's first click: the card's purpose decides what the click does.
+/// After the recipient's first click: the card's purpose decides what the click does,
+/// through the handler registered for it ([`Purposes`]).
 pub async fn dispatch_click(
     tx: &mut Tx,
-    cipher: &Cipher,
-    now_ms: i64,
-    org_id: &str,
-    card_id: &str,
-    action: &str,
-    clicker_user_id: &str,
+    purposes: &Purposes,
+    click: &ClickContext,
+    purpose: &str,
 ) -> Result<()> {
-    use sqlx::Row;
-    let row = sqlx::query("SELECT purpose, object_ref FROM cards WHERE id = $1 AND org_id = $2")
-        .bind(card_id)
-        .bind(org_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let purpose: String = row.get("purpose");
-    let object: Option<String> = row.get("object_ref");
-    let actor = crate::access::Actor {
-        kind: "user",
-        id: Some(clicker_user_id.to_string()),
+    let Some(handler) = purposes.get(purpose) else {
+        return Ok(());
     };
-    let Some(id) = object else { return Ok(()) };
-    let done = match purpose.as_str() {
-        crate::verification::attest::PURPOSE => crate::verification::attest::decide(
-            tx,
-            cipher,
-            now_ms,
-            org_id,
-            &id,
-            action == "confirm",
-            clicker_user_id,
-            &actor,
-        )
-        .await
-        .map(|_| ()),
-        crate::collab::requests::CARD_PURPOSE if action == "accept" => {
-            let tz: String = sqlx::query("SELECT timezone FROM organisations WHERE id = $1")
-                .bind(org_id)
-                .fetch_one(&mut **tx)
-                .await?
-                .get("timezone");
-            crate::collab::requests::step_in(
-                tx,
-                cipher,
-                now_ms,
-                org_id,
-                tz.parse().unwrap_or(chrono_tz::Asia::Shanghai),
-                &id,
-                clicker_user_id,
-                &crate::collab::requests::Step::Accept,
-            )
-            .await
-            .map(|_| ())
-        }
-        _ => Ok(()),
-    };
-    match done {
+    match handler.click(tx, click).await {
         // Someone else took the request, or the click is not theirs to make: the click is
         // recorded on the card and changes nothing else.
         Err(Error::Forbidden(_) | Error::Conflict(_)) => Ok(()),

@@ -128,6 +128,30 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The event kind's stable name (as serialised in `type`), e.g. `card_action`: the key
+    /// under which a capability registers its inbox handler.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::ExternalContactAdded { .. } => "external_contact_added",
+            EventKind::ExternalContactEdited { .. } => "external_contact_edited",
+            EventKind::ExternalContactRemoved { .. } => "external_contact_removed",
+            EventKind::ExternalContactTransferFailed { .. } => "external_contact_transfer_failed",
+            EventKind::UserCreated { .. } => "user_created",
+            EventKind::UserUpdated { .. } => "user_updated",
+            EventKind::UserDeleted { .. } => "user_deleted",
+            EventKind::DepartmentCreated { .. } => "department_created",
+            EventKind::DepartmentUpdated { .. } => "department_updated",
+            EventKind::DepartmentDeleted { .. } => "department_deleted",
+            EventKind::CardAction { .. } => "card_action",
+            EventKind::MenuClick { .. } => "menu_click",
+            EventKind::EnterApp { .. } => "enter_app",
+            EventKind::Message { .. } => "message",
+            EventKind::DirectoryChanged => "directory_changed",
+            EventKind::MeetingChanged { .. } => "meeting_changed",
+            EventKind::Unknown { .. } => "unknown",
+        }
+    }
+
     /// The organisation member the event is about or came from, if there is one.
     pub fn user_id(&self) -> Option<&str> {
         match self {
@@ -167,6 +191,34 @@ pub struct InboundEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_names_match_serde() {
+        for kind in [
+            EventKind::ExternalContactRemoved {
+                user_id: "a".into(),
+                external_user_id: "b".into(),
+                by_customer: true,
+            },
+            EventKind::UserDeleted {
+                user_id: "a".into(),
+            },
+            EventKind::DirectoryChanged,
+            EventKind::MeetingChanged {
+                meeting_id: "m".into(),
+                ended: true,
+            },
+            EventKind::CardAction {
+                user_id: "a".into(),
+                task_id: "t".into(),
+                action_key: "k".into(),
+                response_code: None,
+                card_type: None,
+            },
+        ] {
+            assert_eq!(serde_json::to_value(&kind).unwrap()["type"], kind.name());
+        }
+    }
 
     #[test]
     fn platform_names_match_serde() {

@@ -856,3 +856,54 @@ pub async fn assign(
     tx.commit().await?;
     Ok(())
 }
+
+/// Clicks on request cards: 确认收到并接受 (`accept`) takes the request on.
+pub struct CardClicks {
+    pub cipher: Cipher,
+}
+
+impl cards::ClickHandler for CardClicks {
+    fn customer<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        org_id: &'a str,
+        object: &'a str,
+    ) -> jobs::BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query(
+                    "SELECT customer_id FROM collab_requests WHERE id = $1 AND org_id = $2",
+                )
+                .bind(object)
+                .bind(org_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| r.get("customer_id")),
+            )
+        })
+    }
+
+    fn click<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        click: &'a cards::ClickContext,
+    ) -> jobs::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if click.action != "accept" {
+                return Ok(());
+            }
+            step_in(
+                tx,
+                &self.cipher,
+                click.now_ms,
+                &click.org_id,
+                click.tz,
+                &click.object,
+                &click.clicker,
+                &Step::Accept,
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+}

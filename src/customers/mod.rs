@@ -18,6 +18,8 @@ use crate::security::fields::CONTACT_NAME;
 use crate::security::{mask_phone, normalize_phone, Cipher};
 use crate::validate;
 
+pub mod events;
+
 pub const PHONE_CONTEXT: &str = "contact_phones.phone";
 pub const EMAIL_CONTEXT: &str = "contacts.email";
 /// Numbers written without a country code are read as Chinese numbers.

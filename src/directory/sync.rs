@@ -280,3 +280,121 @@ impl crate::jobs::Handler for SyncJob {
         })
     }
 }
+
+/// A member deleted on the platform (source `platform_event`, actor kind `platform`, the
+/// actor the member who left). Leaving moves no customer: hand-over is an ownership change.
+pub const MEMBER_LEFT: &str = "platform.member_left";
+
+/// The inbox handler of directory events: members created, updated or deleted one by
+/// one, and several changes at once (read the directory again).
+pub struct MemberEvents {
+    /// Per platform: where a member's details are read.
+    pub directories: HashMap<Platform, std::sync::Arc<dyn crate::chat::Directory>>,
+}
+
+impl MemberEvents {
+    async fn handle(
+        &self,
+        tx: &mut Tx,
+        ev: &crate::inbox::Incoming,
+        fetched: &serde_json::Value,
+    ) -> Result<crate::inbox::Outcome> {
+        use crate::chat::event::EventKind;
+        let (org_id, p, now) = (ev.org_id.as_str(), ev.platform, ev.now_ms);
+        match &ev.event.kind {
+            EventKind::UserDeleted { user_id } => {
+                if member_left(tx, now, org_id, p, user_id).await? {
+                    let member = user_of(tx, org_id, p, user_id).await?;
+                    let point = crate::tracking::NewPoint::from_platform(
+                        org_id,
+                        crate::tracking::ActorKind::Platform,
+                        member.as_deref(),
+                        None,
+                        MEMBER_LEFT,
+                        crate::tracking::Source::PlatformEvent,
+                        p.as_str(),
+                        &ev.dedupe_key,
+                        serde_json::json!({}),
+                    );
+                    crate::tracking::write_in(tx, now, &point, ev.tz).await?;
+                }
+                Ok(("processed", None))
+            }
+            EventKind::UserCreated { user_id } | EventKind::UserUpdated { user_id, .. } => {
+                let Ok(member) = serde_json::from_value::<Member>(fetched["member"].clone()) else {
+                    return Ok(("ignored", Some("no directory for this platform".into())));
+                };
+                if member.platform_id != *user_id {
+                    // The userid itself changed: move the identity first.
+                    sqlx::query(
+                        "UPDATE user_identities SET value = $1 WHERE org_id = $2 AND platform = $3 AND kind = $4 AND value = $5",
+                    )
+                    .bind(&member.platform_id)
+                    .bind(org_id)
+                    .bind(p.as_str())
+                    .bind(p.member_id_kind())
+                    .bind(user_id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                let (id, _) = upsert_member(tx, now, org_id, p, &member).await?;
+                set_leaders(tx, org_id, p, &id, &member.leaders).await?;
+                Ok(("processed", None))
+            }
+            EventKind::DirectoryChanged => {
+                crate::jobs::enqueue(
+                    tx,
+                    now,
+                    crate::jobs::NewJob::new(KIND, serde_json::json!({}))
+                        .org(org_id)
+                        .dedupe(format!("{KIND}:event:{}", ev.inbox_id)),
+                )
+                .await?;
+                Ok((
+                    "processed",
+                    Some("several changes at once: the directory is read again".into()),
+                ))
+            }
+            _ => Ok(("ignored", Some("not a directory event".into()))),
+        }
+    }
+}
+
+impl crate::inbox::EventHandler for MemberEvents {
+    fn fetch<'a>(
+        &'a self,
+        _org_id: &'a str,
+        platform: Platform,
+        event: &'a crate::chat::event::InboundEvent,
+    ) -> crate::jobs::BoxFuture<'a, std::result::Result<serde_json::Value, crate::jobs::JobError>>
+    {
+        use crate::chat::event::EventKind;
+        Box::pin(async move {
+            let Some(dir) = self.directories.get(&platform) else {
+                return Ok(serde_json::Value::Null);
+            };
+            match &event.kind {
+                EventKind::UserCreated { user_id } => {
+                    Ok(serde_json::json!({"member": dir.member(user_id).await?}))
+                }
+                EventKind::UserUpdated {
+                    user_id,
+                    new_user_id,
+                } => {
+                    let id = new_user_id.as_deref().unwrap_or(user_id);
+                    Ok(serde_json::json!({"member": dir.member(id).await?}))
+                }
+                _ => Ok(serde_json::Value::Null),
+            }
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        incoming: &'a crate::inbox::Incoming,
+        fetched: &'a serde_json::Value,
+    ) -> crate::jobs::BoxFuture<'a, Result<crate::inbox::Outcome>> {
+        Box::pin(self.handle(tx, incoming, fetched))
+    }
+}

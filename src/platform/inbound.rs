@@ -247,6 +247,7 @@ fn acts_on(kind: &EventKind) -> bool {
         kind,
         EventKind::CardAction { .. }
             | EventKind::ExternalContactAdded { .. }
+            | EventKind::ExternalContactRemoved { .. }
             | EventKind::UserCreated { .. }
             | EventKind::UserUpdated { .. }
             | EventKind::UserDeleted { .. }

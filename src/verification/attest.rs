@@ -294,3 +294,54 @@ pub async fn decide(
         Decided::Rejected
     })
 }
+
+/// Clicks on attestation cards: the superior's 确认 (`confirm`) or 驳回.
+pub struct CardClicks {
+    pub cipher: Cipher,
+}
+
+impl cards::ClickHandler for CardClicks {
+    fn customer<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        org_id: &'a str,
+        object: &'a str,
+    ) -> crate::jobs::BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(sqlx::query(
+                "SELECT p.customer_id FROM attestations a JOIN tracking_points p ON p.id = a.point_id \
+                 WHERE a.id = $1 AND a.org_id = $2",
+            )
+            .bind(object)
+            .bind(org_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .and_then(|r| r.get("customer_id")))
+        })
+    }
+
+    fn click<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        click: &'a cards::ClickContext,
+    ) -> crate::jobs::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let actor = Actor {
+                kind: "user",
+                id: Some(click.clicker.clone()),
+            };
+            decide(
+                tx,
+                &self.cipher,
+                click.now_ms,
+                &click.org_id,
+                &click.object,
+                click.action == "confirm",
+                &click.clicker,
+                &actor,
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+}

@@ -455,6 +455,20 @@ async fn an_attestation_is_confirmed_by_the_superiors_card_click() {
             .await,
         1
     );
+    // The superior's click is a point on the claim's customer.
+    let clicks: serde_json::Value = app
+        .get(&format!(
+            "/api/v1/events?customer={customer}&action=card.click"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let clicks = clicks["items"].as_array().unwrap();
+    assert_eq!(clicks.len(), 1, "{clicks:?}");
+    assert_eq!(clicks[0]["actor"], manager["id"]);
+    assert_eq!(clicks[0]["payload"]["purpose"], "attestation");
+    assert_eq!(clicks[0]["payload"]["button"], "confirm");
 }
 
 /// How long after a click a card can still show what became of its request depends on the

@@ -28,6 +28,7 @@ mod hardening_webhooks;
 mod inbound;
 mod jobs;
 mod ledger;
+mod ledger_points;
 mod meetings;
 mod ops;
 mod parity;

@@ -692,6 +692,21 @@ mod feishu {
         app.worker.drain().await.unwrap();
         assert_eq!(app.count("meeting_records").await, 1);
         assert_eq!(app.count("jobs WHERE status = 'dead'").await, 0);
+        // The end is one tracking point, however often it is reported.
+        let ended: Value = app
+            .get("/api/v1/events?action=platform.meeting_ended")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = ended["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{ended}");
+        assert_eq!(items[0]["source"], "platform_event");
+        assert_eq!(items[0]["actor_kind"], "platform");
+        assert_eq!(items[0]["platform"], "feishu");
+        assert_eq!(items[0]["customer"], Value::Null);
+        assert_eq!(items[0]["external_id"], "meeting_ended:7529416531681214468");
+        assert_eq!(items[0]["payload"]["meeting"], "7529416531681214468");
     }
 }
 
