@@ -4,6 +4,7 @@
 //! Writes go through one group-commit writer ([`Ledger`]): concurrent requests are
 //! collected into one transaction, so one fsync acknowledges many points durably.
 
+pub mod hooks;
 mod writer;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::validate;
 
+pub use hooks::{Deliveries, LedgerHooks};
 pub use writer::{upsert_in, write_in, Ledger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
