@@ -87,13 +87,13 @@ pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Resu
             counted_clause()
         );
         let count: i64 = sqlx::query(&sql)
-        .bind(&p.actor)
-        .bind(&p.customer)
-        .bind(&p.action)
-        .bind(since)
-        .fetch_one(&mut **tx)
-        .await?
-        .get("n");
+            .bind(&p.actor)
+            .bind(&p.customer)
+            .bind(&p.action)
+            .bind(since)
+            .fetch_one(&mut **tx)
+            .await?
+            .get("n");
         if count >= i64::from(a.repeat_limit) {
             out.refusal = Some(Refusal {
                 rule: REPEAT_LIMIT,

@@ -819,8 +819,7 @@ impl LedgerHooks for RuleHooks {
         at: i64,
     ) -> crate::jobs::BoxFuture<'a, crate::Result<String>> {
         Box::pin(async move {
-            let status =
-                crate::verification::claims::open(tx, rules, point, claim, at).await?;
+            let status = crate::verification::claims::open(tx, rules, point, claim, at).await?;
             Ok(status.as_str().to_string())
         })
     }

@@ -164,12 +164,12 @@ pub async fn figures(
         counted_clause()
     );
     let calls = sqlx::query(&sql)
-    .bind(org_id)
-    .bind(week.start_ms)
-    .bind(week.end_ms)
-    .bind(COUNTED_CLAIM.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+        .bind(org_id)
+        .bind(week.start_ms)
+        .bind(week.end_ms)
+        .bind(COUNTED_CLAIM.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
     for r in &calls {
         let c = by_rep.entry(r.get("actor_user_id")).or_default();
         c.calls = r.get("n");
@@ -185,12 +185,12 @@ pub async fn figures(
         counted_clause()
     );
     let links = sqlx::query(&sql)
-    .bind(org_id)
-    .bind(week.start_ms)
-    .bind(week.end_ms)
-    .bind(COUNTED_DOCUMENT)
-    .fetch_all(&mut *conn)
-    .await?;
+        .bind(org_id)
+        .bind(week.start_ms)
+        .bind(week.end_ms)
+        .bind(COUNTED_DOCUMENT)
+        .fetch_all(&mut *conn)
+        .await?;
     for r in &links {
         let c = by_rep.entry(r.get("sent_by")).or_default();
         c.sent = r.get("n");

@@ -645,12 +645,11 @@ pub async fn step_in_from(
 ) -> Result<bool> {
     let changed = apply_step(tx, cipher, now_ms, org_id, tz, id, user, step).await?;
     if changed {
-        let row = sqlx::query(
-            "SELECT customer_id, deal_id, type_key FROM collab_requests WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+        let row =
+            sqlx::query("SELECT customer_id, deal_id, type_key FROM collab_requests WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?;
         let point = crate::tracking::NewPoint {
             deal: row.get("deal_id"),
             ..crate::tracking::NewPoint::new(

@@ -26,6 +26,7 @@ mod hardening_signin;
 mod hardening_webhooks;
 mod jobs;
 mod ledger;
+mod ledger_rules;
 mod meetings;
 mod ops;
 mod parity;

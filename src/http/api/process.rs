@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::gates::{self, GateReport, Mover};
 use crate::http::{ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
-use crate::tracking;
 use crate::pipeline::Deal;
+use crate::tracking;
 use crate::verification::attest::{self, Attestation, NewAttestation};
 use crate::verification::claims::{self, Verification};
 
