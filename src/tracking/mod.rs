@@ -156,6 +156,7 @@ impl NewPoint {
     }
 
     /// A point a platform's callback caused, keyed by the platform's own id for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_platform(
         org_id: &str,
         actor_kind: ActorKind,

@@ -33,6 +33,7 @@ pub fn action_label(action: &str) -> Option<&'static str> {
         "collab.accept" => "接受协作请求",
         "collab.answer" => "答复协作请求",
         "collab.return" => "退回协作请求",
+        "collab.escalate" => "协作请求超时升级",
         "stage.advance" => "推进商机阶段",
         "stage.rollback" => "回退商机阶段",
         "deal.reassigned" => "商机转交",

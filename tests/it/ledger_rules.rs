@@ -272,6 +272,16 @@ async fn a_contact_day_is_one_point_updated_in_place() {
     assert_eq!(l.points("chat.day").await, 2);
 }
 
+/// action, source, actor kind, actor, customer, payload
+type StepRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 #[tokio::test]
 async fn collaboration_steps_are_points_from_where_they_were_taken() {
     let l = setup().await;
@@ -331,7 +341,7 @@ async fn collaboration_steps_are_points_from_where_they_were_taken() {
     .unwrap();
     tx.commit().await.unwrap();
     assert!(changed);
-    let rows: Vec<(String, String, String, Option<String>, Option<String>, String)> =
+    let rows: Vec<StepRow> =
         sqlx::query_as(
             "SELECT action, source, actor_kind, actor_user_id, customer_id, payload FROM tracking_points \
              WHERE action LIKE 'collab.%' ORDER BY occurred_at, id",
