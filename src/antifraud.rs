@@ -9,10 +9,12 @@
 //!   `ip_burst_window` are flagged (per rep, since an office shares one NAT address): an
 //!   audit entry and an alert card to the rep's direct superiors.
 //!
-//! Every hit is itself a tracking point (`rule.*`, source `system`).
+//! Every hit is itself a tracking point (`rule.*`, source `system`, actor kind `system`).
+//! What each rule counts is named by [`COUNTED_SOURCES`], [`COUNTED_ACTOR`] and
+//! [`BURST_REFUSED_ATTEMPTS`]: only the rep's own sidebar and API records.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::Row;
 
 use crate::access::authority::{self, Managed};
@@ -24,83 +26,33 @@ use crate::page::{Page, PageRequest};
 use crate::rules::RuleSet;
 use crate::security::fields::{self, LIFT_REASON};
 use crate::security::Cipher;
-use crate::tracking::{NewPoint, TrackingPoint};
+use crate::tracking::{ActorKind, NewPoint, Source};
 
-pub const REPEAT_LIMIT: &str = "rule.repeat_limit";
-pub const FROZEN: &str = "rule.frozen";
-pub const IP_BURST: &str = "rule.ip_burst";
+pub use crate::tracking::hooks::{Refusal, Screen, FROZEN, IP_BURST, REPEAT_LIMIT};
 
-/// What the rules say about one attempt.
-#[derive(Debug, Default)]
-pub struct Screen {
-    pub refusal: Option<Refusal>,
-    /// Records by this rep from this IP in the burst window, this one included, when
-    /// that reaches the threshold and the burst has not been flagged yet.
-    pub burst: Option<i64>,
-}
+/// The points the repeat limit and the IP burst count as a rep's own actions: those a
+/// member made from the sidebar or through the API. Card clicks, platform events,
+/// customers' and closeloop's own points never count.
+pub const COUNTED_SOURCES: [Source; 2] = [Source::Sidebar, Source::Api];
+/// ... and made by the member themself.
+pub const COUNTED_ACTOR: ActorKind = ActorKind::User;
+/// Besides the rep's guarded actions, the IP burst counts the rep's refused attempts,
+/// which the ledger records as these rule hits (written by the writer for a sidebar or
+/// API attempt, with its address).
+pub const BURST_REFUSED_ATTEMPTS: [&str; 2] = [REPEAT_LIMIT, FROZEN];
 
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// The rule-hit action written in place of the attempt.
-    pub rule: &'static str,
-    pub freeze: bool,
-    /// Records of this action on this customer in the window before this attempt.
-    pub count: i64,
-    pub limit: u32,
-    pub window: String,
-}
-
-impl Refusal {
-    pub fn payload(&self, attempted: &str) -> Value {
-        json!({
-            "attempted": attempted,
-            "refused": true,
-            "count_in_window": self.count,
-            "limit": self.limit,
-            "window": self.window,
-        })
-    }
-
-    /// The refusal a rule-hit point records (for answering retries the same way).
-    pub fn from_hit(p: &TrackingPoint) -> Option<Refusal> {
-        let rule = match p.action.as_str() {
-            REPEAT_LIMIT => REPEAT_LIMIT,
-            FROZEN => FROZEN,
-            _ => return None,
-        };
-        let num = |k: &str| p.payload.get(k).and_then(Value::as_i64).unwrap_or(0);
-        Some(Refusal {
-            rule,
-            freeze: rule == REPEAT_LIMIT,
-            count: num("count_in_window"),
-            limit: num("limit") as u32,
-            window: p
-                .payload
-                .get("window")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        })
-    }
-
-    pub fn error(&self) -> Error {
-        match self.rule {
-            REPEAT_LIMIT => Error::Refused {
-                code: "repeat_limit",
-                message: format!(
-                    "同一客户的同类动作在{}内已记录{}次（上限{}次），本次未记录；您对该客户的操作已冻结，请联系主管解除 \
-                     (the same action on this customer was already recorded {} times within {}; refused, and your actions on this customer are frozen until a manager lifts it)",
-                    self.window, self.count, self.limit, self.count, self.window
-                ),
-                details: json!({"rule": self.rule, "count_in_window": self.count, "limit": self.limit, "window": self.window, "frozen": true}),
-            },
-            _ => Error::Refused {
-                code: "action_frozen",
-                message: "您对该客户的操作已被冻结，请联系主管解除 (your actions on this customer are frozen until a manager lifts it)".into(),
-                details: json!({"rule": self.rule, "frozen": true}),
-            },
-        }
-    }
+/// `source IN (...) AND actor_kind = ...` for the counted points (constants only, so
+/// nothing of a request reaches the SQL text). The rule simulation replays the same points.
+pub fn counted_clause() -> String {
+    let sources = COUNTED_SOURCES
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "source IN ({sources}) AND actor_kind = '{}'",
+        COUNTED_ACTOR.as_str()
+    )
 }
 
 fn since_burst(at: i64, a: &crate::rules::AntifraudRules) -> i64 {
@@ -128,17 +80,20 @@ pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Resu
         });
     } else if a.repeat_limit > 0 {
         let since = at - a.repeat_window.as_millis() as i64;
-        let count: i64 = sqlx::query(
+        // The attempted action only, as the rep's own sidebar and API records of it.
+        let sql = format!(
             "SELECT COUNT(*) AS n FROM tracking_points WHERE actor_user_id = $1 AND customer_id = $2 \
-             AND action = $3 AND occurred_at > $4",
-        )
-        .bind(&p.actor)
-        .bind(&p.customer)
-        .bind(&p.action)
-        .bind(since)
-        .fetch_one(&mut **tx)
-        .await?
-        .get("n");
+             AND action = $3 AND occurred_at > $4 AND {}",
+            counted_clause()
+        );
+        let count: i64 = sqlx::query(&sql)
+            .bind(&p.actor)
+            .bind(&p.customer)
+            .bind(&p.action)
+            .bind(since)
+            .fetch_one(&mut **tx)
+            .await?
+            .get("n");
         if count >= i64::from(a.repeat_limit) {
             out.refusal = Some(Refusal {
                 rule: REPEAT_LIMIT,
@@ -150,24 +105,37 @@ pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Resu
         }
     }
     if let (Some(ip), true) = (&p.client_ip, a.ip_burst_count > 0) {
-        // Records are the rep's guarded actions (refused attempts included, as their
-        // rule hits); an integration's other events from its server are not counted.
-        let mut counted: Vec<&str> = rules
+        // Records are the rep's guarded actions from the sidebar and the API, and the
+        // rep's refused attempts (as their rule hits); an integration's other events from
+        // its server, card clicks and closeloop's own points are not counted.
+        let guarded: Vec<&str> = rules
             .actions
             .iter()
             .filter(|d| d.guarded)
             .map(|d| d.name.as_str())
             .collect();
-        counted.extend([REPEAT_LIMIT, FROZEN]);
-        let list = (0..counted.len())
-            .map(|i| format!("${}", i + 5))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut counted = guarded.clone();
+        counted.extend(BURST_REFUSED_ATTEMPTS);
+        let params = |from: usize, n: usize| {
+            (from..from + n)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let actions = if guarded.is_empty() {
+            "1 = 0".to_string()
+        } else {
+            format!("action IN ({})", params(5, guarded.len()))
+        };
+        let refused = params(5 + guarded.len(), BURST_REFUSED_ATTEMPTS.len());
         let sql = format!(
             "SELECT SUM(CASE WHEN action = $3 THEN 0 ELSE 1 END) AS n, \
                     SUM(CASE WHEN action = $3 THEN 1 ELSE 0 END) AS flagged \
              FROM tracking_points WHERE actor_user_id = $1 AND client_ip = $2 AND occurred_at > $4 \
-             AND (action = $3 OR action IN ({list}))"
+             AND (action = $3 OR ({actions} AND {counted}) \
+                  OR (action IN ({refused}) AND source = '{system}'))",
+            counted = counted_clause(),
+            system = Source::System.as_str(),
         );
         let mut q = sqlx::query(&sql)
             .bind(&p.actor)

@@ -23,7 +23,7 @@ use crate::platform::crypto::EncodingAesKey;
 use crate::platform::wecom::api::WecomApi;
 use crate::platform::wecom::dial;
 use crate::security::{load_or_create_key_file, Cipher, DataKey};
-use crate::tracking::Ledger;
+use crate::tracking::{Deliveries, Ledger, LedgerHooks};
 use crate::webhooks;
 
 pub struct App {
@@ -52,8 +52,15 @@ impl App {
         let rules = crate::rules::Rules::new(db.clone());
         let calendar = Arc::new(work_calendar(&config)?);
         crate::cards::templates::install(card_templates(&config)?);
-        let (ledger, ledger_task) =
-            Ledger::start(db.clone(), clock.clone(), rules.clone(), cipher.clone());
+        let hooks: Arc<dyn LedgerHooks> = Arc::new(RuleHooks);
+        crate::tracking::hooks::install(hooks.clone());
+        let (ledger, ledger_task) = Ledger::start(
+            db.clone(),
+            clock.clone(),
+            rules.clone(),
+            cipher.clone(),
+            hooks,
+        );
         let (inbox, inbox_task) = InboxWriter::start(db.clone(), clock.clone());
         let client = http_client(&config)?;
         // One API client per platform: its token cache (and single-flight refresh) is
@@ -840,6 +847,86 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// The rules and subscribers the ledger writer calls around each point: anti-fraud
+/// screens guarded actions and acts on its hits, a claimed call opens its verification,
+/// and every written point is offered to the webhook subscribers.
+struct RuleHooks;
+
+/// One transaction's webhook deliveries (the subscriber list looked up once per batch).
+struct WebhookDeliveries(webhooks::Subscribers);
+
+impl Deliveries for WebhookDeliveries {
+    fn enqueue<'a>(
+        &'a mut self,
+        tx: &'a mut crate::db::Tx,
+        at: i64,
+        org_id: &'a str,
+        point: &'a crate::tracking::TrackingPoint,
+    ) -> crate::jobs::BoxFuture<'a, crate::Result<()>> {
+        Box::pin(self.0.enqueue_point(tx, at, org_id, point))
+    }
+}
+
+impl LedgerHooks for RuleHooks {
+    fn screen<'a>(
+        &'a self,
+        tx: &'a mut crate::db::Tx,
+        rules: &'a crate::rules::RuleSet,
+        p: &'a crate::tracking::NewPoint,
+        at: i64,
+    ) -> crate::jobs::BoxFuture<'a, crate::Result<crate::antifraud::Screen>> {
+        Box::pin(crate::antifraud::screen(tx, rules, p, at))
+    }
+
+    fn refused<'a>(
+        &'a self,
+        tx: &'a mut crate::db::Tx,
+        at: i64,
+        p: &'a crate::tracking::NewPoint,
+        refusal: &'a crate::antifraud::Refusal,
+        hit: &'a crate::tracking::TrackingPoint,
+    ) -> crate::jobs::BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move {
+            if refusal.freeze {
+                crate::antifraud::freeze(tx, at, p, refusal, &hit.id).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn burst<'a>(
+        &'a self,
+        tx: &'a mut crate::db::Tx,
+        cipher: &'a Cipher,
+        at: i64,
+        p: &'a crate::tracking::NewPoint,
+        count: i64,
+        flag: &'a crate::tracking::TrackingPoint,
+    ) -> crate::jobs::BoxFuture<'a, crate::Result<()>> {
+        Box::pin(crate::antifraud::alert_burst(
+            tx, cipher, at, p, count, &flag.id,
+        ))
+    }
+
+    fn claimed<'a>(
+        &'a self,
+        tx: &'a mut crate::db::Tx,
+        rules: &'a crate::rules::RuleSet,
+        point: &'a crate::tracking::TrackingPoint,
+        claim: crate::rules::Claim,
+        at: i64,
+    ) -> crate::jobs::BoxFuture<'a, crate::Result<String>> {
+        Box::pin(async move {
+            let status = crate::verification::claims::open(tx, rules, point, claim, at).await?;
+            Ok(status.as_str().to_string())
+        })
+    }
+
+    fn deliveries(&self) -> Box<dyn Deliveries> {
+        Box::new(WebhookDeliveries(webhooks::Subscribers::default()))
+    }
 }
 
 #[cfg(test)]

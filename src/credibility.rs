@@ -17,7 +17,8 @@ use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
 use crate::jobs::{BoxFuture, ClaimedJob, JobError, TxJob};
 use crate::page::{Page, PageRequest};
-use crate::rules::{CredibilityRules, Rules};
+use crate::rules::{Claim, CredibilityRules, Rules};
+use crate::tracking::{ActorKind, Source};
 
 /// The weekly job; its schedule is [`CRON`] in the organisation's zone.
 pub const KIND: &str = "credibility.weekly";
@@ -28,6 +29,30 @@ pub const TASK_TITLE: &str = "《合规跟进指引》学习与行为复盘";
 pub const ALERT: &str = "credibility.alert";
 pub const NOTICE: &str = "credibility.review";
 const REVIEW_DUE_MS: i64 = 3 * 24 * 3600 * 1000;
+
+/// What the call ratio counts: the rep's claimed calls (points whose action claims
+/// `call`), made by the rep from the sidebar or the API.
+pub const COUNTED_CLAIM: Claim = Claim::Call;
+/// What the open ratio counts: links to documents of this kind, sent by the rep from the
+/// sidebar or the API (their `document.sent` points).
+pub const COUNTED_DOCUMENT: &str = "proposal";
+/// The sources of the rep's own records that credibility counts.
+pub const COUNTED_SOURCES: [Source; 2] = [Source::Sidebar, Source::Api];
+/// The actor kind of the counted records: the rep themself.
+pub const COUNTED_ACTOR: ActorKind = ActorKind::User;
+
+/// `p.source IN (...) AND p.actor_kind = ...` over the counted records' points `p`.
+fn counted_clause() -> String {
+    let sources = COUNTED_SOURCES
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "p.source IN ({sources}) AND p.actor_kind = '{}'",
+        COUNTED_ACTOR.as_str()
+    )
+}
 
 /// A Monday–Sunday week in the organisation's zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,34 +155,42 @@ pub async fn figures(
         opened: i64,
     }
     let mut by_rep: BTreeMap<String, Counts> = BTreeMap::new();
-    let calls = sqlx::query(
-        "SELECT actor_user_id, CAST(COUNT(*) AS BIGINT) AS n, \
-         CAST(SUM(CASE WHEN status IN ('verified', 'attested') THEN 1 ELSE 0 END) AS BIGINT) AS ok \
-         FROM point_verifications WHERE org_id = $1 AND claim = 'call' AND occurred_at >= $2 AND occurred_at < $3 \
-         GROUP BY actor_user_id",
-    )
-    .bind(org_id)
-    .bind(week.start_ms)
-    .bind(week.end_ms)
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = format!(
+        "SELECT v.actor_user_id, CAST(COUNT(*) AS BIGINT) AS n, \
+         CAST(SUM(CASE WHEN v.status IN ('verified', 'attested') THEN 1 ELSE 0 END) AS BIGINT) AS ok \
+         FROM point_verifications v JOIN tracking_points p ON p.id = v.point_id \
+         WHERE v.org_id = $1 AND v.claim = $4 AND v.occurred_at >= $2 AND v.occurred_at < $3 AND {} \
+         GROUP BY v.actor_user_id",
+        counted_clause()
+    );
+    let calls = sqlx::query(&sql)
+        .bind(org_id)
+        .bind(week.start_ms)
+        .bind(week.end_ms)
+        .bind(COUNTED_CLAIM.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
     for r in &calls {
         let c = by_rep.entry(r.get("actor_user_id")).or_default();
         c.calls = r.get("n");
         c.verified = r.get::<Option<i64>, _>("ok").unwrap_or(0);
     }
-    let links = sqlx::query(
+    let sql = format!(
         "SELECT l.sent_by, CAST(COUNT(*) AS BIGINT) AS n, \
          CAST(SUM(CASE WHEN l.first_opened_at IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS opened \
          FROM document_links l JOIN documents d ON d.id = l.document_id \
-         WHERE l.org_id = $1 AND d.kind = 'proposal' AND l.sent_at >= $2 AND l.sent_at < $3 \
+         JOIN tracking_points p ON p.id = l.sent_point_id \
+         WHERE l.org_id = $1 AND d.kind = $4 AND l.sent_at >= $2 AND l.sent_at < $3 AND {} \
          GROUP BY l.sent_by",
-    )
-    .bind(org_id)
-    .bind(week.start_ms)
-    .bind(week.end_ms)
-    .fetch_all(&mut *conn)
-    .await?;
+        counted_clause()
+    );
+    let links = sqlx::query(&sql)
+        .bind(org_id)
+        .bind(week.start_ms)
+        .bind(week.end_ms)
+        .bind(COUNTED_DOCUMENT)
+        .fetch_all(&mut *conn)
+        .await?;
     for r in &links {
         let c = by_rep.entry(r.get("sent_by")).or_default();
         c.sent = r.get("n");

@@ -73,6 +73,26 @@ impl<T> Page<T> {
         }
     }
 
+    /// As [`Page::from_rows`] for a list ordered by more than its id: the cursor holds
+    /// `key_of` of the last row (the list decodes it back from `PageRequest::after`).
+    pub fn from_rows_keyed(
+        mut rows: Vec<T>,
+        req: &PageRequest,
+        key_of: impl Fn(&T) -> String,
+    ) -> Self {
+        let more = rows.len() as i64 > req.limit;
+        rows.truncate(req.limit as usize);
+        let next_cursor = if more {
+            rows.last().map(|r| encode_cursor(&key_of(r)))
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+
     /// `rows` were fetched with `LIMIT limit + 1`; the extra row only says there is more.
     pub fn from_rows(mut rows: Vec<T>, req: &PageRequest, id_of: impl Fn(&T) -> &str) -> Self {
         let more = rows.len() as i64 > req.limit;

@@ -529,11 +529,14 @@ async fn replay_antifraud(
     let mut cursor = (start - 1, String::new());
     loop {
         let rows = sqlx::query(
-            "SELECT id, actor_user_id, customer_id, action, occurred_at, source, client_ip, \
+            &"SELECT id, actor_user_id, customer_id, action, occurred_at, source, client_ip, \
              CASE WHEN action = $5 OR action = $6 THEN payload ELSE NULL END AS payload \
              FROM tracking_points WHERE org_id = $1 AND occurred_at <= $4 \
              AND (occurred_at > $2 OR (occurred_at = $2 AND id > $3)) \
-             ORDER BY occurred_at, id LIMIT $7",
+             AND actor_user_id IS NOT NULL AND customer_id IS NOT NULL \
+             AND ((COUNTED) OR action IN ($5, $6, $8)) \
+             ORDER BY occurred_at, id LIMIT $7"
+                .replace("COUNTED", &crate::antifraud::counted_clause()),
         )
         .bind(org_id)
         .bind(cursor.0)
@@ -542,6 +545,7 @@ async fn replay_antifraud(
         .bind(REPEAT_LIMIT)
         .bind(FROZEN)
         .bind(BATCH)
+        .bind(IP_BURST)
         .fetch_all(&mut *conn)
         .await?;
         for r in &rows {

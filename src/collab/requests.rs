@@ -583,12 +583,91 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The step's name in its tracking point's action, `collab.<name>`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Accept => "accept",
+            Step::Answer { .. } => "answer",
+            Step::Return { .. } => "return",
+        }
+    }
+}
+
+/// The action of a step's tracking point: `collab.accept`, `collab.answer`, `collab.return`.
+pub fn step_action(step: &Step) -> String {
+    format!("collab.{}", step.name())
+}
+
+/// A step taken from a card click ([`step_in_from`] with source `card`).
+#[allow(clippy::too_many_arguments)]
+pub async fn step_in(
+    tx: &mut Tx,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    id: &str,
+    user: &str,
+    step: &Step,
+) -> Result<bool> {
+    step_in_from(
+        tx,
+        cipher,
+        now_ms,
+        org_id,
+        tz,
+        id,
+        user,
+        step,
+        crate::tracking::Source::Card,
+    )
+    .await
+}
+
 /// Applies one step inside the caller's transaction; `Ok(false)` when it changed nothing
 /// (a repeat). Authorisation: accepting needs to be a recipient of the request's cards
 /// (the assignee, or anyone in the queue while unclaimed); answering and returning need
-/// to be the assignee.
+/// to be the assignee. A step that changed the request is a tracking point
+/// (`collab.<step>`, by the user, on the request's customer, from `origin`), written in
+/// the same transaction.
 #[allow(clippy::too_many_arguments)]
-pub async fn step_in(
+pub async fn step_in_from(
+    tx: &mut Tx,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    id: &str,
+    user: &str,
+    step: &Step,
+    origin: crate::tracking::Source,
+) -> Result<bool> {
+    let changed = apply_step(tx, cipher, now_ms, org_id, tz, id, user, step).await?;
+    if changed {
+        let row =
+            sqlx::query("SELECT customer_id, deal_id, type_key FROM collab_requests WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?;
+        let point = crate::tracking::NewPoint {
+            deal: row.get("deal_id"),
+            ..crate::tracking::NewPoint::new(
+                org_id,
+                user,
+                &row.get::<String, _>("customer_id"),
+                &step_action(step),
+                origin,
+                json!({"request": id, "type": row.get::<String, _>("type_key")}),
+            )
+        };
+        crate::tracking::write_in(tx, now_ms, &point, tz).await?;
+    }
+    Ok(changed)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_step(
     tx: &mut Tx,
     cipher: &Cipher,
     now_ms: i64,
@@ -782,7 +861,8 @@ pub async fn step_in(
     }
 }
 
-/// One step as its own transaction, answering with the request as it is afterwards.
+/// One step as its own transaction (from the sidebar or the API: `origin`), answering
+/// with the request as it is afterwards.
 #[allow(clippy::too_many_arguments)]
 pub async fn step(
     db: &Db,
@@ -793,9 +873,10 @@ pub async fn step(
     id: &str,
     user: &str,
     s: &Step,
+    origin: crate::tracking::Source,
 ) -> Result<Request> {
     let mut tx = db.begin().await?;
-    step_in(&mut tx, cipher, now_ms, org_id, tz, id, user, s).await?;
+    step_in_from(&mut tx, cipher, now_ms, org_id, tz, id, user, s, origin).await?;
     tx.commit().await?;
     get(db, cipher, org_id, tz, id).await
 }

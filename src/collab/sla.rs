@@ -13,6 +13,8 @@ use crate::db::Tx;
 use crate::jobs::{BoxFuture, ClaimedJob, JobError, TxJob};
 
 pub const ESCALATION_PURPOSE: &str = "collab.escalation";
+/// The tracking point of an escalation (source and actor kind `system`).
+pub const ESCALATE_ACTION: &str = "collab.escalate";
 
 struct Pending {
     org: String,
@@ -21,6 +23,8 @@ struct Pending {
     assignee: Option<String>,
     initiator: String,
     customer: String,
+    customer_id: String,
+    timezone: String,
     acked: bool,
     overdue: bool,
 }
@@ -28,7 +32,8 @@ struct Pending {
 async fn load(tx: &mut Tx, id: &str) -> Result<Option<Pending>, JobError> {
     let row = sqlx::query(
         "SELECT r.org_id, r.title, r.status, r.assignee_user_id, r.initiator_user_id, r.acked_at, r.overdue_at, \
-         c.name AS customer FROM collab_requests r JOIN customers c ON c.id = r.customer_id WHERE r.id = $1",
+         c.name AS customer, r.customer_id, o.timezone FROM collab_requests r \
+         JOIN customers c ON c.id = r.customer_id JOIN organisations o ON o.id = r.org_id WHERE r.id = $1",
     )
     .bind(id)
     .fetch_optional(&mut **tx)
@@ -40,6 +45,8 @@ async fn load(tx: &mut Tx, id: &str) -> Result<Option<Pending>, JobError> {
         assignee: r.get("assignee_user_id"),
         initiator: r.get("initiator_user_id"),
         customer: r.get("customer"),
+        customer_id: r.get("customer_id"),
+        timezone: r.get("timezone"),
         acked: r.get::<Option<i64>, _>("acked_at").is_some(),
         overdue: r.get::<Option<i64>, _>("overdue_at").is_some(),
     }))
@@ -240,6 +247,24 @@ impl TxJob for SlaClock {
                 )
                 .await?;
             }
+            // The escalation is closeloop's step on the customer's request: a system point
+            // about the assignee (none while the request is still queued).
+            let tz: chrono_tz::Tz = p
+                .timezone
+                .parse()
+                .map_err(|e| JobError::GiveUp(format!("organisation time zone: {e}")))?;
+            let point = crate::tracking::NewPoint {
+                actor: p.assignee.clone(),
+                ..crate::tracking::NewPoint::new(
+                    &p.org,
+                    "",
+                    &p.customer_id,
+                    ESCALATE_ACTION,
+                    crate::tracking::Source::System,
+                    json!({"request": id, "escalated_to": bosses}),
+                )
+            };
+            crate::tracking::write_in(tx, now, &point, tz).await?;
             event(
                 tx,
                 now,

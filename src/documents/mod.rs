@@ -595,14 +595,18 @@ async fn count_open(db: &Db, now: i64, link: &sqlx::any::AnyRow, opener: &Opener
         let point = tracking::write_in(
             &mut tx,
             now,
-            &NewPoint::new(
-                &link.get::<String, _>("org_id"),
-                &link.get::<String, _>("sent_by"),
-                &link.get::<String, _>("customer_id"),
-                OPENED,
-                Source::System,
-                payload,
-            ),
+            // The customer acted; `actor` names the rep whose link it was.
+            &NewPoint {
+                actor_kind: tracking::ActorKind::Customer,
+                ..NewPoint::new(
+                    &link.get::<String, _>("org_id"),
+                    &link.get::<String, _>("sent_by"),
+                    &link.get::<String, _>("customer_id"),
+                    OPENED,
+                    Source::System,
+                    payload,
+                )
+            },
             tz,
         )
         .await?;

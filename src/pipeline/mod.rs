@@ -15,8 +15,7 @@ use crate::security::fields::{self, ROLLBACK_REASON};
 use crate::security::Cipher;
 use crate::validate;
 
-/// The first stage of the default rule set (seed: 初步咨询 → 需求确认 → …).
-pub const FIRST_STAGE: &str = "初步咨询";
+pub use crate::rules::FIRST_STAGE;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -308,7 +308,7 @@ impl Default for RuleSet {
         use EvidenceKind::*;
         RuleSet {
             stages: vec![
-                stage(crate::pipeline::FIRST_STAGE, Requirements::default()),
+                stage(FIRST_STAGE, Requirements::default()),
                 stage(
                     "需求确认",
                     Requirements {
@@ -676,6 +676,9 @@ impl RuleSet {
             .collect()
     }
 }
+
+/// The first stage of the default rule set (seed: 初步咨询 → 需求确认 → …).
+pub const FIRST_STAGE: &str = "初步咨询";
 
 /// Action prefixes closeloop writes itself (rule hits, document opens, stage moves, card clicks,
 /// platform events, collaboration steps, chat days); the

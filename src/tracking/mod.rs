@@ -4,6 +4,7 @@
 //! Writes go through one group-commit writer ([`Ledger`]): concurrent requests are
 //! collected into one transaction, so one fsync acknowledges many points durably.
 
+pub mod hooks;
 mod writer;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::validate;
 
+pub use hooks::{Deliveries, LedgerHooks};
 pub use writer::{upsert_in, write_in, Ledger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -468,6 +470,55 @@ pub async fn list(
         .await?;
     let points = rows.iter().map(|r| from_row(r, tz)).collect();
     Ok(Page::from_rows(points, page, |p| &p.id))
+}
+
+/// A customer's timeline: every point on the customer, in the order it happened (time,
+/// then id for points of the same millisecond). The cursor holds the last point's time
+/// and id. An unknown customer is not found.
+pub async fn timeline(
+    db: &Db,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    customer: &str,
+    page: &PageRequest,
+) -> Result<Page<TrackingPoint>> {
+    let known = sqlx::query("SELECT id FROM customers WHERE id = $1 AND org_id = $2")
+        .bind(customer)
+        .bind(org_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    if known.is_none() {
+        return Err(Error::NotFound { what: "customer" });
+    }
+    let (after_at, after_id) = match &page.after {
+        None => (i64::MIN, String::new()),
+        Some(c) => {
+            let bad = || Error::invalid("cursor is not one this server issued");
+            let (at, id) = c.split_once(':').ok_or_else(bad)?;
+            (at.parse::<i64>().map_err(|_| bad())?, id.to_string())
+        }
+    };
+    let rows = sqlx::query(&format!(
+        "{COLUMNS} WHERE org_id = $1 AND customer_id = $2 \
+         AND (occurred_at > $3 OR (occurred_at = $3 AND id > $4)) \
+         ORDER BY occurred_at, id LIMIT $5"
+    ))
+    .bind(org_id)
+    .bind(customer)
+    .bind(after_at)
+    .bind(&after_id)
+    .bind(page.limit + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    let points: Vec<(i64, TrackingPoint)> = rows
+        .iter()
+        .map(|r| (r.get::<i64, _>("occurred_at"), from_row(r, tz)))
+        .collect();
+    let page = Page::from_rows_keyed(points, page, |(at, p)| format!("{at}:{}", p.id));
+    Ok(Page {
+        items: page.items.into_iter().map(|(_, p)| p).collect(),
+        next_cursor: page.next_cursor,
+    })
 }
 
 pub async fn get(db: &Db, org_id: &str, tz: chrono_tz::Tz, id: &str) -> Result<TrackingPoint> {

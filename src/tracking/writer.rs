@@ -10,14 +10,13 @@ use tokio::task::JoinHandle;
 
 use std::sync::Arc;
 
-use super::{check, from_row, point_fields, NewPoint, Recorded, Source, TrackingPoint};
-use crate::antifraud;
+use super::hooks::{self, Deliveries, LedgerHooks, Refusal, IP_BURST};
+use super::{check, from_row, point_fields, ActorKind, NewPoint, Recorded, Source, TrackingPoint};
 use crate::clock::SharedClock;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
 use crate::rules::{RuleSet, Rules};
 use crate::security::Cipher;
-use crate::webhooks::Subscribers;
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
@@ -41,15 +40,23 @@ pub struct Ledger {
 
 impl Ledger {
     /// `cipher` seals the alert cards an IP burst sends; points themselves are never
-    /// encrypted (their payloads hold ids only).
+    /// encrypted (their payloads hold ids only). `hooks` are the rules and subscribers
+    /// the writer calls around each point (built at start-up).
     pub fn start(
         db: Db,
         clock: SharedClock,
         rules: Rules,
         cipher: Cipher,
+        hooks: Arc<dyn LedgerHooks>,
     ) -> (Ledger, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(db.clone(), clock, cipher, rx));
+        let writer = Writer {
+            db: db.clone(),
+            clock,
+            cipher,
+            hooks,
+        };
+        let task = tokio::spawn(run(writer, rx));
         (Ledger { queue, db, rules }, task)
     }
 
@@ -150,7 +157,15 @@ fn request_hash(p: &NewPoint) -> String {
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
-async fn run(db: Db, clock: SharedClock, cipher: Cipher, mut rx: mpsc::Receiver<Job>) {
+/// What the writer task holds.
+struct Writer {
+    db: Db,
+    clock: SharedClock,
+    cipher: Cipher,
+    hooks: Arc<dyn LedgerHooks>,
+}
+
+async fn run(w: Writer, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -160,13 +175,13 @@ async fn run(db: Db, clock: SharedClock, cipher: Cipher, mut rx: mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        write_batch(&db, &clock, &cipher, &mut batch).await;
+        write_batch(&w, &mut batch).await;
     }
 }
 
-async fn write_batch(db: &Db, clock: &SharedClock, cipher: &Cipher, batch: &mut Vec<Job>) {
+async fn write_batch(w: &Writer, batch: &mut Vec<Job>) {
     let size = batch.len();
-    match write_all(db, clock, cipher, batch).await {
+    match write_all(w, batch).await {
         Ok(results) => {
             metrics::counter!("closeloop_ledger_writes_total").increment(size as u64);
             metrics::histogram!("closeloop_ledger_batch_size").record(size as f64);
@@ -179,7 +194,7 @@ async fn write_batch(db: &Db, clock: &SharedClock, cipher: &Cipher, batch: &mut 
             tracing::warn!(error = %e, size, "ledger batch failed; writing points one by one");
             for job in batch.drain(..) {
                 let one = std::slice::from_ref(&job);
-                let result = match write_all(db, clock, cipher, one).await {
+                let result = match write_all(w, one).await {
                     Ok(mut r) => r.pop().unwrap_or_else(|| {
                         Err(Error::Internal(anyhow::anyhow!("empty ledger result")))
                     }),
@@ -196,27 +211,21 @@ async fn write_batch(db: &Db, clock: &SharedClock, cipher: &Cipher, batch: &mut 
 
 /// Writes every job in one transaction. Per-job refusals (an idempotency key reused
 /// with a different request) are results; database failures abort the whole batch.
-async fn write_all(
-    db: &Db,
-    clock: &SharedClock,
-    cipher: &Cipher,
-    jobs: &[Job],
-) -> Result<Vec<Result<Recorded>>> {
-    let mut tx = db.begin().await?;
+async fn write_all(w: &Writer, jobs: &[Job]) -> Result<Vec<Result<Recorded>>> {
+    let mut tx = w.db.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
-    let mut subscribers = Subscribers::default();
+    let mut deliveries = w.hooks.deliveries();
     for job in jobs {
-        results.push(write_one(&mut tx, clock, cipher, &mut subscribers, job).await?);
+        results.push(write_one(w, &mut tx, deliveries.as_mut(), job).await?);
     }
     tx.commit().await?;
     Ok(results)
 }
 
 async fn write_one(
+    w: &Writer,
     tx: &mut Tx,
-    clock: &SharedClock,
-    cipher: &Cipher,
-    subscribers: &mut Subscribers,
+    deliveries: &mut dyn Deliveries,
     job: &Job,
 ) -> Result<Result<Recorded>> {
     let p = &job.point;
@@ -227,28 +236,27 @@ async fn write_one(
             return Ok(earlier);
         }
     }
-    let at = clock.now_ms();
+    let at = w.clock.now_ms();
     let def = job.rules.as_ref().and_then(|r| r.action(&p.action));
     let screen = match (&job.rules, def) {
-        (Some(rules), Some(d)) if d.guarded => antifraud::screen(tx, rules, p, at).await?,
-        _ => antifraud::Screen::default(),
+        (Some(rules), Some(d)) if d.guarded => w.hooks.screen(tx, rules, p, at).await?,
+        _ => hooks::Screen::default(),
     };
     let mut written = Vec::with_capacity(2);
     let result = match &screen.refusal {
         Some(refusal) => {
-            // The refused attempt is itself a point: the rule hit, with the request's key
-            // so that a retry gets the same answer.
+            // The refused attempt is itself a point: the rule hit (closeloop's, about the
+            // rep), with the request's key so that a retry gets the same answer.
             let hit = NewPoint {
                 action: refusal.rule.into(),
                 payload: refusal.payload(&p.action),
                 source: Source::System,
+                actor_kind: ActorKind::System,
                 after: None,
                 ..p.clone()
             };
             let point = insert(tx, &hit, at, hash.as_deref(), job.tz).await?;
-            if refusal.freeze {
-                antifraud::freeze(tx, at, p, refusal, &point.id).await?;
-            }
+            w.hooks.refused(tx, at, p, refusal, &point).await?;
             let err = refusal.error();
             written.push(point);
             Err(err)
@@ -256,9 +264,7 @@ async fn write_one(
         None => {
             let mut point = insert(tx, p, at, hash.as_deref(), job.tz).await?;
             if let (Some(rules), Some(claim)) = (&job.rules, def.and_then(|d| d.claim)) {
-                let status =
-                    crate::verification::claims::open(tx, rules, &point, claim, at).await?;
-                point.verification = status.as_str().to_string();
+                point.verification = w.hooks.claimed(tx, rules, &point, claim, at).await?;
             }
             if let Some(after) = &p.after {
                 after.0.apply(tx, &point).await?;
@@ -269,20 +275,21 @@ async fn write_one(
     };
     if let Some(count) = screen.burst {
         let flag = NewPoint {
-            action: antifraud::IP_BURST.into(),
+            action: IP_BURST.into(),
             payload: serde_json::json!({"attempted": p.action, "records_in_window": count}),
             source: Source::System,
+            actor_kind: ActorKind::System,
             idempotency_key: None,
             after: None,
             ..p.clone()
         };
         let point = insert(tx, &flag, at, None, job.tz).await?;
-        antifraud::alert_burst(tx, cipher, at, p, count, &point.id).await?;
+        w.hooks.burst(tx, &w.cipher, at, p, count, &point).await?;
         written.push(point);
     }
     // Deliveries commit with the points: a point is never without its webhooks.
     for point in &written {
-        subscribers.enqueue_point(tx, at, &p.org_id, point).await?;
+        deliveries.enqueue(tx, at, &p.org_id, point).await?;
     }
     Ok(result)
 }
@@ -366,7 +373,7 @@ async fn replay(
         ))));
     }
     let point = from_row(&row, tz);
-    if let Some(refusal) = antifraud::Refusal::from_hit(&point) {
+    if let Some(refusal) = Refusal::from_hit(&point) {
         return Ok(Some(Err(refusal.error())));
     }
     Ok(Some(Ok(Recorded::Replayed(point))))
@@ -387,9 +394,9 @@ pub async fn write_in(
     if let Some(earlier) = by_external_id(tx, p, tz).await? {
         return Ok(earlier);
     }
+    let mut deliveries = hooks::installed()?.deliveries();
     let point = insert(tx, p, at, None, tz).await?;
-    let mut subscribers = Subscribers::default();
-    subscribers.enqueue_point(tx, at, &p.org_id, &point).await?;
+    deliveries.enqueue(tx, at, &p.org_id, &point).await?;
     Ok(point)
 }
 

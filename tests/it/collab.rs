@@ -261,9 +261,29 @@ async fn overdue_requests_turn_red_remind_the_assignee_and_escalate_to_the_super
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["opened", "ack_reminded", "overdue", "escalated"]);
+    // The escalation is closeloop's point on the customer, about the assignee.
+    let escalations = || async {
+        sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(
+            "SELECT actor_kind, source, actor_user_id, customer_id FROM tracking_points \
+             WHERE action = 'collab.escalate'",
+        )
+        .fetch_all(&t.app.db.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        escalations().await,
+        [(
+            "system".to_string(),
+            "system".to_string(),
+            Some(t.presales.clone()),
+            Some(t.customer.clone())
+        )]
+    );
     // The timer fired once: running again changes nothing.
     t.app.worker.drain().await.unwrap();
     assert_eq!(t.cards_to(&t.presales_boss, "collab.escalation").await, 1);
+    assert_eq!(escalations().await.len(), 1);
 }
 
 #[tokio::test]

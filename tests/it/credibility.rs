@@ -74,9 +74,23 @@ async fn proposal_link(app: &TestApp, rep: &str, customer: &str, at: i64, opened
     .execute(&app.db.pool)
     .await
     .unwrap();
+    // Sending writes the rep's `document.sent` point (from the sidebar), as a send does.
+    let sent = new_id();
+    sqlx::query(
+        "INSERT INTO tracking_points (id, org_id, actor_user_id, customer_id, action, occurred_at, source, actor_kind, verification) \
+         VALUES ($1, $2, $3, $4, 'document.sent', $5, 'sidebar', 'user', 'not_applicable')",
+    )
+    .bind(&sent)
+    .bind(&app.org_id)
+    .bind(rep)
+    .bind(customer)
+    .bind(at)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO document_links (id, org_id, document_id, customer_id, token_hash, sent_by, sent_at, expires_at, \
-         first_opened_at, open_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         first_opened_at, open_count, sent_point_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(new_id())
     .bind(&app.org_id)
@@ -88,6 +102,7 @@ async fn proposal_link(app: &TestApp, rep: &str, customer: &str, at: i64, opened
     .bind(at + 30 * 86_400_000)
     .bind(opened.then_some(at + 3_600_000))
     .bind(i64::from(opened))
+    .bind(&sent)
     .execute(&app.db.pool)
     .await
     .unwrap();

@@ -118,7 +118,14 @@ async fn a_card_click_is_one_point_on_the_customers_timeline_even_when_retried()
     assert_eq!(accepted["status"], "accepted", "the click took effect");
 
     let timeline = points(&app, &format!("customer={customer}")).await;
-    assert_eq!(timeline.len(), before.len() + 1, "one point for the click");
+    // The click, and the step it took (the request accepted from a card), once each.
+    assert_eq!(timeline.len(), before.len() + 2, "one point for the click");
+    let mut added: Vec<(&str, &str)> = timeline[before.len()..]
+        .iter()
+        .map(|p| (p["action"].as_str().unwrap(), p["source"].as_str().unwrap()))
+        .collect();
+    added.sort();
+    assert_eq!(added, [("card.click", "card"), ("collab.accept", "card")]);
     assert_eq!(
         timeline[..before.len()]
             .iter()
@@ -127,7 +134,10 @@ async fn a_card_click_is_one_point_on_the_customers_timeline_even_when_retried()
         before.iter().map(|p| &p["id"]).collect::<Vec<_>>(),
         "the click comes after what came before"
     );
-    let p = timeline.last().unwrap();
+    let p = timeline
+        .iter()
+        .find(|p| p["action"] == "card.click")
+        .unwrap();
     assert_eq!(p["action"], "card.click");
     assert_eq!(p["source"], "card");
     assert_eq!(p["actor_kind"], "user");

@@ -6,6 +6,7 @@ mod helpers;
 
 mod api_directory;
 mod api_events;
+mod architecture;
 mod browser;
 mod callbacks;
 mod cards;
@@ -29,6 +30,7 @@ mod inbound;
 mod jobs;
 mod ledger;
 mod ledger_points;
+mod ledger_rules;
 mod meetings;
 mod ops;
 mod parity;

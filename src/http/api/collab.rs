@@ -102,6 +102,7 @@ pub async fn step(
             &id,
             &b.actor,
             &st,
+            crate::tracking::Source::Api,
         )
         .await?,
     ))

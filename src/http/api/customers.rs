@@ -120,3 +120,17 @@ pub async fn owners(
     let items = customers::ownership_history(&s.db, &s.cipher, &p.org_id, &id).await?;
     Ok(Json(Page::whole(items)))
 }
+
+#[utoipa::path(get, path = "/api/v1/customers/{id}/timeline", tag = "customers",
+    params(PageParams),
+    responses((status = 200, description = "The customer's tracking points in the order they happened (time, then id)", body = Page<crate::tracking::TrackingPoint>), super::ReadErrors))]
+pub async fn timeline(
+    State(s): State<AppState>,
+    Reader(p): Reader,
+    Path(id): Path<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Page<crate::tracking::TrackingPoint>>> {
+    Ok(Json(
+        crate::tracking::timeline(&s.db, &p.org_id, p.tz, &id, &page.validate()?).await?,
+    ))
+}

@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(customers::add_contact),
         )
         .route("/customers/{id}/owners", get(customers::owners))
+        .route("/customers/{id}/timeline", get(customers::timeline))
         .route(
             "/customers/{id}/external-ids",
             axum::routing::post(customers::add_external_id),
@@ -182,7 +183,7 @@ impl Modify for BearerAuth {
     paths(
         users::list, users::create, users::get, users::update,
         customers::list, customers::create, customers::get, customers::update,
-        customers::add_contact, customers::owners, customers::add_external_id,
+        customers::add_contact, customers::owners, customers::add_external_id, customers::timeline,
         deals::list_leads, deals::create_lead,
         deals::list, deals::create, deals::get, deals::update,
         events::list, events::record, events::get,

@@ -15,6 +15,7 @@ use crate::gates::{self, GateReport, Mover};
 use crate::http::{ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
 use crate::pipeline::Deal;
+use crate::tracking;
 use crate::verification::attest::{self, Attestation, NewAttestation};
 use crate::verification::claims::{self, Verification};
 
@@ -339,6 +340,8 @@ pub async fn chat_count(
             b.customer
         )));
     }
+    let now = s.clock.now_ms();
+    let mut tx = s.db.begin().await?;
     sqlx::query(
         "INSERT INTO chat_message_days (org_id, user_id, customer_id, day, messages, source, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org_id, user_id, customer_id, day) \
@@ -350,8 +353,31 @@ pub async fn chat_count(
     .bind(&b.day)
     .bind(b.messages)
     .bind(&b.source)
-    .bind(s.clock.now_ms())
-    .execute(&s.db.pool)
+    .bind(now)
+    .execute(&mut *tx)
     .await?;
+    // One point per contact-day, updated in place as the count changes.
+    tracking::upsert_in(&mut tx, now, &chat_day_point(&p.org_id, &b), p.tz).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The action of a contact-day's point.
+pub const CHAT_DAY: &str = "chat.day";
+
+/// The tracking point for one rep's messages with one customer on one day: keyed by
+/// `<user>:<customer>:<day>` (the count's own key), so a new count for the same day
+/// updates it rather than adding another.
+fn chat_day_point(org_id: &str, b: &ChatCount) -> tracking::NewPoint {
+    tracking::NewPoint {
+        external_id: Some(format!("{}:{}:{}", b.user, b.customer, b.day)),
+        ..tracking::NewPoint::new(
+            org_id,
+            &b.user,
+            &b.customer,
+            CHAT_DAY,
+            tracking::Source::Api,
+            serde_json::json!({"day": b.day, "messages": b.messages, "source": b.source}),
+        )
+    }
 }

@@ -983,6 +983,7 @@ async fn step_request(
             &id,
             &session.user_id,
             &st,
+            crate::tracking::Source::Sidebar,
         )
         .await?,
     ))

@@ -8,3 +8,4 @@ pub mod health;
 pub mod session;
 pub mod sidebar;
 pub mod sidebar_tools;
+pub mod timeline;

@@ -490,7 +490,7 @@ fn verification_label(status: &str) -> Option<&'static str> {
 }
 
 /// `GET /sidebar/customers/{id}`: the customer, their open deals and what the next stage
-/// still needs, the last touches, a freeze banner, the phone numbers (masked) and the
+/// still needs, the last touches, the customer's timeline (the ledger), a freeze banner, the phone numbers (masked) and the
 /// action buttons of the rule set in force.
 async fn customer_page(
     State(s): State<AppState>,
@@ -536,6 +536,7 @@ async fn customer_page(
     );
     body.push_str(&deals_section(&s, &rules, &viewer, org, &id).await?);
     body.push_str(&touches_section(&s, &viewer, org, &id, tz).await?);
+    body.push_str(&crate::http::pages::timeline::section(&s, org, &id, tz).await?);
     body.push_str(&contacts_section(&customer));
     Ok(Html {
         title: customer.name.clone(),
