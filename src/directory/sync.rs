@@ -236,6 +236,22 @@ pub async fn full_sync(
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // A departure found by reading the directory: closeloop's own finding about
+            // the member, once (only active members are compared).
+            let point = crate::tracking::NewPoint {
+                actor_kind: crate::tracking::ActorKind::Platform,
+                customer: None,
+                platform: Some(platform.as_str().into()),
+                ..crate::tracking::NewPoint::new(
+                    org_id,
+                    id,
+                    "",
+                    MEMBER_LEFT,
+                    crate::tracking::Source::System,
+                    serde_json::json!({"via": "directory_sync"}),
+                )
+            };
+            crate::tracking::write_in(&mut tx, now_ms, &point, chrono_tz::UTC).await?;
         }
         out.left = missing.len();
     }

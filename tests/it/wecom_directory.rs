@@ -117,8 +117,39 @@ async fn the_directory_syncs_in_full_and_incrementally_and_keeps_roles() {
     .await
     .unwrap();
     app.worker.drain().await.unwrap();
-    assert_eq!(user_by_wecom_id(&app, "zhaojf").await["status"], "left");
+    let zhao = user_by_wecom_id(&app, "zhaojf").await;
+    assert_eq!(zhao["status"], "left");
     assert_eq!(user_by_wecom_id(&app, "liming").await["name"], "李明明");
+    // The departure the sync found is a point about the member, once: a second sync of the
+    // same listing compares active members only.
+    let left_points = || async {
+        let page: serde_json::Value = app
+            .get(&format!(
+                "/api/v1/events?actor={}&action=platform.member_left",
+                zhao["id"].as_str().unwrap()
+            ))
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["items"].as_array().unwrap().clone()
+    };
+    let points = left_points().await;
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0]["source"], "system");
+    assert_eq!(points[0]["actor_kind"], "platform");
+    assert_eq!(points[0]["platform"], "wecom");
+    assert_eq!(points[0]["customer"], serde_json::Value::Null);
+    assert_eq!(points[0]["payload"], json!({"via": "directory_sync"}));
+    closeloop::jobs::enqueue_now(
+        &app.db,
+        chrono::Utc::now().timestamp_millis(),
+        closeloop::jobs::NewJob::new("directory.sync", json!({})).org(&app.org_id),
+    )
+    .await
+    .unwrap();
+    app.worker.drain().await.unwrap();
+    assert_eq!(left_points().await.len(), 1);
     assert_eq!(
         user_by_wecom_id(&app, "liming").await["roles"],
         json!(["sales"])
