@@ -91,6 +91,7 @@ impl App {
                 feishu: feishu_api.clone(),
             },
             &rules,
+            &inbox,
         )
         .await?;
         let wecom = match &config.wecom {
@@ -326,6 +327,7 @@ async fn build_worker(
     org: &orgs::Org,
     apis: PlatformApis,
     rules: &crate::rules::Rules,
+    inbox: &InboxWriter,
 ) -> anyhow::Result<Worker> {
     let PlatformApis {
         wecom: wecom_api,
@@ -565,6 +567,7 @@ async fn build_worker(
         handlers.register(kind, members.clone());
     }
     handlers.register("meeting_changed", Arc::new(crate::platform::MeetingEvents));
+    inbox.set_handled(handlers.kinds());
     registry.register(
         crate::inbox::PROCESS,
         crate::inbox::Process {

@@ -23,6 +23,9 @@ const BODY_CONTEXT: &str = "inbox.body";
 #[derive(Clone)]
 pub struct InboxWriter {
     queue: mpsc::Sender<(Owned, oneshot::Sender<Result<Option<String>>>)>,
+    /// The event kinds a capability registered a handler for (see [`Handlers`]), set once
+    /// at start-up; callbacks of other kinds are kept as `ignored` and cost no job.
+    handled: std::sync::Arc<std::sync::OnceLock<std::collections::HashSet<&'static str>>>,
 }
 
 const MAX_BATCH: usize = 256;
@@ -46,6 +49,17 @@ struct Owned {
 pub const PROCESS: &str = "inbox.process";
 
 impl InboxWriter {
+    /// Tells the writer which event kinds are handled (once, when the handlers are built).
+    pub fn set_handled(&self, kinds: std::collections::HashSet<&'static str>) {
+        let _ = self.handled.set(kinds);
+    }
+
+    /// Whether a capability handles events of `kind`; before the handlers are known, every
+    /// kind is processed (processing marks the unhandled ones `ignored`).
+    pub fn handles(&self, kind: &str) -> bool {
+        self.handled.get().is_none_or(|k| k.contains(kind))
+    }
+
     pub fn start(db: Db, clock: crate::clock::SharedClock) -> (InboxWriter, JoinHandle<()>) {
         let (queue, mut rx) =
             mpsc::channel::<(Owned, oneshot::Sender<Result<Option<String>>>)>(4096);
@@ -79,7 +93,13 @@ impl InboxWriter {
                 }
             }
         });
-        (InboxWriter { queue }, task)
+        (
+            InboxWriter {
+                queue,
+                handled: Default::default(),
+            },
+            task,
+        )
     }
 
     /// Writes the entry durably; `None` when an entry with the same dedupe key exists.
@@ -314,6 +334,11 @@ pub trait EventHandler: Send + Sync + 'static {
 pub struct Handlers(std::collections::HashMap<&'static str, std::sync::Arc<dyn EventHandler>>);
 
 impl Handlers {
+    /// The event kinds handled.
+    pub fn kinds(&self) -> std::collections::HashSet<&'static str> {
+        self.0.keys().copied().collect()
+    }
+
     pub fn register(&mut self, kind: &'static str, handler: std::sync::Arc<dyn EventHandler>) {
         self.0.insert(kind, handler);
     }

@@ -177,9 +177,9 @@ pub async fn receive<R, I: Inbound<R> + ?Sized>(
     };
     let (event_type, summary, status, error, ordering_key) = match &entry.content {
         Content::Event(event) => {
-            // Events closeloop does not act on (yet) are kept, marked as such, and cost
-            // no processing job.
-            let (status, note) = if acts_on(&event.kind) {
+            // Events no capability registered a handler for are kept, marked as such, and
+            // cost no processing job.
+            let (status, note) = if inbox.handles(event.kind.name()) {
                 ("received", None)
             } else {
                 ("ignored", Some("no handler for this event type yet"))
@@ -239,21 +239,6 @@ pub async fn receive<R, I: Inbound<R> + ?Sized>(
         }
     };
     Ok(Received { outcome, ack })
-}
-
-/// The events closeloop acts on so far (each platform sends only some of them).
-fn acts_on(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::CardAction { .. }
-            | EventKind::ExternalContactAdded { .. }
-            | EventKind::ExternalContactRemoved { .. }
-            | EventKind::UserCreated { .. }
-            | EventKind::UserUpdated { .. }
-            | EventKind::UserDeleted { .. }
-            | EventKind::MeetingChanged { .. }
-            | EventKind::DirectoryChanged
-    )
 }
 
 /// Which callbacks must be processed in arrival order: clicks on one card, changes of one
@@ -423,7 +408,6 @@ mod tests {
             ordering_key("dingtalk", &EventKind::DirectoryChanged).as_deref(),
             Some("dingtalk:directory")
         );
-        assert!(!acts_on(&EventKind::DepartmentCreated { id: "1".into() }));
     }
 
     #[test]
