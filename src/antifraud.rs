@@ -44,15 +44,7 @@ pub const BURST_REFUSED_ATTEMPTS: [&str; 2] = [REPEAT_LIMIT, FROZEN];
 /// `source IN (...) AND actor_kind = ...` for the counted points (constants only, so
 /// nothing of a request reaches the SQL text). The rule simulation replays the same points.
 pub fn counted_clause() -> String {
-    let sources = COUNTED_SOURCES
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "source IN ({sources}) AND actor_kind = '{}'",
-        COUNTED_ACTOR.as_str()
-    )
+    crate::tracking::counted_clause("", &COUNTED_SOURCES, COUNTED_ACTOR)
 }
 
 fn since_burst(at: i64, a: &crate::rules::AntifraudRules) -> i64 {

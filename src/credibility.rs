@@ -43,15 +43,7 @@ pub const COUNTED_ACTOR: ActorKind = ActorKind::User;
 
 /// `p.source IN (...) AND p.actor_kind = ...` over the counted records' points `p`.
 fn counted_clause() -> String {
-    let sources = COUNTED_SOURCES
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "p.source IN ({sources}) AND p.actor_kind = '{}'",
-        COUNTED_ACTOR.as_str()
-    )
+    crate::tracking::counted_clause("p.", &COUNTED_SOURCES, COUNTED_ACTOR)
 }
 
 /// A Monday–Sunday week in the organisation's zone.

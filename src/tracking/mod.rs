@@ -77,6 +77,21 @@ impl ActorKind {
     }
 }
 
+/// `<alias>source IN (...) AND <alias>actor_kind = '...'`: the SQL condition for the points
+/// a rule counts as a member's own records (`alias` is `""` or a table alias with its dot).
+/// Built from constants only, so nothing of a request reaches the SQL text.
+pub fn counted_clause(alias: &str, sources: &[Source], actor: ActorKind) -> String {
+    let sources = sources
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{alias}source IN ({sources}) AND {alias}actor_kind = '{}'",
+        actor.as_str()
+    )
+}
+
 /// Domain effects written in the same transaction as a point (a document row for an
 /// upload, ...), so the point and what it records commit together or not at all.
 pub trait AfterWrite: Send + Sync + 'static {

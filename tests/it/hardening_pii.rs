@@ -658,20 +658,7 @@ impl Typed {
 
 /// The migrations before personal data was sealed, to build a database as it was.
 async fn migrate_to_before_sealing(db: &Db) {
-    let old = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir("migrations").unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        if name.as_str() < "20261207000400" {
-            std::fs::copy(&path, old.path().join(&name)).unwrap();
-        }
-    }
-    sqlx::migrate::Migrator::new(old.path())
-        .await
-        .unwrap()
-        .run(&db.pool)
-        .await
-        .unwrap();
+    crate::helpers::migrate_to_before(db, "20261207000400").await
 }
 
 #[tokio::test]

@@ -48,6 +48,24 @@ pub async fn fresh_database(dir: &std::path::Path) -> String {
     }
 }
 
+/// The SQL migrations named before `version`.
+pub async fn migrate_to_before(db: &Db, version: &str) {
+    let old = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("migrations").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.as_str() < version {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .unwrap()
+        .run(&db.pool)
+        .await
+        .unwrap();
+}
+
 pub fn on_postgres() -> bool {
     std::env::var("CLOSELOOP_TEST_POSTGRES_URL").is_ok_and(|v| !v.is_empty())
 }

@@ -2,29 +2,11 @@
 
 use closeloop::db::Db;
 
-use crate::helpers::fresh_database;
+use crate::helpers::{fresh_database, migrate_to_before};
 
 /// The SQL migrations before the ledger knew actor kinds and external ids.
 async fn migrate_to_before_actor_kinds(db: &Db) {
     migrate_to_before(db, "20261208000300").await
-}
-
-/// The SQL migrations named before `version`.
-async fn migrate_to_before(db: &Db, version: &str) {
-    let old = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir("migrations").unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        if name.as_str() < version {
-            std::fs::copy(&path, old.path().join(&name)).unwrap();
-        }
-    }
-    sqlx::migrate::Migrator::new(old.path())
-        .await
-        .unwrap()
-        .run(&db.pool)
-        .await
-        .unwrap();
 }
 
 async fn exec(db: &Db, sql: &str) -> Result<u64, sqlx::Error> {
