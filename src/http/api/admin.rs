@@ -32,7 +32,7 @@ pub struct Retried {
     pub status: JobState,
 }
 
-/// The only state a retried job can be in when the answer leaves.
+/// The state a retried or run-now job is in when the answer leaves.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
