@@ -109,6 +109,15 @@ pub enum JobsCommand {
         /// Job id.
         id: String,
     },
+    /// Run a scheduled job kind now, outside its timing (e.g. `collab.health_weekly`, the
+    /// Monday collaboration report); audited. A running server's job worker runs it.
+    RunNow {
+        /// A scheduled job kind (an unknown one is refused with the list).
+        kind: String,
+        /// How long to wait for the worker to finish it (`0s`: return once queued).
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        wait: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,8 +315,50 @@ async fn jobs(config: Config, cmd: JobsCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!("job {id} queued again");
         }
+        JobsCommand::RunNow { kind, wait } => run_now(&db, &kind, &wait).await?,
     }
     db.close().await;
+    Ok(())
+}
+
+/// `jobs run-now`: queues the kind's jobs (their ids on stdout), then waits up to `wait` for
+/// a worker to finish them; a job that dies is an error.
+async fn run_now(db: &Db, kind: &str, wait: &str) -> anyhow::Result<()> {
+    let wait = humantime::parse_duration(wait)
+        .map_err(|e| anyhow::anyhow!("--wait `{wait}`: {e} (e.g. 30s, 0s)"))?;
+    let ids = crate::jobs::schedule::run_now(db, SystemClock.now_ms(), None, kind, &Actor::cli())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for id in &ids {
+        println!("{id}");
+    }
+    eprintln!("queued {kind} ({} job)", ids.len());
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pending = ids;
+    while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let mut still = Vec::new();
+        for id in pending {
+            match crate::jobs::status(db, &id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                Some((status, _)) if status == "done" => eprintln!("job {id} done"),
+                Some((status, error)) if status == "dead" => anyhow::bail!(
+                    "job {id} failed: {}",
+                    error.unwrap_or_else(|| "no error recorded".into())
+                ),
+                _ => still.push(id),
+            }
+        }
+        pending = still;
+    }
+    if !pending.is_empty() && !wait.is_zero() {
+        eprintln!(
+            "not finished within {}: the job worker of a running `closeloop serve` runs it",
+            humantime::format_duration(wait)
+        );
+    }
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 //! paths: directory, customers linked to WeCom external contacts, deals moved through the
 //! stage gates, claimed calls backed (or not) by 公费电话 records, an attestation and
 //! collaboration requests. The emulator's chat view shows every member's cards; a click
-//! there reaches closeloop as WeCom's signed, encrypted callback.
+//! there reaches closeloop as WeCom's signed, encrypted callback. There a visitor also
+//! places 公费电话 calls and adds external contacts, and opens card links and the sidebar
+//! signed in as the member whose chat it is; a call placed there makes closeloop poll the
+//! call records at once, so a claimed call is verified in front of the visitor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -44,6 +47,9 @@ pub struct DemoArgs {
     /// existing file is refused, untouched.
     #[arg(long, default_value = "closeloop-demo.db")]
     pub database: std::path::PathBuf,
+    /// The WeCom emulator's port on 127.0.0.1 (default: any free port).
+    #[arg(long, value_name = "PORT")]
+    pub emulator_port: Option<u16>,
 }
 
 const AGENT_ID: &str = "1000002";
@@ -357,10 +363,16 @@ fn toml_str(s: &str) -> String {
 const DEMO_APPLICATION_ID: u32 = 0x434C_444D;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    // The port first: a start that cannot serve must not have removed anything.
+    // The ports first: a start that cannot serve must not have removed anything.
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (use --listen)", args.listen))?;
+    let emulator_addr = format!("127.0.0.1:{}", args.emulator_port.unwrap_or(0));
+    let emulator_listener = tokio::net::TcpListener::bind(&emulator_addr)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {emulator_addr} for the WeCom emulator (use --emulator-port)")
+        })?;
     let db_path = args.database.display().to_string();
     let blobs = format!("{db_path}-files");
     clear_previous(&db_path)?;
@@ -370,15 +382,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // The emulator comes first: closeloop is configured with its address.
     let secrets = Secrets::generate();
-    let emulator = Emulator::start(
+    let emulator = Emulator::start_on(
+        emulator_listener,
         secrets.corp_id.clone(),
         vec![
             (secrets.app.clone(), "app"),
             (secrets.contact.clone(), "contact"),
             (secrets.dial.clone(), "dial"),
         ],
-    )
-    .await;
+    );
     emulator.set_directory(
         DEPARTMENTS
             .iter()
@@ -397,6 +409,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         secrets.token.clone(),
         secrets.encoding_aes_key.clone(),
     );
+    // Links in a member's chat go through closeloop's WeCom sign-in, as that member; the
+    // chat toolbar (聊天工具栏) is the sidebar.
+    emulator.set_sign_in_url(format!("{base}/auth/wecom/login"));
+    emulator.set_chat_toolbar_url(format!("{base}/sidebar"));
     let config = Config::from_toml_only(&format!(
         "listen = {listen}\npublic_url = {base_q}\ndatabase_url = {db}\n\
          [storage]\npath = {blobs}\n\
@@ -420,6 +436,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Anyone may act as any sample user; the emulated WeCom sign-in is there too.
     app.state.dev_sign_in = true;
     let key = seed(&app, &emulator).await.context("demo data")?;
+    poll_calls_when_placed(&app, &emulator);
 
     println!("closeloop 演示已启动 (demo running) — 按 Ctrl-C 结束 (Ctrl-C stops it)");
     println!();
@@ -432,6 +449,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  协作健康周报 health report: {base}/collab/health  (以主管登录 sign in as a manager, e.g. 王经理)");
     println!("  模拟聊天 emulated chat:   {}", emulator.chat_url());
     println!("      每位成员收到的卡片，可点击；点击即企业微信签名加密回调 (every member's cards; a click is a signed, encrypted WeCom callback)");
+    println!("      卡片链接经模拟企业微信登录为该成员 (a card's link signs you in as that member, through the emulated WeCom)");
     println!("  API 文档 OpenAPI:         {base}/api/v1/openapi.json");
     println!(
         "  跟踪点 ledger:            curl -H 'Authorization: Bearer {key}' {base}/api/v1/events"
@@ -440,6 +458,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  指标 metrics:             {base}/metrics");
     println!("  健康检查 health:          {base}/healthz");
     println!();
+    println!("  试一试完整闭环 try the whole loop:");
+    println!(
+        "    1. 打开 {chat}/liming ，在「张总 · 华南智造科技有限公司」旁点「在侧边栏打开」(the sidebar opens signed in as 李明)",
+        chat = emulator.chat_url()
+    );
+    println!("    2. 在侧边栏点「已电话沟通」：这次记录待核验 (tap it: pending)");
+    println!(
+        "    3. 回到李明的聊天，「拨打公费电话」给张总，时长 5 分钟 (place the call in the chat)"
+    );
+    println!("       企业微信生成通话记录；演示让 closeloop 立即拉取，平时每 10 分钟一次 (the demo polls the call records at once)");
+    println!("    4. 刷新侧边栏：这次记录已核验 (reload the sidebar: verified)");
+    println!("    添加客户 add a customer: 在成员的聊天里「添加客户」，企业微信回调 add_external_contact，客户出现在该成员的侧边栏");
+    println!(
+        "  周一卡片 Monday cards now: curl -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"kind\":\"collab.health_weekly\"}}' {base}/api/v1/jobs/run-now"
+    );
+    println!(
+        "      或 or: CLOSELOOP_DATABASE_URL=sqlite://{db_path} closeloop jobs run-now credibility.weekly ；卡片在王经理、周总监的聊天里 (the cards reach the managers' chats)"
+    );
+    println!();
     println!("  管理员 API key (admin):   {key}");
     let served = app
         .serve(listener, None, crate::app::shutdown_signal())
@@ -447,6 +484,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The emulator serves until closeloop has stopped.
     drop(emulator);
     served
+}
+
+/// A call placed in the emulated chat adds a 公费电话 record, which closeloop would find at
+/// its next poll (every 10 minutes); the demo runs the scheduled poll at once instead, as
+/// `closeloop jobs run-now wecom.dial_poll` does, so the visitor sees the claim settle.
+fn poll_calls_when_placed(app: &App, emulator: &Emulator) {
+    let db = app.state.db.clone();
+    let org = app.state.default_org.id.clone();
+    let runtime = tokio::runtime::Handle::current();
+    emulator.on_dial_record(move || {
+        let (db, org) = (db.clone(), org.clone());
+        runtime.spawn(async move {
+            let queued = jobs::schedule::run_now(
+                &db,
+                SystemClock.now_ms(),
+                Some(&org),
+                dial::KIND,
+                &Actor::system(),
+            )
+            .await;
+            if let Err(e) = queued {
+                tracing::warn!(error = %e, "demo: cannot queue the call-record poll");
+            }
+        });
+    });
 }
 
 /// The files a previous demo run left at `db_path`, removed — only when the database is

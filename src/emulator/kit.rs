@@ -57,6 +57,15 @@ pub async fn serve(router: Router, name: &'static str) -> (SocketAddr, JoinHandl
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("the {name} emulator cannot bind a local port: {e}"));
+    serve_on(listener, router, name)
+}
+
+/// Serves `router` on a listener the caller bound (a port it chose) in the background.
+pub fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    name: &'static str,
+) -> (SocketAddr, JoinHandle<()>) {
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");

@@ -324,6 +324,17 @@ pub async fn list(
     Ok(Page::from_rows(jobs, page, |j| &j.id))
 }
 
+/// A job's status and last error, if the job exists (`closeloop jobs run-now` waits on it).
+pub async fn status(db: &Db, id: &str) -> Result<Option<(String, Option<String>)>> {
+    Ok(
+        sqlx::query("SELECT status, last_error FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?
+            .map(|r| (r.get("status"), r.get("last_error"))),
+    )
+}
+
 /// Re-drives a dead job: queued again now with a fresh set of attempts.
 pub async fn retry_dead(db: &Db, now_ms: i64, org_id: Option<&str>, id: &str) -> Result<()> {
     let mut tx = db.begin().await?;

@@ -213,6 +213,81 @@ pub async fn fire_due(db: &Db, now_ms: i64) -> Result<usize, sqlx::Error> {
     Ok(fired)
 }
 
+/// Queues each schedule of `kind` (of `org_id`'s schedules, or of every organisation's
+/// when `None`) to run now, outside its timing, with its own payload: `closeloop jobs
+/// run-now` and `POST /api/v1/jobs/run-now`. The schedule's next tick stays as it was. Each
+/// job is audited as `job.run_now` in its enqueueing transaction. Returns the jobs' ids; an
+/// unknown kind is refused with the kinds there are, and queues nothing.
+pub async fn run_now(
+    db: &Db,
+    now_ms: i64,
+    org_id: Option<&str>,
+    kind: &str,
+    actor: &crate::access::Actor,
+) -> Result<Vec<String>> {
+    let of_org = if org_id.is_some() {
+        " AND org_id = $2"
+    } else {
+        ""
+    };
+    let mut tx = db.begin().await?;
+    let sql =
+        format!("SELECT id, org_id, payload FROM schedules WHERE kind = $1{of_org} ORDER BY id");
+    let mut query = sqlx::query(&sql).bind(kind);
+    if let Some(o) = org_id {
+        query = query.bind(o);
+    }
+    let schedules = query.fetch_all(&mut *tx).await?;
+    if schedules.is_empty() {
+        let sql =
+            format!("SELECT DISTINCT kind FROM schedules WHERE kind <> $1{of_org} ORDER BY kind");
+        let mut known = sqlx::query(&sql).bind(kind);
+        if let Some(o) = org_id {
+            known = known.bind(o);
+        }
+        let known: Vec<String> = known
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get("kind"))
+            .collect();
+        let shown: String = kind.chars().take(64).collect();
+        return Err(Error::invalid(format!(
+            "`{shown}` is not a scheduled job kind; scheduled kinds: {}",
+            known.join(", ")
+        )));
+    }
+    let mut ids = Vec::new();
+    for row in schedules {
+        let schedule: String = row.get("id");
+        let job_org: Option<String> = row.get("org_id");
+        let payload: Value =
+            serde_json::from_str(&row.get::<String, _>("payload")).unwrap_or(Value::Null);
+        let mut job = NewJob::new(kind, payload).at(now_ms);
+        job.org_id = job_org.clone();
+        let id = super::enqueue(&mut tx, now_ms, job).await?.ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!("a job without a dedupe key was refused"))
+        })?;
+        crate::access::audit::record(
+            &mut tx,
+            now_ms,
+            crate::access::audit::AuditEntry {
+                org_id: job_org.as_deref(),
+                actor_kind: actor.kind,
+                actor_id: actor.id.as_deref(),
+                action: "job.run_now",
+                target_kind: Some("job"),
+                target_id: Some(&id),
+                detail: serde_json::json!({"kind": kind, "schedule": schedule}),
+            },
+        )
+        .await?;
+        ids.push(id);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

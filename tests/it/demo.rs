@@ -1,5 +1,6 @@
 //! `closeloop demo` and the WeCom emulator's chat view: every member's received cards,
-//! readable, and clickable as WeCom's own signed, encrypted callback.
+//! readable, and clickable as WeCom's own signed, encrypted callback; and the demo's live
+//! loop end to end (the parts one by one: `demo_live.rs`).
 
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,7 @@ use closeloop::emulator::wecom::Emulator;
 use serde_json::{json, Value};
 
 use crate::cli::{closeloop, free_port};
+use crate::demo_live::{post_form, Browser};
 use crate::helpers::{spawn_app_with, TestApp};
 
 const CORP: &str = "wwcl0000000000001";
@@ -18,7 +20,7 @@ const TOKEN: &str = "QDG6eK";
 const AES_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 
 /// A client that shows redirects instead of following them.
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -42,19 +44,14 @@ fn hidden(html: &str, name: &str) -> Option<String> {
 
 /// Presses a button in the chat view, as the member's browser posts the form.
 async fn press(chat_url: &str, userid: &str, task_id: &str, key: &str) -> reqwest::Response {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    client()
-        .post(format!("{chat_url}/{userid}/click"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("task_id={}&key={}", enc(task_id), enc(key)))
-        .send()
-        .await
-        .unwrap()
+    post_form(
+        &format!("{chat_url}/{userid}/click"),
+        &[("task_id", task_id), ("key", key)],
+    )
+    .await
 }
 
-async fn text(url: &str) -> (u16, String) {
+pub(crate) async fn text(url: &str) -> (u16, String) {
     let res = client().get(url).send().await.unwrap();
     (res.status().as_u16(), res.text().await.unwrap())
 }
@@ -230,6 +227,19 @@ fn address(lines: &[String], label: &str) -> String {
         .to_string()
 }
 
+/// GETs `url` with the API key `key`; the JSON answer, or `None` when none came.
+async fn get_json(url: String, key: String) -> Option<Value> {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 /// Polls `check` every 200 ms until it answers, for at most 30 s.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -250,9 +260,16 @@ where
 async fn the_demo_serves_a_sample_organisation_whose_cards_click_through_the_emulator() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let emulator_port = free_port();
     let log_path = dir.path().join("demo.log");
     let child = closeloop(dir.path())
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--emulator-port",
+            &emulator_port.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -293,7 +310,8 @@ async fn the_demo_serves_a_sample_organisation_whose_cards_click_through_the_emu
     );
     assert_eq!(address(&lines, "metrics"), format!("{base}/metrics"));
     let chat = address(&lines, "emulated chat");
-    assert!(chat.ends_with("/chat"), "{chat}");
+    assert_eq!(chat, format!("http://127.0.0.1:{emulator_port}/chat"));
+    let emulator = format!("http://127.0.0.1:{emulator_port}");
     let key = lines
         .iter()
         .find(|l| l.contains("API key (admin)"))
@@ -382,19 +400,10 @@ async fn the_demo_serves_a_sample_organisation_whose_cards_click_through_the_emu
     // closeloop verified, decrypted and processed the click.
     let api = reqwest::Client::new();
     let event = eventually("the processed click", || {
-        let api = api.clone();
         let url = format!("{base}/api/v1/platform-events?type=template_card_event");
         let key = key.clone();
         async move {
-            let events: Value = api
-                .get(url)
-                .bearer_auth(key)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let events = get_json(url, key).await?;
             events["items"]
                 .as_array()?
                 .iter()
@@ -405,13 +414,7 @@ async fn the_demo_serves_a_sample_organisation_whose_cards_click_through_the_emu
     .await;
     assert_eq!(event["summary"]["user_id"], "zhanggong");
     assert_eq!(event["summary"]["action_key"], button.as_str());
-    let requests: Value = api
-        .get(format!("{base}/api/v1/collab/requests"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let requests = get_json(format!("{base}/api/v1/collab/requests"), key.clone())
         .await
         .unwrap();
     let statuses: Vec<(&str, &str)> = requests["items"]
@@ -425,19 +428,10 @@ async fn the_demo_serves_a_sample_organisation_whose_cards_click_through_the_emu
         "{statuses:?}"
     );
     eventually("the overdue delivery request", || {
-        let api = api.clone();
         let url = format!("{base}/api/v1/collab/requests");
         let key = key.clone();
         async move {
-            let requests: Value = api
-                .get(url)
-                .bearer_auth(key)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let requests = get_json(url, key).await?;
             requests["items"]
                 .as_array()?
                 .iter()
@@ -447,15 +441,137 @@ async fn the_demo_serves_a_sample_organisation_whose_cards_click_through_the_emu
     })
     .await;
 
-    // A week of history: points on at least six distinct days, and claimed calls both
-    // verified and not.
-    let points: Value = api
-        .get(format!("{base}/api/v1/events?limit=200"))
-        .bearer_auth(&key)
+    // The live loop. From 李明's chat, the sidebar beside 张总's chat opens signed in as
+    // him; he taps 「已电话沟通」 and places the call in the chat; the claim is verified.
+    let (_, liming_chat) = text(&format!("{chat}/liming")).await;
+    let href = |html: &str, containing: &str| -> String {
+        html.split("href=\"")
+            .filter_map(|s| s.split('"').next())
+            .find(|h| h.contains(containing))
+            .unwrap_or_else(|| panic!("no link with {containing}: {html}"))
+            .replace("&amp;", "&")
+    };
+    let toolbar = href(&liming_chat, "external_userid=wmDemoHuananZhizao0001");
+    let mut browser = Browser::new(str::to_string);
+    let (status, at, _) = browser.open(&format!("{emulator}{toolbar}")).await;
+    assert_eq!(status, 200);
+    assert!(at.starts_with(&format!("{base}/sidebar")), "{at}");
+    let (liming, csrf) = browser.session(&base).await;
+    let found = get_json(
+        format!("{base}/api/v1/customers?phone=13800138000"),
+        key.clone(),
+    )
+    .await
+    .unwrap();
+    let customer = found["items"][0]["id"].as_str().unwrap().to_string();
+    let tap = api
+        .post(format!("{base}/web/customers/{customer}/actions"))
+        .header("cookie", browser.cookies())
+        .header("x-csrf-token", csrf)
+        .json(&json!({"action": "已电话沟通"}))
         .send()
         .await
-        .unwrap()
-        .json()
+        .unwrap();
+    assert_eq!(tap.status(), 201);
+    let tap: Value = tap.json().await.unwrap();
+    assert_eq!(tap["actor"], liming.as_str());
+    let point = tap["id"].as_str().unwrap().to_string();
+    let status_of = |point: String| {
+        let key = key.clone();
+        let url = format!("{base}/api/v1/events/{point}/verification");
+        async move {
+            let v = get_json(url, key).await?;
+            v["status"].as_str().map(str::to_string)
+        }
+    };
+    assert_eq!(status_of(point.clone()).await.as_deref(), Some("pending"));
+    let res = post_form(
+        &format!("{chat}/liming/call"),
+        &[
+            ("external_userid", "wmDemoHuananZhizao0001"),
+            ("minutes", "5"),
+            ("seconds", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    eventually("the call verifying the tap", || {
+        let point = point.clone();
+        let status_of = &status_of;
+        async move { (status_of(point).await.as_deref() == Some("verified")).then_some(()) }
+    })
+    .await;
+
+    // 孙悦 adds a customer in her chat: WeCom's callback makes it closeloop's.
+    let res = post_form(
+        &format!("{chat}/sunyue/contacts"),
+        &[
+            ("name", "周总"),
+            ("corp_name", "宁波海川机械有限公司"),
+            ("phone", "13312345678"),
+            ("state", "抖音表单"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    assert!(
+        res.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("added=200"),
+        "{:?}",
+        res.headers()
+    );
+    let added = eventually("the added customer", || {
+        let url = format!("{base}/api/v1/customers?phone=13312345678");
+        let key = key.clone();
+        async move {
+            let found = get_json(url, key).await?;
+            found["items"].as_array()?.first().cloned()
+        }
+    })
+    .await;
+    assert_eq!(added["name"], "宁波海川机械有限公司");
+    let owner = get_json(
+        format!("{base}/api/v1/users/{}", added["owner"].as_str().unwrap()),
+        key.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(owner["name"], "孙悦");
+
+    // The link on 张工's card opens signed in as 张工, in the browser that was 李明's.
+    let card_link = href(&page, "/chat/zhanggong/open?to=");
+    let (status, at, _) = browser.open(&format!("{emulator}{card_link}")).await;
+    assert_eq!(status, 200, "{at}");
+    assert!(at.starts_with(&format!("{base}/collab/requests/")), "{at}");
+    let (zhanggong, _) = browser.session(&base).await;
+    let who = get_json(format!("{base}/api/v1/users/{zhanggong}"), key.clone())
+        .await
+        .unwrap();
+    assert_eq!(who["name"], "张工");
+
+    // The Monday report, run now, reaches 王经理's chat.
+    let cards_of = |html: &str| html.matches("<section class=\"card\"").count();
+    let (_, before) = text(&format!("{chat}/wangjl")).await;
+    let res = api
+        .post(format!("{base}/api/v1/jobs/run-now"))
+        .bearer_auth(&key)
+        .json(&json!({"kind": "collab.health_weekly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    eventually("the Monday card", || {
+        let url = format!("{chat}/wangjl");
+        let before = cards_of(&before);
+        async move { (cards_of(&text(&url).await.1) > before).then_some(()) }
+    })
+    .await;
+
+    // A week of history: points on at least six distinct days, and claimed calls both
+    // verified and not.
+    let points = get_json(format!("{base}/api/v1/events?limit=200"), key.clone())
         .await
         .unwrap();
     let items = points["items"].as_array().unwrap();

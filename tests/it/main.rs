@@ -15,6 +15,7 @@ mod collab;
 mod collab_web;
 mod credibility;
 mod demo;
+mod demo_live;
 mod dingtalk;
 mod documents;
 mod feishu;

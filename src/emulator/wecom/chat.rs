@@ -1,7 +1,9 @@
 //! The chat view: the members' chat clients as pages. `/chat` lists the members, `/chat/{userid}`
 //! shows the cards `message/send` delivered to one of them (with what `update_template_card`
 //! changed), and a button pressed there reaches closeloop as WeCom's own signed, encrypted
-//! `template_card_event`.
+//! `template_card_event`. The member's page also places 公费电话 calls (records for
+//! `dial/get_dial_record`), adds external contacts (WeCom's `change_external_contact`
+//! callback), and opens the app's links and chat toolbar signed in as that member.
 
 use super::*;
 
@@ -70,7 +72,75 @@ fn form_value(body: &[u8], name: &str) -> Option<String> {
     })
 }
 
+/// An external contact a member follows, as the member's client lists it.
+struct FollowedContact {
+    external_userid: String,
+    name: String,
+    corp: Option<String>,
+    /// The first number the member noted (`remark_mobiles`).
+    phone: Option<String>,
+}
+
+/// A number with its middle hidden, as the chat view shows it: `138****8000`.
+fn masked(phone: &str) -> String {
+    let chars: Vec<char> = phone.chars().filter(|c| !c.is_whitespace()).collect();
+    if chars.len() < 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+/// Talk time in Chinese: `5分0秒`.
+fn talk_time(seconds: i64) -> String {
+    format!("{}分{}秒", seconds / 60, seconds % 60)
+}
+
+/// The most talk time a call placed in the chat view may have: four hours.
+const MAX_CALL_MINUTES: i64 = 240;
+
 impl EmulatorState {
+    /// Whether `userid` is in the directory.
+    fn is_member(&self, userid: &str) -> bool {
+        self.users
+            .iter()
+            .any(|u| json_text(&u["userid"]).as_deref() == Some(userid))
+    }
+
+    /// The external contacts `userid` follows, oldest first.
+    fn contacts_of(&self, userid: &str) -> Vec<FollowedContact> {
+        let mut found: Vec<(i64, FollowedContact)> = self
+            .external_contacts
+            .iter()
+            .filter_map(|(id, entry)| {
+                let follow = entry["follow_user"]
+                    .as_array()?
+                    .iter()
+                    .find(|f| f["userid"] == userid)?;
+                let contact = &entry["external_contact"];
+                Some((
+                    follow["createtime"].as_i64().unwrap_or_default(),
+                    FollowedContact {
+                        external_userid: id.clone(),
+                        name: json_text(&contact["name"]).unwrap_or_else(|| id.clone()),
+                        corp: json_text(&contact["corp_name"]),
+                        phone: follow["remark_mobiles"]
+                            .as_array()
+                            .and_then(|m| m.iter().find_map(json_text)),
+                    },
+                ))
+            })
+            .collect();
+        found.sort_by(|a, b| (a.0, &a.1.external_userid).cmp(&(b.0, &b.1.external_userid)));
+        found.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// The chat view's address that opens `url` as `userid` (see [`chat_open`]).
+    fn opened_as(&self, userid: &str, url: &str) -> String {
+        format!("{CHAT}/{}/open?to={}", enc(userid), enc(url))
+    }
+
     /// The members the chat view lists: the directory's, in its order, then anyone else a
     /// message went to. Each with their name when the directory has it.
     fn chat_members(&self) -> Vec<(String, Option<String>)> {
@@ -143,7 +213,11 @@ margin:6px 0}.card dl{display:grid;grid-template-columns:6em 1fr;gap:4px 8px;fon
 border:1px solid #ccc;background:#f7f7f7;cursor:pointer;text-decoration:none;color:#222}\
 .s1{background:#1a73e8;border-color:#1a73e8;color:#fff}.s3{color:#d93025;border-color:#d93025}\
 .s4{background:#d93025;border-color:#d93025;color:#fff}button[disabled]{background:#eee;color:#999;\
-border-color:#ddd;cursor:default}.updated{font-size:13px;color:#8a6d00}";
+border-color:#ddd;cursor:default}.updated{font-size:13px;color:#8a6d00}\
+.card h3{font-size:14px;margin:12px 0 6px}ul.contacts,ul.calls{padding-left:18px;font-size:14px}\
+ul.contacts li{margin:6px 0}form.tool{border-top:1px solid #eee;padding-top:4px}\
+form.tool label{display:inline-block;margin:4px 10px 4px 0;font-size:14px}\
+form.tool input[type=number]{width:4.5em}";
 
 /// An HTML page of the chat view.
 fn chat_page(status: StatusCode, title: &str, refresh: Option<&str>, body: &str) -> Response {
@@ -190,7 +264,8 @@ pub(super) async fn chat_members(State(shared): State<Arc<Shared>>) -> Response 
     let state = shared.lock();
     let mut body = String::from(
         "<h1>模拟企业微信 · 成员消息</h1>\n<p class=\"banner\">这里是内置的企业微信模拟器：\
-         每位成员收到的卡片都可以阅读和点击，点击会以企业微信的签名与加密方式回调 closeloop。</p>\n",
+         每位成员收到的卡片都可以阅读和点击，点击会以企业微信的签名与加密方式回调 closeloop。\
+         打开一位成员，还可以拨打公费电话、添加客户，并以该成员的身份打开卡片链接和聊天侧边栏。</p>\n",
     );
     let members = state.chat_members();
     if members.is_empty() {
@@ -231,6 +306,10 @@ pub(super) async fn chat_members(State(shared): State<Arc<Shared>>) -> Response 
 pub(super) struct ChatQuery {
     /// The statuses of a click's delivery attempts, after the click's redirect.
     delivered: Option<String>,
+    /// The talk time (seconds) of the call just placed, after the call's redirect.
+    called: Option<i64>,
+    /// The statuses of the contact callback's delivery attempts, after adding a contact.
+    added: Option<String>,
 }
 
 /// `GET /chat/{userid}`: what the member received, newest first.
@@ -266,6 +345,29 @@ pub(super) async fn chat_member(
                 esc(delivered)
             ));
         }
+    }
+    if let Some(seconds) = query.called {
+        body.push_str(&format!(
+            "<p class=\"notice\">已拨打公费电话，通话{}。企业微信已生成通话记录（dial/get_dial_record 可查）；\
+             closeloop 拉取通话记录后即核验侧边栏里的「已电话沟通」。</p>\n",
+            talk_time(seconds)
+        ));
+    }
+    if let Some(added) = &query.added {
+        if added.split(',').next_back() == Some("200") {
+            body.push_str(
+                "<p class=\"notice\">已添加客户：企业微信已回调 closeloop（add_external_contact，HTTP 200），\
+                 客户稍后出现在侧边栏的客户列表里。</p>\n",
+            );
+        } else {
+            body.push_str(&format!(
+                "<p class=\"notice error\">客户已添加，但回调未被接受，各次尝试的 HTTP 状态：{}（0 表示无应答）</p>\n",
+                esc(added)
+            ));
+        }
+    }
+    if state.is_member(&userid) {
+        body.push_str(&member_tools(&state, &userid));
     }
     let received: Vec<(usize, &Value)> = state
         .messages
@@ -353,7 +455,7 @@ fn card_html(state: &EmulatorState, userid: &str, when: &str, sent: &Value) -> S
     {
         out.push_str(&format!(
             "<p><a href=\"{}\" target=\"_blank\" rel=\"noopener\">查看详情（点击卡片打开的页面）</a></p>\n",
-            esc(url)
+            esc(&state.opened_as(userid, url))
         ));
     }
     let replaced = update.and_then(|u| u["button"]["replace_name"].as_str());
@@ -377,7 +479,7 @@ fn card_html(state: &EmulatorState, userid: &str, when: &str, sent: &Value) -> S
                 (1, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
                     out.push_str(&format!(
                         "<a class=\"linkbutton s{style}\" href=\"{}\" target=\"_blank\" rel=\"noopener\">{text}</a>\n",
-                        esc(url)
+                        esc(&state.opened_as(userid, url))
                     ))
                 }
                 (1, _) => {}
@@ -496,6 +598,346 @@ pub(super) async fn chat_click(
         [(
             axum::http::header::LOCATION,
             format!("{CHAT}/{}?delivered={}", enc(&userid), delivered.join(",")),
+        )],
+    )
+        .into_response()
+}
+
+/// The member's customers (each openable in the chat toolbar beside their chat), a form
+/// placing a 公费电话 call, a form adding an external contact, and the member's last calls.
+fn member_tools(state: &EmulatorState, userid: &str) -> String {
+    let contacts = state.contacts_of(userid);
+    let mut out = String::from("<section class=\"card tools\">\n<h2>客户联系</h2>\n");
+    if contacts.is_empty() {
+        out.push_str("<p class=\"meta\">还没有外部联系人。</p>\n");
+    } else {
+        out.push_str("<ul class=\"contacts\">\n");
+        for c in &contacts {
+            let corp = c
+                .corp
+                .as_deref()
+                .map(|corp| format!(" · {}", esc(corp)))
+                .unwrap_or_default();
+            let phone = c
+                .phone
+                .as_deref()
+                .map(|p| format!(" <span class=\"meta\">{}</span>", esc(&masked(p))))
+                .unwrap_or_default();
+            let toolbar = state
+                .toolbar_url
+                .as_deref()
+                .map(|url| {
+                    format!(
+                        " <a class=\"linkbutton\" href=\"{}&amp;external_userid={}\" target=\"_blank\" rel=\"noopener\">在侧边栏打开</a>",
+                        esc(&state.opened_as(userid, url)),
+                        enc(&c.external_userid)
+                    )
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "<li>{}{corp}{phone}{toolbar}</li>\n",
+                esc(&c.name)
+            ));
+        }
+        out.push_str("</ul>\n");
+    }
+    let callable: Vec<&FollowedContact> = contacts.iter().filter(|c| c.phone.is_some()).collect();
+    if !callable.is_empty() {
+        out.push_str(&format!(
+            "<form class=\"tool\" method=\"post\" action=\"{CHAT}/{}/call\">\n<h3>拨打公费电话</h3>\n\
+             <label>客户 <select name=\"external_userid\">\n",
+            enc(userid)
+        ));
+        for c in callable {
+            out.push_str(&format!(
+                "<option value=\"{}\">{} {}</option>\n",
+                esc(&c.external_userid),
+                esc(&c.name),
+                esc(&masked(c.phone.as_deref().unwrap_or_default()))
+            ));
+        }
+        out.push_str(&format!(
+            "</select></label>\n<label>通话时长 <input type=\"number\" name=\"minutes\" min=\"0\" max=\"{MAX_CALL_MINUTES}\" value=\"5\"> 分 \
+             <input type=\"number\" name=\"seconds\" min=\"0\" max=\"59\" value=\"0\"> 秒</label>\n\
+             <button type=\"submit\" class=\"s1\">拨打并挂断</button>\n</form>\n"
+        ));
+    }
+    out.push_str(&format!(
+        "<form class=\"tool\" method=\"post\" action=\"{CHAT}/{}/contacts\">\n<h3>添加客户</h3>\n\
+         <label>姓名 <input name=\"name\" required maxlength=\"32\"></label>\n\
+         <label>企业 <input name=\"corp_name\" maxlength=\"64\"></label>\n\
+         <label>职位 <input name=\"position\" maxlength=\"32\"></label>\n\
+         <label>手机 <input name=\"phone\" maxlength=\"20\" inputmode=\"tel\"></label>\n\
+         <label>渠道 <input name=\"state\" maxlength=\"30\" placeholder=\"如 抖音表单\"></label>\n\
+         <button type=\"submit\" class=\"s1\">添加</button>\n</form>\n",
+        enc(userid)
+    ));
+    let calls: Vec<&Value> = state
+        .dial_records
+        .iter()
+        .filter(|r| r["caller"]["userid"] == userid)
+        .collect();
+    if !calls.is_empty() {
+        out.push_str("<h3>最近的公费电话</h3>\n<ul class=\"calls\">\n");
+        for r in calls.iter().rev().take(5) {
+            let callee = &r["callee"][0];
+            out.push_str(&format!(
+                "<li>{} 呼叫 {}，通话{}</li>\n",
+                local_time(r["call_time"].as_i64().unwrap_or_default() * 1000),
+                esc(&masked(&json_text(&callee["phone"]).unwrap_or_default())),
+                talk_time(callee["duration"].as_i64().unwrap_or_default())
+            ));
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct OpenQuery {
+    to: Option<String>,
+    /// The customer whose chat the toolbar page opens beside.
+    external_userid: Option<String>,
+}
+
+/// `GET /chat/{userid}/open?to=URL[&external_userid=…]`: the member opens a link (a card's, or
+/// the chat toolbar beside a customer's chat). WeCom's OAuth page signs in whoever's client
+/// opened it; here that becomes this member, and a link on the app's origin goes through
+/// the app's sign-in page (see [`Emulator::set_sign_in_url`]), so the app signs the browser
+/// in as this member even when it holds another member's session.
+pub(super) async fn chat_open(
+    State(shared): State<Arc<Shared>>,
+    Path(userid): Path<String>,
+    Query(query): Query<OpenQuery>,
+) -> Response {
+    let Some(to) = query
+        .to
+        .as_deref()
+        .and_then(|t| reqwest::Url::parse(t).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+    else {
+        return chat_error(StatusCode::BAD_REQUEST, "链接无效：只能打开 http(s) 地址。");
+    };
+    let mut state = shared.lock();
+    if !state.is_member(&userid) {
+        return chat_error(StatusCode::NOT_FOUND, "没有这位成员。");
+    }
+    if let Some(external) = &query.external_userid {
+        if !state
+            .contacts_of(&userid)
+            .iter()
+            .any(|c| &c.external_userid == external)
+        {
+            return chat_error(StatusCode::NOT_FOUND, "该成员没有这位客户。");
+        }
+        state.current_external_contact = Some(external.clone());
+    }
+    state.current_member = Some(userid);
+    let sign_in = state
+        .sign_in_url
+        .as_deref()
+        .and_then(|s| reqwest::Url::parse(s).ok())
+        .filter(|s| s.origin() == to.origin());
+    let location = match sign_in {
+        Some(mut sign_in) => {
+            let next = match to.query() {
+                Some(q) => format!("{}?{q}", to.path()),
+                None => to.path().to_string(),
+            };
+            sign_in.query_pairs_mut().append_pair("next", &next);
+            sign_in.to_string()
+        }
+        None => to.to_string(),
+    };
+    (
+        StatusCode::SEE_OTHER,
+        [(axum::http::header::LOCATION, location)],
+    )
+        .into_response()
+}
+
+/// A trimmed, non-empty form field.
+fn field(body: &[u8], name: &str) -> Option<String> {
+    form_value(body, name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A whole number field within `0..=max`; empty counts as 0.
+fn number(body: &[u8], name: &str, max: i64) -> Option<i64> {
+    match field(body, name) {
+        None => Some(0),
+        Some(v) => v.parse::<i64>().ok().filter(|n| (0..=max).contains(n)),
+    }
+}
+
+/// `POST /chat/{userid}/call` (form: `external_userid`, `minutes`, `seconds`): the member
+/// calls a customer on 公费电话 and hangs up now. WeCom keeps the call as a record that
+/// `dial/get_dial_record` serves — talk time per party in seconds, `total_duration` in
+/// minutes as documented — and tells no app: an app finds it by polling.
+pub(super) async fn chat_call(
+    State(shared): State<Arc<Shared>>,
+    Path(userid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (Some(minutes), Some(seconds)) = (
+        number(&body, "minutes", MAX_CALL_MINUTES),
+        number(&body, "seconds", 59),
+    ) else {
+        return chat_error(
+            StatusCode::BAD_REQUEST,
+            &format!("通话时长无效：分钟为 0–{MAX_CALL_MINUTES}，秒为 0–59。"),
+        );
+    };
+    let talk = minutes * 60 + seconds;
+    let hook = {
+        let mut state = shared.lock();
+        if !state.is_member(&userid) {
+            return chat_error(StatusCode::NOT_FOUND, "没有这位成员。");
+        }
+        let Some(external) = field(&body, "external_userid") else {
+            return chat_error(StatusCode::BAD_REQUEST, "请选择要拨打的客户。");
+        };
+        let contacts = state.contacts_of(&userid);
+        let Some(contact) = contacts.iter().find(|c| c.external_userid == external) else {
+            return chat_error(StatusCode::NOT_FOUND, "该成员没有这位客户。");
+        };
+        let Some(phone) = contact.phone.clone() else {
+            return chat_error(
+                StatusCode::BAD_REQUEST,
+                "该客户没有备注手机号，无法拨打公费电话。",
+            );
+        };
+        let now = chrono::Utc::now().timestamp();
+        state.dial_records.push(json!({
+            "call_time": now - talk,
+            "total_duration": (talk + 59) / 60,
+            "call_type": 1,
+            "caller": {"userid": userid, "duration": talk},
+            "callee": [{"phone": phone, "duration": talk}],
+        }));
+        state.on_dial_record.clone()
+    };
+    if let Some(hook) = hook {
+        hook();
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [(
+            axum::http::header::LOCATION,
+            format!("{CHAT}/{}?called={talk}", enc(&userid)),
+        )],
+    )
+        .into_response()
+}
+
+/// Whether `phone` looks like a number a member would note: digits, at most one leading
+/// `+`, spaces and dashes, 5 to 15 digits.
+fn plausible_phone(phone: &str) -> bool {
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    let body = phone.strip_prefix('+').unwrap_or(phone);
+    (5..=15).contains(&digits)
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+}
+
+/// `POST /chat/{userid}/contacts` (form: `name`, optional `corp_name`, `position`, `phone`,
+/// `state`): the member adds a WeChat user as an external contact. `externalcontact/get`
+/// then knows them (the phone as the member's `remark_mobiles`, `state` as the 联系我
+/// channel), and WeCom calls the app back with `change_external_contact` /
+/// `add_external_contact`, signed and encrypted, retried as WeCom retries.
+pub(super) async fn chat_add_contact(
+    State(shared): State<Arc<Shared>>,
+    Path(userid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(name) = field(&body, "name") else {
+        return chat_error(StatusCode::BAD_REQUEST, "请填写客户姓名。");
+    };
+    let corp = field(&body, "corp_name");
+    let position = field(&body, "position");
+    let phone = field(&body, "phone");
+    let channel = field(&body, "state");
+    let too_long =
+        |v: &Option<String>, max: usize| v.as_ref().is_some_and(|v| v.chars().count() > max);
+    if name.chars().count() > 32 || too_long(&corp, 64) || too_long(&position, 32) {
+        return chat_error(
+            StatusCode::BAD_REQUEST,
+            "姓名和职位最多 32 个字，企业名称最多 64 个字。",
+        );
+    }
+    // WeCom's 联系我 `state` is at most 30 characters.
+    if too_long(&channel, 30) {
+        return chat_error(StatusCode::BAD_REQUEST, "渠道最多 30 个字。");
+    }
+    if phone.as_deref().is_some_and(|p| !plausible_phone(p)) {
+        return chat_error(
+            StatusCode::BAD_REQUEST,
+            "手机号无效：只能有数字、空格和短横线（可用 + 开头），5–15 位数字。",
+        );
+    }
+    let (target, plain) = {
+        let mut state = shared.lock();
+        if !state.is_member(&userid) {
+            return chat_error(StatusCode::NOT_FOUND, "没有这位成员。");
+        }
+        let Some(target) = state.callback.clone() else {
+            return chat_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "模拟器还不知道应用的回调地址（set_callback_target），无法回调。",
+            );
+        };
+        let now = chrono::Utc::now().timestamp();
+        // WeChat users' external userids start with `wm`.
+        let external_userid = format!("wm{}", &uuid::Uuid::new_v4().simple().to_string()[..30]);
+        let mobiles: Vec<&String> = phone.iter().collect();
+        // 1: 扫描二维码, as a 联系我 code with a `state` is added; 0: unknown.
+        let add_way = i64::from(channel.is_some());
+        state.external_contacts.insert(
+            external_userid.clone(),
+            json!({
+                "external_contact": {
+                    "external_userid": external_userid, "name": name, "position": position,
+                    "corp_name": corp, "corp_full_name": corp, "type": 1, "gender": 0,
+                },
+                "follow_user": [{
+                    "userid": userid, "remark": name, "description": "", "createtime": now,
+                    "tags": [], "remark_corp_name": corp, "remark_mobiles": mobiles,
+                    "oper_userid": userid, "add_way": add_way,
+                    "state": channel.clone().unwrap_or_default(),
+                }],
+            }),
+        );
+        let state_field = channel
+            .as_deref()
+            .map(|s| format!("<State>{}</State>", cdata(s)))
+            .unwrap_or_default();
+        let plain = format!(
+            "<xml><ToUserName>{}</ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+             <CreateTime>{now}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+             <Event><![CDATA[change_external_contact]]></Event>\
+             <ChangeType><![CDATA[add_external_contact]]></ChangeType>\
+             <UserID>{}</UserID><ExternalUserID>{}</ExternalUserID>{state_field}\
+             <WelcomeCode>{}</WelcomeCode></xml>",
+            cdata(&shared.corp_id),
+            cdata(&userid),
+            cdata(&external_userid),
+            cdata(&format!(
+                "emulated-welcome-{}",
+                uuid::Uuid::new_v4().simple()
+            )),
+        );
+        (target, plain)
+    };
+    let statuses = post_callback(&shared.corp_id, DEFAULT_AGENT_ID, &target, &plain).await;
+    let delivered: Vec<String> = statuses.iter().map(u16::to_string).collect();
+    (
+        StatusCode::SEE_OTHER,
+        [(
+            axum::http::header::LOCATION,
+            format!("{CHAT}/{}?added={}", enc(&userid), delivered.join(",")),
         )],
     )
         .into_response()

@@ -4,7 +4,9 @@
 //! it also plays the browser side: the OAuth2 authorize page and a JS-SDK stand-in. And it stands
 //! in for the members' chat clients: `/chat` shows, per member, the cards `message/send` delivered
 //! (with what `update_template_card` changed), and a button pressed there reaches closeloop as
-//! WeCom's own signed, encrypted `template_card_event`.
+//! WeCom's own signed, encrypted `template_card_event`. There a member can also place a 公费电话
+//! call (a record `dial/get_dial_record` then serves), add an external contact (WeCom calls the
+//! app back with `change_external_contact`), and open the app's pages signed in as themselves.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -106,6 +108,14 @@ struct EmulatorState {
     callback: Option<CallbackTarget>,
     /// Buttons pressed in the chat view, oldest first.
     chat_clicks: Vec<ChatClick>,
+    /// The app's page that starts the WeCom sign-in (closeloop's `/auth/wecom/login`, taking
+    /// `next`): links the chat view opens on its origin go through it, so the app signs
+    /// the browser in as the member whose chat the link is in.
+    sign_in_url: Option<String>,
+    /// The chat-toolbar (聊天工具栏) page configured for the app, opened beside a customer's chat.
+    toolbar_url: Option<String>,
+    /// Called after a call placed in the chat view added a 公费电话 record.
+    on_dial_record: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// closeloop's callback URL (`/callback/wecom`) with the app's callback token and
@@ -142,6 +152,19 @@ impl Emulator {
     /// Starts serving on `127.0.0.1:0`. `secrets` are the secrets WeCom would accept for
     /// `corp_id`, each with the kind of app it belongs to (`app`, `contact` or `dial`).
     pub async fn start(corp_id: impl Into<String>, secrets: Vec<(String, &'static str)>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("the WeCom emulator cannot bind a local port: {e}"));
+        Self::start_on(listener, corp_id, secrets)
+    }
+
+    /// As [`Emulator::start`], on a listener the caller bound (`closeloop demo
+    /// --emulator-port`).
+    pub fn start_on(
+        listener: tokio::net::TcpListener,
+        corp_id: impl Into<String>,
+        secrets: Vec<(String, &'static str)>,
+    ) -> Self {
         let state = Arc::new(Shared {
             corp_id: corp_id.into(),
             secrets,
@@ -165,8 +188,11 @@ impl Emulator {
             .route(CHAT, get(chat::chat_members))
             .route("/chat/{userid}", get(chat::chat_member))
             .route("/chat/{userid}/click", post(chat::chat_click))
+            .route("/chat/{userid}/open", get(chat::chat_open))
+            .route("/chat/{userid}/call", post(chat::chat_call))
+            .route("/chat/{userid}/contacts", post(chat::chat_add_contact))
             .with_state(state.clone());
-        let (addr, server) = super::kit::serve(router, "WeCom").await;
+        let (addr, server) = super::kit::serve_on(listener, router, "WeCom");
         Emulator {
             addr,
             state,
@@ -283,6 +309,31 @@ impl Emulator {
     /// The chat view's address: every member's received cards, clickable.
     pub fn chat_url(&self) -> String {
         format!("{}{CHAT}", self.base_url())
+    }
+
+    /// The app's page that starts its WeCom sign-in and takes the page to show after it as
+    /// `next` (closeloop's `/auth/wecom/login`). The chat view opens links on its origin
+    /// through it, as the member whose chat they are in: one browser plays every member,
+    /// where WeCom gives each member a client of their own.
+    pub fn set_sign_in_url(&self, url: impl Into<String>) {
+        self.state.lock().sign_in_url = Some(url.into());
+    }
+
+    /// The app's chat-toolbar page (聊天工具栏 → 配置页面), which the chat view opens beside
+    /// a customer's chat.
+    pub fn set_chat_toolbar_url(&self, url: impl Into<String>) {
+        self.state.lock().toolbar_url = Some(url.into());
+    }
+
+    /// Called (on the emulator's task, without waiting) each time a call placed in the
+    /// chat view adds a 公费电话 record; WeCom tells nobody, so an app finds it by polling.
+    pub fn on_dial_record(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.state.lock().on_dial_record = Some(Arc::new(hook));
+    }
+
+    /// The 公费电话 records `dial/get_dial_record` serves, oldest first.
+    pub fn dial_records(&self) -> Vec<Value> {
+        self.state.lock().dial_records.clone()
     }
 
     /// Sets the directory: `department/list` entries and `user/list` members.

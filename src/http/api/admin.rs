@@ -32,7 +32,7 @@ pub struct Retried {
     pub status: JobState,
 }
 
-/// The only state a retried job can be in when the answer leaves.
+/// The state a retried or run-now job is in when the answer leaves.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -51,6 +51,52 @@ pub async fn retry_job(
         id,
         status: JobState::Queued,
     }))
+}
+
+/// Which scheduled job kind to run now.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunNowBody {
+    /// A scheduled job kind, e.g. `collab.health_weekly` or `credibility.weekly`.
+    pub kind: String,
+}
+
+/// The job queued to run now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RanNow {
+    pub id: String,
+    pub kind: String,
+    pub status: JobState,
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/run-now", tag = "admin", request_body = RunNowBody,
+    responses((status = 202, description = "Queued to run now, outside the schedule's timing (audited)", body = RanNow), super::WriteErrors))]
+pub async fn run_job_now(
+    State(s): State<AppState>,
+    AdminKey(p): AdminKey,
+    ApiJson(b): ApiJson<RunNowBody>,
+) -> Result<(StatusCode, Json<RanNow>)> {
+    let ids = jobs::schedule::run_now(
+        &s.db,
+        s.clock.now_ms(),
+        Some(&p.org_id),
+        &b.kind,
+        &p.actor(),
+    )
+    .await?;
+    // An organisation has one schedule per kind.
+    let id = ids
+        .into_iter()
+        .next()
+        .ok_or(crate::error::Error::NotFound { what: "schedule" })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RanNow {
+            id,
+            kind: b.kind,
+            status: JobState::Queued,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "admin",

@@ -91,6 +91,7 @@ pub fn router() -> Router<AppState> {
         .route("/platform-events", get(admin::list_platform_events))
         .route("/jobs", get(admin::list_jobs))
         .route("/jobs/{id}/retry", axum::routing::post(admin::retry_job))
+        .route("/jobs/run-now", axum::routing::post(admin::run_job_now))
         .route(
             "/webhooks",
             get(admin::list_webhooks).post(admin::create_webhook),
@@ -196,7 +197,7 @@ impl Modify for BearerAuth {
         collab::health,
         credibility::list, tasks::list,
         admin::list_platform_events,
-        admin::list_jobs, admin::retry_job,
+        admin::list_jobs, admin::retry_job, admin::run_job_now,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
     ),
     components(schemas(ErrorBody))
