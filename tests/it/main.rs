@@ -16,6 +16,7 @@ mod collab_web;
 mod credibility;
 mod demo;
 mod dingtalk;
+mod doctor;
 mod documents;
 mod feishu;
 mod feishu_api;
