@@ -55,6 +55,9 @@ pub enum Command {
     Rules(RulesCommand),
     /// Start a demonstration server on a local SQLite database with sample data.
     Demo(DemoArgs),
+    /// Check the configuration against the live platforms: a token from each secret, one
+    /// read per feature, and a signed URL check of each callback at `public_url`.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +178,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rules(cmd) => rules(cli.config.as_deref(), cmd).await,
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Doctor => {
+            let config = crate::app::load_config(cli.config.as_deref())?;
+            crate::doctor::cli(&config).await
+        }
     }
 }
 

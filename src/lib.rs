@@ -19,6 +19,7 @@ pub mod customers;
 pub mod db;
 pub mod demo;
 pub mod directory;
+pub mod doctor;
 pub mod documents;
 pub mod emulator;
 pub mod error;

@@ -232,8 +232,12 @@ fn only_adapters_and_the_entry_points_import_the_platforms_and_the_emulators() {
     };
     let allowed = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     let platform_users = importers("platform");
+    // `doctor` checks a configuration against the live platforms with their own clients
+    // and callback crypto; only the command line uses it.
     assert!(
-        platform_users.is_subset(&allowed(&["app", "http", "demo", "cli", "emulator"])),
+        platform_users.is_subset(&allowed(&[
+            "app", "http", "demo", "cli", "emulator", "doctor"
+        ])),
         "domain modules must reach the platforms through `chat` only: {platform_users:?}"
     );
     let emulator_users = importers("emulator");

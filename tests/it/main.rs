@@ -17,6 +17,7 @@ mod credibility;
 mod demo;
 mod demo_live;
 mod dingtalk;
+mod doctor;
 mod documents;
 mod feishu;
 mod feishu_api;
