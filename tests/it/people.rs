@@ -13,6 +13,7 @@ use sqlx::Row;
 use crate::callbacks::{deliver, CORP};
 use crate::helpers::{on_postgres, spawn_app, spawn_app_with, TestApp, TEST_DATA_KEY};
 use crate::sidebar::no_redirects;
+use crate::wecom_directory::{member, user_by_wecom_id};
 
 async fn user(app: &TestApp, id: &str) -> Value {
     let res = app.get(&format!("/api/v1/users/{id}")).await;
@@ -534,22 +535,6 @@ async fn a_message_naming_a_role_says_where_it_is_set() {
 // ----------------------------------------------------------------------------------------
 // The directory sync
 
-fn member(id: &str, name: &str, leaders: &[&str]) -> Value {
-    json!({"userid": id, "name": name, "department": [2], "main_department": 2, "status": 1, "direct_leader": leaders})
-}
-
-async fn by_wecom_id(app: &TestApp, id: &str) -> Value {
-    let page: Value = app
-        .get(&format!(
-            "/api/v1/users?platform=wecom&identity_kind=userid&identity_value={id}"
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
-    page["items"][0].clone()
-}
-
 async fn full_sync(app: &TestApp) {
     closeloop::jobs::enqueue_now(
         &app.db,
@@ -579,9 +564,9 @@ async fn a_directory_sync_keeps_superiors_set_by_hand() {
     ))
     .await;
     app.worker.drain().await.unwrap(); // the start-up sync
-    let wang = by_wecom_id(&app, "wangjl").await["id"].clone();
-    let zhang = by_wecom_id(&app, "zhanggong").await["id"].clone();
-    let liming = by_wecom_id(&app, "liming").await;
+    let wang = user_by_wecom_id(&app, "wangjl").await["id"].clone();
+    let zhang = user_by_wecom_id(&app, "zhanggong").await["id"].clone();
+    let liming = user_by_wecom_id(&app, "liming").await;
     assert_eq!(liming["superiors"], json!([wang]));
     assert_eq!(liming["superior_source"], "directory");
 
@@ -610,12 +595,12 @@ async fn a_directory_sync_keeps_superiors_set_by_hand() {
         ],
     );
     full_sync(&app).await;
-    let after = by_wecom_id(&app, "liming").await;
+    let after = user_by_wecom_id(&app, "liming").await;
     assert_eq!(after["name"], "李明明", "the sync ran");
     assert_eq!(after["superiors"], json!([zhang]));
     assert_eq!(after["superior_source"], "manual");
     assert_eq!(
-        by_wecom_id(&app, "zhanggong").await["superiors"],
+        user_by_wecom_id(&app, "zhanggong").await["superiors"],
         json!([liming_id])
     );
     let change = format!(
@@ -628,7 +613,7 @@ async fn a_directory_sync_keeps_superiors_set_by_hand() {
     assert_eq!(res.status(), 200);
     app.worker.drain().await.unwrap();
     assert_eq!(
-        by_wecom_id(&app, "liming").await["superiors"],
+        user_by_wecom_id(&app, "liming").await["superiors"],
         json!([zhang])
     );
 
@@ -643,7 +628,7 @@ async fn a_directory_sync_keeps_superiors_set_by_hand() {
         .await;
     assert_eq!(status, 303);
     full_sync(&app).await;
-    let after = by_wecom_id(&app, "liming").await;
+    let after = user_by_wecom_id(&app, "liming").await;
     assert_eq!(after["superiors"], json!([wang]));
     assert_eq!(after["superior_source"], "directory");
 }
