@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{NaiveDate, TimeZone};
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
 
-use crate::access::{apikeys, Actor, ApiKeyRole, NewApiKey};
+use crate::access::{apikeys, Actor, ApiKeyRole, Grant, NewApiKey};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::demo::DemoArgs;
 use crate::directory::orgs;
+use crate::directory::users::{self, UserPatch};
 use crate::rules::store::Imported;
 use crate::rules::{ActionKind, RuleSet, Rules};
 use crate::telemetry::LogFormat;
@@ -58,6 +60,59 @@ pub enum Command {
     /// Check the configuration against the live platforms: a token from each secret, one
     /// read per feature, and a signed URL check of each callback at `public_url`.
     Doctor,
+    /// People and roles: members' closeloop roles and direct superiors, and who answers a
+    /// customer's presales, delivery and finance requests (also on the page 管理 → 人员与角色).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List members with their roles and direct superiors.
+    List {
+        /// Only members holding this role.
+        #[arg(long, value_parser = PossibleValuesParser::new(users::ROLES))]
+        role: Option<String>,
+    },
+    /// Replace a member's closeloop roles (audited).
+    SetRoles {
+        /// The member: an id, wecom:USERID (dingtalk:, feishu:), or a name no one else has.
+        user: String,
+        /// The roles the member holds from now on.
+        #[arg(required_unless_present = "none", value_parser = PossibleValuesParser::new(users::ROLES))]
+        roles: Vec<String>,
+        /// Take every role away.
+        #[arg(long, conflicts_with = "roles")]
+        none: bool,
+    },
+    /// Set a member's direct superiors by hand; the directory sync keeps them (audited).
+    SetSuperiors {
+        /// The member, named as for set-roles.
+        user: String,
+        /// The superiors, named the same way.
+        #[arg(required_unless_present_any = ["none", "directory"])]
+        superiors: Vec<String>,
+        /// No superior, kept so by the directory sync.
+        #[arg(long, conflicts_with_all = ["superiors", "directory"])]
+        none: bool,
+        /// Hand the superiors back to the directory sync, which sets them on its next run.
+        #[arg(long, conflicts_with = "superiors")]
+        directory: bool,
+    },
+    /// Assign who answers a customer's requests for a role, or clear it (audited).
+    Assign {
+        /// The customer: an id or a name no other customer has.
+        customer: String,
+        /// Usually presales, delivery or finance.
+        #[arg(value_parser = PossibleValuesParser::new(users::ROLES))]
+        role: String,
+        /// The member, named as for set-roles.
+        #[arg(required_unless_present = "clear")]
+        user: Option<String>,
+        /// Remove the assignment: the role's queue answers again.
+        #[arg(long, conflicts_with = "user")]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +232,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             jobs(config, cmd).await
         }
         Command::Rules(cmd) => rules(cli.config.as_deref(), cmd).await,
+        Command::Users(cmd) => {
+            let config = crate::app::load_config(cli.config.as_deref())?;
+            people(config, cmd).await
+        }
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Doctor => {
             let config = crate::app::load_config(cli.config.as_deref())?;
@@ -367,6 +426,153 @@ async fn run_now(db: &Db, kind: &str, wait: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn people(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let result = people_in(&db, config.org_timezone()?, cmd).await;
+    db.close().await;
+    result
+}
+
+async fn people_in(db: &Db, tz: chrono_tz::Tz, cmd: UsersCommand) -> anyhow::Result<()> {
+    let domain = |e: crate::Error| anyhow::anyhow!("{e}");
+    let now = SystemClock.now_ms();
+    let org = orgs::ensure_default(db, now, tz).await.map_err(domain)?;
+    let org = org.id.as_str();
+    let members = users::all(db, org).await.map_err(domain)?;
+    let name_of = |id: &str| {
+        members
+            .iter()
+            .find(|u| u.id == id)
+            .map_or(id.to_string(), |u| u.name.clone())
+    };
+    let update = move |user: String, patch: UserPatch| async move {
+        users::update(db, now, org, &Actor::cli(), Grant::Allowed, &user, patch)
+            .await
+            .map_err(domain)
+    };
+    match cmd {
+        UsersCommand::List { role } => {
+            println!("id\tname\tstatus\troles\tsuperiors\tsuperiors_from\tidentities");
+            for u in members
+                .iter()
+                .filter(|u| role.as_ref().is_none_or(|r| u.roles.contains(r)))
+            {
+                let sups: Vec<String> = u.superiors.iter().map(|s| name_of(s)).collect();
+                let ids: Vec<String> = u
+                    .identities
+                    .iter()
+                    .map(|i| format!("{}:{}={}", i.platform, i.kind, i.value))
+                    .collect();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    u.id,
+                    u.name,
+                    u.status,
+                    u.roles.join(","),
+                    sups.join(","),
+                    u.superior_source,
+                    ids.join(",")
+                );
+            }
+        }
+        UsersCommand::SetRoles { user, roles, .. } => {
+            let user = users::find(db, org, &user).await.map_err(domain)?;
+            let patch = UserPatch {
+                roles: Some(roles),
+                ..UserPatch::default()
+            };
+            let u = update(user.id, patch).await?;
+            println!("{}: roles {}", u.name, list_or_none(&u.roles));
+        }
+        UsersCommand::SetSuperiors {
+            user,
+            superiors,
+            directory,
+            ..
+        } => {
+            let user = users::find(db, org, &user).await.map_err(domain)?;
+            let patch = if directory {
+                UserPatch {
+                    superior_source: Some("directory".into()),
+                    ..UserPatch::default()
+                }
+            } else {
+                let mut ids = Vec::new();
+                for s in &superiors {
+                    ids.push(users::find(db, org, s).await.map_err(domain)?.id);
+                }
+                UserPatch {
+                    superiors: Some(ids),
+                    ..UserPatch::default()
+                }
+            };
+            let u = update(user.id, patch).await?;
+            let names: Vec<String> = u.superiors.iter().map(|s| name_of(s)).collect();
+            if directory {
+                println!(
+                    "{}: superiors {} until the next directory sync sets them",
+                    u.name,
+                    list_or_none(&names)
+                );
+            } else {
+                println!(
+                    "{}: superiors {} (set by hand; the directory sync keeps them)",
+                    u.name,
+                    list_or_none(&names)
+                );
+            }
+        }
+        UsersCommand::Assign {
+            customer,
+            role,
+            user,
+            ..
+        } => {
+            let c = crate::collab::assignments::find_customer(db, org, &customer)
+                .await
+                .map_err(domain)?;
+            let user = match user {
+                Some(u) => Some(users::find(db, org, &u).await.map_err(domain)?),
+                None => None,
+            };
+            crate::collab::assignments::set(
+                db,
+                now,
+                org,
+                &Actor::cli(),
+                Grant::Allowed,
+                &c.id,
+                &role,
+                user.as_ref().map(|u| u.id.as_str()),
+            )
+            .await
+            .map_err(domain)?;
+            match user {
+                Some(u) => {
+                    if !u.roles.contains(&role) {
+                        eprintln!("note: {} does not hold the role {role}", u.name);
+                    }
+                    println!("{}: {role} is {}", c.name, u.name);
+                }
+                None => println!(
+                    "{}: no one assigned for {role}; the role's queue answers",
+                    c.name
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// Reads a rule-set file and checks it; every error is one line naming the key.

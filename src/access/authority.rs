@@ -5,9 +5,9 @@
 //! named as `actor` by any key) who holds the `manager` or `admin` role or is a direct
 //! superior of the deal's owner or the frozen rep; never someone lifting their own
 //! freeze. And who may change what grants authority — users' roles, platform identities,
-//! superiors and status, customers' owners and assignments, calendar feeds: admin keys
-//! and the server itself, never an integration key (an identity it could set is a
-//! sign-in it could take over).
+//! superiors and status, customers' owners and assignments, calendar feeds: admin keys,
+//! the command line, the server itself and signed-in members holding the `admin` role,
+//! never an integration key (an identity it could set is a sign-in it could take over).
 
 use std::collections::HashSet;
 
@@ -139,12 +139,14 @@ pub async fn require(
         (Who::Person(p), Managed::Freeze { rep }) if p == rep => {
             "不能解除对自己的冻结，请联系主管 (nobody lifts their own freeze)".into()
         }
-        (Who::Person(_), Managed::Freeze { .. }) => {
-            "只有主管、管理员或该销售的直属上级可以解除冻结 (managers only)".into()
-        }
-        (Who::Person(_), Managed::Deal { .. }) => {
-            "只有主管、管理员或负责人的直属上级可以回退阶段或重新分配 (managers only)".into()
-        }
+        (Who::Person(_), Managed::Freeze { .. }) => format!(
+            "只有主管、管理员或该销售的直属上级可以解除冻结（角色与上级在 {} 中设置）",
+            super::WHERE_ROLES_ARE_SET
+        ),
+        (Who::Person(_), Managed::Deal { .. }) => format!(
+            "只有主管、管理员或负责人的直属上级可以回退阶段或重新分配（角色与上级在 {} 中设置）",
+            super::WHERE_ROLES_ARE_SET
+        ),
     };
     Err(Error::Forbidden(message))
 }
@@ -152,7 +154,8 @@ pub async fn require(
 /// Whether a writer may change what grants authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
-    /// Admin keys, the command line and the server itself (directory sync, the demo).
+    /// Admin keys, the command line, the server itself (directory sync, the demo) and
+    /// members holding the `admin` role on the people page.
     Allowed,
     /// Integration keys: they write business data and grant nothing.
     Refused,
@@ -168,6 +171,26 @@ impl Grant {
             "only an admin key may change {}: they grant authority",
             fields.join(", ")
         )))
+    }
+
+    /// A signed-in person grants — sees and changes roles, superiors and per-customer
+    /// assignments on the people page — when they are an active member holding the
+    /// `admin` role.
+    pub async fn of_member(conn: &mut AnyConnection, org_id: &str, user: &str) -> Result<Grant> {
+        let admin = sqlx::query(
+            "SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id \
+             WHERE u.id = $1 AND u.org_id = $2 AND u.status = 'active' AND r.role = 'admin'",
+        )
+        .bind(user)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+        Ok(if admin {
+            Grant::Allowed
+        } else {
+            Grant::Refused
+        })
     }
 }
 

@@ -7,6 +7,10 @@ pub mod authority;
 pub use apikeys::{ApiKeyRole, NewApiKey, Permission, Principal};
 pub use authority::{Grant, Who};
 
+/// Where roles, superiors and per-customer assignments are set (the people page; the
+/// command line's `closeloop users`), for every message that names a role or a superior.
+pub const WHERE_ROLES_ARE_SET: &str = "管理 → 人员与角色";
+
 /// Who made a change, as the audit log records it.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -26,6 +30,14 @@ impl Actor {
         Actor {
             kind: "system",
             id: None,
+        }
+    }
+
+    /// A signed-in member.
+    pub fn user(id: &str) -> Actor {
+        Actor {
+            kind: "user",
+            id: Some(id.to_string()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Cross-role collaboration: quick-asks, handoff packages, SLA clocks with escalation,
 //! responsibility anchors and acknowledgements.
 
+pub mod assignments;
 pub mod calendar;
 pub mod calendar_feed;
 pub mod health;

@@ -325,8 +325,9 @@ pub async fn open(
     let (assignee, recipients) = route(&mut tx, org_id, &new.customer, &t.role).await?;
     if recipients.is_empty() {
         return Err(Error::invalid(format!(
-            "没有可接收的「{}」人员，请先在通讯录中为成员设置该角色 (nobody has the role)",
-            t.role
+            "没有可接收的{role}人员：请管理员在 {where_set} 中为成员设置「{role}」角色，或为该客户指定{role}负责人",
+            role = users::role_label(&t.role),
+            where_set = crate::access::WHERE_ROLES_ARE_SET,
         )));
     }
     let content = serde_json::to_value(&new.content).map_err(|e| Error::Internal(e.into()))?;
@@ -892,13 +893,7 @@ pub async fn assign(
     role: &str,
     user: &str,
 ) -> Result<()> {
-    // The role is not echoed: it arrives in the path, and may be anything.
-    if !users::ROLES.contains(&role) {
-        return Err(Error::invalid(format!(
-            "the role must be one of {}",
-            users::ROLES.join(", ")
-        )));
-    }
+    super::assignments::check_role(role)?;
     let mut tx = db.begin().await?;
     let ok = sqlx::query(
         "SELECT (SELECT id FROM customers WHERE id = $1 AND org_id = $3) AS c, \

@@ -1,8 +1,9 @@
 //! Keeping users in step with a platform's directory: names, departments and direct
 //! superiors come from the platform; closeloop roles are never touched, so they survive
-//! every sync. Members the platform no longer lists are marked `left` (their history and
-//! customers stay; hand-over is an ownership change) — unless the listing shrank so much
-//! that it is more likely cut short than true (see [`MAX_LEFT_SHARE_PERCENT`]).
+//! every sync, and neither are superiors an admin set by hand. Members the platform no
+//! longer lists are marked `left` (their history and customers stay; hand-over is an
+//! ownership change) — unless the listing shrank so much that it is more likely cut short
+//! than true (see [`MAX_LEFT_SHARE_PERCENT`]).
 
 use std::collections::HashMap;
 
@@ -123,7 +124,9 @@ pub async fn upsert_member(
     Ok((id, true))
 }
 
-/// Replaces a user's superiors with the members behind `leaders` (unknown ones skipped).
+/// Replaces a user's superiors with the members behind `leaders` (unknown ones skipped),
+/// unless an admin set them by hand (`superior_source = 'manual'`): those the directory
+/// never overrides.
 pub async fn set_leaders(
     tx: &mut Tx,
     org_id: &str,
@@ -131,6 +134,14 @@ pub async fn set_leaders(
     user_id: &str,
     leaders: &[String],
 ) -> Result<()> {
+    let manual = sqlx::query("SELECT 1 FROM users WHERE id = $1 AND superior_source = 'manual'")
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some();
+    if manual {
+        return Ok(());
+    }
     sqlx::query("DELETE FROM user_superiors WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut **tx)

@@ -19,6 +19,25 @@ pub const ROLES: [&str; 8] = [
 /// `left`: 离职, kept for history and hand-over.
 pub const STATUSES: [&str; 2] = ["active", "left"];
 
+/// Who set a user's direct superiors: the platform's directory sync, or an admin by hand
+/// (then the sync leaves them alone until they are handed back to the directory).
+pub const SUPERIOR_SOURCES: [&str; 2] = ["directory", "manual"];
+
+/// A role as people read it.
+pub fn role_label(role: &str) -> &'static str {
+    match role {
+        "sales" => "销售",
+        "presales" => "售前",
+        "delivery" => "交付",
+        "finance" => "财务",
+        "legal" => "法务",
+        "manager" => "主管",
+        "admin" => "管理员",
+        "security" => "安全",
+        _ => "未知角色",
+    }
+}
+
 /// The id kinds each platform issues for a person.
 pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
     match platform {
@@ -60,7 +79,7 @@ pub struct NewUser {
 }
 
 /// Fields left out stay as they are; lists given replace the stored ones.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     #[schema(min_length = 1, max_length = 100)]
@@ -72,7 +91,13 @@ pub struct UserPatch {
     pub status: Option<String>,
     #[schema(schema_with = roles_schema)]
     pub roles: Option<Vec<String>>,
+    /// Replaces the direct superiors; they become `manual` (kept by the directory sync)
+    /// unless `superior_source` says otherwise.
     pub superiors: Option<Vec<String>>,
+    /// `manual`: the directory sync leaves the superiors alone; `directory`: handed back,
+    /// the next sync sets them from the platform's 直属上级.
+    #[schema(schema_with = superior_source_schema)]
+    pub superior_source: Option<String>,
     pub identities: Option<Vec<Identity>>,
 }
 
@@ -103,7 +128,10 @@ impl UserPatch {
         given([
             ("status", self.status.is_some()),
             ("roles", self.roles.is_some()),
-            ("superiors", self.superiors.is_some()),
+            (
+                "superiors",
+                self.superiors.is_some() || self.superior_source.is_some(),
+            ),
             ("identities", self.identities.is_some()),
         ])
     }
@@ -119,6 +147,10 @@ pub struct User {
     pub status: String,
     pub roles: Vec<String>,
     pub superiors: Vec<String>,
+    /// `directory` (kept in step by the directory sync) or `manual` (set by an admin; the
+    /// sync leaves them alone).
+    #[schema(schema_with = superior_source_schema)]
+    pub superior_source: String,
     pub identities: Vec<Identity>,
     pub created_at: String,
     pub updated_at: String,
@@ -148,6 +180,10 @@ fn roles_schema() -> utoipa::openapi::schema::Array {
 
 fn status_schema() -> utoipa::openapi::Object {
     crate::validate::one_of(&STATUSES)
+}
+
+fn superior_source_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&SUPERIOR_SOURCES)
 }
 
 /// Every kind some platform issues (which kinds go with which platform is checked too).
@@ -377,6 +413,8 @@ pub async fn update(
         return Err(Error::NotFound { what: "user" });
     }
     let mut changed: Vec<&str> = Vec::new();
+    // What the authority-granting fields became, beside the names of the fields given.
+    let mut detail = serde_json::Map::new();
     if let Some(n) = &patch.name {
         let n = validate::text("name", n, 100)?;
         set_column(&mut tx, "name", Some(n), id).await?;
@@ -403,17 +441,38 @@ pub async fn update(
         let roles = check_roles(r)?;
         write_roles(&mut tx, id, &roles).await?;
         changed.push("roles");
+        detail.insert("roles".into(), serde_json::json!(roles));
     }
     if let Some(s) = &patch.superiors {
         let sups = check_superiors(&mut tx, org_id, id, s).await?;
         write_superiors(&mut tx, id, &sups).await?;
         changed.push("superiors");
+        detail.insert("superiors".into(), serde_json::json!(sups));
+    }
+    // Superiors set by hand are kept by the directory sync, unless handed back.
+    let source = match (&patch.superior_source, &patch.superiors) {
+        (Some(s), _) if SUPERIOR_SOURCES.contains(&s.as_str()) => Some(s.as_str()),
+        (Some(_), _) => {
+            return Err(Error::invalid(
+                "superior_source must be `directory` or `manual`",
+            ))
+        }
+        (None, Some(_)) => Some("manual"),
+        (None, None) => None,
+    };
+    if let Some(source) = source {
+        set_column(&mut tx, "superior_source", Some(source.into()), id).await?;
+        if patch.superior_source.is_some() {
+            changed.push("superior_source");
+        }
+        detail.insert("superior_source".into(), source.into());
     }
     if let Some(i) = &patch.identities {
         let ids = check_identities(i)?;
         write_identities(&mut tx, org_id, id, &ids, now_ms).await?;
         changed.push("identities");
     }
+    detail.insert("fields".into(), serde_json::json!(changed));
     sqlx::query("UPDATE users SET updated_at = $1 WHERE id = $2")
         .bind(now_ms)
         .bind(id)
@@ -426,7 +485,7 @@ pub async fn update(
             org_id,
             "user.update",
             ("user", id),
-            serde_json::json!({"fields": changed}),
+            serde_json::Value::Object(detail),
         )
         .await?;
     tx.commit().await?;
@@ -496,9 +555,80 @@ pub async fn list(
     Ok(Page::from_rows(users, page, |u| &u.id))
 }
 
+/// Every user of the organisation, active ones first, each group by name.
+pub async fn all(db: &Db, org_id: &str) -> Result<Vec<User>> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = crate::page::PageParams {
+            limit: Some(crate::page::MAX_LIMIT),
+            cursor,
+        }
+        .validate()?;
+        let mut got = list(db, org_id, &UserFilter::default(), &page).await?;
+        out.append(&mut got.items);
+        cursor = got.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    out.sort_by(|a, b| (&a.status, &a.name, &a.id).cmp(&(&b.status, &b.name, &b.id)));
+    Ok(out)
+}
+
+/// The user an operator names: an id, a platform member id as `wecom:USERID` (also
+/// `dingtalk:`, `feishu:`), or a name no one else has.
+pub async fn find(db: &Db, org_id: &str, who: &str) -> Result<User> {
+    let who = who.trim();
+    if let Some((platform, value)) = who.split_once(':') {
+        if let Some(p) = crate::chat::event::Platform::parse(platform) {
+            let filter = UserFilter {
+                role: None,
+                platform: Some(p.as_str().into()),
+                identity_kind: Some(p.member_id_kind().into()),
+                identity_value: Some(value.into()),
+            };
+            let page = PageRequest {
+                limit: 1,
+                after: None,
+            };
+            let found = list(db, org_id, &filter, &page).await?.items.pop();
+            return found.ok_or_else(|| {
+                Error::UnknownReference(format!("no member has the {platform} id `{value}`"))
+            });
+        }
+    }
+    if validate::id("user", who).is_ok() {
+        match get(db, org_id, who).await {
+            Ok(u) => return Ok(u),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut named: Vec<User> = all(db, org_id)
+        .await?
+        .into_iter()
+        .filter(|u| u.name == who)
+        .collect();
+    match named.len() {
+        1 => Ok(named.remove(0)),
+        0 => Err(Error::UnknownReference(format!(
+            "no member is called or has the id `{who}`; `closeloop users list` shows them"
+        ))),
+        _ => Err(Error::Conflict(format!(
+            "several members are called `{who}`: {}; name one by id",
+            named
+                .iter()
+                .map(|u| u.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<User>> {
     let sql = sel.sql(
-        "SELECT id, org_id, name, department, region, status, created_at, updated_at FROM users",
+        "SELECT id, org_id, name, department, region, status, superior_source, created_at, updated_at FROM users",
         tail,
     );
     let rows = sel
@@ -517,6 +647,7 @@ async fn load(db: &Db, sel: &Select, tail: &str, limit: i64) -> Result<Vec<User>
             status: r.get("status"),
             roles: Vec::new(),
             superiors: Vec::new(),
+            superior_source: r.get("superior_source"),
             identities: Vec::new(),
             created_at: crate::clock::rfc3339(r.get("created_at")),
             updated_at: crate::clock::rfc3339(r.get("updated_at")),

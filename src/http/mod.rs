@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::http::pages::health::routes())
         .merge(crate::http::pages::sidebar_tools::routes())
         .merge(crate::http::pages::collab::routes())
+        .merge(crate::http::pages::people::routes())
         .fallback(|| async { Error::NotFound { what: "route" } });
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(ops::metrics));

@@ -139,9 +139,10 @@ pub async fn request(
         .into_iter()
         .next()
     else {
-        return Err(Error::invalid(
-            "您没有直属上级，无法提交证明，请联系管理员完善通讯录 (no direct superior to confirm)",
-        ));
+        return Err(Error::invalid(format!(
+            "您没有直属上级，无法提交证明：请联系管理员在 {} 中设置您的直属上级，或在通讯录中填写",
+            crate::access::WHERE_ROLES_ARE_SET
+        )));
     };
     let id = new_id();
     let card = cards::templates::compose(

@@ -36,6 +36,7 @@ mod ledger_rules;
 mod meetings;
 mod ops;
 mod parity;
+mod people;
 mod rules;
 mod sidebar;
 mod sidebar_platforms;

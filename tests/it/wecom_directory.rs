@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 use crate::callbacks::{deliver, CORP};
 use crate::helpers::{spawn_app_with, TestApp};
 
-fn member(id: &str, name: &str, leaders: &[&str]) -> Value {
+pub(crate) fn member(id: &str, name: &str, leaders: &[&str]) -> Value {
     json!({"userid": id, "name": name, "department": [2], "main_department": 2, "status": 1, "direct_leader": leaders})
 }
 
-async fn user_by_wecom_id(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn user_by_wecom_id(app: &TestApp, id: &str) -> Value {
     let page: Value = app
         .get(&format!(
             "/api/v1/users?platform=wecom&identity_kind=userid&identity_value={id}"

@@ -456,8 +456,9 @@ fn request_form(t: &CollabType, to: &Receiver) -> String {
             escape(&queue_label(role))
         ),
         Receiver::Queue { role, .. } => format!(
-            "<strong class=\"receiver-name\">{}</strong> <span class=\"invalid\">暂无成员，请联系管理员设置</span>",
-            escape(&queue_label(role))
+            "<strong class=\"receiver-name\">{}</strong> <span class=\"invalid\">暂无成员，请管理员在 {} 中设置</span>",
+            escape(&queue_label(role)),
+            crate::access::WHERE_ROLES_ARE_SET
         ),
     };
     format!(

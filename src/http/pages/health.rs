@@ -81,7 +81,10 @@ async fn page(
         return Ok(message_page(
             StatusCode::FORBIDDEN,
             "仅限主管查看",
-            "协作健康周报只对主管和管理员开放。",
+            &format!(
+                "协作健康周报只对主管和管理员开放（角色在 {} 中设置）。",
+                crate::access::WHERE_ROLES_ARE_SET
+            ),
         ));
     }
     let tz = org_timezone(&s, &session.org_id).await?;

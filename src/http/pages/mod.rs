@@ -5,6 +5,7 @@ pub mod collab;
 pub mod dingtalk;
 pub mod feishu;
 pub mod health;
+pub mod people;
 pub mod session;
 pub mod sidebar;
 pub mod sidebar_tools;

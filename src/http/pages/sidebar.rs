@@ -267,7 +267,7 @@ pub(crate) fn message_page(status: StatusCode, title: &str, message: &str) -> Re
     .into_response(status)
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
@@ -949,7 +949,7 @@ struct DevSignIn {
 }
 
 /// `application/x-www-form-urlencoded` pairs (axum's form extractor is not compiled in).
-fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))
             .decode_utf8_lossy()
