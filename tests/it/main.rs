@@ -19,6 +19,7 @@ mod dingtalk;
 mod documents;
 mod feishu;
 mod feishu_api;
+mod golive;
 mod hardening_api;
 mod hardening_authority;
 mod hardening_http;
