@@ -5,7 +5,9 @@ use std::path::Path;
 
 use closeloop::Config;
 
-use crate::helpers::spawn_app_with;
+use reqwest::Method;
+
+use crate::helpers::{spawn_app_with, TestApp};
 
 const NAME: &str = "WW_verify_7rG3kjVbXHngiald.txt";
 
@@ -16,6 +18,14 @@ fn wecom_toml(extra: &str) -> String {
          # No WeCom API in these tests: the discard port refuses at once.\n\
          api_base = \"http://127.0.0.1:9\"\n{extra}"
     )
+}
+
+async fn request(app: &TestApp, method: Method, path: &str) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
+        .send()
+        .await
+        .unwrap()
 }
 
 fn verify_key(path: &Path) -> String {
@@ -31,22 +41,12 @@ async fn the_verification_file_is_served_at_the_root_byte_for_byte() {
     std::fs::write(&path, content).unwrap();
     let app = spawn_app_with(&wecom_toml(&verify_key(&path))).await;
 
-    let res = app
-        .client
-        .get(app.url(&format!("/{NAME}")))
-        .send()
-        .await
-        .unwrap();
+    let res = request(&app, Method::GET, &format!("/{NAME}")).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/plain");
     assert_eq!(res.bytes().await.unwrap().as_ref(), content);
 
-    let head = app
-        .client
-        .head(app.url(&format!("/{NAME}")))
-        .send()
-        .await
-        .unwrap();
+    let head = request(&app, Method::HEAD, &format!("/{NAME}")).await;
     assert_eq!(head.status(), 200);
 
     // Only that name: another code, another case, another place or extension is not found.
@@ -57,7 +57,7 @@ async fn the_verification_file_is_served_at_the_root_byte_for_byte() {
         "/WW_verify_7rG3kjVbXHngiald",
         "/static/WW_verify_7rG3kjVbXHngiald.txt",
     ] {
-        let res = app.client.get(app.url(other)).send().await.unwrap();
+        let res = request(&app, Method::GET, other).await;
         assert_eq!(res.status(), 404, "{other}");
     }
     app.stop().await;
@@ -66,12 +66,7 @@ async fn the_verification_file_is_served_at_the_root_byte_for_byte() {
 #[tokio::test]
 async fn without_the_key_the_path_is_not_found() {
     let app = spawn_app_with(&wecom_toml("")).await;
-    let res = app
-        .client
-        .get(app.url(&format!("/{NAME}")))
-        .send()
-        .await
-        .unwrap();
+    let res = request(&app, Method::GET, &format!("/{NAME}")).await;
     assert_eq!(res.status(), 404);
     app.stop().await;
 }
