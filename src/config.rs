@@ -298,9 +298,18 @@ pub struct WecomConfig {
         serialize_with = "show_duration"
     )]
     pub max_clock_skew: Duration,
+    /// The domain-verification file WeCom offers when the app's trusted domain (可信域名)
+    /// is set, `WW_verify_….txt`; served at `/<its file name>` (docs/go-live-wecom.md).
+    #[serde(default)]
+    pub domain_verify_file: Option<PathBuf>,
 }
 
 impl WecomConfig {
+    /// The name the domain-verification file is served under, when one is configured.
+    pub fn domain_verify_name(&self) -> Option<&str> {
+        self.domain_verify_file.as_deref()?.file_name()?.to_str()
+    }
+
     fn default_api_base() -> String {
         "https://qyapi.weixin.qq.com".into()
     }
@@ -603,6 +612,9 @@ impl Config {
             base_url("wecom.api_base", &w.api_base)?;
             base_url("wecom.oauth_base", &w.oauth_base)?;
             base_url("wecom.jssdk_url", &w.jssdk_url)?;
+            if let Some(path) = &w.domain_verify_file {
+                domain_verify_file(path)?;
+            }
         }
         if let Some(d) = &self.dingtalk {
             non_empty("dingtalk.app_key", &d.app_key)?;
@@ -684,6 +696,59 @@ fn base_url(key: &str, v: &str) -> Result<(), ConfigError> {
             "must be an http:// or https:// base address",
         ))
     }
+}
+
+/// Largest domain-verification file accepted: WeCom's holds a short code.
+const MAX_DOMAIN_VERIFY_BYTES: u64 = 4096;
+
+/// `WW_verify_` + letters and digits + `.txt`: the shape of every file WeCom issues for a
+/// trusted domain (16 characters in every one seen; the length is not documented). Nothing
+/// else may be served at the domain root, and no name can leave it.
+fn is_wecom_verify_name(name: &str) -> bool {
+    name.strip_prefix("WW_verify_")
+        .and_then(|rest| rest.strip_suffix(".txt"))
+        .is_some_and(|code| {
+            (1..=64).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+/// `[wecom] domain_verify_file` names WeCom's file, which exists and can be read.
+fn domain_verify_file(path: &Path) -> Result<(), ConfigError> {
+    const KEY: &str = "wecom.domain_verify_file";
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if !is_wecom_verify_name(name) {
+        return Err(ConfigError::new(
+            KEY,
+            format!(
+                "`{}` is not WeCom's domain-verification file: its name must be WW_verify_, \
+                 letters and digits, then .txt (e.g. WW_verify_7rG3kjVbXHngiald.txt), as the \
+                 admin console offers it when the app's trusted domain is set",
+                path.display()
+            ),
+        ));
+    }
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::new(KEY, format!("cannot read {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(ConfigError::new(
+            KEY,
+            format!("{} is not a file", path.display()),
+        ));
+    }
+    if meta.len() > MAX_DOMAIN_VERIFY_BYTES {
+        return Err(ConfigError::new(
+            KEY,
+            format!(
+                "{} is {} bytes; WeCom's verification file holds a short code \
+                 (at most {MAX_DOMAIN_VERIFY_BYTES} bytes are served)",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    std::fs::read(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::new(KEY, format!("cannot read {}: {e}", path.display())))
 }
 
 /// Database URLs may carry a password; show the rest.

@@ -21,6 +21,7 @@ mod doctor;
 mod documents;
 mod feishu;
 mod feishu_api;
+mod golive;
 mod hardening_api;
 mod hardening_authority;
 mod hardening_http;
