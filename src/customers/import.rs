@@ -146,7 +146,7 @@ pub async fn run(
         let first = &followers[0];
         let owner = by_platform_id.get(first.member.as_str()).copied();
         let ext = &first.contact.external_user_id;
-        if linked_customer(&mut tx, org_id, platform, ext)
+        if super::events::customer_of(&mut tx, org_id, platform, ext)
             .await?
             .is_some()
         {
@@ -213,23 +213,6 @@ async fn members(db: &Db, org_id: &str, platform: Platform) -> Result<Vec<(Strin
         .iter()
         .map(|r| (r.get("value"), r.get("user_id")))
         .collect())
-}
-
-async fn linked_customer(
-    tx: &mut Tx,
-    org_id: &str,
-    platform: Platform,
-    external_user_id: &str,
-) -> Result<Option<String>> {
-    Ok(sqlx::query(
-        "SELECT customer_id FROM customer_external_ids WHERE org_id = $1 AND platform = $2 AND external_user_id = $3",
-    )
-    .bind(org_id)
-    .bind(platform.as_str())
-    .bind(external_user_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|r| r.get("customer_id")))
 }
 
 /// The one customer (and its contact) holding one of `phones`; none when no customer or

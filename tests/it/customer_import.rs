@@ -114,20 +114,17 @@ async fn snapshot(app: &TestApp) -> Vec<(String, i64, i64)> {
     out
 }
 
+async fn import_runs(app: &TestApp) -> i64 {
+    scalar(
+        app,
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM audit_log WHERE action = 'customer.import'",
+    )
+    .await
+}
+
 async fn scalar(app: &TestApp, sql: &str) -> i64 {
     let row: (i64,) = sqlx::query_as(sql).fetch_one(&app.db.pool).await.unwrap();
     row.0
-}
-
-fn added_callback(external: &str, rep: &str) -> String {
-    let ts = chrono::Utc::now().timestamp();
-    format!(
-        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
-         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-         <Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]></ChangeType>\
-         <UserID><![CDATA[{rep}]]></UserID><ExternalUserID><![CDATA[{external}]]></ExternalUserID>\
-         <State><![CDATA[douyin-form]]></State><WelcomeCode><![CDATA[W]]></WelcomeCode></xml>"
-    )
 }
 
 #[tokio::test]
@@ -165,9 +162,14 @@ async fn existing_external_contacts_come_in_page_by_page_without_leads_and_a_rer
     );
     let ts = chrono::Utc::now().timestamp();
     assert_eq!(
-        deliver(&app, &added_callback("wmCALLBACK", "liming"), CORP, ts)
-            .await
-            .status(),
+        deliver(
+            &app,
+            &crate::wecom_customers::added("wmCALLBACK", "liming", "douyin-form"),
+            CORP,
+            ts
+        )
+        .await
+        .status(),
         200
     );
     app.worker.drain().await.unwrap();
@@ -306,29 +308,14 @@ async fn existing_external_contacts_come_in_page_by_page_without_leads_and_a_rer
         .await,
         1
     );
-    assert_eq!(
-        scalar(
-            &app,
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM audit_log WHERE action = 'customer.import'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(import_runs(&app).await, 1);
 
     // A re-run changes nothing.
     let before = snapshot(&app).await;
     let again = run(&app, &api, &mut Vec::new()).await.unwrap();
     assert_eq!((again.created, again.linked, again.unchanged), (0, 0, seen));
     assert_eq!(snapshot(&app).await, before);
-    assert_eq!(
-        scalar(
-            &app,
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM audit_log WHERE action = 'customer.import'"
-        )
-        .await,
-        2,
-        "each run is audited"
-    );
+    assert_eq!(import_runs(&app).await, 2, "each run is audited");
 }
 
 #[tokio::test]
@@ -351,14 +338,7 @@ async fn a_wrong_contact_secret_is_a_clear_error_and_writes_nothing() {
         "the secret is never shown: {err}"
     );
     assert_eq!(snapshot(&app).await, before);
-    assert_eq!(
-        scalar(
-            &app,
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM audit_log WHERE action = 'customer.import'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(import_runs(&app).await, 0);
 }
 
 #[tokio::test]

@@ -492,6 +492,20 @@ fn valid_token<'a>(
     }
 }
 
+/// A live token issued for the secret whose tokens start with `prefix` (`contact-`,
+/// `dial-`); otherwise WeCom's errcode (48002 for another secret's token).
+fn secret_token(
+    state: &EmulatorState,
+    query: &HashMap<String, String>,
+    prefix: &str,
+) -> Result<(), i64> {
+    match valid_token(state, query) {
+        Err(code) => Err(code),
+        Ok(token) if !token.starts_with(prefix) => Err(48002),
+        Ok(_) => Ok(()),
+    }
+}
+
 fn errcode(code: i64, msg: &str) -> Response {
     Json(json!({ "errcode": code, "errmsg": msg })).into_response()
 }
@@ -723,12 +737,8 @@ async fn dial_record(
         return failure;
     }
     let mut state = shared.lock();
-    let token = match valid_token(&state, &query) {
-        Ok(t) => t.to_string(),
-        Err(code) => return errcode(code, errmsg_for(code)),
-    };
-    if !token.starts_with("dial-") {
-        return errcode(48002, "api forbidden");
+    if let Err(code) = secret_token(&state, &query, "dial-") {
+        return errcode(code, errmsg_for(code));
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
@@ -797,12 +807,8 @@ async fn external_contact(
         return failure;
     }
     let state = shared.lock();
-    let token = match valid_token(&state, &query) {
-        Ok(t) => t.to_string(),
-        Err(code) => return errcode(code, errmsg_for(code)),
-    };
-    if !token.starts_with("contact-") {
-        return errcode(48002, "api forbidden");
+    if let Err(code) = secret_token(&state, &query, "contact-") {
+        return errcode(code, errmsg_for(code));
     }
     let id = query.get("external_userid").cloned().unwrap_or_default();
     match state.external_contacts.get(&id) {
@@ -847,12 +853,8 @@ async fn external_contact_list(
         return failure;
     }
     let state = shared.lock();
-    let token = match valid_token(&state, &query) {
-        Ok(t) => t.to_string(),
-        Err(code) => return errcode(code, errmsg_for(code)),
-    };
-    if !token.starts_with("contact-") {
-        return errcode(48002, "api forbidden");
+    if let Err(code) = secret_token(&state, &query, "contact-") {
+        return errcode(code, errmsg_for(code));
     }
     let member = query.get("userid").cloned().unwrap_or_default();
     let ids: Vec<&Value> = followed_by(&state, &member)
@@ -879,12 +881,8 @@ async fn external_contact_batch(
         return failure;
     }
     let mut state = shared.lock();
-    let token = match valid_token(&state, &query) {
-        Ok(t) => t.to_string(),
-        Err(code) => return errcode(code, errmsg_for(code)),
-    };
-    if !token.starts_with("contact-") {
-        return errcode(48002, "api forbidden");
+    if let Err(code) = secret_token(&state, &query, "contact-") {
+        return errcode(code, errmsg_for(code));
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
