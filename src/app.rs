@@ -302,7 +302,7 @@ fn delivery_timeout(config: &Config) -> std::time::Duration {
 
 /// The outbound HTTP client shared by every platform adapter (webhook deliveries have
 /// their own, see `webhooks::destination`).
-fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(delivery_timeout(config))
         .user_agent(concat!("closeloop/", env!("CARGO_PKG_VERSION")))
@@ -775,7 +775,7 @@ async fn build_worker(
 
 /// The data key: configured, or (SQLite only) generated into an owner-only file next to
 /// the database on first start.
-fn load_cipher(config: &Config) -> anyhow::Result<Cipher> {
+pub(crate) fn load_cipher(config: &Config) -> anyhow::Result<Cipher> {
     let old = config
         .security
         .old_data_keys

@@ -64,6 +64,9 @@ pub enum Command {
     /// customer's presales, delivery and finance requests (also on the page 管理 → 人员与角色).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Customers already on the chat platform.
+    #[command(subcommand)]
+    Customers(CustomersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +115,17 @@ pub enum UsersCommand {
         /// Remove the assignment: the role's queue answers again.
         #[arg(long, conflicts_with = "user")]
         clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomersCommand {
+    /// Import the external contacts the members already have as customers (`source =
+    /// import`, no lead); audited. A re-run changes nothing.
+    Import {
+        /// The platform to read (only WeCom lists a member's external contacts).
+        #[arg(long, value_parser = ["wecom"])]
+        platform: String,
     },
 }
 
@@ -241,7 +255,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = crate::app::load_config(cli.config.as_deref())?;
             crate::doctor::cli(&config).await
         }
+        Command::Customers(CustomersCommand::Import { platform }) => {
+            let config = crate::app::load_config(cli.config.as_deref())?;
+            import_customers(config, &platform).await
+        }
     }
+}
+
+/// `customers import --platform wecom`: progress on stderr, the totals on stdout.
+async fn import_customers(config: Config, platform: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        platform == "wecom",
+        "--platform: only `wecom` can be imported"
+    );
+    let wecom = config
+        .wecom
+        .as_ref()
+        .context("customers import --platform wecom needs the [wecom] section")?;
+    anyhow::ensure!(
+        wecom.contact_secret.is_some(),
+        "customers import needs `[wecom] contact_secret` (客户联系 Secret) to list external contacts"
+    );
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let cipher = crate::app::load_cipher(&config)?;
+    let org = existing_default_org(&db).await?;
+    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+    let api = crate::platform::wecom::api::WecomApi::from_config(
+        wecom,
+        crate::app::http_client(&config)?,
+        clock.clone(),
+    )
+    .shared_through(db.clone(), cipher.clone());
+    let line = |p: &crate::customers::import::Progress| {
+        format!(
+            "members done {}/{}, contacts seen {}, created {}, linked {}, unchanged {}",
+            p.members_done, p.members, p.contacts_seen, p.created, p.linked, p.unchanged
+        )
+    };
+    let done = crate::customers::import::run(
+        &db,
+        &cipher,
+        clock.now_ms(),
+        &org.id,
+        &Actor::cli(),
+        crate::chat::event::Platform::Wecom,
+        &api,
+        |p| eprintln!("{}", line(p)),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"));
+    db.close().await;
+    println!("imported: {}", line(&done?));
+    Ok(())
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {

@@ -28,7 +28,7 @@ pub struct ContactEvents {
 }
 
 /// The customer linked to a platform's external contact, if any.
-async fn customer_of(
+pub(super) async fn customer_of(
     tx: &mut Tx,
     org_id: &str,
     platform: Platform,

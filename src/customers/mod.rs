@@ -19,6 +19,7 @@ use crate::security::{mask_phone, normalize_phone, Cipher};
 use crate::validate;
 
 pub mod events;
+pub mod import;
 
 pub const PHONE_CONTEXT: &str = "contact_phones.phone";
 pub const EMAIL_CONTEXT: &str = "contacts.email";
@@ -30,6 +31,13 @@ pub const OWNER_REASONS: [&str; 2] = ["reassigned", "leaver_handover"];
 
 fn tier_schema() -> utoipa::openapi::Object {
     crate::validate::one_of(&TIERS)
+}
+
+/// Where a customer came from (`customers.source`).
+pub const SOURCES: [&str; 3] = ["api", "platform_event", "import"];
+
+fn source_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&SOURCES)
 }
 
 fn owner_reason_schema() -> utoipa::openapi::Object {
@@ -105,6 +113,10 @@ pub struct Customer {
     pub tier: Option<String>,
     pub owner: Option<String>,
     pub contacts: Vec<Contact>,
+    /// Where the customer came from: `api`, `platform_event` (added as an external contact)
+    /// or `import` (`closeloop customers import`).
+    #[schema(schema_with = source_schema)]
+    pub source: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -642,7 +654,7 @@ async fn load(
     limit: i64,
 ) -> Result<Vec<Customer>> {
     let sql = sel.sql(
-        "SELECT id, org_id, name, tier, owner_user_id, created_at, updated_at FROM customers",
+        "SELECT id, org_id, name, tier, owner_user_id, source, created_at, updated_at FROM customers",
         tail,
     );
     let rows = sel
@@ -659,6 +671,7 @@ async fn load(
             tier: r.get("tier"),
             owner: r.get("owner_user_id"),
             contacts: Vec::new(),
+            source: r.get("source"),
             created_at: crate::clock::rfc3339(r.get("created_at")),
             updated_at: crate::clock::rfc3339(r.get("updated_at")),
         })
@@ -733,12 +746,31 @@ pub async fn link_external(
     org_id: &str,
     link: ExternalLink<'_>,
 ) -> Result<(String, bool)> {
+    let lead = Some(link.source_channel);
+    link_external_as(tx, cipher, now_ms, org_id, link, lead).await
+}
+
+/// [`link_external`], with the lead optional: `lead` None is an import of a customer the
+/// team already had (`source = import`), which must not count as a new lead.
+pub(crate) async fn link_external_as(
+    tx: &mut Tx,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    link: ExternalLink<'_>,
+    lead: Option<&str>,
+) -> Result<(String, bool)> {
     let ExternalLink {
         platform,
         contact,
         owner,
-        source_channel,
+        ..
     } = link;
+    let source = if lead.is_some() {
+        "platform_event"
+    } else {
+        "import"
+    };
     let existing = sqlx::query(
         "SELECT customer_id FROM customer_external_ids WHERE org_id = $1 AND platform = $2 AND external_user_id = $3",
     )
@@ -772,13 +804,14 @@ pub async fn link_external(
         .collect();
     let id = new_id();
     sqlx::query(
-        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, NULL, $4, $5, $5)",
+        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, source, created_at, updated_at) \
+         VALUES ($1, $2, $3, NULL, $4, $5, $6, $6)",
     )
     .bind(&id)
     .bind(org_id)
     .bind(&name)
     .bind(owner)
+    .bind(source)
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
@@ -815,18 +848,20 @@ pub async fn link_external(
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO leads (id, org_id, customer_id, source_channel, owner_user_id, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'open', $6, $6)",
-    )
-    .bind(new_id())
-    .bind(org_id)
-    .bind(&id)
-    .bind(clip(source_channel, 64))
-    .bind(owner)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
+    if let Some(channel) = lead {
+        sqlx::query(
+            "INSERT INTO leads (id, org_id, customer_id, source_channel, owner_user_id, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'open', $6, $6)",
+        )
+        .bind(new_id())
+        .bind(org_id)
+        .bind(&id)
+        .bind(clip(channel, 64))
+        .bind(owner)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok((id, true))
 }
 

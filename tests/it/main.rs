@@ -14,6 +14,7 @@ mod cli;
 mod collab;
 mod collab_web;
 mod credibility;
+mod customer_import;
 mod demo;
 mod demo_live;
 mod dingtalk;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::callbacks::{deliver, CORP};
 use crate::helpers::spawn_app_with;
 
-fn added(external: &str, rep: &str, state: &str) -> String {
+pub(crate) fn added(external: &str, rep: &str, state: &str) -> String {
     let ts = chrono::Utc::now().timestamp();
     format!(
         "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\

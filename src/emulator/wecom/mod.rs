@@ -30,6 +30,8 @@ const SCHEDULE_ADD: &str = "/cgi-bin/oa/schedule/add";
 const DIAL_RECORD: &str = "/cgi-bin/dial/get_dial_record";
 const UPDATE_CARD: &str = "/cgi-bin/message/update_template_card";
 const EXTERNAL_CONTACT: &str = "/cgi-bin/externalcontact/get";
+const EXTERNAL_CONTACT_LIST: &str = "/cgi-bin/externalcontact/list";
+const EXTERNAL_CONTACT_BATCH: &str = "/cgi-bin/externalcontact/batch/get_by_user";
 const DEPARTMENT_LIST: &str = "/cgi-bin/department/list";
 const JSAPI_TICKET: &str = "/cgi-bin/get_jsapi_ticket";
 const AGENT_TICKET: &str = "/cgi-bin/ticket/get";
@@ -90,6 +92,8 @@ struct EmulatorState {
     card_updates: Vec<Value>,
     /// `externalcontact/get` answers, by external userid.
     external_contacts: HashMap<String, Value>,
+    /// Bodies `externalcontact/batch/get_by_user` was sent, oldest first.
+    batch_requests: Vec<Value>,
     departments: Vec<Value>,
     users: Vec<Value>,
     /// OAuth codes not yet exchanged → userid (None: a non-member).
@@ -177,6 +181,8 @@ impl Emulator {
             .route(DIAL_RECORD, post(dial_record))
             .route(UPDATE_CARD, post(update_template_card))
             .route(EXTERNAL_CONTACT, get(external_contact))
+            .route(EXTERNAL_CONTACT_LIST, get(external_contact_list))
+            .route(EXTERNAL_CONTACT_BATCH, post(external_contact_batch))
             .route(DEPARTMENT_LIST, get(department_list))
             .route(JSAPI_TICKET, get(jsapi_ticket))
             .route(AGENT_TICKET, get(agent_ticket))
@@ -230,6 +236,11 @@ impl Emulator {
             id,
             json!({"external_contact": contact, "follow_user": follow_user}),
         );
+    }
+
+    /// The bodies `externalcontact/batch/get_by_user` was sent, oldest first.
+    pub fn batch_requests(&self) -> Vec<Value> {
+        self.state.lock().batch_requests.clone()
     }
 
     /// The enterprise JS-SDK ticket this emulator hands out.
@@ -481,6 +492,20 @@ fn valid_token<'a>(
     }
 }
 
+/// A live token issued for the secret whose tokens start with `prefix` (`contact-`,
+/// `dial-`); otherwise WeCom's errcode (48002 for another secret's token).
+fn secret_token(
+    state: &EmulatorState,
+    query: &HashMap<String, String>,
+    prefix: &str,
+) -> Result<(), i64> {
+    match valid_token(state, query) {
+        Err(code) => Err(code),
+        Ok(token) if !token.starts_with(prefix) => Err(48002),
+        Ok(_) => Ok(()),
+    }
+}
+
 fn errcode(code: i64, msg: &str) -> Response {
     Json(json!({ "errcode": code, "errmsg": msg })).into_response()
 }
@@ -712,12 +737,8 @@ async fn dial_record(
         return failure;
     }
     let mut state = shared.lock();
-    let token = match valid_token(&state, &query) {
-        Ok(t) => t.to_string(),
-        Err(code) => return errcode(code, errmsg_for(code)),
-    };
-    if !token.starts_with("dial-") {
-        return errcode(48002, "api forbidden");
+    if let Err(code) = secret_token(&state, &query, "dial-") {
+        return errcode(code, errmsg_for(code));
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
@@ -786,12 +807,8 @@ async fn external_contact(
         return failure;
     }
     let state = shared.lock();
-    let token = match valid_token(&state, &query) {
-        Ok(t) => t.to_string(),
-        Err(code) => return errcode(code, errmsg_for(code)),
-    };
-    if !token.starts_with("contact-") {
-        return errcode(48002, "api forbidden");
+    if let Err(code) = secret_token(&state, &query, "contact-") {
+        return errcode(code, errmsg_for(code));
     }
     let id = query.get("external_userid").cloned().unwrap_or_default();
     match state.external_contacts.get(&id) {
@@ -803,6 +820,108 @@ async fn external_contact(
         }
         None => errcode(84061, "not external contact"),
     }
+}
+
+/// The customers `member` follows, by external userid: (external contact, follow entry).
+fn followed_by<'a>(state: &'a EmulatorState, member: &str) -> Vec<(&'a Value, &'a Value)> {
+    let mut found: Vec<(&Value, &Value)> = state
+        .external_contacts
+        .values()
+        .filter_map(|c| {
+            let follow = c["follow_user"]
+                .as_array()?
+                .iter()
+                .find(|f| f["userid"].as_str() == Some(member))?;
+            Some((&c["external_contact"], follow))
+        })
+        .collect();
+    found.sort_by(|a, b| {
+        a.0["external_userid"]
+            .as_str()
+            .cmp(&b.0["external_userid"].as_str())
+    });
+    found
+}
+
+/// `externalcontact/list?userid=…`: the external userids of the member's customers; 84061
+/// when the member has none. Needs a token of the 客户联系 secret.
+async fn external_contact_list(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(failure) = shared.injected(EXTERNAL_CONTACT_LIST).await {
+        return failure;
+    }
+    let state = shared.lock();
+    if let Err(code) = secret_token(&state, &query, "contact-") {
+        return errcode(code, errmsg_for(code));
+    }
+    let member = query.get("userid").cloned().unwrap_or_default();
+    let ids: Vec<&Value> = followed_by(&state, &member)
+        .into_iter()
+        .map(|(c, _)| &c["external_userid"])
+        .collect();
+    if ids.is_empty() {
+        return errcode(84061, "not external contact");
+    }
+    Json(json!({"errcode": 0, "errmsg": "ok", "external_userid": ids})).into_response()
+}
+
+/// `externalcontact/batch/get_by_user`: `userid_list` (1 to 100 members), `cursor` (the
+/// previous page's `next_cursor`, empty for the first), `limit` (default 50, above 100
+/// counts as 100). One entry per (customer, member), by member then external userid, each
+/// `{external_contact, follow_info}`; `next_cursor` is empty on the last page. A cursor it
+/// did not issue, or a bad `userid_list`, answers 40058 (invalid parameter).
+async fn external_contact_batch(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(failure) = shared.injected(EXTERNAL_CONTACT_BATCH).await {
+        return failure;
+    }
+    let mut state = shared.lock();
+    if let Err(code) = secret_token(&state, &query, "contact-") {
+        return errcode(code, errmsg_for(code));
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return errcode(47001, "data format error");
+    };
+    state.batch_requests.push(request.clone());
+    let members: Vec<&str> = request["userid_list"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if members.is_empty() || members.len() > 100 {
+        return errcode(40058, "invalid userid_list");
+    }
+    let offset = match request["cursor"].as_str().unwrap_or_default() {
+        "" => 0,
+        c => match c
+            .strip_prefix("emulated-cursor-")
+            .and_then(|n| n.parse().ok())
+        {
+            Some(n) => n,
+            None => return errcode(40058, "invalid cursor"),
+        },
+    };
+    let limit = request["limit"].as_u64().unwrap_or(50).clamp(1, 100) as usize;
+    let all: Vec<Value> = members
+        .iter()
+        .flat_map(|m| followed_by(&state, m))
+        .map(|(c, f)| json!({"external_contact": c, "follow_info": f}))
+        .collect();
+    let page: Vec<&Value> = all.iter().skip(offset).take(limit).collect();
+    let next = if offset + limit < all.len() {
+        format!("emulated-cursor-{}", offset + limit)
+    } else {
+        String::new()
+    };
+    Json(json!({"errcode": 0, "errmsg": "ok", "external_contact_list": page, "next_cursor": next}))
+        .into_response()
 }
 
 /// Directory reads take any token but the 公费电话 one (48002); the errcode otherwise.
