@@ -164,13 +164,6 @@ async fn route(
     Ok((None, queue))
 }
 
-fn local_time(ms: i64, tz: chrono_tz::Tz) -> String {
-    crate::clock::from_ms(ms)
-        .with_timezone(&tz)
-        .format("%m-%d %H:%M")
-        .to_string()
-}
-
 fn request_card(
     t: &CollabType,
     initiator: &str,
@@ -325,7 +318,8 @@ pub async fn open(
     let (assignee, recipients) = route(&mut tx, org_id, &new.customer, &t.role).await?;
     if recipients.is_empty() {
         return Err(Error::invalid(format!(
-            "没有可接收的「{}」人员，请先在通讯录中为成员设置该角色 (nobody has the role)",
+            "没有可接收的「{}」人员，请先在通讯录中为成员设置该角色 (nobody has the role `{}`)",
+            crate::text::role_label(&t.role),
             t.role
         )));
     }
@@ -375,7 +369,7 @@ pub async fn open(
         &initiator_name,
         &customer_name,
         &content,
-        &local_time(due, tz),
+        &crate::text::time_short(due, tz),
     );
     for r in &recipients {
         cards::send(
@@ -751,7 +745,7 @@ async fn apply_step(
             let initiator: String = row.get("initiator_user_id");
             let title: String = row.get("title");
             let name = user_name(tx, user).await?;
-            let when = local_time(now_ms, tz);
+            let when = crate::text::time_short(now_ms, tz);
             let (new_status, text, date, reason) = match step {
                 Step::Answer { text, date } => {
                     let text = crate::validate::multiline("answer", text, 2000)?;
@@ -803,10 +797,7 @@ async fn apply_step(
                 "已退回"
             };
             // WeCom shows at most 10 characters in place of the buttons: who, what, when.
-            let hhmm = crate::clock::from_ms(now_ms)
-                .with_timezone(&tz)
-                .format("%H:%M")
-                .to_string();
+            let hhmm = crate::text::clock(now_ms, tz);
             let status_text = format!("{name}{verb}{hhmm}");
             let card_ids: Vec<String> =
                 sqlx::query("SELECT id FROM cards WHERE purpose = $1 AND object_ref = $2")
@@ -830,7 +821,12 @@ async fn apply_step(
                     ("time", when),
                     ("answer", text.clone().unwrap_or_default()),
                     ("reason", reason.clone().unwrap_or_default()),
-                    ("date", date.clone().unwrap_or_default()),
+                    (
+                        "date",
+                        date.as_deref()
+                            .map(crate::text::date_text)
+                            .unwrap_or_default(),
+                    ),
                 ],
             );
             cards::send(
