@@ -561,7 +561,7 @@ async fn accept_answer_and_return_through_the_web() {
     assert_eq!(res.status(), 200);
     let (_, html) = t.page(&format!("/collab/requests/{d}"), &rep).await;
     assert!(
-        html.contains("确认日期：<strong>2026-12-15</strong>"),
+        html.contains("确认日期：<strong>2026年12月15日</strong>"),
         "{html}"
     );
 }
@@ -698,7 +698,7 @@ async fn a_handoff_missing_an_artefact_is_refused_with_the_list() {
     let artefacts = part(&html, "<section class=\"artefacts\">", "</section>");
     assert!(
         artefacts.contains(&format!(
-            "<span class=\"what\">预算范围确认截图</span> <a href=\"/web/documents/{budget}/content\">预算截图.txt</a>"
+            "<span class=\"what\">预算范围确认截图</span> <a href=\"/web/documents/{budget}/content\" translate=\"no\">预算截图.txt</a>"
         )),
         "{artefacts}"
     );
