@@ -720,7 +720,7 @@ async fn touches_section(
              <div class=\"meta\">{when} · {}</div>{attest}</li>\n",
             escape(&claim.point),
             escape(&verification),
-            escape(&crate::text::action(&action)),
+            escape(crate::text::action(&action)),
             escape(who.as_deref().unwrap_or("—"))
         ));
     }

@@ -62,7 +62,7 @@ pub async fn section(s: &AppState, org: &str, customer: &str, tz: chrono_tz::Tz)
             escape(&r.get::<String, _>("id")),
             escape(&action),
             escape(&source),
-            escape(&what),
+            escape(what),
             escape(&who),
             source_label(&source),
         ));
