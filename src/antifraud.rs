@@ -158,7 +158,9 @@ pub async fn freeze(
     let id = new_id();
     let reason = format!(
         "同类动作「{}」在{}内超过{}次",
-        p.action, refusal.window, refusal.limit
+        p.action,
+        crate::text::durations_in(&refusal.window),
+        refusal.limit
     );
     sqlx::query(
         "INSERT INTO action_freezes (id, org_id, user_id, customer_id, rule, reason, point_id, frozen_at) \
@@ -208,13 +210,17 @@ pub async fn alert_burst(
         )
         .await?;
     let names = sqlx::query(
-        "SELECT (SELECT name FROM users WHERE id = $1) AS rep, (SELECT name FROM customers WHERE id = $2) AS customer",
+        "SELECT (SELECT name FROM users WHERE id = $1) AS rep, (SELECT name FROM customers WHERE id = $2) AS customer, \
+         (SELECT timezone FROM organisations WHERE id = $3) AS tz",
     )
     .bind(&p.actor)
     .bind(&p.customer)
+    .bind(&p.org_id)
     .fetch_one(&mut **tx)
     .await?;
     let rep: String = names.get::<Option<String>, _>("rep").unwrap_or_default();
+    // The alert shows the time in the organisation's zone.
+    let tz = crate::text::zone(&names.get::<Option<String>, _>("tz").unwrap_or_default());
     let customer: String = names
         .get::<Option<String>, _>("customer")
         .unwrap_or_default();
@@ -223,9 +229,9 @@ pub async fn alert_burst(
         &[
             ("rep", rep),
             ("customer", customer),
-            ("action", p.action.clone()),
+            ("action", crate::text::action(&p.action).to_string()),
             ("ip", ip.to_string()),
-            ("time", crate::clock::rfc3339(at)),
+            ("time", crate::text::time_short(at, tz)),
             ("count", count.to_string()),
         ],
     );

@@ -95,11 +95,6 @@ impl Week {
     pub fn sunday(&self) -> NaiveDate {
         self.monday + Days::new(6)
     }
-
-    /// 2026-11-16 至 2026-11-22
-    pub fn label(&self) -> String {
-        format!("{} 至 {}", self.monday, self.sunday())
-    }
 }
 
 /// One rep's week.
@@ -308,10 +303,7 @@ async fn alert(
     r: &RepWeek,
 ) -> Result<()> {
     let due = now_ms + REVIEW_DUE_MS;
-    let due_local = crate::clock::from_ms(due)
-        .with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M")
-        .to_string();
+    let due_local = crate::text::time(due, tz);
     let name = r.name.clone().unwrap_or_else(|| r.user.clone());
     let calls = show_ratio(r.call_ratio, r.calls_verified, r.calls_recorded);
     let opens = show_ratio(r.open_ratio, r.proposals_opened, r.proposals_sent);
@@ -351,7 +343,7 @@ async fn alert(
     }
     let vars = [
         ("name", name.clone()),
-        ("week", week.label()),
+        ("week", crate::text::week(week.monday)),
         ("calls", calls),
         ("opens", opens),
         ("threshold", threshold.clone()),

@@ -36,6 +36,7 @@ pub mod security;
 pub mod simulate;
 pub mod storage;
 pub mod telemetry;
+pub mod text;
 pub mod tracking;
 pub mod validate;
 pub mod verification;

@@ -153,10 +153,7 @@ pub async fn push(
     .iter()
     .map(|r| r.get("id"))
     .collect();
-    let mean = h
-        .overall
-        .mean_response_minutes
-        .map_or("—".into(), |m| format!("{m:.0} 分钟"));
+    let mean = crate::text::minutes(h.overall.mean_response_minutes);
     let worst = h
         .by_role
         .iter()
@@ -165,12 +162,18 @@ pub async fn push(
                 .unwrap_or(0.0)
                 .total_cmp(&b.1.overdue_ratio.unwrap_or(0.0))
         })
-        .map(|(role, f)| format!("{role}（超时 {}）", percent(f.overdue_ratio)))
+        .map(|(role, f)| {
+            format!(
+                "{}（超时 {}）",
+                crate::text::role_label(role),
+                percent(f.overdue_ratio)
+            )
+        })
         .unwrap_or_else(|| "—".into());
     let card = cards::templates::compose(
         "collab.health",
         &[
-            ("week", week.label()),
+            ("week", crate::text::week(week.monday)),
             ("requests", h.overall.requests.to_string()),
             ("mean", mean),
             ("overdue", percent(h.overall.overdue_ratio)),

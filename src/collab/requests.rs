@@ -17,7 +17,6 @@ use super::calendar::WorkCalendar;
 use crate::access::Actor;
 use crate::cards::{self, Card};
 use crate::db::{new_id, Db, Tx};
-use crate::directory::users;
 use crate::error::{Error, Result};
 use crate::jobs::{self, NewJob};
 use crate::rules::{CollabKind, CollabType, RuleSet};
@@ -162,13 +161,6 @@ async fn route(
     .map(|r| r.get("id"))
     .collect();
     Ok((None, queue))
-}
-
-fn local_time(ms: i64, tz: chrono_tz::Tz) -> String {
-    crate::clock::from_ms(ms)
-        .with_timezone(&tz)
-        .format("%m-%d %H:%M")
-        .to_string()
 }
 
 fn request_card(
@@ -326,7 +318,7 @@ pub async fn open(
     if recipients.is_empty() {
         return Err(Error::invalid(format!(
             "没有可接收的{role}人员：请管理员在 {where_set} 中为成员设置「{role}」角色，或为该客户指定{role}负责人",
-            role = users::role_label(&t.role),
+            role = crate::text::role_label(&t.role),
             where_set = crate::access::WHERE_ROLES_ARE_SET,
         )));
     }
@@ -376,7 +368,7 @@ pub async fn open(
         &initiator_name,
         &customer_name,
         &content,
-        &local_time(due, tz),
+        &crate::text::time_short(due, tz),
     );
     for r in &recipients {
         cards::send(
@@ -752,7 +744,7 @@ async fn apply_step(
             let initiator: String = row.get("initiator_user_id");
             let title: String = row.get("title");
             let name = user_name(tx, user).await?;
-            let when = local_time(now_ms, tz);
+            let when = crate::text::time_short(now_ms, tz);
             let (new_status, text, date, reason) = match step {
                 Step::Answer { text, date } => {
                     let text = crate::validate::multiline("answer", text, 2000)?;
@@ -804,10 +796,7 @@ async fn apply_step(
                 "已退回"
             };
             // WeCom shows at most 10 characters in place of the buttons: who, what, when.
-            let hhmm = crate::clock::from_ms(now_ms)
-                .with_timezone(&tz)
-                .format("%H:%M")
-                .to_string();
+            let hhmm = crate::text::clock(now_ms, tz);
             let status_text = format!("{name}{verb}{hhmm}");
             let card_ids: Vec<String> =
                 sqlx::query("SELECT id FROM cards WHERE purpose = $1 AND object_ref = $2")
@@ -831,7 +820,12 @@ async fn apply_step(
                     ("time", when),
                     ("answer", text.clone().unwrap_or_default()),
                     ("reason", reason.clone().unwrap_or_default()),
-                    ("date", date.clone().unwrap_or_default()),
+                    (
+                        "date",
+                        date.as_deref()
+                            .map(crate::text::date_text)
+                            .unwrap_or_default(),
+                    ),
                 ],
             );
             cards::send(

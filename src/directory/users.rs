@@ -23,21 +23,6 @@ pub const STATUSES: [&str; 2] = ["active", "left"];
 /// (then the sync leaves them alone until they are handed back to the directory).
 pub const SUPERIOR_SOURCES: [&str; 2] = ["directory", "manual"];
 
-/// A role as people read it.
-pub fn role_label(role: &str) -> &'static str {
-    match role {
-        "sales" => "销售",
-        "presales" => "售前",
-        "delivery" => "交付",
-        "finance" => "财务",
-        "legal" => "法务",
-        "manager" => "主管",
-        "admin" => "管理员",
-        "security" => "安全",
-        _ => "未知角色",
-    }
-}
-
 /// The id kinds each platform issues for a person.
 pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
     match platform {

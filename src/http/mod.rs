@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
     }
     app.layer(middleware::from_fn(failure::catch_panic))
         .layer(middleware::from_fn(failure::json_errors))
+        .layer(middleware::from_fn(crate::http::pages::chinese_errors))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(observe))
         .layer(middleware::from_fn_with_state(trusted, client_ip))

@@ -82,7 +82,7 @@ impl Refusal {
                 message: format!(
                     "同一客户的同类动作在{}内已记录{}次（上限{}次），本次未记录；您对该客户的操作已冻结，请联系主管解除 \
                      (the same action on this customer was already recorded {} times within {}; refused, and your actions on this customer are frozen until a manager lifts it)",
-                    self.window, self.count, self.limit, self.count, self.window
+                    crate::text::durations_in(&self.window), self.count, self.limit, self.count, self.window
                 ),
                 details: json!({"rule": self.rule, "count_in_window": self.count, "limit": self.limit, "window": self.window, "frozen": true}),
             },

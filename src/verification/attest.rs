@@ -85,7 +85,8 @@ pub async fn request(
     let claim = sqlx::query(
         "SELECT v.status, v.actor_user_id, v.customer_id, t.action, t.occurred_at, \
          (SELECT name FROM users WHERE id = v.actor_user_id) AS rep, \
-         (SELECT name FROM customers WHERE id = v.customer_id) AS customer \
+         (SELECT name FROM customers WHERE id = v.customer_id) AS customer, \
+         (SELECT timezone FROM organisations WHERE id = v.org_id) AS tz \
          FROM point_verifications v JOIN tracking_points t ON t.id = v.point_id \
          WHERE v.point_id = $1 AND v.org_id = $2",
     )
@@ -104,8 +105,13 @@ pub async fn request(
     }
     let status: String = claim.get("status");
     if status == "verified" || status == "attested" {
+        let shown = if status == "verified" {
+            "已核验"
+        } else {
+            "已证明"
+        };
         return Err(Error::Conflict(format!(
-            "该记录已是「{status}」，无需证明 (already backed by evidence)"
+            "该记录已是「{shown}」，无需证明 (already backed by evidence)"
         )));
     }
     let customer: String = claim.get("customer_id");
@@ -158,8 +164,17 @@ pub async fn request(
                     .get::<Option<String>, _>("customer")
                     .unwrap_or_default(),
             ),
-            ("action", claim.get("action")),
-            ("time", crate::clock::rfc3339(claim.get("occurred_at"))),
+            (
+                "action",
+                crate::text::action(&claim.get::<String, _>("action")).to_string(),
+            ),
+            (
+                "time",
+                crate::text::time_short(
+                    claim.get("occurred_at"),
+                    crate::text::zone(&claim.get::<Option<String>, _>("tz").unwrap_or_default()),
+                ),
+            ),
             ("note", note.clone().unwrap_or_else(|| "（见附件）".into())),
         ],
     );

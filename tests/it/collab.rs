@@ -709,7 +709,7 @@ async fn the_health_page_is_for_managers() {
     let res = get(cookie(t.presales_boss.clone()).await).await.unwrap();
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
-    assert!(html.contains("2026-11-23 至 2026-11-29"), "{html}");
+    assert!(html.contains("2026年11月23日至11月29日"), "{html}");
     assert!(
         html.contains("<th scope=\"row\">售前</th><td>1</td>"),
         "{html}"

@@ -203,7 +203,7 @@ async fn the_quick_ask_form_shows_the_template_and_who_receives_it() {
         ask.contains("发送给：<strong class=\"receiver-name\">张工</strong>"),
         "the assigned presales: {ask}"
     );
-    assert!(ask.contains("时限 4 小时（按工作时间计）"), "{ask}");
+    assert!(ask.contains("时限 4小时（按工作时间计）"), "{ask}");
     // Nobody is assigned for delivery: the role's queue gets it.
     let schedule = part(
         &html,
@@ -261,7 +261,7 @@ async fn posting_the_form_opens_a_request_routed_to_the_right_person() {
     )
     .await;
     assert_eq!(status, 403);
-    assert_eq!(err["message"], "页面已过期，请刷新后重试（CSRF 校验失败）");
+    assert_eq!(err["message"], "页面已过期，请刷新后重试");
     assert_eq!(t.app.count("collab_requests").await, 0);
 
     let r = t.open(&rep, body).await;
@@ -272,7 +272,7 @@ async fn posting_the_form_opens_a_request_routed_to_the_right_person() {
     let id = r["id"].as_str().unwrap();
     assert_eq!(r["url"], format!("/collab/requests/{id}"));
     // Monday 10:00 + 4 working hours (lunch 12:00–13:30 does not count) = 15:30.
-    assert_eq!(r["due_local"], "11-30 15:30");
+    assert_eq!(r["due_local"], "11月30日 15:30");
     assert_eq!(
         t.app
             .count(&format!(
@@ -322,7 +322,7 @@ async fn posting_the_form_opens_a_request_routed_to_the_right_person() {
     );
     assert!(list.contains("售前快速提问"), "{list}");
     assert!(list.contains("接收：交付队列"), "{list}");
-    assert!(list.contains("截止 11-30 15:30"), "{list}");
+    assert!(list.contains("截止 11月30日 15:30"), "{list}");
 }
 
 #[tokio::test]
@@ -347,7 +347,7 @@ async fn the_request_page_shows_the_countdown_and_status_and_buttons_only_to_the
         "{html}"
     );
     assert!(
-        html.contains("截止：2026-11-30 15:30（按工作时间计）"),
+        html.contains("截止：2026年11月30日 15:30（按工作时间计）"),
         "{html}"
     );
     assert!(html.contains("<dt>客户</dt><dd>华南智造</dd>"), "{html}");
@@ -355,7 +355,7 @@ async fn the_request_page_shows_the_countdown_and_status_and_buttons_only_to_the
     assert!(html.contains("<dt>负责角色</dt><dd>售前</dd>"), "{html}");
     assert!(html.contains("<dd class=\"assignee\">张工</dd>"), "{html}");
     assert!(
-        html.contains("未确认（应于 2026-11-30 10:30 前确认）"),
+        html.contains("未确认（应于 2026年11月30日 10:30 前确认）"),
         "{html}"
     );
     assert!(
@@ -367,7 +367,7 @@ async fn the_request_page_shows_the_countdown_and_status_and_buttons_only_to_the
         "the snapshot's hash"
     );
     assert!(
-        html.contains("2026-11-30 10:00</span> 李明 发起请求"),
+        html.contains("2026年11月30日 10:00</span> 李明 发起请求"),
         "{html}"
     );
     assert!(!html.contains("data-step"), "read-only for the rep: {html}");
@@ -448,7 +448,10 @@ async fn accept_answer_and_return_through_the_web() {
     assert_eq!(accepted["status"], "accepted");
     let (_, html) = t.page(&format!("/collab/requests/{id}"), &presales).await;
     assert!(html.contains("badge-accepted\">处理中</span>"), "{html}");
-    assert!(html.contains("已确认收到（2026-11-30 10:00）"), "{html}");
+    assert!(
+        html.contains("已确认收到（2026年11月30日 10:00）"),
+        "{html}"
+    );
     assert!(
         html.contains("<form class=\"step-form\" data-step=\"answer\">"),
         "{html}"
@@ -482,7 +485,7 @@ async fn accept_answer_and_return_through_the_web() {
         html.contains("<p class=\"answer\">支持，需要 8 核 32G</p>"),
         "{html}"
     );
-    assert!(html.contains("已答复于 2026-11-30 10:20"), "{html}");
+    assert!(html.contains("已答复于 2026年11月30日 10:20"), "{html}");
     assert!(html.contains("张工 答复：支持，需要 8 核 32G"), "{html}");
     assert!(
         !html.contains("class=\"countdown"),
@@ -546,7 +549,7 @@ async fn accept_answer_and_return_through_the_web() {
     )
     .await;
     assert_eq!(status, 422);
-    assert_eq!(err["message"], "日期格式应为 YYYY-MM-DD");
+    assert_eq!(err["message"], "日期无效，请重新选择日期");
     let res = t
         .step(
             d,
@@ -558,7 +561,7 @@ async fn accept_answer_and_return_through_the_web() {
     assert_eq!(res.status(), 200);
     let (_, html) = t.page(&format!("/collab/requests/{d}"), &rep).await;
     assert!(
-        html.contains("确认日期：<strong>2026-12-15</strong>"),
+        html.contains("确认日期：<strong>2026年12月15日</strong>"),
         "{html}"
     );
 }
@@ -591,7 +594,7 @@ async fn an_overdue_request_is_red_on_its_page_and_in_the_lists() {
     assert!(html.contains("已超时 18 小时 30 分"), "{html}");
     assert!(html.contains("系统 已超时"), "the trail: {html}");
     assert!(
-        html.contains("未确认（应于 2026-11-30 10:30 前确认，已超时）"),
+        html.contains("未确认（应于 2026年11月30日 10:30 前确认，已超时）"),
         "{html}"
     );
     let (_, html) = t.page("/collab", &presales).await;
@@ -651,7 +654,7 @@ async fn my_list_has_what_is_assigned_to_me_in_my_queues_and_mine() {
     for id in [ask, queued, answered] {
         assert!(mine.contains(&format!("data-request=\"{id}\"")), "{mine}");
     }
-    assert!(mine.contains("已答复于 11-30 10:00"), "{mine}");
+    assert!(mine.contains("已答复于 11月30日 10:00"), "{mine}");
 }
 
 #[tokio::test]
@@ -695,7 +698,7 @@ async fn a_handoff_missing_an_artefact_is_refused_with_the_list() {
     let artefacts = part(&html, "<section class=\"artefacts\">", "</section>");
     assert!(
         artefacts.contains(&format!(
-            "<span class=\"what\">预算范围确认截图</span> <a href=\"/web/documents/{budget}/content\">预算截图.txt</a>"
+            "<span class=\"what\">预算范围确认截图</span> <a href=\"/web/documents/{budget}/content\" translate=\"no\">预算截图.txt</a>"
         )),
         "{artefacts}"
     );

@@ -257,7 +257,7 @@ async fn a_faking_rep_is_alerted_once_and_an_honest_one_never() {
         "张伟",
         "0.25（1/4）",
         "0.33（1/3）",
-        "2025-03-03 至 2025-03-09",
+        "2025年3月3日至3月9日",
         "0.70",
     ] {
         assert!(

@@ -63,7 +63,7 @@ async fn dates_out_of_range_answer_invalid_input() {
         .expect("the server answers instead of dropping the connection");
     assert_eq!(res.status(), 422);
     let page = res.text().await.unwrap();
-    assert!(page.contains("week 应为"), "{page}");
+    assert!(page.contains("周的日期无效"), "{page}");
 
     // A day far outside the calendar is not stored either.
     let rep = app.user("李明", &["sales"]).await;

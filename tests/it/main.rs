@@ -44,6 +44,7 @@ mod sidebar;
 mod sidebar_platforms;
 mod sidebar_tools;
 mod signin;
+mod text_guard;
 mod verification;
 mod verified_loop;
 mod webhook_filters;

@@ -259,7 +259,7 @@ async fn dingtalk_sends_a_visitor_to_its_free_login_page_which_hands_the_jsapi_t
     assert!(res.text().await.unwrap().contains("尚未配置"));
     let res = anonymous(&app, "/auth/dingtalk/login?next=%2Fsidebar", DINGTALK_UA).await;
     assert_eq!(res.status(), 503);
-    assert!(res.text().await.unwrap().contains("dingtalk.corp_id"));
+    assert!(res.text().await.unwrap().contains("钉钉企业编号"));
     app.stop().await;
 }
 

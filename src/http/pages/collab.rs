@@ -8,7 +8,6 @@
 //! look in); only the people `requests::step` would allow see the buttons.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +24,7 @@ use crate::http::pages::session::Session;
 use crate::http::pages::sidebar::{enc, escape, not_signed_in, org_timezone, Html, PageResult};
 use crate::http::{ApiJson, AppState};
 use crate::rules::{CollabKind, CollabType, RuleSet};
+use crate::text::{self, role_label, time as local, time_short as local_short};
 
 /// Requests listed on a customer's sidebar page.
 const CUSTOMER_REQUESTS: i64 = 5;
@@ -42,18 +42,6 @@ pub fn routes() -> Router<AppState> {
 
 // ----------------------------------------------------------------------------------------
 // Wording and time
-
-pub(crate) fn role_label(role: &str) -> &str {
-    match role {
-        "presales" => "售前",
-        "delivery" => "交付",
-        "finance" => "财务",
-        "legal" => "法务",
-        "sales" => "销售",
-        "manager" => "主管",
-        other => other,
-    }
-}
 
 fn queue_label(role: &str) -> String {
     format!("{}队列", role_label(role))
@@ -81,34 +69,11 @@ fn badge(status: &str) -> String {
     )
 }
 
-/// A configured limit: "4 小时", "30 分钟", "1 小时 30 分钟".
-fn limit_text(d: Duration) -> String {
-    let minutes = d.as_secs().div_ceil(60);
-    match (minutes / 60, minutes % 60) {
-        (0, m) => format!("{m} 分钟"),
-        (h, 0) => format!("{h} 小时"),
-        (h, m) => format!("{h} 小时 {m} 分钟"),
-    }
-}
-
-/// Time left or past, as the countdown shows it (assets/collab.js says it the same way).
-fn span(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    if d > 0 {
-        format!("{d} 天 {h} 小时")
-    } else if h > 0 {
-        format!("{h} 小时 {m} 分")
-    } else {
-        format!("{m} 分 {sec} 秒")
-    }
-}
-
 fn countdown_text(due: i64, now: i64) -> String {
     if due > now {
-        format!("剩余 {}", span(due - now))
+        format!("剩余 {}", text::span(due - now))
     } else {
-        format!("已超时 {}", span(now - due))
+        format!("已超时 {}", text::span(now - due))
     }
 }
 
@@ -122,29 +87,11 @@ fn countdown(due: i64, now: i64) -> String {
     )
 }
 
-fn local(ms: i64, tz: chrono_tz::Tz) -> String {
-    crate::clock::from_ms(ms)
-        .with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M")
-        .to_string()
-}
-
-fn local_short(ms: i64, tz: chrono_tz::Tz) -> String {
-    crate::clock::from_ms(ms)
-        .with_timezone(&tz)
-        .format("%m-%d %H:%M")
-        .to_string()
-}
-
 /// Epoch milliseconds of a time `requests` rendered in the organisation's zone.
 fn ms_of(rfc3339: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .ok()
         .map(|t| t.timestamp_millis())
-}
-
-fn has_chinese(s: &str) -> bool {
-    s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
 }
 
 // ----------------------------------------------------------------------------------------
@@ -163,33 +110,14 @@ impl From<Error> for WebError {
 fn chinese_message(e: &Error) -> String {
     match e {
         Error::Internal(_) => "服务器内部错误，请稍后重试".into(),
-        Error::Forbidden(m) if m.contains("X-CSRF-Token") => {
-            "页面已过期，请刷新后重试（CSRF 校验失败）".into()
-        }
+        Error::Forbidden(m) if m.contains("X-CSRF-Token") => "页面已过期，请刷新后重试".into(),
         Error::NotFound { what } => match *what {
             "request" => "未找到该协作请求".into(),
             "document" => "未找到该文件".into(),
             "customer" => "未找到该客户".into(),
             _ => "未找到".into(),
         },
-        other => {
-            let m = other.to_string();
-            if has_chinese(&m) {
-                return m;
-            }
-            let prefix = match other {
-                Error::InvalidInput(_) => "输入有误",
-                Error::MalformedBody(_) => "请求格式有误",
-                Error::PayloadTooLarge(_) => "内容过大",
-                Error::UnknownReference(_) => "引用的对象不存在",
-                Error::Unauthenticated(_) => "请先登录",
-                Error::Forbidden(_) => "无权执行该操作",
-                Error::Conflict(_) => "操作冲突",
-                Error::Unavailable(_) => "服务暂不可用",
-                _ => "操作被拒绝",
-            };
-            format!("{prefix}：{m}")
-        }
+        other => text::error_for_people(other.code(), &other.to_string()),
     }
 }
 
@@ -474,9 +402,9 @@ fn request_form(t: &CollabType, to: &Receiver) -> String {
             CollabKind::Handoff => "handoff",
         },
         title = escape(&t.title),
-        sla = limit_text(t.sla),
+        sla = text::duration(t.sla),
         hours = if t.business_hours { "（按工作时间计）" } else { "" },
-        ack = limit_text(t.ack_within),
+        ack = text::duration(t.ack_within),
     )
 }
 
@@ -627,7 +555,7 @@ async fn request_page(
     }
     body.push_str(&format!(
         "<section class=\"content\">\n<h2>请求内容</h2>\n<dl class=\"facts\">\n{content}</dl>\n\
-         <p class=\"meta\">内容快照 SHA-256：<code class=\"hash\">{}</code></p>\n</section>\n",
+         <p class=\"meta\">内容快照 SHA-256：<code class=\"hash\" translate=\"no\">{}</code></p>\n</section>\n",
         escape(&r.content_hash)
     ));
 
@@ -636,7 +564,7 @@ async fn request_page(
         for (artefact, doc) in &r.artefacts {
             let file = match crate::documents::get(&s.db, &s.cipher, org, doc).await {
                 Ok(d) => format!(
-                    "<a href=\"/web/documents/{}/content\">{}</a>",
+                    "<a href=\"/web/documents/{}/content\" translate=\"no\">{}</a>",
                     enc(doc),
                     escape(&d.filename)
                 ),
@@ -658,7 +586,7 @@ async fn request_page(
             let date = r
                 .answer_date
                 .as_deref()
-                .map(|d| format!("<p>确认日期：<strong>{}</strong></p>\n", escape(d)))
+                .map(|d| format!("<p>确认日期：<strong>{}</strong></p>\n", escape(&text::date_text(d))))
                 .unwrap_or_default();
             body.push_str(&format!(
                 "<section class=\"outcome\">\n<h2>答复</h2>\n<p class=\"answer\">{}</p>\n{date}</section>\n",
@@ -698,6 +626,7 @@ async fn request_page(
         main_attrs: format!(" data-request=\"{}\"", escape(&r.id)),
         body,
         csrf: Some(session.csrf_token),
+        signed_in: Some(session.user_name),
         ..Html::default()
     }
     .into_response(StatusCode::OK))
@@ -809,6 +738,7 @@ async fn my_requests(
         page: "collab-list",
         body,
         csrf: Some(session.csrf_token),
+        signed_in: Some(session.user_name),
         ..Html::default()
     }
     .into_response(StatusCode::OK))
@@ -872,7 +802,7 @@ struct Opened {
     url: String,
     /// The assignee's name, or the role's queue.
     receiver: String,
-    /// The deadline in the organisation's time, `MM-DD HH:MM`.
+    /// The deadline in the organisation's time, as `text::time_short` writes it (`11月30日 15:30`).
     due_local: String,
 }
 
@@ -955,7 +885,7 @@ async fn step_request(
             let date = b.date.filter(|d| !d.trim().is_empty());
             if let Some(d) = &date {
                 crate::validate::date("date", d)
-                    .map_err(|_| Error::invalid("日期格式应为 YYYY-MM-DD"))?;
+                    .map_err(|_| Error::invalid("日期无效，请重新选择日期"))?;
             }
             Step::Answer {
                 text: b.text.unwrap_or_default(),
@@ -1005,16 +935,13 @@ mod tests {
             countdown_text(2 * 86_400_000 + 3_600_000, 0),
             "剩余 2 天 1 小时"
         );
-        assert_eq!(limit_text(Duration::from_secs(4 * 3600)), "4 小时");
-        assert_eq!(limit_text(Duration::from_secs(30 * 60)), "30 分钟");
-        assert_eq!(limit_text(Duration::from_secs(90 * 60)), "1 小时 30 分钟");
     }
 
     #[test]
     fn errors_are_told_in_chinese() {
         assert_eq!(
             chinese_message(&Error::Forbidden("missing or wrong X-CSRF-Token".into())),
-            "页面已过期，请刷新后重试（CSRF 校验失败）"
+            "页面已过期，请刷新后重试"
         );
         assert_eq!(
             chinese_message(&Error::NotFound { what: "request" }),
@@ -1024,11 +951,11 @@ mod tests {
             chinese_message(&Error::Conflict(
                 "该请求已由他人接受 (someone else took it)".into()
             )),
-            "该请求已由他人接受 (someone else took it)"
+            "该请求已由他人接受"
         );
         assert_eq!(
             chinese_message(&Error::invalid("answer must be at most 2000 characters")),
-            "输入有误：answer must be at most 2000 characters"
+            "输入有误，请检查后重试"
         );
     }
 }

@@ -164,7 +164,7 @@ async fn login(State(s): State<AppState>, ApiQuery(q): ApiQuery<LoginQuery>) -> 
         return Ok(message_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "无法登录",
-            "钉钉应用未配置企业 CorpId（dingtalk.corp_id），请联系管理员。",
+            "本服务尚未配置钉钉企业编号，请联系管理员。",
         ));
     }
     let next = session::safe_next(q.next.as_deref());

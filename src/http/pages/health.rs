@@ -12,12 +12,12 @@ use sqlx::Row;
 use crate::collab::health::{self, Figures};
 use crate::credibility::Week;
 use crate::error::{Error, Result};
-use crate::http::pages::collab::role_label;
 use crate::http::pages::session::Session;
 use crate::http::pages::sidebar::{
     escape, message_page, not_signed_in, org_timezone, Html, PageResult,
 };
 use crate::http::AppState;
+use crate::text::{self, role_label};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/collab/health", get(page))
@@ -32,14 +32,6 @@ fn percent(r: Option<f64>) -> String {
     r.map_or("—".into(), |r| format!("{:.0}%", r * 100.0))
 }
 
-fn minutes(m: Option<f64>) -> String {
-    match m {
-        None => "—".into(),
-        Some(m) if m < 120.0 => format!("{m:.0} 分钟"),
-        Some(m) => format!("{:.1} 小时", m / 60.0),
-    }
-}
-
 /// One table row; the overdue ratio above 20 % is marked.
 fn row(label: &str, f: &Figures) -> String {
     let hot = f.overdue_ratio.is_some_and(|r| r > 0.2);
@@ -48,7 +40,7 @@ fn row(label: &str, f: &Figures) -> String {
         if hot { " class=\"overdue\"" } else { "" },
         escape(label),
         f.requests,
-        minutes(f.mean_response_minutes),
+        text::minutes(f.mean_response_minutes),
         percent(f.overdue_ratio),
         percent(f.return_rate),
     )
@@ -91,7 +83,7 @@ async fn page(
     let week = match &q.week {
         Some(d) => {
             let date = crate::validate::date("week", d).map_err(|_| {
-                Error::invalid("week 应为 1970-01-01 至 9999-12-31 之间的日期，例如 2026-11-23")
+                Error::invalid("周的日期无效，请从周报卡片或本页的上一周、下一周链接打开")
             })?;
             Week::containing(date, tz)?
         }
@@ -110,7 +102,7 @@ async fn page(
             &p.figures,
         ));
     }
-    let out_of_range = || Error::invalid("week 超出可显示的范围");
+    let out_of_range = || Error::invalid("该周超出可显示的范围");
     let prev = week
         .monday
         .checked_sub_days(chrono::Days::new(7))
@@ -120,14 +112,14 @@ async fn page(
         .checked_add_days(chrono::Days::new(7))
         .ok_or_else(out_of_range)?;
     let body = format!(
-        "<h1>协作健康周报</h1>\n<p class=\"muted\">{label}（{tz}）</p>\n\
+        "<h1>协作健康周报</h1>\n<p class=\"muted\">{label}（本企业时区）</p>\n\
          <nav class=\"weeks\"><a href=\"/collab/health?week={prev}\">上一周</a> · \
          <a href=\"/collab/health?week={next}\">下一周</a></nav>\n\
          <section id=\"overall\"><h2>总体</h2>\n<table>\n{HEAD}<tbody>\n{overall}</tbody></table></section>\n\
          <section id=\"by-role\"><h2>按角色</h2>\n<table>\n{HEAD}<tbody>\n{roles}</tbody></table></section>\n\
          <section id=\"by-person\"><h2>按负责人</h2>\n<table>\n{HEAD}<tbody>\n{people}</tbody></table></section>\n\
          <p class=\"muted\">平均响应：从发起到对方确认接受；超时占比：到期仍未答复的请求占比；退回率：被退回的请求占比。超时占比高于 20% 的行标红。</p>\n",
-        label = escape(&week.label()),
+        label = escape(&text::week(week.monday)),
         overall = row("全部", &h.overall),
         roles = if roles.is_empty() {
             "<tr><td colspan=\"5\">本周没有协作请求。</td></tr>\n".to_string()
@@ -145,6 +137,7 @@ async fn page(
         page: "health",
         body,
         csrf: Some(session.csrf_token.clone()),
+        signed_in: Some(session.user_name.clone()),
         ..Html::default()
     }
     .into_response(StatusCode::OK))

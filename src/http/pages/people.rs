@@ -18,7 +18,8 @@ use subtle::ConstantTimeEq;
 
 use crate::access::{Actor, Grant, WHERE_ROLES_ARE_SET};
 use crate::collab::assignments::{self, ASSIGNED_ROLES};
-use crate::directory::users::{self, role_label, User, UserPatch, ROLES};
+use crate::directory::users::{self, User, UserPatch, ROLES};
+use crate::text::role_label;
 use crate::error::{Error, Result};
 use crate::http::pages::session::Session;
 use crate::http::pages::sidebar::{

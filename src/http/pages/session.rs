@@ -38,6 +38,8 @@ pub struct Session {
     pub csrf_token: String,
     /// How they signed in: `wecom`, or `dev` (the demo's sign-in).
     pub platform: Option<String>,
+    /// Their name, which every page shows as the one signed in.
+    pub user_name: String,
 }
 
 impl Session {
@@ -131,7 +133,7 @@ impl FromRequestParts<AppState> for Session {
         let value = cookie_value(&parts.headers)
             .ok_or_else(|| Error::Unauthenticated("请先登录 (sign in first)".into()))?;
         let row = sqlx::query(
-            "SELECT s.user_id, s.org_id, s.csrf_token, s.platform FROM web_sessions s JOIN users u ON u.id = s.user_id \
+            "SELECT s.user_id, s.org_id, s.csrf_token, s.platform, u.name AS user_name FROM web_sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
         )
         .bind(hash(&value))
@@ -144,6 +146,7 @@ impl FromRequestParts<AppState> for Session {
             org_id: row.get("org_id"),
             csrf_token: row.get("csrf_token"),
             platform: row.get("platform"),
+            user_name: row.get("user_name"),
         })
     }
 }

@@ -165,6 +165,8 @@ pub(crate) struct Html {
     /// `data-platform` of `<main>`: the client the page runs in, which tells the script
     /// which SDK to configure.
     pub(crate) platform: Option<Platform>,
+    /// The name of the person signed in, shown at the top of every page that has one.
+    pub(crate) signed_in: Option<String>,
 }
 
 impl Html {
@@ -192,7 +194,7 @@ impl Html {
             "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1, viewport-fit=cover\">\n\
              <title>{title}</title>\n{head}<link rel=\"stylesheet\" href=\"{css}\">\n</head>\n<body>\n\
-             <main data-page=\"{page}\"{platform}{attrs}>\n{body}</main>\n\
+             {who}<main data-page=\"{page}\"{platform}{attrs}>\n{body}</main>\n\
              <div id=\"toast\" class=\"toast\" role=\"status\" hidden></div>\n{scripts}</body>\n</html>\n",
             title = escape(&self.title),
             css = asset_url("sidebar.css"),
@@ -203,6 +205,14 @@ impl Html {
                 .unwrap_or_default(),
             attrs = self.main_attrs,
             body = self.body,
+            who = self
+                .signed_in
+                .as_deref()
+                .map(|n| format!(
+                    "<p class=\"signed-in\">当前登录：<strong class=\"signed-in-name\">{}</strong></p>\n",
+                    escape(n)
+                ))
+                .unwrap_or_default(),
         );
         let csp = content_security_policy(self.jssdk.as_deref().and_then(origin).as_deref());
         let mut res = (status, doc).into_response();
@@ -245,7 +255,7 @@ impl IntoResponse for PageError {
                 "服务器内部错误，请稍后重试".to_string()
             }
             Error::NotFound { .. } => "未找到该页面或客户".to_string(),
-            other => other.to_string(),
+            other => crate::text::error_for_people(other.code(), &other.to_string()),
         };
         message_page(self.0.status(), "出错了", &message)
     }
@@ -412,6 +422,7 @@ async fn entry(
             csrf: Some(session.csrf_token),
             jssdk: Some(jssdk),
             platform: Some(Platform::Wecom),
+            signed_in: Some(session.user_name),
             ..Html::default()
         }
         .into_response(StatusCode::OK)),
@@ -462,6 +473,7 @@ async fn customer_list(
         csrf: Some(session.csrf_token.clone()),
         jssdk,
         platform,
+        signed_in: Some(session.user_name.clone()),
         ..Html::default()
     }
     .into_response(StatusCode::OK))
@@ -546,6 +558,7 @@ async fn customer_page(
         csrf: Some(session.csrf_token),
         jssdk,
         platform,
+        signed_in: Some(session.user_name),
     }
     .into_response(StatusCode::OK))
 }
@@ -554,7 +567,7 @@ fn freeze_section(freeze: Option<&antifraud::Freeze>) -> String {
     let inner = match freeze {
         Some(f) => format!(
             "<p class=\"banner frozen\">您对该客户的操作已冻结：{}。请联系主管解除。</p>\n",
-            escape(&f.reason)
+            escape(&crate::text::durations_in(&f.reason))
         ),
         None => String::new(),
     };
@@ -692,10 +705,7 @@ async fn touches_section(
         let at: i64 = r.get("occurred_at");
         let verification: String = r.get("verification");
         let who: Option<String> = r.get("actor_name");
-        let when = crate::clock::from_ms(at)
-            .with_timezone(&tz)
-            .format("%m-%d %H:%M")
-            .to_string();
+        let when = crate::text::time_short(at, tz);
         let status = verification_label(&verification)
             .map(|label| {
                 format!(
@@ -710,7 +720,7 @@ async fn touches_section(
              <div class=\"meta\">{when} · {}</div>{attest}</li>\n",
             escape(&claim.point),
             escape(&verification),
-            escape(&action),
+            escape(crate::text::action(&action)),
             escape(who.as_deref().unwrap_or("—"))
         ));
     }
@@ -733,7 +743,15 @@ fn contacts_section(c: &customers::Customer) -> String {
                 "<span class=\"valid\">有效</span>".to_string()
             } else {
                 match &p.invalid_reason {
-                    Some(r) => format!("<span class=\"invalid\">已失效（{}）</span>", escape(r)),
+                    Some(r) => format!(
+                        "<span class=\"invalid\">已失效（{}）</span>",
+                        // Set by the call-record check (verification::calls), not by a person.
+                        escape(if r == "failed_calls" {
+                            "多次呼叫无人接听"
+                        } else {
+                            r
+                        })
+                    ),
                     None => "<span class=\"invalid\">已失效</span>".to_string(),
                 }
             };

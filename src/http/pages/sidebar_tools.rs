@@ -47,12 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/web/freezes/{id}/lift", post(lift))
 }
 
-fn local(ms: i64, tz: chrono_tz::Tz) -> String {
-    crate::clock::from_ms(ms)
-        .with_timezone(&tz)
-        .format("%m-%d %H:%M")
-        .to_string()
-}
+use crate::text::time_short as local;
 
 // ----------------------------------------------------------------------------------------
 // Who is looking
@@ -261,7 +256,7 @@ impl Viewer {
                      {actions}</form>\n</div>\n",
                     id = escape(&id),
                     name = escape(&name),
-                    reason = escape(&reason),
+                    reason = escape(&crate::text::durations_in(&reason)),
                     at = local(r.get("frozen_at"), tz),
                     actions = form_actions("确认解除", "action"),
                 ));
@@ -366,7 +361,7 @@ pub(crate) async fn proposals_section(
             (None, None) => "<span class=\"status status-unsent\">未发送</span>".to_string(),
         };
         items.push_str(&format!(
-            "<li class=\"proposal\" data-document=\"{id}\">\n<div class=\"doc-name\">{name}</div>\n\
+            "<li class=\"proposal\" data-document=\"{id}\">\n<div class=\"doc-name\" translate=\"no\">{name}</div>\n\
              <div class=\"meta\">上传于 {uploaded}</div>\n<div class=\"doc-state\">{state}</div>\n\
              <button type=\"button\" class=\"action send\" data-send-document=\"{id}\" data-title=\"{name}\">发送给客户</button>\n</li>\n",
             id = escape(&id),

@@ -1,5 +1,6 @@
 //! The customer's timeline in the sidebar: the tracking ledger for one customer, in the
-//! order it happened, labelled in Chinese and shown in the organisation's local time.
+//! order it happened, labelled in Chinese (`crate::text`) and shown in the organisation's
+//! local time.
 
 use sqlx::Row;
 
@@ -20,29 +21,6 @@ pub fn source_label(source: &str) -> &'static str {
         "system" => "系统",
         _ => "其他",
     }
-}
-
-/// The Chinese label of closeloop's own actions; a rule set's actions are already named
-/// in Chinese and show as they are.
-pub fn action_label(action: &str) -> Option<&'static str> {
-    Some(match action {
-        "card.click" => "点击卡片",
-        "chat.day" => "当日聊天消息",
-        "document.sent" => "发送文档",
-        "document.opened" => "客户打开文档",
-        "collab.accept" => "接受协作请求",
-        "collab.answer" => "答复协作请求",
-        "collab.return" => "退回协作请求",
-        "collab.escalate" => "协作请求超时升级",
-        "stage.advance" => "推进商机阶段",
-        "stage.rollback" => "回退商机阶段",
-        "deal.reassigned" => "商机转交",
-        "rule.repeat_limit" => "触发重复操作限制（已拒绝）",
-        "rule.frozen" => "冻结期间的操作（已拒绝）",
-        "rule.ip_burst" => "同一 IP 短时间内记录过多",
-        "rule.gate" => "阶段推进未满足条件",
-        _ => return None,
-    })
 }
 
 /// Who made a point, in Chinese: the member's name, or the customer, a platform or the
@@ -75,13 +53,8 @@ pub async fn section(s: &AppState, org: &str, customer: &str, tz: chrono_tz::Tz)
         let action: String = r.get("action");
         let source: String = r.get("source");
         let at: i64 = r.get("occurred_at");
-        let when = crate::clock::from_ms(at)
-            .with_timezone(&tz)
-            .format("%Y-%m-%d %H:%M")
-            .to_string();
-        let what = action_label(&action)
-            .map(str::to_string)
-            .unwrap_or_else(|| action.clone());
+        let when = crate::text::time(at, tz);
+        let what = crate::text::action(&action);
         let who = actor_label(&r.get::<String, _>("actor_kind"), r.get("actor_name"));
         items.push_str(&format!(
             "<li class=\"point\" data-point=\"{}\" data-action=\"{}\" data-source=\"{}\">\
@@ -89,7 +62,7 @@ pub async fn section(s: &AppState, org: &str, customer: &str, tz: chrono_tz::Tz)
             escape(&r.get::<String, _>("id")),
             escape(&action),
             escape(&source),
-            escape(&what),
+            escape(what),
             escape(&who),
             source_label(&source),
         ));
@@ -119,7 +92,7 @@ mod tests {
             assert_ne!(source_label(s.as_str()), "其他", "{}", s.as_str());
         }
         assert_eq!(source_label("platform_event"), "平台事件");
-        assert_eq!(action_label("card.click"), Some("点击卡片"));
-        assert_eq!(action_label("已电话沟通"), None);
+        assert_eq!(crate::text::action_label("card.click"), Some("点击卡片"));
+        assert_eq!(crate::text::action_label("已电话沟通"), None);
     }
 }

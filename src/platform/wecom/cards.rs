@@ -14,6 +14,7 @@ use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
 use crate::jobs::{BoxFuture, ClaimedJob, Handler, JobError};
+use crate::text;
 
 const SEND: &str = "/cgi-bin/message/send";
 /// WeCom's response_code can update a card once, within 72 hours.
@@ -25,17 +26,10 @@ const PER_MEMBER_PER_MINUTE: i64 = 30;
 /// Seconds in which WeCom drops a repeat of the same message.
 const DUPLICATE_CHECK_INTERVAL: i64 = 1800;
 
-/// WeCom suggests short texts (a title of 26 characters, buttons of 10…); longer ones are
-/// cut with an ellipsis rather than refused.
-fn fit(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
-        cut.push('…');
-        cut
-    }
-}
+/// WeCom suggests short texts (`text::WECOM_CARD`: a title of 26 characters, buttons of
+/// 10…); longer ones are cut with an ellipsis rather than refused, and a description keeps
+/// its closing instruction.
+const LIMITS: text::CardLimits = text::WECOM_CARD;
 
 /// The page a card without a details page of its own opens when tapped: WeCom requires a
 /// tap target on `text_notice` cards (`docs/protocols/wecom.md`).
@@ -54,14 +48,14 @@ pub fn render(
     link: Option<&str>,
     start_page: &str,
 ) -> Value {
-    let mut main_title = json!({"title": fit(&card.title, 26)});
+    let mut main_title = json!({"title": text::fit(&card.title, LIMITS.title)});
     if let Some(d) = &card.description {
-        main_title["desc"] = json!(fit(d, 30));
+        main_title["desc"] = json!(text::fit_keeping_end(d, LIMITS.description));
     }
     let fields: Vec<Value> = card
         .fields
         .iter()
-        .map(|(k, v)| json!({"keyname": fit(k, 5), "value": fit(v, 26)}))
+        .map(|(k, v)| json!({"keyname": text::fit(k, LIMITS.label), "value": text::fit(v, LIMITS.value)}))
         .collect();
     let mut template_card = json!({
         "source": {"desc": "closeloop"},
@@ -82,7 +76,7 @@ pub fn render(
                     ButtonStyle::Default => 2,
                     ButtonStyle::Danger => 3,
                 };
-                json!({"text": fit(&b.label, 10), "style": style, "key": button_key(&b.action, card_id)})
+                json!({"text": text::fit(&b.label, LIMITS.button), "style": style, "key": button_key(&b.action, card_id)})
             })
             .collect();
         template_card["card_type"] = json!("button_interaction");
@@ -265,7 +259,7 @@ impl UpdateCard {
                 SecretKind::App,
                 UPDATE,
                 &json!({"userids": [userid], "agentid": self.agent_id, "response_code": code,
-                        "button": {"replace_name": fit(&label, 10)}}),
+                        "button": {"replace_name": text::fit(&label, LIMITS.button)}}),
             )
             .await?;
         Ok(json!({"replace_name": label}))
