@@ -328,7 +328,10 @@ async fn the_people_page_is_for_admins_and_every_change_is_audited() {
     let browser = signed_in(&app, &admin).await;
     let (status, body) = browser.get(&app, "/admin/people").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("当前登录：周管理"), "{body}");
+    assert!(
+        body.contains("当前登录：<strong class=\"signed-in-name\">周管理</strong>"),
+        "{body}"
+    );
     for text in [
         "李明",
         "王经理",
