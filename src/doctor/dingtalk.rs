@@ -12,7 +12,7 @@ use crate::config::DingtalkConfig;
 use crate::jobs::JobError;
 use crate::platform::crypto::{random_nonce, EncodingAesKey};
 use crate::platform::dingtalk::api::DingtalkApi;
-use crate::platform::dingtalk::crypto::{DingtalkCrypto, SUCCESS};
+use crate::platform::dingtalk::crypto::DingtalkCrypto;
 use crate::platform::dingtalk::{conference, directory};
 
 /// DingTalk wants the encrypted `success` within 1500 ms.
@@ -166,25 +166,10 @@ async fn callback(cfg: &DingtalkConfig, ctx: &Ctx) -> super::Check {
         otherwise: "不是加密并签名的 success：钉钉会判定推送失败",
         keys: "dingtalk.token、dingtalk.aes_key 或 dingtalk.app_key",
     };
-    url_check(ctx, expected, request, |body| is_success(&crypto, body)).await
-}
-
-/// Whether `body` is the answer DingTalk requires: `{msg_signature, timeStamp, nonce,
-/// encrypt}`, signed with our token, decrypting to `success` for our AppKey.
-fn is_success(crypto: &DingtalkCrypto, body: &str) -> bool {
-    let Ok(v) = serde_json::from_str::<Value>(body) else {
-        return false;
-    };
-    let text = |k: &str| v[k].as_str().unwrap_or_default();
-    crypto
-        .verify_signature(
-            text("timeStamp"),
-            text("nonce"),
-            text("encrypt"),
-            text("msg_signature"),
-        )
-        .is_ok()
-        && crypto.decrypt(text("encrypt")).is_ok_and(|m| m == SUCCESS)
+    url_check(ctx, expected, request, |body| {
+        crypto.is_success_reply(body.as_bytes())
+    })
+    .await
 }
 
 /// A failed call in words an admin can act on; `hint` says which right a refused call

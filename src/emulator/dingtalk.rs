@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::platform::crypto::{random_nonce, EncodingAesKey};
-use crate::platform::dingtalk::crypto::{DingtalkCrypto, SUCCESS};
+use crate::platform::dingtalk::crypto::DingtalkCrypto;
 
 /// New API (api.dingtalk.com).
 pub const ACCESS_TOKEN: &str = "/v1.0/oauth2/accessToken";
@@ -330,7 +330,7 @@ impl Emulator {
                 Ok(res) => {
                     let status = res.status().as_u16();
                     let body = res.bytes().await.unwrap_or_default();
-                    (status, status == 200 && is_success_reply(&crypto, &body))
+                    (status, status == 200 && crypto.is_success_reply(&body))
                 }
                 Err(_) => (0, false),
             };
@@ -353,25 +353,6 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.server.abort();
     }
-}
-
-/// Whether `body` is `{"msg_signature","timeStamp","nonce","encrypt"}` with a valid
-/// signature over an encrypted `success` for our owner key.
-pub fn is_success_reply(crypto: &DingtalkCrypto, body: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
-    let encrypt = field("encrypt");
-    crypto
-        .verify_signature(
-            field("timeStamp"),
-            field("nonce"),
-            encrypt,
-            field("msg_signature"),
-        )
-        .is_ok()
-        && crypto.decrypt(encrypt).is_ok_and(|m| m == SUCCESS)
 }
 
 impl Shared {

@@ -90,7 +90,7 @@ async fn check_url_is_answered_with_the_encrypted_success() {
     let res = post_signed(&app, r#"{"EventType":"check_url"}"#, APP_KEY, &ts).await;
     assert_eq!(res.status(), 200);
     let body = res.bytes().await.unwrap();
-    assert!(emulator::is_success_reply(&crypto_for(APP_KEY), &body));
+    assert!(crypto_for(APP_KEY).is_success_reply(&body));
 }
 
 #[tokio::test]

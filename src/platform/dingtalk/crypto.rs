@@ -105,6 +105,25 @@ impl DingtalkCrypto {
     pub fn success_reply_random(&self, timestamp: i64) -> String {
         self.success_reply(timestamp, &random_nonce(), random_prefix())
     }
+
+    /// Whether `body` is the answer DingTalk requires from a callback: `{msg_signature,
+    /// timeStamp, nonce, encrypt}`, signed with this token, decrypting to `success` for this
+    /// owner key (what the emulator checks of closeloop, and `closeloop doctor` of a server).
+    pub fn is_success_reply(&self, body: &[u8]) -> bool {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        let field = |k: &str| v.get(k).and_then(|f| f.as_str()).unwrap_or_default();
+        let encrypt = field("encrypt");
+        self.verify_signature(
+            field("timeStamp"),
+            field("nonce"),
+            encrypt,
+            field("msg_signature"),
+        )
+        .is_ok()
+            && self.decrypt(encrypt).is_ok_and(|m| m == SUCCESS)
+    }
 }
 
 /// Extracts the ciphertext from a `{"encrypt":"…"}` body without copying it when possible.
