@@ -123,8 +123,9 @@ pub enum CustomersCommand {
     /// Import the external contacts the members already have as customers (`source =
     /// import`, no lead); audited. A re-run changes nothing.
     Import {
-        /// The platform to read (only WeCom lists a member's external contacts).
-        #[arg(long, value_parser = ["wecom"])]
+        /// The platform to read: WeCom (each member's customers) or DingTalk (the
+        /// organisation's external-contact book); Feishu has no such API.
+        #[arg(long, value_parser = ["wecom", "dingtalk"])]
         platform: String,
     },
 }
@@ -262,31 +263,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `customers import --platform wecom`: progress on stderr, the totals on stdout.
+/// `customers import --platform wecom|dingtalk`: progress on stderr, the totals on stdout.
 async fn import_customers(config: Config, platform: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        platform == "wecom",
-        "--platform: only `wecom` can be imported"
-    );
-    let wecom = config
-        .wecom
-        .as_ref()
-        .context("customers import --platform wecom needs the [wecom] section")?;
-    anyhow::ensure!(
-        wecom.contact_secret.is_some(),
-        "customers import needs `[wecom] contact_secret` (客户联系 Secret) to list external contacts"
-    );
+    use crate::chat::event::Platform;
+    let platform = match platform {
+        "wecom" => {
+            let wecom = config
+                .wecom
+                .as_ref()
+                .context("customers import --platform wecom needs the [wecom] section")?;
+            anyhow::ensure!(
+                wecom.contact_secret.is_some(),
+                "customers import needs `[wecom] contact_secret` (客户联系 Secret) to list external contacts"
+            );
+            Platform::Wecom
+        }
+        "dingtalk" => {
+            config
+                .dingtalk
+                .as_ref()
+                .context("customers import --platform dingtalk needs the [dingtalk] section")?;
+            Platform::Dingtalk
+        }
+        other => anyhow::bail!(
+            "--platform: `{other}` cannot be imported (wecom or dingtalk; Feishu has no API listing external contacts)"
+        ),
+    };
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
     let cipher = crate::app::load_cipher(&config)?;
     let org = existing_default_org(&db).await?;
     let clock: crate::clock::SharedClock = Arc::new(SystemClock);
-    let api = crate::platform::wecom::api::WecomApi::from_config(
-        wecom,
-        crate::app::http_client(&config)?,
-        clock.clone(),
-    )
-    .shared_through(db.clone(), cipher.clone());
+    let client = crate::app::http_client(&config)?;
+    let book: Box<dyn crate::customers::import::ContactBook> =
+        match (config.wecom.as_ref(), config.dingtalk.as_ref()) {
+            (Some(wecom), _) if platform == Platform::Wecom => Box::new(
+                // WeCom's tokens are shared through the database.
+                crate::platform::wecom::api::WecomApi::from_config(wecom, client, clock.clone())
+                    .shared_through(db.clone(), cipher.clone()),
+            ),
+            (_, Some(dingtalk)) => {
+                Box::new(crate::platform::dingtalk::api::DingtalkApi::from_config(
+                    dingtalk,
+                    client,
+                    clock.clone(),
+                ))
+            }
+            _ => anyhow::bail!(
+                "--platform {}: its configuration section is missing",
+                platform.as_str()
+            ),
+        };
     let line = |p: &crate::customers::import::Progress| {
         format!(
             "members done {}/{}, contacts seen {}, created {}, linked {}, unchanged {}",
@@ -299,8 +326,8 @@ async fn import_customers(config: Config, platform: &str) -> anyhow::Result<()> 
         clock.now_ms(),
         &org.id,
         &Actor::cli(),
-        crate::chat::event::Platform::Wecom,
-        &api,
+        platform,
+        book.as_ref(),
         |p| eprintln!("{}", line(p)),
     )
     .await

@@ -33,6 +33,8 @@ pub const USER_LIST: &str = "/topapi/v2/user/list";
 pub const USER_GET: &str = "/topapi/v2/user/get";
 pub const JSAPI_TICKETS: &str = "/v1.0/oauth2/jsapiTickets";
 pub const GETUSERINFO: &str = "/topapi/v2/user/getuserinfo";
+pub const EXTCONTACT_LIST: &str = "/topapi/extcontact/list";
+pub const EXTCONTACT_GET: &str = "/topapi/extcontact/get";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 /// The header the new API takes its access token in.
 pub const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
@@ -91,6 +93,10 @@ struct EmulatorState {
     jsapi_ticket: Option<String>,
     /// Video conferences (see [`Emulator::set_conferences`]).
     conferences: Vec<Value>,
+    /// The organisation's external-contact book (外部联系人), in listing order.
+    ext_contacts: Vec<Value>,
+    /// `extcontact/list` requests received: (offset, size).
+    ext_list_calls: Vec<(u64, u64)>,
 }
 
 /// One attempt to push an event to closeloop.
@@ -142,6 +148,8 @@ impl Emulator {
             .route(USER_GET, post(user_get))
             .route(JSAPI_TICKETS, post(jsapi_tickets))
             .route(GETUSERINFO, post(getuserinfo))
+            .route(EXTCONTACT_LIST, post(extcontact_list))
+            .route(EXTCONTACT_GET, post(extcontact_get))
             .merge(conference_routes())
             .with_state(state.clone());
         let (addr, server) = super::kit::serve(router, "DingTalk").await;
@@ -204,6 +212,17 @@ impl Emulator {
         let mut state = self.state.lock();
         state.departments = departments;
         state.users = users;
+    }
+
+    /// Sets the external-contact book: contacts with `userid`, `name`, `mobile`,
+    /// `state_code`, `company_name`, `title`, `follower_user_id`, `share_user_ids`.
+    pub fn set_ext_contacts(&self, contacts: Vec<Value>) {
+        self.state.lock().ext_contacts = contacts;
+    }
+
+    /// The `extcontact/list` pages asked for: (offset, size), in order.
+    pub fn ext_list_calls(&self) -> Vec<(u64, u64)> {
+        self.state.lock().ext_list_calls.clone()
     }
 
     /// Issues a 免登 code for `userid`, as `dd.runtime.permission.requestAuthCode` would
@@ -724,6 +743,58 @@ async fn user_get(
     match found {
         Some(user) => Json(json!({"errcode": 0, "errmsg": "ok", "result": user})).into_response(),
         None => errcode(60121),
+    }
+}
+
+/// `topapi/extcontact/list {offset, size}` → `results`: one page of the external-contact
+/// book. `size` is at most 100 (a larger or missing one is refused as an invalid
+/// parameter here; what DingTalk answers then is not documented). No cursor: the page is
+/// short at the end.
+async fn extcontact_list(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match oapi_request(&shared, EXTCONTACT_LIST, &query, &body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let offset = body["offset"].as_u64().unwrap_or(0);
+    let Some(size) = body["size"].as_u64().filter(|s| (1..=100).contains(s)) else {
+        return errcode(40035);
+    };
+    let mut state = shared.lock();
+    state.ext_list_calls.push((offset, size));
+    let page: Vec<Value> = state
+        .ext_contacts
+        .iter()
+        .skip(offset as usize)
+        .take(size as usize)
+        .cloned()
+        .collect();
+    Json(json!({"errcode": 0, "errmsg": "ok", "results": page})).into_response()
+}
+
+/// `topapi/extcontact/get {user_id}` → `result`: one contact; 40035 when there is none
+/// (the code DingTalk gives for an unknown contact is not documented).
+async fn extcontact_get(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match oapi_request(&shared, EXTCONTACT_GET, &query, &body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let found = shared
+        .lock()
+        .ext_contacts
+        .iter()
+        .find(|c| c["userid"] == body["user_id"])
+        .cloned();
+    match found {
+        Some(c) => Json(json!({"errcode": 0, "errmsg": "ok", "result": c})).into_response(),
+        None => errcode(40035),
     }
 }
 

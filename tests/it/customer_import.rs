@@ -3,7 +3,9 @@
 //! `externalcontact/batch/get_by_user`, become customers with contacts and owners
 //! (`source = import`, no lead), or are linked to the customer holding their number; a
 //! customer added earlier through the callback is left as it is; a re-run changes nothing;
-//! a wrong secret writes nothing.
+//! a wrong secret writes nothing. The same against the DingTalk emulator's organisation-wide
+//! external-contact book (`topapi/extcontact/list`, paged by offset), where each contact's
+//! 负责人 (`follower_user_id`) becomes the owner.
 
 use std::sync::Arc;
 
@@ -12,7 +14,9 @@ use closeloop::chat::event::Platform;
 use closeloop::clock::SystemClock;
 use closeloop::config::Config;
 use closeloop::customers::import::{self, Progress};
+use closeloop::emulator::dingtalk::Emulator as DingtalkEmulator;
 use closeloop::emulator::wecom::Emulator;
+use closeloop::platform::dingtalk::api::DingtalkApi;
 use closeloop::platform::wecom::api::WecomApi;
 use serde_json::{json, Value};
 
@@ -78,14 +82,23 @@ async fn run(
     api: &WecomApi,
     reports: &mut Vec<Progress>,
 ) -> closeloop::error::Result<Progress> {
+    run_on(app, Platform::Wecom, api, reports).await
+}
+
+async fn run_on(
+    app: &TestApp,
+    platform: Platform,
+    book: &dyn import::ContactBook,
+    reports: &mut Vec<Progress>,
+) -> closeloop::error::Result<Progress> {
     import::run(
         &app.db,
         &app.cipher,
         chrono::Utc::now().timestamp_millis(),
         &app.org_id,
         &Actor::cli(),
-        Platform::Wecom,
-        api,
+        platform,
+        book,
         |p| reports.push(p.clone()),
     )
     .await
@@ -388,4 +401,185 @@ async fn the_command_prints_its_progress_and_totals() {
         "imported: members done 1/1, contacts seen 2, created 2, linked 0, unchanged 0"
     );
     assert_eq!(app.count("customers").await, 2);
+}
+
+// ----------------------------------------------------------------------------------------
+// DingTalk: the organisation's external-contact book
+
+const DT_KEY: &str = "dingimportapp01";
+const DT_SECRET: &str = "dt-import-secret";
+
+fn dingtalk_toml(emulator: &DingtalkEmulator, secret: &str) -> String {
+    format!(
+        "[dingtalk]\napp_key = \"{DT_KEY}\"\napp_secret = \"{secret}\"\ncorp_id = \"dingcorpimport01\"\n\
+         token = \"tok\"\naes_key = \"Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7\"\n\
+         api_base = \"{0}\"\noapi_base = \"{0}\"\n",
+        emulator.base_url()
+    )
+}
+
+fn dingtalk_api(emulator: &DingtalkEmulator, secret: &str) -> DingtalkApi {
+    let config = Config::from_toml_only(&dingtalk_toml(emulator, secret)).unwrap();
+    DingtalkApi::from_config(
+        config.dingtalk.as_ref().unwrap(),
+        reqwest::Client::new(),
+        Arc::new(SystemClock),
+    )
+}
+
+async fn dingtalk_member(app: &TestApp, name: &str, userid: &str) -> String {
+    app.create(
+        "/api/v1/users",
+        json!({"name": name, "roles": ["sales"], "identities": [{"platform": "dingtalk", "kind": "userid", "value": userid}]}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn ext(id: &str, name: &str, follower: &str, mobile: &str) -> Value {
+    json!({"userid": id, "name": name, "mobile": mobile, "state_code": "86",
+           "company_name": format!("{name}的公司"), "title": "采购经理",
+           "follower_user_id": follower, "share_user_ids": [], "label_ids": []})
+}
+
+#[tokio::test]
+async fn the_dingtalk_contact_book_comes_in_page_by_page_with_followers_as_owners_and_a_rerun_changes_nothing(
+) {
+    let emulator = DingtalkEmulator::start(DT_KEY, DT_SECRET).await;
+    let app = spawn_app_with(&dingtalk_toml(&emulator, DT_SECRET)).await;
+    let wang = dingtalk_member(&app, "王芳", "wangfang").await;
+    let zhao = dingtalk_member(&app, "赵强", "zhaoqiang").await;
+    // 205 contacts of 王芳 (three pages of at most 100), two of 赵强, one whose 负责人 is
+    // no member closeloop knows (left out), and one with the number of a customer the
+    // team already has (linked to it, not duplicated).
+    let mut book: Vec<Value> = (0..MANY)
+        .map(|i| {
+            ext(
+                &format!("dtw{i:03}"),
+                &format!("客户{i}"),
+                "wangfang",
+                &format!("1390000{i:04}"),
+            )
+        })
+        .collect();
+    book.push(ext("dtz1", "周经理", "zhaoqiang", "13700000001"));
+    book.push(ext("dtz2", "吴经理", "zhaoqiang", "13700000002"));
+    book.push(ext("dtx1", "外人", "stranger", "13600000001"));
+    book.push(ext("dtk1", "老客户", "zhaoqiang", "13500000001"));
+    emulator.set_ext_contacts(book);
+    let known = app
+        .create(
+            "/api/v1/customers",
+            json!({"name": "老客户公司", "contacts": [{"name": "老客户", "phones": ["13500000001"]}]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let api = dingtalk_api(&emulator, DT_SECRET);
+    let mut reports = Vec::new();
+    let done = run_on(&app, Platform::Dingtalk, &api, &mut reports)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Progress {
+            members: 2,
+            members_done: 2,
+            contacts_seen: MANY + 3,
+            created: MANY + 2,
+            linked: 1,
+            unchanged: 0,
+        }
+    );
+    assert!(!reports.is_empty() && reports.last() == Some(&done));
+    // Paged by offset, 100 at a time, until a short page.
+    assert_eq!(
+        emulator.ext_list_calls(),
+        vec![(0, 100), (100, 100), (200, 100)]
+    );
+    // One more than the customers created: the one the team had.
+    assert_eq!(app.count("customers").await, (MANY + 3) as i64);
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM customers WHERE source = 'import'"
+        )
+        .await,
+        (MANY + 2) as i64
+    );
+    assert_eq!(app.count("leads").await, 0, "an import creates no lead");
+    let owner_of = |ext_id: &'static str| {
+        let app = &app;
+        async move {
+            let row: (Option<String>,) = sqlx::query_as(
+                "SELECT c.owner_user_id FROM customers c JOIN customer_external_ids e ON e.customer_id = c.id \
+                 WHERE e.platform = 'dingtalk' AND e.external_user_id = $1",
+            )
+            .bind(ext_id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+            row.0
+        }
+    };
+    assert_eq!(owner_of("dtw204").await.as_deref(), Some(wang.as_str()));
+    assert_eq!(owner_of("dtz2").await.as_deref(), Some(zhao.as_str()));
+    assert_eq!(
+        scalar(&app, "SELECT CAST(COUNT(*) AS BIGINT) FROM customer_external_ids WHERE external_user_id = 'dtx1'").await,
+        0,
+        "a contact whose 负责人 is unknown is left out"
+    );
+    let linked: (String,) = sqlx::query_as(
+        "SELECT customer_id FROM customer_external_ids WHERE platform = 'dingtalk' AND external_user_id = 'dtk1'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(linked.0, known);
+    assert_eq!(import_runs(&app).await, 1);
+
+    // A re-run reads everything again and changes nothing.
+    let before = snapshot(&app).await;
+    let again = run_on(&app, Platform::Dingtalk, &api, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.created, again.linked, again.unchanged),
+        (0, 0, MANY + 3)
+    );
+    assert_eq!(snapshot(&app).await, before);
+    assert_eq!(import_runs(&app).await, 2);
+}
+
+#[tokio::test]
+async fn a_wrong_dingtalk_secret_is_a_clear_error_and_writes_nothing() {
+    let emulator = DingtalkEmulator::start(DT_KEY, DT_SECRET).await;
+    let app = spawn_app_with(&dingtalk_toml(&emulator, "not-the-secret")).await;
+    dingtalk_member(&app, "王芳", "wangfang").await;
+    emulator.set_ext_contacts(vec![ext("dt1", "客户", "wangfang", "13900000001")]);
+    let before = snapshot(&app).await;
+    let err = run_on(
+        &app,
+        Platform::Dingtalk,
+        &dingtalk_api(&emulator, "not-the-secret"),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("dingtalk import:"), "{err}");
+    assert!(
+        err.contains("dingtalk.app_secret"),
+        "the key to fix is named: {err}"
+    );
+    assert!(
+        !err.contains("not-the-secret"),
+        "the secret is never shown: {err}"
+    );
+    assert_eq!(snapshot(&app).await, before);
+    assert_eq!(import_runs(&app).await, 0);
 }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cards;
 pub mod conference;
+pub mod contacts;
 pub mod crypto;
 pub mod directory;
 pub mod events;
