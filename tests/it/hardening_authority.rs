@@ -379,6 +379,28 @@ async fn assignments_take_a_known_role_from_an_admin_key_and_are_audited() {
         entries[0].1,
         json!({"role": "presales", "user": presales.as_str()})
     );
+
+    // Clearing: an admin key only, audited once; clearing what is not set changes nothing.
+    let path = format!("/api/v1/customers/{customer}/assignments/presales");
+    forbidden(send(&app, &integration, Method::DELETE, &path, None).await).await;
+    assert_eq!(app.count("customer_assignments").await, 1, "still assigned");
+    for _ in 0..2 {
+        let res = send(&app, &app.key, Method::DELETE, &path, None).await;
+        assert_eq!(res.status(), 204);
+    }
+    assert_eq!(app.count("customer_assignments").await, 0);
+    let cleared = audits(&app, "customer.unassign", &customer).await;
+    assert_eq!(cleared.len(), 1, "the second clear changed nothing");
+    assert_eq!(cleared[0].1, json!({"role": "presales"}));
+    let res = send(
+        &app,
+        &app.key,
+        Method::DELETE,
+        "/api/v1/customers/nobody/assignments/presales",
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 422, "an unknown customer is a clear error");
 }
 
 #[tokio::test]

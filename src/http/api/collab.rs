@@ -135,6 +135,27 @@ pub async fn assign(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/v1/customers/{id}/assignments/{role}", tag = "collaboration",
+    responses((status = 204, description = "(admin keys only) The assignment is cleared: requests to this role for this customer go to the role's queue again; clearing what is not set changes nothing"), super::WriteErrors))]
+pub async fn unassign(
+    State(s): State<AppState>,
+    AdminKey(p): AdminKey,
+    Path((customer, role)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    crate::collab::assignments::set(
+        &s.db,
+        s.clock.now_ms(),
+        &p.org_id,
+        &p.actor(),
+        p.grant(),
+        &customer,
+        &role,
+        None,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CalendarFeed {
     /// `<public_url>/calendar/<secret>.ics`

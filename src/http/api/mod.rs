@@ -82,7 +82,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/customers/{id}/assignments/{role}",
-            axum::routing::put(collab::assign),
+            axum::routing::put(collab::assign).delete(collab::unassign),
         )
         .route(
             "/users/{id}/calendar-feed",
@@ -193,7 +193,7 @@ impl Modify for BearerAuth {
         process::list_freezes, process::lift, process::phone_validity, process::chat_count,
         super::documents::api_upload, super::documents::api_list, super::documents::api_get,
         super::documents::api_content, super::documents::api_link,
-        collab::open, collab::list, collab::get, collab::step, collab::assign, collab::calendar_feed,
+        collab::open, collab::list, collab::get, collab::step, collab::assign, collab::unassign, collab::calendar_feed,
         collab::health,
         credibility::list, tasks::list,
         admin::list_platform_events,
