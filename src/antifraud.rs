@@ -77,8 +77,7 @@ async fn repeat_counts(
     for action in actions {
         q = q.bind(*action);
     }
-    Ok(q
-        .fetch_all(&mut *conn)
+    Ok(q.fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|r| (r.get::<String, _>("action"), r.get::<i64, _>("n")))
@@ -148,10 +147,17 @@ pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Resu
         });
     } else if a.repeat_limit > 0 {
         // The attempted action only, as the rep's own sidebar and API records of it.
-        let count = repeat_counts(&mut **tx, p.actor_id(), p.customer_id(), &[&p.action], a, at)
-            .await?
-            .remove(&p.action)
-            .unwrap_or(0);
+        let count = repeat_counts(
+            &mut **tx,
+            p.actor_id(),
+            p.customer_id(),
+            &[&p.action],
+            a,
+            at,
+        )
+        .await?
+        .remove(&p.action)
+        .unwrap_or(0);
         if count >= i64::from(a.repeat_limit) {
             out.refusal = Some(Refusal {
                 rule: REPEAT_LIMIT,
@@ -274,7 +280,17 @@ pub async fn freeze(
         ],
     );
     for superior in direct_superiors(tx, p.actor_id()).await? {
-        cards::send(tx, cipher, at, &p.org_id, &superior, FREEZE_CARD, Some(&id), &card).await?;
+        cards::send(
+            tx,
+            cipher,
+            at,
+            &p.org_id,
+            &superior,
+            FREEZE_CARD,
+            Some(&id),
+            &card,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -668,14 +684,24 @@ impl cards::ClickHandler for FreezeCardClicks {
                 Ok(_) => Ok(()),
                 // Lifted elsewhere first: this card shows by whom.
                 Err(Error::Conflict(_)) => {
-                    show_lifted(tx, click.now_ms, &click.org_id, &click.object, Some(&click.card))
-                        .await
+                    show_lifted(
+                        tx,
+                        click.now_ms,
+                        &click.org_id,
+                        &click.object,
+                        Some(&click.card),
+                    )
+                    .await
                 }
-                Err(Error::Forbidden(_)) => {
-                    cards::show_status(tx, click.now_ms, &click.org_id, &click.card, "无权解除此冻结")
-                        .await
-                        .map(|_| ())
-                }
+                Err(Error::Forbidden(_)) => cards::show_status(
+                    tx,
+                    click.now_ms,
+                    &click.org_id,
+                    &click.card,
+                    "无权解除此冻结",
+                )
+                .await
+                .map(|_| ()),
                 Err(e) => Err(e),
             }
         })

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -29,9 +29,7 @@ use crate::error::{Error, Result};
 use crate::gates::{self, Mover};
 use crate::http::pages::collab::WebError;
 use crate::http::pages::session::Session;
-use crate::http::pages::sidebar::{
-    escape, message_page, not_signed_in, org_timezone, PageResult,
-};
+use crate::http::pages::sidebar::{escape, message_page, not_signed_in, org_timezone, PageResult};
 use crate::http::{ApiJson, AppState};
 use crate::pipeline::Deal;
 use crate::rules::RuleSet;
