@@ -147,17 +147,10 @@ pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Resu
         });
     } else if a.repeat_limit > 0 {
         // The attempted action only, as the rep's own sidebar and API records of it.
-        let count = repeat_counts(
-            &mut **tx,
-            p.actor_id(),
-            p.customer_id(),
-            &[&p.action],
-            a,
-            at,
-        )
-        .await?
-        .remove(&p.action)
-        .unwrap_or(0);
+        let count = repeat_counts(tx, p.actor_id(), p.customer_id(), &[&p.action], a, at)
+            .await?
+            .remove(&p.action)
+            .unwrap_or(0);
         if count >= i64::from(a.repeat_limit) {
             out.refusal = Some(Refusal {
                 rule: REPEAT_LIMIT,
@@ -532,7 +525,7 @@ pub async fn lift(
     Ok(freeze)
 }
 
-/// [`lift`] inside the caller's transaction (a card click's). Every clicked card about the
+/// [`lift`] inside the caller's transaction (a card click's). Every card about the
 /// freeze that its platform still lets closeloop update then shows who lifted it.
 #[allow(clippy::too_many_arguments)]
 pub async fn lift_in(
