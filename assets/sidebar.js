@@ -148,11 +148,11 @@
         .then(function () { button.disabled = false; });
     }
 
-    document.addEventListener('click', function (ev) {
-      var button = ev.target.closest('button');
-      if (!button || button.disabled) { return; }
-      /* A quick-ask with a collaboration type opens its form (collab.js). */
-      if (button.hasAttribute('data-collab')) { return; }
+    /* The action the freeze warning holds back until 仍要记录 (its button's action name). */
+    var warning = document.getElementById('freeze-warning');
+    var held = null;
+
+    function act(button) {
       var kind = button.getAttribute('data-kind');
       if (kind === 'tap' || kind === 'quick_ask') {
         tap(button);
@@ -160,6 +160,43 @@
         pendingUpload = button;
         picker.value = '';
         picker.click();
+      }
+    }
+
+    /* The server marks the buttons whose next record would be refused and freeze the rep
+       on this customer (data-warn); nothing is sent until the rep says 仍要记录. */
+    function warn(button) {
+      clearNotice();
+      held = button.getAttribute('data-action');
+      warning.querySelector('.warning-text').textContent = button.getAttribute('data-warn');
+      warning.hidden = false;
+    }
+
+    function settle(go) {
+      warning.hidden = true;
+      var name = held;
+      held = null;
+      if (!go || name === null) { return; }
+      /* The buttons may have been re-rendered meanwhile: act on the current one. */
+      var current = Array.prototype.find.call(document.querySelectorAll('#action-buttons button'),
+        function (b) { return b.getAttribute('data-action') === name; });
+      if (current && !current.disabled) { act(current); }
+    }
+
+    document.addEventListener('click', function (ev) {
+      var button = ev.target.closest('button');
+      if (!button || button.disabled) { return; }
+      if (button.hasAttribute('data-warn-go')) { settle(true); return; }
+      if (button.hasAttribute('data-warn-cancel')) { settle(false); return; }
+      /* A quick-ask with a collaboration type opens its form (collab.js). */
+      if (button.hasAttribute('data-collab')) { return; }
+      var kind = button.getAttribute('data-kind');
+      if (kind === 'tap' || kind === 'quick_ask' || kind === 'upload') {
+        if (warning && button.hasAttribute('data-warn')) {
+          warn(button);
+        } else {
+          act(button);
+        }
       } else if (button.hasAttribute('data-advance')) {
         advance(button);
       }

@@ -13,6 +13,8 @@
 //! What each rule counts is named by [`COUNTED_SOURCES`], [`COUNTED_ACTOR`] and
 //! [`BURST_REFUSED_ATTEMPTS`]: only the rep's own sidebar and API records.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
@@ -47,6 +49,79 @@ pub fn counted_clause() -> String {
     crate::tracking::counted_clause("", &COUNTED_SOURCES, COUNTED_ACTOR)
 }
 
+/// The repeat limit's count: for each of `actions`, the rep's counted records of it on the
+/// customer within the window before `at`. The screen and the sidebar's warning both ask
+/// here, so the warning counts exactly what the refusal will.
+async fn repeat_counts(
+    conn: &mut sqlx::AnyConnection,
+    user: &str,
+    customer: &str,
+    actions: &[&str],
+    a: &crate::rules::AntifraudRules,
+    at: i64,
+) -> Result<HashMap<String, i64>> {
+    if actions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let since = at - a.repeat_window.as_millis() as i64;
+    let params = (4..4 + actions.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT action, COUNT(*) AS n FROM tracking_points WHERE actor_user_id = $1 AND customer_id = $2 \
+         AND occurred_at > $3 AND action IN ({params}) AND {} GROUP BY action",
+        counted_clause()
+    );
+    let mut q = sqlx::query(&sql).bind(user).bind(customer).bind(since);
+    for action in actions {
+        q = q.bind(*action);
+    }
+    Ok(q.fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| (r.get::<String, _>("action"), r.get::<i64, _>("n")))
+        .collect())
+}
+
+/// What the rep is told before a tap that the repeat limit would refuse and freeze, for
+/// each guarded action of the rule set whose next record would: e.g. 「24小时内已记录2次
+/// 「已发送样品清单」，再记录将被冻结」. Nothing while a freeze is in force (every tap is then
+/// refused without a new freeze) or when the rule is off.
+pub async fn repeat_warnings(
+    db: &Db,
+    rules: &RuleSet,
+    org_id: &str,
+    user: &str,
+    customer: &str,
+    at: i64,
+) -> Result<HashMap<String, String>> {
+    let a = &rules.antifraud;
+    if a.repeat_limit == 0 || active_freeze(db, org_id, user, customer).await?.is_some() {
+        return Ok(HashMap::new());
+    }
+    let guarded: Vec<&str> = rules
+        .actions
+        .iter()
+        .filter(|d| d.guarded)
+        .map(|d| d.name.as_str())
+        .collect();
+    let mut conn = db.pool.acquire().await?;
+    let counts = repeat_counts(&mut conn, user, customer, &guarded, a, at).await?;
+    Ok(counts
+        .into_iter()
+        .filter(|(_, n)| *n >= i64::from(a.repeat_limit))
+        .map(|(action, n)| {
+            let text = format!(
+                "{}内已记录{n}次「{}」，再记录将被冻结",
+                crate::text::duration(a.repeat_window),
+                crate::text::action(&action)
+            );
+            (action, text)
+        })
+        .collect())
+}
+
 fn since_burst(at: i64, a: &crate::rules::AntifraudRules) -> i64 {
     at - a.ip_burst_window.as_millis() as i64
 }
@@ -71,21 +146,11 @@ pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Resu
             window: human(a.repeat_window),
         });
     } else if a.repeat_limit > 0 {
-        let since = at - a.repeat_window.as_millis() as i64;
         // The attempted action only, as the rep's own sidebar and API records of it.
-        let sql = format!(
-            "SELECT COUNT(*) AS n FROM tracking_points WHERE actor_user_id = $1 AND customer_id = $2 \
-             AND action = $3 AND occurred_at > $4 AND {}",
-            counted_clause()
-        );
-        let count: i64 = sqlx::query(&sql)
-            .bind(&p.actor)
-            .bind(&p.customer)
-            .bind(&p.action)
-            .bind(since)
-            .fetch_one(&mut **tx)
+        let count = repeat_counts(tx, p.actor_id(), p.customer_id(), &[&p.action], a, at)
             .await?
-            .get("n");
+            .remove(&p.action)
+            .unwrap_or(0);
         if count >= i64::from(a.repeat_limit) {
             out.refusal = Some(Refusal {
                 rule: REPEAT_LIMIT,
@@ -147,9 +212,19 @@ pub async fn screen(tx: &mut Tx, rules: &RuleSet, p: &NewPoint, at: i64) -> Resu
     Ok(out)
 }
 
-/// Freezes the rep's actions on the customer (the caller wrote the rule-hit point).
+/// The purpose of the card a freeze sends the rep's direct superiors, with 「解除冻结」
+/// (its object is the freeze); clicks come back to [`FreezeCardClicks`].
+pub const FREEZE_CARD: &str = "antifraud.freeze";
+/// The card button that lifts the freeze.
+pub const LIFT_BUTTON: &str = "lift";
+/// The reason a lift from the card records.
+pub const CARD_LIFT_REASON: &str = "主管通过卡片一键解除";
+
+/// Freezes the rep's actions on the customer (the caller wrote the rule-hit point), and
+/// sends each of the rep's direct superiors a card to lift it with one tap.
 pub async fn freeze(
     tx: &mut Tx,
+    cipher: &Cipher,
     at: i64,
     p: &NewPoint,
     refusal: &Refusal,
@@ -186,7 +261,69 @@ pub async fn freeze(
             json!({"user": p.actor, "customer": p.customer, "action": p.action, "point": point_id}),
         )
         .await?;
+    let names = context_names(tx, p).await?;
+    let card = cards::templates::compose(
+        FREEZE_CARD,
+        &[
+            ("rep", names.rep),
+            ("customer", names.customer),
+            ("action", crate::text::action(&p.action).to_string()),
+            ("rule", reason),
+            ("time", crate::text::time_short(at, names.tz)),
+        ],
+    );
+    for superior in direct_superiors(tx, p.actor_id()).await? {
+        cards::send(
+            tx,
+            cipher,
+            at,
+            &p.org_id,
+            &superior,
+            FREEZE_CARD,
+            Some(&id),
+            &card,
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// The rep's and the customer's names and the organisation's zone, as cards show them.
+struct Names {
+    rep: String,
+    customer: String,
+    tz: chrono_tz::Tz,
+}
+
+async fn context_names(tx: &mut Tx, p: &NewPoint) -> Result<Names> {
+    let row = sqlx::query(
+        "SELECT (SELECT name FROM users WHERE id = $1) AS rep, (SELECT name FROM customers WHERE id = $2) AS customer, \
+         (SELECT timezone FROM organisations WHERE id = $3) AS tz",
+    )
+    .bind(&p.actor)
+    .bind(&p.customer)
+    .bind(&p.org_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Names {
+        rep: row.get::<Option<String>, _>("rep").unwrap_or_default(),
+        customer: row.get::<Option<String>, _>("customer").unwrap_or_default(),
+        tz: crate::text::zone(&row.get::<Option<String>, _>("tz").unwrap_or_default()),
+    })
+}
+
+/// Whether a card about freeze `id` went (or is going) to anyone: a rep without direct
+/// superiors is told nobody was.
+pub async fn superiors_notified(db: &Db, org_id: &str, id: &str) -> Result<bool> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM cards WHERE org_id = $1 AND purpose = $2 AND object_ref = $3 AND status <> 'failed' LIMIT 1",
+    )
+    .bind(org_id)
+    .bind(FREEZE_CARD)
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?
+    .is_some())
 }
 
 /// Audits a burst and sends an alert card to each of the rep's direct superiors.
@@ -209,21 +346,8 @@ pub async fn alert_burst(
             json!({"ip": ip, "records_in_window": count, "customer": p.customer, "point": point_id}),
         )
         .await?;
-    let names = sqlx::query(
-        "SELECT (SELECT name FROM users WHERE id = $1) AS rep, (SELECT name FROM customers WHERE id = $2) AS customer, \
-         (SELECT timezone FROM organisations WHERE id = $3) AS tz",
-    )
-    .bind(&p.actor)
-    .bind(&p.customer)
-    .bind(&p.org_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let rep: String = names.get::<Option<String>, _>("rep").unwrap_or_default();
     // The alert shows the time in the organisation's zone.
-    let tz = crate::text::zone(&names.get::<Option<String>, _>("tz").unwrap_or_default());
-    let customer: String = names
-        .get::<Option<String>, _>("customer")
-        .unwrap_or_default();
+    let Names { rep, customer, tz } = context_names(tx, p).await?;
     let card = cards::templates::compose(
         "antifraud.ip_burst",
         &[
@@ -395,17 +519,35 @@ pub async fn lift(
     id: &str,
     reason: &str,
 ) -> Result<Freeze> {
-    let reason = crate::validate::text("reason", reason, 500)?;
     let mut tx = db.begin().await?;
+    let freeze = lift_in(&mut tx, cipher, now_ms, org_id, actor, who, id, reason).await?;
+    tx.commit().await?;
+    Ok(freeze)
+}
+
+/// [`lift`] inside the caller's transaction (a card click's). Every card about the
+/// freeze that its platform still lets closeloop update then shows who lifted it.
+#[allow(clippy::too_many_arguments)]
+pub async fn lift_in(
+    tx: &mut Tx,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    who: Who<'_>,
+    id: &str,
+    reason: &str,
+) -> Result<Freeze> {
+    let reason = crate::validate::text("reason", reason, 500)?;
     let select = format!("{FREEZE_COLUMNS} WHERE id = $1 AND org_id = $2");
     let rep: String = sqlx::query(&select)
         .bind(id)
         .bind(org_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         .ok_or(Error::NotFound { what: "freeze" })?
         .get("user_id");
-    authority::require(&mut tx, org_id, who, Managed::Freeze { rep: &rep }).await?;
+    authority::require(tx, org_id, who, Managed::Freeze { rep: &rep }).await?;
     let lifted_by = match who {
         Who::Person(user) => user,
         Who::Key(_) => actor.id.as_deref().unwrap_or(actor.kind),
@@ -419,7 +561,7 @@ pub async fn lift(
     .bind(cipher.encrypt(LIFT_REASON, &reason))
     .bind(id)
     .bind(org_id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if lifted == 0 {
@@ -428,11 +570,11 @@ pub async fn lift(
     let row = sqlx::query(&select)
         .bind(id)
         .bind(org_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
     actor
         .audit(
-            &mut tx,
+            tx,
             now_ms,
             org_id,
             "antifraud.lift",
@@ -441,6 +583,120 @@ pub async fn lift(
             json!({"lifted_by": lifted_by}),
         )
         .await?;
-    tx.commit().await?;
+    show_lifted(tx, now_ms, org_id, id, None).await?;
     freeze_from_row(cipher, &row)
+}
+
+/// 「已由王经理解除」 on the freeze's cards that can still be updated (`only`: on that one
+/// card). A lift by a key acting for nobody reads 「已解除」.
+async fn show_lifted(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    id: &str,
+    only: Option<&str>,
+) -> Result<()> {
+    let by: Option<String> = sqlx::query(
+        "SELECT u.name FROM action_freezes f JOIN users u ON u.id = f.lifted_by WHERE f.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|r| r.get("name"));
+    let text = by.map_or_else(|| "已解除".to_string(), |name| format!("已由{name}解除"));
+    let cards: Vec<String> =
+        sqlx::query("SELECT id FROM cards WHERE org_id = $1 AND purpose = $2 AND object_ref = $3")
+            .bind(org_id)
+            .bind(FREEZE_CARD)
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| r.get("id"))
+            .filter(|c: &String| only.is_none_or(|o| o == c))
+            .collect();
+    for card in cards {
+        cards::show_status(tx, now_ms, org_id, &card, &text).await?;
+    }
+    Ok(())
+}
+
+/// Clicks on freeze cards: the superior's 「解除冻结」 lifts the freeze through [`lift_in`]
+/// (their authority checked there, audited, with [`CARD_LIFT_REASON`]). A click after the
+/// freeze was lifted (on another card, on the page, through the API) changes nothing, and
+/// the card says who lifted it; a click by someone without authority changes nothing, and
+/// the card says so.
+pub struct FreezeCardClicks {
+    pub cipher: Cipher,
+}
+
+impl cards::ClickHandler for FreezeCardClicks {
+    fn customer<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        org_id: &'a str,
+        object: &'a str,
+    ) -> crate::jobs::BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query("SELECT customer_id FROM action_freezes WHERE id = $1 AND org_id = $2")
+                    .bind(object)
+                    .bind(org_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| r.get("customer_id")),
+            )
+        })
+    }
+
+    fn click<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        click: &'a cards::ClickContext,
+    ) -> crate::jobs::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if click.action != LIFT_BUTTON {
+                return Ok(());
+            }
+            let actor = Actor {
+                kind: "user",
+                id: Some(click.clicker.clone()),
+            };
+            let lifted = lift_in(
+                tx,
+                &self.cipher,
+                click.now_ms,
+                &click.org_id,
+                &actor,
+                Who::Person(&click.clicker),
+                &click.object,
+                CARD_LIFT_REASON,
+            )
+            .await;
+            match lifted {
+                Ok(_) => Ok(()),
+                // Lifted elsewhere first: this card shows by whom.
+                Err(Error::Conflict(_)) => {
+                    show_lifted(
+                        tx,
+                        click.now_ms,
+                        &click.org_id,
+                        &click.object,
+                        Some(&click.card),
+                    )
+                    .await
+                }
+                Err(Error::Forbidden(_)) => cards::show_status(
+                    tx,
+                    click.now_ms,
+                    &click.org_id,
+                    &click.card,
+                    "无权解除此冻结",
+                )
+                .await
+                .map(|_| ()),
+                Err(e) => Err(e),
+            }
+        })
+    }
 }

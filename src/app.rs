@@ -52,7 +52,9 @@ impl App {
         let rules = crate::rules::Rules::new(db.clone());
         let calendar = Arc::new(work_calendar(&config)?);
         crate::cards::templates::install(card_templates(&config)?);
-        let hooks: Arc<dyn LedgerHooks> = Arc::new(RuleHooks);
+        let hooks: Arc<dyn LedgerHooks> = Arc::new(RuleHooks {
+            cipher: cipher.clone(),
+        });
         crate::tracking::hooks::install(hooks.clone());
         let (ledger, ledger_task) = Ledger::start(
             db.clone(),
@@ -538,6 +540,12 @@ async fn build_worker(
         }),
     );
     purposes.register(
+        crate::antifraud::FREEZE_CARD,
+        Arc::new(crate::antifraud::FreezeCardClicks {
+            cipher: cipher.clone(),
+        }),
+    );
+    purposes.register(
         crate::verification::attest::PURPOSE,
         Arc::new(crate::verification::attest::CardClicks {
             cipher: cipher.clone(),
@@ -854,8 +862,11 @@ pub async fn shutdown_signal() {
 
 /// The rules and subscribers the ledger writer calls around each point: anti-fraud
 /// screens guarded actions and acts on its hits, a claimed call opens its verification,
-/// and every written point is offered to the webhook subscribers.
-struct RuleHooks;
+/// and every written point is offered to the webhook subscribers. `cipher` seals the cards
+/// a freeze sends.
+struct RuleHooks {
+    cipher: Cipher,
+}
 
 /// One transaction's webhook deliveries (the subscriber list looked up once per batch).
 struct WebhookDeliveries(webhooks::Subscribers);
@@ -893,7 +904,7 @@ impl LedgerHooks for RuleHooks {
     ) -> crate::jobs::BoxFuture<'a, crate::Result<()>> {
         Box::pin(async move {
             if refusal.freeze {
-                crate::antifraud::freeze(tx, at, p, refusal, &hit.id).await?;
+                crate::antifraud::freeze(tx, &self.cipher, at, p, refusal, &hit.id).await?;
             }
             Ok(())
         })

@@ -1,7 +1,7 @@
 //! Authority, decided once for the API and the web pages alike.
 //!
 //! Two questions live here. Who may manage someone's work — roll a deal back, reassign
-//! it, lift a freeze on a rep: an admin key acting for nobody; a person (signed in, or
+//! it, lift a freeze on a rep, open the proof a rep attached to an attestation: an admin key acting for nobody; a person (signed in, or
 //! named as `actor` by any key) who holds the `manager` or `admin` role or is a direct
 //! superior of the deal's owner or the frozen rep; never someone lifting their own
 //! freeze. And who may change what grants authority — users' roles, platform identities,
@@ -40,6 +40,9 @@ pub enum Managed<'a> {
     Deal { owner: Option<&'a str> },
     /// Lifting this rep's freeze.
     Freeze { rep: &'a str },
+    /// Opening the proof this rep attached to an attestation (the superior's card links
+    /// to it).
+    Proof { rep: &'a str },
 }
 
 /// What one asker may manage, loaded once so a page can ask about many deals.
@@ -109,6 +112,7 @@ impl Authority {
                 }
                 Some(rep)
             }
+            Managed::Proof { rep } => Some(rep),
         };
         self.everyone || subject.is_some_and(|s| self.reports.contains(s))
     }
@@ -141,6 +145,10 @@ pub async fn require(
         }
         (Who::Person(_), Managed::Freeze { .. }) => format!(
             "只有主管、管理员或该销售的直属上级可以解除冻结（角色与上级在 {} 中设置）",
+            super::WHERE_ROLES_ARE_SET
+        ),
+        (Who::Person(_), Managed::Proof { .. }) => format!(
+            "只有主管、管理员或该销售的直属上级可以查看证明（角色与上级在 {} 中设置）",
             super::WHERE_ROLES_ARE_SET
         ),
         (Who::Person(_), Managed::Deal { .. }) => format!(
@@ -227,6 +235,8 @@ mod tests {
         assert!(lead.allows(Managed::Freeze { rep: "u-1" }));
         assert!(!lead.allows(Managed::Deal { owner: Some("u-2") }));
         assert!(!lead.allows(Managed::Deal { owner: None }));
+        assert!(lead.allows(Managed::Proof { rep: "u-1" }));
+        assert!(!lead.allows(Managed::Proof { rep: "u-2" }));
         assert!(lead.manages_anyone() && !person(false, &[]).manages_anyone());
     }
 

@@ -25,6 +25,8 @@ pub struct ClickContext {
     pub org_id: String,
     /// The organisation's time zone.
     pub tz: chrono_tz::Tz,
+    /// The clicked card.
+    pub card: String,
     /// The card's object (a request, an attestation).
     pub object: String,
     /// The button's action key (`accept`, `confirm`, ...).
@@ -119,6 +121,7 @@ impl CardClicks {
                 now_ms: ev.now_ms,
                 org_id: ev.org_id.clone(),
                 tz: ev.tz,
+                card: card.to_string(),
                 object: object.clone(),
                 action: action.to_string(),
                 clicker: clicker.clone(),

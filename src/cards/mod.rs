@@ -141,6 +141,10 @@ pub fn link_path(purpose: &str, object_ref: Option<&str>) -> Option<String> {
     if purpose == "collab.health" {
         return Some(format!("/collab/health?week={id}"));
     }
+    // `verification::attest::PURPOSE`: the superior opens the proof the rep attached.
+    if purpose == "attestation" {
+        return Some(format!("/web/attestations/{id}/proof"));
+    }
     purpose
         .starts_with(DEFERRED_UPDATE_PREFIX)
         .then(|| format!("/collab/requests/{id}"))

@@ -30,6 +30,11 @@ pub const SPECS: &[Spec] = &[
         actions: &[],
     },
     Spec {
+        name: "antifraud.freeze",
+        vars: &["rep", "customer", "action", "rule", "time"],
+        actions: &[("lift", ButtonStyle::Primary)],
+    },
+    Spec {
         name: "attestation",
         vars: &["rep", "customer", "action", "time", "note"],
         actions: &[
@@ -102,6 +107,7 @@ macro_rules! embedded {
 
 embedded!(
     "antifraud.ip_burst",
+    "antifraud.freeze",
     "attestation",
     "collab.request",
     "collab.reminder",

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
 
+use crate::access::authority::{self, Managed, Who};
 use crate::access::Actor;
 use crate::cards;
 use crate::db::{new_id, Db, Tx};
@@ -228,6 +229,36 @@ pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Att
             what: "attestation",
         })?;
     from_row(cipher, &row)
+}
+
+/// The proof document attached to attestation `id`, for someone with authority over the
+/// rep who asked (`access::authority`: a manager, an admin, the rep's direct superior; the
+/// card asking the superior to decide links here). An attestation with a note only has
+/// no document to open.
+pub async fn proof(
+    db: &Db,
+    cipher: &Cipher,
+    blobs: &crate::storage::BlobStore,
+    org_id: &str,
+    who: Who<'_>,
+    id: &str,
+) -> Result<(crate::documents::Document, Vec<u8>)> {
+    let a = get(db, cipher, org_id, id).await?;
+    let mut conn = db.pool.acquire().await?;
+    authority::require(
+        &mut conn,
+        org_id,
+        who,
+        Managed::Proof {
+            rep: &a.requested_by,
+        },
+    )
+    .await?;
+    drop(conn);
+    let document = a.document.ok_or(Error::NotFound {
+        what: "proof document",
+    })?;
+    crate::documents::content(db, cipher, blobs, org_id, &document).await
 }
 
 /// What a decision did.

@@ -1,7 +1,7 @@
 //! The sidebar in a real headless browser (Debian's `chromium` and `chromium-driver`),
 //! driven over W3C WebDriver with plain HTTP: WeCom sign-in through the emulator's OAuth
 //! page, the JS-SDK stand-in finding the customer of the open chat, taps, the
-//! anti-fraud freeze as the rep sees it, a proposal sent into the open chat as a tracked
+//! anti-fraud freeze as the rep sees it (warned before the tap that freezes), a proposal sent into the open chat as a tracked
 //! link, and a quick-ask and a handoff from the sidebar to the request page where
 //! presales accepts and answers. In DingTalk's and Feishu's browsers (their User-Agents,
 //! their SDKs stood in for by scripts served from an origin of their own): 免登 and
@@ -386,6 +386,17 @@ fn complete_http_answer(bytes: &[u8]) -> bool {
     body.len() >= length
 }
 
+/// Whether the freeze warning (仍要记录 / 取消) is showing.
+async fn warning_shown(browser: &Browser) -> bool {
+    browser
+        .eval(
+            "var w = document.getElementById('freeze-warning'); return !!w && !w.hidden;",
+            json!([]),
+        )
+        .await
+        == true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rep_signs_in_through_wecom_taps_and_meets_the_freeze() {
     if !browser_available() {
@@ -461,7 +472,7 @@ async fn a_rep_signs_in_through_wecom_taps_and_meets_the_freeze() {
     );
     assert_eq!(row.get::<String, _>("verification"), "pending");
 
-    // The second is recorded; the third is refused and freezes the rep on this customer.
+    // The second is recorded; the third would freeze: the page warns first.
     browser.click("button[data-action=\"已电话沟通\"]").await;
     browser
         .wait_for("the second touch", || async {
@@ -485,12 +496,84 @@ async fn a_rep_signs_in_through_wecom_taps_and_meets_the_freeze() {
                 == true
         })
         .await;
+    // The third would freeze: the page says so before sending anything, with the count
+    // and the window of the rules in force.
+    browser
+        .wait_for("the warning on the button", || async {
+            browser
+                .eval(
+                    "var b = document.querySelector('button[data-action=\"已电话沟通\"]'); \
+                     return b ? b.getAttribute('data-warn') : null;",
+                    json!([]),
+                )
+                .await
+                == "24小时内已记录2次「已电话沟通」，再记录将被冻结"
+        })
+        .await;
+    let points_before = points(&app, &customer, "已电话沟通").await.len();
     browser.click("button[data-action=\"已电话沟通\"]").await;
+    browser
+        .wait_for("the warning", || async { warning_shown(&browser).await })
+        .await;
+    assert_eq!(
+        browser.text("#freeze-warning .warning-text").await,
+        "24小时内已记录2次「已电话沟通」，再记录将被冻结"
+    );
+    // 取消 records nothing.
+    browser
+        .click("#freeze-warning button[data-warn-cancel]")
+        .await;
+    browser
+        .wait_for("the warning to close", || async {
+            !warning_shown(&browser).await
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        points(&app, &customer, "已电话沟通").await.len(),
+        points_before
+    );
+    assert!(
+        points(&app, &customer, "rule.repeat_limit")
+            .await
+            .is_empty(),
+        "cancel froze nothing"
+    );
+    assert!(browser.text("#freeze").await.is_empty());
+
+    // 仍要记录: the tap goes out, is refused and freezes the rep on this customer.
+    browser.click("button[data-action=\"已电话沟通\"]").await;
+    browser
+        .wait_for("the warning again", || async {
+            warning_shown(&browser).await
+        })
+        .await;
+    browser.click("#freeze-warning button[data-warn-go]").await;
     browser
         .wait_for("the refusal", || async {
             !browser.text("#notice").await.is_empty()
         })
         .await;
+    assert_eq!(points(&app, &customer, "rule.repeat_limit").await.len(), 1);
+    // The banner shows at once (the page's sections are refreshed), and 李明 has no
+    // direct superior: it says nobody was notified. The buttons no longer warn.
+    browser
+        .wait_for("the banner", || async {
+            browser
+                .text("#freeze .banner.frozen")
+                .await
+                .contains("您没有直属上级")
+        })
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "return document.querySelectorAll('#action-buttons button[data-warn]').length;",
+                json!([]),
+            )
+            .await,
+        0
+    );
     let code = browser
         .eval(
             "return document.getElementById('notice').getAttribute('data-code');",

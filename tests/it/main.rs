@@ -22,6 +22,7 @@ mod doctor;
 mod documents;
 mod feishu;
 mod feishu_api;
+mod freeze_flow;
 mod golive;
 mod hardening_api;
 mod hardening_authority;

@@ -30,8 +30,8 @@ const FS_SECRET: &str = "feishu-app-secret";
 const FS_TOKEN: &str = "vtoken-123";
 const FS_KEY: &str = "Fq3BucfwoJQMjXxrwi3I6fFildR0NgmI";
 
-/// One platform's emulator, as the scenario drives it.
-enum Chat {
+/// One platform's emulator, as the scenario drives it (also by `freeze_flow`).
+pub(crate) enum Chat {
     Wecom(WecomEmulator),
     Dingtalk(DingtalkEmulator),
     Feishu(FeishuEmulator),
@@ -39,14 +39,14 @@ enum Chat {
 
 /// A card as a member saw it arrive: its id, title and what its buttons press.
 #[derive(Debug)]
-struct Received {
-    card_id: String,
-    title: String,
-    actions: Vec<String>,
+pub(crate) struct Received {
+    pub(crate) card_id: String,
+    pub(crate) title: String,
+    pub(crate) actions: Vec<String>,
 }
 
 impl Chat {
-    async fn start(platform: &str) -> Chat {
+    pub(crate) async fn start(platform: &str) -> Chat {
         match platform {
             "wecom" => Chat::Wecom(
                 WecomEmulator::start(WECOM_CORP, vec![("app-secret".to_string(), "app")]).await,
@@ -60,7 +60,7 @@ impl Chat {
         }
     }
 
-    fn platform(&self) -> &'static str {
+    pub(crate) fn platform(&self) -> &'static str {
         match self {
             Chat::Wecom(_) => "wecom",
             Chat::Dingtalk(_) => "dingtalk",
@@ -71,7 +71,7 @@ impl Chat {
     /// The platform's configuration section, pointing at the emulator. Callbacks come from
     /// the emulators at wall-clock time while the server runs on the test's clock, so the
     /// timestamp window is off (`0s`); signatures and encryption are checked as ever.
-    fn config(&self) -> String {
+    pub(crate) fn config(&self) -> String {
         match self {
             Chat::Wecom(e) => format!(
                 "[wecom]\ncorp_id = \"{WECOM_CORP}\"\nagent_id = 1000002\nsecret = \"app-secret\"\n\
@@ -97,7 +97,7 @@ impl Chat {
     }
 
     /// The platform's address book: (member id, name, their leader's member id).
-    fn set_members(&self, members: &[(&str, &str, Option<&str>)]) {
+    pub(crate) fn set_members(&self, members: &[(&str, &str, Option<&str>)]) {
         match self {
             Chat::Wecom(e) => e.set_directory(
                 vec![json!({"id": 2, "name": "华南区", "parentid": 1})],
@@ -136,13 +136,13 @@ impl Chat {
     }
 
     /// Where the platform calls closeloop back, once the server runs.
-    fn connect(&self, app: &TestApp) {
+    pub(crate) fn connect(&self, app: &TestApp) {
         if let Chat::Wecom(e) = self {
             e.set_callback_target(app.url("/callback/wecom"), WECOM_TOKEN, WECOM_AES);
         }
     }
 
-    fn identity(&self, member: &str) -> Value {
+    pub(crate) fn identity(&self, member: &str) -> Value {
         let kind = match self {
             Chat::Feishu(_) => "user_id",
             _ => "userid",
@@ -151,7 +151,7 @@ impl Chat {
     }
 
     /// The cards `member` has received so far, oldest first.
-    fn cards_to(&self, member: &str) -> Vec<Received> {
+    pub(crate) fn cards_to(&self, member: &str) -> Vec<Received> {
         match self {
             Chat::Wecom(e) => e
                 .received_messages()
@@ -222,7 +222,7 @@ impl Chat {
     /// the way the platform reports it: a signed (and, but for DingTalk's card route,
     /// encrypted) callback. Returns what closeloop answered the platform with, where the
     /// platform shows that answer at once (Feishu, DingTalk).
-    async fn press(
+    pub(crate) async fn press(
         &self,
         app: &TestApp,
         now_ms: i64,
@@ -280,7 +280,7 @@ impl Chat {
     }
 
     /// Every card update the platform received, as text.
-    fn updates(&self) -> Vec<String> {
+    pub(crate) fn updates(&self) -> Vec<String> {
         match self {
             Chat::Wecom(e) => e.card_updates().iter().map(Value::to_string).collect(),
             Chat::Dingtalk(e) => e.card_updates().iter().map(Value::to_string).collect(),

@@ -29,6 +29,10 @@ const ALLOWED_WORDS: &[&str] = &["closeloop", "IP", "ID", "SHA"];
 const NOT_PAGES: &[(&str, &str)] = &[
     ("/calendar/{file}", "an ICS feed for calendar apps"),
     ("/web/documents/{id}/content", "a file download"),
+    (
+        "/web/attestations/{id}/proof",
+        "a file: the proof the attestation card links to",
+    ),
 ];
 
 const SHANGHAI: chrono_tz::Tz = chrono_tz::Asia::Shanghai;

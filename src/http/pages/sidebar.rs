@@ -10,6 +10,7 @@
 //! src/http/pages/sidebar_tools.rs. `closeloop demo` adds a development sign-in that lists
 //! sample users.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use axum::body::Bytes;
@@ -529,6 +530,12 @@ async fn customer_page(
     let rules = s.rules.current(org).await?;
     let freeze = antifraud::active_freeze(&s.db, org, &session.user_id, &id).await?;
     let now = s.clock.now_ms();
+    let notified = match &freeze {
+        Some(f) => antifraud::superiors_notified(&s.db, org, &f.id).await?,
+        None => false,
+    };
+    let warnings =
+        antifraud::repeat_warnings(&s.db, &rules, org, &session.user_id, &id, now).await?;
     let viewer = tools::Viewer::load(&s, org, &session.user_id, now).await?;
     let (platform, jssdk) = client_for(&s, &session).unzip();
 
@@ -537,10 +544,10 @@ async fn customer_page(
         escape(&customer.name),
         tier_badge(customer.tier.as_deref())
     );
-    body.push_str(&freeze_section(freeze.as_ref()));
+    body.push_str(&freeze_section(freeze.as_ref(), notified));
     body.push_str(&viewer.freezes_section(&s, org, &id, tz).await?);
     body.push_str("<div id=\"notice\" class=\"notice\" role=\"alert\" hidden></div>\n");
-    body.push_str(&actions_section(&rules));
+    body.push_str(&actions_section(&rules, &warnings));
     let in_wecom = platform == Some(Platform::Wecom);
     body.push_str(&tools::proposals_section(&s, org, &id, tz, in_wecom).await?);
     body.push_str(
@@ -563,29 +570,48 @@ async fn customer_page(
     .into_response(StatusCode::OK))
 }
 
-fn freeze_section(freeze: Option<&antifraud::Freeze>) -> String {
+/// The rep's freeze on this customer, if any, and whether the freeze card reached anyone
+/// (`notified`): a rep without direct superiors is told that nobody got it.
+fn freeze_section(freeze: Option<&antifraud::Freeze>, notified: bool) -> String {
     let inner = match freeze {
         Some(f) => format!(
-            "<p class=\"banner frozen\">您对该客户的操作已冻结：{}。请联系主管解除。</p>\n",
-            escape(&crate::text::durations_in(&f.reason))
+            "<p class=\"banner frozen\">您对该客户的操作已冻结：{}。{}</p>\n",
+            escape(&crate::text::durations_in(&f.reason)),
+            if notified {
+                "已通知您的直属上级，可由其一键解除。".to_string()
+            } else {
+                format!(
+                    "您没有直属上级，冻结通知未发给任何人：请直接联系主管解除，或请管理员在 {} 中设置您的直属上级。",
+                    crate::access::WHERE_ROLES_ARE_SET
+                )
+            }
         ),
         None => String::new(),
     };
     format!("<section id=\"freeze\" data-refresh>{inner}</section>\n")
 }
 
-fn actions_section(rules: &RuleSet) -> String {
-    let mut out =
-        String::from("<section class=\"actions\">\n<h2>记录跟进</h2>\n<div class=\"buttons\">\n");
+/// The action buttons. A guarded action whose next record the repeat limit would refuse
+/// and freeze carries its warning (`warnings`, from `antifraud::repeat_warnings`) in
+/// `data-warn`: the script asks 仍要记录 / 取消 before sending it. The buttons are
+/// re-rendered after each action, so the warning follows the count.
+fn actions_section(rules: &RuleSet, warnings: &HashMap<String, String>) -> String {
+    let mut out = String::from(
+        "<section class=\"actions\">\n<h2>记录跟进</h2>\n<div class=\"buttons\" id=\"action-buttons\" data-refresh>\n",
+    );
     for a in &rules.actions {
         let name = escape(&a.name);
+        let warn = warnings
+            .get(&a.name)
+            .map(|w| format!(" data-warn=\"{}\"", escape(w)))
+            .unwrap_or_default();
         let line = match a.kind {
             ActionKind::Tap => format!(
-                "<button type=\"button\" class=\"action tap\" data-kind=\"tap\" data-action=\"{name}\">{name}</button>\n"
+                "<button type=\"button\" class=\"action tap\" data-kind=\"tap\" data-action=\"{name}\"{warn}>{name}</button>\n"
             ),
             // A quick-ask with a collaboration type opens its form (src/http/pages/collab.rs).
             ActionKind::QuickAsk => format!(
-                "<button type=\"button\" class=\"action quick-ask\"{} data-kind=\"quick_ask\" data-action=\"{name}\">{name}</button>\n",
+                "<button type=\"button\" class=\"action quick-ask\"{} data-kind=\"quick_ask\" data-action=\"{name}\"{warn}>{name}</button>\n",
                 rules
                     .collab_for_action(&a.name)
                     .map(|c| format!(" data-collab=\"{}\"", escape(&c.key)))
@@ -593,13 +619,21 @@ fn actions_section(rules: &RuleSet) -> String {
             ),
             ActionKind::Upload => format!(
                 "<button type=\"button\" class=\"action upload\" data-kind=\"upload\" data-action=\"{name}\" \
-                 data-document=\"{}\">{name}</button>\n",
+                 data-document=\"{}\"{warn}>{name}</button>\n",
                 escape(a.document.as_deref().unwrap_or_default())
             ),
         };
         out.push_str(&line);
     }
-    out.push_str("</div>\n<input type=\"file\" id=\"file-picker\" hidden>\n</section>\n");
+    // Outside the refreshed buttons: the script keeps hold of the file picker and the
+    // confirmation.
+    out.push_str(
+        "</div>\n<div id=\"freeze-warning\" class=\"notice warning\" role=\"alertdialog\" hidden>\n\
+         <p class=\"warning-text\"></p>\n<div class=\"form-actions\">\
+         <button type=\"button\" class=\"action\" data-warn-go>仍要记录</button>\
+         <button type=\"button\" class=\"cancel\" data-warn-cancel>取消</button></div>\n</div>\n\
+         <input type=\"file\" id=\"file-picker\" hidden>\n</section>\n",
+    );
     out
 }
 

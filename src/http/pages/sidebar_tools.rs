@@ -13,8 +13,10 @@ use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::{post, put};
+use axum::response::Response;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::Row;
@@ -27,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::gates::{self, Mover};
 use crate::http::pages::collab::WebError;
 use crate::http::pages::session::Session;
-use crate::http::pages::sidebar::{escape, org_timezone};
+use crate::http::pages::sidebar::{escape, message_page, not_signed_in, org_timezone, PageResult};
 use crate::http::{ApiJson, AppState};
 use crate::pipeline::Deal;
 use crate::rules::RuleSet;
@@ -45,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/web/deals/{id}/rollback", post(rollback))
         .route("/web/deals/{id}/reassign", post(reassign))
         .route("/web/freezes/{id}/lift", post(lift))
+        .route("/web/attestations/{id}/proof", get(attestation_proof))
 }
 
 use crate::text::time_short as local;
@@ -613,6 +616,61 @@ async fn lift(
         )
         .await?,
     ))
+}
+
+/// `GET /web/attestations/{id}/proof`: the proof document the rep attached, which the
+/// card asking the superior to decide links to. After sign-in, for those with authority
+/// over the rep only (`attest::proof` asks `access::authority`); shown in the browser
+/// under the same sandbox as every served document.
+async fn attestation_proof(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    session: Result<Session>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let id = crate::validate::id("attestation", &id).map_err(|_| Error::NotFound {
+        what: "attestation",
+    })?;
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => {
+            return Ok(not_signed_in(
+                &s,
+                &headers,
+                e,
+                &format!("/web/attestations/{id}/proof"),
+            ))
+        }
+    };
+    match attest::proof(
+        &s.db,
+        &s.cipher,
+        &s.blobs,
+        &session.org_id,
+        Who::Person(&session.user_id),
+        &id,
+    )
+    .await
+    {
+        Ok((doc, bytes)) => Ok(crate::http::documents::file_response(
+            "inline",
+            &doc.filename,
+            &doc.content_type,
+            bytes,
+        )),
+        Err(Error::NotFound {
+            what: "proof document",
+        }) => Ok(no_proof_file()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn no_proof_file() -> Response {
+    message_page(
+        StatusCode::NOT_FOUND,
+        "没有证明文件",
+        "该证明只附了说明，没有上传文件：说明见卡片。",
+    )
 }
 
 #[cfg(test)]
