@@ -443,3 +443,85 @@ async fn the_later_stages_need_a_proposal_sent_then_opened_then_a_verified_call(
     assert_eq!(gate["evidence"]["verified_calls"], 1);
     t.app.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_offers_lose_to_the_owner_and_its_routes_check_csrf_and_authority() {
+    use crate::sidebar::{no_redirects, spawn_sidebar};
+    let app = spawn_sidebar("", false).await;
+    let rep = app.create("/api/v1/users", json!({"name": "陈静"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = app.create("/api/v1/users", json!({"name": "路人"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let customer = app.customer("北方重工", &rep).await;
+    let deal = app
+        .create(
+            "/api/v1/deals",
+            json!({"customer": customer, "title": "二期产线改造", "owner": rep}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (rep_cookie, rep_csrf) = app.session(&rep, "dev").await;
+    let (other_cookie, other_csrf) = app.session(&other, "dev").await;
+    let page = format!("/sidebar/customers/{customer}");
+    let (_, html) = app.page(&page, &rep_cookie).await;
+    assert!(
+        html.contains("data-open-tool=\"lose\">输单</button>"),
+        "{html}"
+    );
+    for r in ["价格", "竞品", "预算取消", "需求变化", "失去联系", "其他"] {
+        assert!(html.contains(&format!("<option>{r}</option>")), "{html}");
+    }
+    let (_, html) = app.page(&page, &other_cookie).await;
+    assert!(!html.contains("data-open-tool=\"lose\""), "{html}");
+
+    let post = |step: &'static str, cookie: &str, csrf: Option<&str>, body: Value| {
+        let mut req = no_redirects()
+            .post(app.url(&format!("/web/deals/{deal}/{step}")))
+            .header("cookie", cookie)
+            .json(&body);
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        req.send()
+    };
+    let reason = json!({"reason": "预算取消"});
+    let res = post("lose", &rep_cookie, None, reason.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "no CSRF token");
+    let res = post("lose", &other_cookie, Some(&other_csrf), reason.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "not theirs");
+    let res = post("lose", &rep_cookie, Some(&rep_csrf), json!({"note": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422, "a reason is required");
+    let res = post("lose", &rep_cookie, Some(&rep_csrf), reason)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = post(
+        "reopen",
+        &rep_cookie,
+        Some(&rep_csrf),
+        json!({"reason": "再谈谈"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "reopening is a manager's");
+    let (_, html) = app.page(&page, &rep_cookie).await;
+    assert!(html.contains("暂无进行中的商机"), "{html}");
+    assert!(html.contains("输单原因：预算取消"), "{html}");
+    assert!(
+        html.contains("输单时阶段：<strong>初步咨询</strong>"),
+        "{html}"
+    );
+    app.stop().await;
+}
