@@ -378,8 +378,17 @@ pub async fn advance(
 ) -> Result<Deal> {
     let mut tx = db.begin().await?;
     let d = deal_row(&mut tx, org_id, deal_id).await?;
-    if d.outcome == "lost" {
-        return Err(lost(&d, deal_id));
+    match d.outcome.as_str() {
+        "lost" => return Err(lost(&d, deal_id)),
+        // Won under a rule set whose last stage it was: a rollback reopens it first.
+        "won" => {
+            return Err(Error::Refused {
+                code: "deal_closed",
+                message: "该商机已赢单；如需继续推进，请由主管先回退阶段 (the deal is won)".into(),
+                details: json!({"deal": deal_id, "stage": d.stage, "outcome": d.outcome}),
+            })
+        }
+        _ => {}
     }
     let target = next_stage(rules, &d.stage, to)?.to_string();
     let e = evidence(&mut tx, rules, &d.customer, i64::MAX).await?;

@@ -300,6 +300,8 @@ async fn a_won_deal_is_closed_and_a_rollback_opens_it_again() {
     )
     .await;
     assert_eq!(code, "deal_closed", "a won deal is not lost");
+    let (_, code, _) = error_code(t.post("advance", json!({"actor": t.rep})).await).await;
+    assert_eq!(code, "deal_closed", "nor moved on");
     let res = t
         .post(
             "rollback",

@@ -49,7 +49,7 @@ pub struct Advance {
 }
 
 #[utoipa::path(post, path = "/api/v1/deals/{id}/advance", tag = "gates", request_body = Advance,
-    responses((status = 200, body = Deal), super::WriteErrors, (status = 409, description = "`gate_not_met` (details.missing lists exactly what is missing), `illegal_stage_move` or `deal_lost` (reopen it first)", body = super::ErrorBody)))]
+    responses((status = 200, body = Deal), super::WriteErrors, (status = 409, description = "`gate_not_met` (details.missing lists exactly what is missing), `illegal_stage_move`, `deal_lost` (reopen it first) or `deal_closed` (won)", body = super::ErrorBody)))]
 pub async fn advance(
     State(s): State<AppState>,
     Writer(p): Writer,
