@@ -112,11 +112,18 @@
         .then(function () { button.disabled = false; });
     }
 
+    /* 推进到「X」 only opens the in-page confirmation (native dialogs misbehave in the
+       WeCom and DingTalk webviews); 确认推进 sends, with the confirmation the server asks. */
+    function confirmBox(button) {
+      var deal = button.closest('.deal');
+      return deal ? deal.querySelector('[data-advance-confirm]') : null;
+    }
+
     function advance(button) {
       button.disabled = true;
       clearNotice();
       request('POST', '/web/deals/' + encodeURIComponent(button.getAttribute('data-advance')) + '/advance',
-        '{}', 'application/json')
+        JSON.stringify({ confirm: true }), 'application/json')
         .then(function (res) {
           if (res.ok) {
             toast('已推进到「' + res.data.stage + '」');
@@ -197,6 +204,14 @@
         } else {
           act(button);
         }
+      } else if (button.hasAttribute('data-advance-open')) {
+        var box = confirmBox(button);
+        if (box) { box.hidden = false; button.hidden = true; }
+      } else if (button.hasAttribute('data-advance-cancel')) {
+        var open = button.closest('.deal') && button.closest('.deal').querySelector('[data-advance-open]');
+        var shown = confirmBox(button);
+        if (shown) { shown.hidden = true; }
+        if (open) { open.hidden = false; }
       } else if (button.hasAttribute('data-advance')) {
         advance(button);
       }

@@ -195,6 +195,14 @@
       return ['POST', '/web/deals/' + encodeURIComponent(f.getAttribute('data-deal')) + '/reassign',
         { owner: field(f, 'owner'), reason: field(f, 'reason') }, '已重新分配'];
     },
+    lose: function (f) {
+      return ['POST', '/web/deals/' + encodeURIComponent(f.getAttribute('data-deal')) + '/lose',
+        { reason: field(f, 'reason'), note: field(f, 'note') }, '已标记输单'];
+    },
+    reopen: function (f) {
+      return ['POST', '/web/deals/' + encodeURIComponent(f.getAttribute('data-deal')) + '/reopen',
+        { reason: field(f, 'reason') }, '已重新打开'];
+    },
     lift: function (f) {
       return ['POST', '/web/freezes/' + encodeURIComponent(f.getAttribute('data-freeze')) + '/lift',
         { reason: field(f, 'reason') }, '已解除冻结'];

@@ -734,6 +734,18 @@ fn summarise(r: &RuleSet) -> String {
         if q.proposals > 0 {
             needs.push(format!("{} proposals", q.proposals));
         }
+        if q.proposals_sent > 0 {
+            needs.push(format!("{} proposals sent", q.proposals_sent));
+        }
+        if q.proposals_opened > 0 {
+            needs.push(format!(
+                "{} proposals opened by the customer",
+                q.proposals_opened
+            ));
+        }
+        if q.verified_calls > 0 {
+            needs.push(format!("{} verified calls", q.verified_calls));
+        }
         if q.valid_contact {
             needs.push("a valid phone".to_string());
         }
@@ -742,6 +754,7 @@ fn summarise(r: &RuleSet) -> String {
         }
         let _ = writeln!(out, "  → {}: {}", s.name, needs.join(", "));
     }
+    let _ = writeln!(out, "lost reasons: {}", r.lost_reasons.join(", "));
     let guarded = r.actions.iter().filter(|a| a.guarded).count();
     let _ = writeln!(
         out,

@@ -823,7 +823,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             "{}：{}（演示文件）\n\n一、需求概述\n二、方案设计\n三、实施计划\n四、报价\n",
             c.company, c.deal
         );
-        documents::upload(
+        let proposal = documents::upload(
             &s.ledger,
             &s.cipher,
             &s.blobs,
@@ -833,6 +833,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
         )
         .await?;
         let owner = user(c.owner);
+        let mut sent_link: Option<String> = None;
         let by = Mover {
             actor: Actor {
                 kind: "user",
@@ -842,7 +843,38 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             platform: Some("wecom".into()),
             key: None,
         };
-        for &(days, time) in c.advances {
+        for (k, &(days, time)) in c.advances.iter().enumerate() {
+            // 方案报价 needs the proposal sent, 商务谈判 the customer to have opened it:
+            // the hour before those moves, the rep sends it and the customer opens it.
+            let before = at(days, time) - HOUR_MS;
+            if k == 1 {
+                let link = documents::create_link(
+                    &s.db,
+                    before,
+                    &s.config.public_url,
+                    tz,
+                    documents::NewLink {
+                        org_id: org.into(),
+                        document: proposal.id.clone(),
+                        actor: user(c.owner),
+                        expires_in_days: None,
+                        source: Source::Sidebar,
+                        client_ip: None,
+                        user_agent: Some("closeloop-demo".into()),
+                        api_key_id: None,
+                        platform: Some("wecom".into()),
+                    },
+                )
+                .await?;
+                sent_link = link.url.rsplit('/').next().map(str::to_string);
+            }
+            if let (2, Some(token)) = (k, &sent_link) {
+                let opener = documents::Opener {
+                    counts: true,
+                    ip: None,
+                };
+                documents::open(&s.db, &s.cipher, &s.blobs, before, token, &opener).await?;
+            }
             gates::advance(
                 &s.db,
                 &s.cipher,

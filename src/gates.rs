@@ -2,7 +2,9 @@
 //! stage's requirements (in the rule set) hold on evidence; a refusal lists exactly what
 //! is missing and is itself a tracking point. A manager can roll a deal back to an
 //! earlier stage (reason required, recorded) and reassign it; who counts as a manager is
-//! `access::authority`'s decision.
+//! `access::authority`'s decision. A deal reaching the last stage is won; its owner (or a
+//! manager) can end it lost (输单) from any open stage with a reason from the rule set, and
+//! a manager can reopen a lost deal in the stage it was lost in.
 
 use serde::Serialize;
 use serde_json::json;
@@ -14,7 +16,7 @@ use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Deal};
 use crate::rules::{EvidenceKind, RuleSet};
-use crate::security::fields::{REASSIGN_REASON, ROLLBACK_REASON};
+use crate::security::fields::{LOST_NOTE, REASSIGN_REASON, ROLLBACK_REASON};
 use crate::security::Cipher;
 use crate::tracking::{self, NewPoint, Source};
 use crate::verification::claims;
@@ -40,12 +42,19 @@ pub struct Evidence {
     /// chat with enough messages.
     pub communications: i64,
     pub proposals: i64,
+    /// Proposal documents sent to the customer as tracked links.
+    pub proposals_sent: i64,
+    /// Proposal documents the customer opened (not from the sender's own address).
+    pub proposals_opened: i64,
+    /// Claimed calls verified against a platform record (call or meeting record).
+    pub verified_calls: i64,
     pub valid_phones: i64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Missing {
-    /// `communications`, `proposals`, `valid_contact` or `frozen`.
+    /// `communications`, `proposals`, `proposals_sent`, `proposals_opened`,
+    /// `verified_calls`, `valid_contact` or `frozen`.
     pub code: &'static str,
     pub need: i64,
     pub have: i64,
@@ -81,6 +90,14 @@ pub async fn evidence(
     .fetch_all(&mut *conn)
     .await?;
     for r in &rows {
+        if r.get::<String, _>("status") == "verified"
+            && matches!(
+                r.get::<Option<String>, _>("evidence_source").as_deref(),
+                Some("call_record" | "meeting")
+            )
+        {
+            out.verified_calls += 1;
+        }
         let kind = if r.get::<String, _>("status") == "attested" {
             Some(EvidenceKind::Attested)
         } else {
@@ -118,6 +135,34 @@ pub async fn evidence(
     .fetch_one(&mut *conn)
     .await?
     .get("n");
+    // Each proposal counts once however often it went out; an open counts only when it
+    // did not come from the address the rep sent the link from (documents::count_open).
+    let links = sqlx::query(
+        "SELECT l.document_id, l.sent_at, l.first_opened_at, p.payload FROM document_links l \
+         JOIN documents d ON d.id = l.document_id \
+         LEFT JOIN tracking_points p ON p.id = l.opened_point_id \
+         WHERE l.customer_id = $1 AND d.kind = 'proposal' AND l.sent_at <= $2",
+    )
+    .bind(customer_id)
+    .bind(as_of)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sent = std::collections::BTreeSet::new();
+    let mut opened = std::collections::BTreeSet::new();
+    for l in &links {
+        let document: String = l.get("document_id");
+        let first_opened: Option<i64> = l.get("first_opened_at");
+        let payload: Option<String> = l.get("payload");
+        let by_sender = payload
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+            .is_some_and(|p| p["from_sender_ip"] == json!(true));
+        if first_opened.is_some_and(|at| at <= as_of) && !by_sender {
+            opened.insert(document.clone());
+        }
+        sent.insert(document);
+    }
+    out.proposals_sent = sent.len() as i64;
+    out.proposals_opened = opened.len() as i64;
     out.valid_phones = sqlx::query(
         "SELECT COUNT(*) AS n FROM contact_phones p JOIN contacts c ON c.id = p.contact_id \
          WHERE c.customer_id = $1 AND p.valid = 1",
@@ -165,6 +210,45 @@ pub fn missing_for(rules: &RuleSet, to: &str, e: &Evidence) -> Vec<Missing> {
             ),
         });
     }
+    let need = i64::from(r.proposals_sent);
+    if e.proposals_sent < need {
+        out.push(Missing {
+            code: "proposals_sent",
+            need,
+            have: e.proposals_sent,
+            message: format!(
+                "还需向客户发送 {} 份方案（已发送 {} 份）：在「方案文档」中点「发送给客户」",
+                need - e.proposals_sent,
+                e.proposals_sent
+            ),
+        });
+    }
+    let need = i64::from(r.proposals_opened);
+    if e.proposals_opened < need {
+        out.push(Missing {
+            code: "proposals_opened",
+            need,
+            have: e.proposals_opened,
+            message: format!(
+                "还需客户打开 {} 份已发送的方案（已打开 {} 份）",
+                need - e.proposals_opened,
+                e.proposals_opened
+            ),
+        });
+    }
+    let need = i64::from(r.verified_calls);
+    if e.verified_calls < need {
+        out.push(Missing {
+            code: "verified_calls",
+            need,
+            have: e.verified_calls,
+            message: format!(
+                "还需 {} 次经平台记录核验的通话或会议（已有 {} 次）",
+                need - e.verified_calls,
+                e.verified_calls
+            ),
+        });
+    }
     if r.valid_contact && e.valid_phones == 0 {
         out.push(Missing {
             code: "valid_contact",
@@ -181,11 +265,13 @@ struct DealRow {
     stage: String,
     owner: Option<String>,
     lead: Option<String>,
+    /// `open`, `won` or `lost`.
+    outcome: String,
 }
 
 async fn deal_row(conn: &mut AnyConnection, org_id: &str, deal_id: &str) -> Result<DealRow> {
     let r = sqlx::query(
-        "SELECT customer_id, stage, owner_user_id, lead_id FROM deals WHERE id = $1 AND org_id = $2",
+        "SELECT customer_id, stage, owner_user_id, lead_id, outcome FROM deals WHERE id = $1 AND org_id = $2",
     )
     .bind(deal_id)
     .bind(org_id)
@@ -197,7 +283,18 @@ async fn deal_row(conn: &mut AnyConnection, org_id: &str, deal_id: &str) -> Resu
         stage: r.get("stage"),
         owner: r.get("owner_user_id"),
         lead: r.get("lead_id"),
+        outcome: r.get("outcome"),
     })
+}
+
+/// The refusal for moving a lost deal other than by reopening it.
+fn lost(d: &DealRow, deal_id: &str) -> Error {
+    Error::Refused {
+        code: "deal_lost",
+        message: "该商机已输单，需由主管重新打开后才能继续 (the deal is lost; a manager reopens it first)"
+            .into(),
+        details: json!({"deal": deal_id, "stage": d.stage, "outcome": d.outcome}),
+    }
 }
 
 /// The target of a forward move: the next stage, which `to` may name but not skip past.
@@ -281,6 +378,18 @@ pub async fn advance(
 ) -> Result<Deal> {
     let mut tx = db.begin().await?;
     let d = deal_row(&mut tx, org_id, deal_id).await?;
+    match d.outcome.as_str() {
+        "lost" => return Err(lost(&d, deal_id)),
+        // Won under a rule set whose last stage it was: a rollback reopens it first.
+        "won" => {
+            return Err(Error::Refused {
+                code: "deal_closed",
+                message: "该商机已赢单；如需继续推进，请由主管先回退阶段 (the deal is won)".into(),
+                details: json!({"deal": deal_id, "stage": d.stage, "outcome": d.outcome}),
+            })
+        }
+        _ => {}
+    }
     let target = next_stage(rules, &d.stage, to)?.to_string();
     let e = evidence(&mut tx, rules, &d.customer, i64::MAX).await?;
     let mut missing = missing_for(rules, &target, &e);
@@ -335,12 +444,33 @@ pub async fn advance(
             details,
         });
     }
-    move_stage(
-        &mut tx, now_ms, org_id, tz, deal_id, &d, &target, "advance", None, by,
-    )
-    .await?;
+    let last = rules.stages.last().is_some_and(|s| s.name == target);
+    let change = Change {
+        target: &target,
+        kind: "advance",
+        outcome: if last { "won" } else { "open" },
+        ..Change::default()
+    };
+    move_stage(&mut tx, now_ms, org_id, tz, deal_id, &d, &change, by).await?;
     tx.commit().await?;
     pipeline::get_deal(db, cipher, org_id, deal_id).await
+}
+
+/// One change of a deal's stage or outcome, as `move_stage` records it.
+#[derive(Default)]
+struct Change<'a> {
+    target: &'a str,
+    /// `advance`, `rollback`, `lost` or `reopen`: the history row's kind and the names of
+    /// the ledger point (`stage.{kind}`) and audit entry (`deal.{kind}`).
+    kind: &'a str,
+    /// The outcome after the change: `open`, `won` or `lost`.
+    outcome: &'a str,
+    /// A code kept in clear in the history row (a lost deal's reason from the rule set).
+    reason_code: Option<&'a str>,
+    /// A typed reason, encrypted (`ROLLBACK_REASON`).
+    reason_enc: Option<&'a str>,
+    /// A lost deal's note, encrypted (`LOST_NOTE`).
+    lost_note_enc: Option<&'a str>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -351,52 +481,70 @@ async fn move_stage(
     tz: chrono_tz::Tz,
     deal_id: &str,
     d: &DealRow,
-    target: &str,
-    kind: &str,
-    reason_enc: Option<&str>,
+    c: &Change<'_>,
     by: &Mover,
 ) -> Result<()> {
     let history = crate::db::new_id();
+    let closed_at = (c.outcome != "open").then_some(now_ms);
+    let lost_reason = if c.outcome == "lost" {
+        c.reason_code
+    } else {
+        None
+    };
     // Compare-and-set: a concurrent move of the same deal makes this one a conflict.
-    let moved =
-        sqlx::query("UPDATE deals SET stage = $1, updated_at = $2 WHERE id = $3 AND stage = $4")
-            .bind(target)
-            .bind(now_ms)
-            .bind(deal_id)
-            .bind(&d.stage)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+    let moved = sqlx::query(
+        "UPDATE deals SET stage = $1, updated_at = $2, outcome = $5, closed_at = $6, \
+         lost_reason = $7, lost_note_enc = $8 WHERE id = $3 AND stage = $4 AND outcome = $9",
+    )
+    .bind(c.target)
+    .bind(now_ms)
+    .bind(deal_id)
+    .bind(&d.stage)
+    .bind(c.outcome)
+    .bind(closed_at)
+    .bind(lost_reason)
+    .bind(c.lost_note_enc)
+    .bind(&d.outcome)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
     if moved != 1 {
         return Err(Error::Conflict(
             "the deal's stage changed meanwhile; reload and try again".into(),
         ));
     }
     sqlx::query(
-        "INSERT INTO deal_stage_history (id, deal_id, from_stage, to_stage, actor_user_id, actor_api_key_id, reason_enc, at, kind) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO deal_stage_history (id, deal_id, from_stage, to_stage, actor_user_id, actor_api_key_id, reason, reason_enc, at, kind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&history)
     .bind(deal_id)
     .bind(&d.stage)
-    .bind(target)
+    .bind(c.target)
     .bind(&by.user)
     .bind(if by.actor.kind == "api_key" { by.actor.id.clone() } else { None })
-    .bind(reason_enc)
+    .bind(c.reason_code)
+    .bind(c.reason_enc)
     .bind(now_ms)
-    .bind(kind)
+    .bind(c.kind)
     .execute(&mut **tx)
     .await?;
     // A typed reason stays encrypted in the history row; the ledger and the audit log
     // name the row.
-    let detail = json!({"from": d.stage, "to": target, "stage_history": history});
+    let mut detail = json!({"from": d.stage, "to": c.target, "stage_history": history});
+    if c.outcome != d.outcome {
+        detail["outcome"] = json!(c.outcome);
+    }
+    if let Some(code) = c.reason_code {
+        detail["reason"] = json!(code);
+    }
     if let Some(user) = &by.user {
         let p = stage_point(
             org_id,
             user,
             &d.customer,
             deal_id,
-            &format!("stage.{kind}"),
+            &format!("stage.{}", c.kind),
             by,
             detail.clone(),
         );
@@ -407,7 +555,7 @@ async fn move_stage(
             tx,
             now_ms,
             org_id,
-            &format!("deal.{kind}"),
+            &format!("deal.{}", c.kind),
             ("deal", deal_id),
             detail,
         )
@@ -418,16 +566,20 @@ async fn move_stage(
 /// Refuses a rollback or reassignment unless the mover may manage the deal's owner
 /// (`access::authority` decides, as for the web pages).
 async fn require_manager(tx: &mut Tx, org_id: &str, by: &Mover, owner: Option<&str>) -> Result<()> {
+    require(tx, org_id, by, Managed::Deal { owner }).await
+}
+
+async fn require(tx: &mut Tx, org_id: &str, by: &Mover, what: Managed<'_>) -> Result<()> {
     let who = match (&by.user, by.key) {
         (Some(user), _) => Who::Person(user),
         (None, Some(role)) => Who::Key(role),
         (None, None) => {
             return Err(Error::Forbidden(
-                "a rollback or reassignment needs a person or an admin key".into(),
+                "a rollback, reassignment, reopening or loss needs a person or an admin key".into(),
             ))
         }
     };
-    authority::require(tx, org_id, who, Managed::Deal { owner }).await
+    authority::require(tx, org_id, who, what).await
 }
 
 /// A manager rolls a deal back to an earlier stage; the reason is required and kept,
@@ -449,6 +601,9 @@ pub async fn rollback(
     let mut tx = db.begin().await?;
     let d = deal_row(&mut tx, org_id, deal_id).await?;
     require_manager(&mut tx, org_id, by, d.owner.as_deref()).await?;
+    if d.outcome == "lost" {
+        return Err(lost(&d, deal_id));
+    }
     let Some(target) = rules.stage_index(to) else {
         return Err(Error::invalid(format!(
             "stage `{to}` is not in the rule set"
@@ -466,19 +621,117 @@ pub async fn rollback(
             details: json!({"from": d.stage, "to": to}),
         });
     }
-    move_stage(
+    // A won deal rolled back is open again.
+    let reason_enc = cipher.encrypt(ROLLBACK_REASON, &reason);
+    let change = Change {
+        target: to,
+        kind: "rollback",
+        outcome: "open",
+        reason_enc: Some(&reason_enc),
+        ..Change::default()
+    };
+    move_stage(&mut tx, now_ms, org_id, tz, deal_id, &d, &change, by).await?;
+    tx.commit().await?;
+    pipeline::get_deal(db, cipher, org_id, deal_id).await
+}
+
+/// Ends an open deal lost (输单) in the stage it is in: a reason from the rule set's
+/// `lost_reasons` and an optional note (kept encrypted on the deal). Its owner may, and
+/// whoever may manage the deal.
+#[allow(clippy::too_many_arguments)]
+pub async fn lose(
+    db: &Db,
+    cipher: &Cipher,
+    rules: &RuleSet,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    deal_id: &str,
+    reason: &str,
+    note: Option<&str>,
+    by: &Mover,
+) -> Result<Deal> {
+    let reason = reason.trim();
+    if !rules.lost_reasons.iter().any(|r| r == reason) {
+        return Err(Error::invalid(format!(
+            "输单原因须为以下之一：{} (reason must be one of the rule set's lost_reasons)",
+            rules.lost_reasons.join("、")
+        )));
+    }
+    let note = crate::validate::opt_text("note", note, 500)?;
+    let mut tx = db.begin().await?;
+    let d = deal_row(&mut tx, org_id, deal_id).await?;
+    require(
         &mut tx,
-        now_ms,
         org_id,
-        tz,
-        deal_id,
-        &d,
-        to,
-        "rollback",
-        Some(&cipher.encrypt(ROLLBACK_REASON, &reason)),
         by,
+        Managed::Closing {
+            owner: d.owner.as_deref(),
+        },
     )
     .await?;
+    if d.outcome != "open" {
+        return Err(Error::Refused {
+            code: "deal_closed",
+            message: format!(
+                "该商机已{}，不能再标记输单 (only an open deal can be lost)",
+                if d.outcome == "won" {
+                    "赢单"
+                } else {
+                    "输单"
+                }
+            ),
+            details: json!({"deal": deal_id, "stage": d.stage, "outcome": d.outcome}),
+        });
+    }
+    let note_enc = note.as_deref().map(|n| cipher.encrypt(LOST_NOTE, n));
+    let change = Change {
+        target: &d.stage,
+        kind: "lost",
+        outcome: "lost",
+        reason_code: Some(reason),
+        lost_note_enc: note_enc.as_deref(),
+        ..Change::default()
+    };
+    move_stage(&mut tx, now_ms, org_id, tz, deal_id, &d, &change, by).await?;
+    tx.commit().await?;
+    pipeline::get_deal(db, cipher, org_id, deal_id).await
+}
+
+/// A manager reopens a lost deal in the stage it was lost in; the reason is required and
+/// kept, encrypted, in the stage history.
+#[allow(clippy::too_many_arguments)]
+pub async fn reopen(
+    db: &Db,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    deal_id: &str,
+    reason: &str,
+    by: &Mover,
+) -> Result<Deal> {
+    let reason = crate::validate::text("reason", reason, 500)?;
+    let mut tx = db.begin().await?;
+    let d = deal_row(&mut tx, org_id, deal_id).await?;
+    require_manager(&mut tx, org_id, by, d.owner.as_deref()).await?;
+    if d.outcome != "lost" {
+        return Err(Error::Refused {
+            code: "deal_not_lost",
+            message: "只有输单的商机可以重新打开；赢单的商机可回退阶段 (only a lost deal reopens; roll a won one back)"
+                .into(),
+            details: json!({"deal": deal_id, "stage": d.stage, "outcome": d.outcome}),
+        });
+    }
+    let reason_enc = cipher.encrypt(ROLLBACK_REASON, &reason);
+    let change = Change {
+        target: &d.stage,
+        kind: "reopen",
+        outcome: "open",
+        reason_enc: Some(&reason_enc),
+        ..Change::default()
+    };
+    move_stage(&mut tx, now_ms, org_id, tz, deal_id, &d, &change, by).await?;
     tx.commit().await?;
     pipeline::get_deal(db, cipher, org_id, deal_id).await
 }

@@ -168,6 +168,8 @@ pub const SYSTEM_ACTIONS: &[(&str, &str)] = &[
     ("collab.escalate", "协作请求超时升级"),
     ("stage.advance", "推进商机阶段"),
     ("stage.rollback", "回退商机阶段"),
+    ("stage.lost", "商机输单"),
+    ("stage.reopen", "重新打开商机"),
     ("deal.reassigned", "商机转交"),
     ("rule.repeat_limit", "触发重复操作限制（已拒绝）"),
     ("rule.frozen", "冻结期间的操作（已拒绝）"),

@@ -36,8 +36,11 @@ impl<'a> Who<'a> {
 /// What is to be managed.
 #[derive(Debug, Clone, Copy)]
 pub enum Managed<'a> {
-    /// Rolling back or reassigning a deal with this owner.
+    /// Rolling back, reassigning or reopening a deal with this owner.
     Deal { owner: Option<&'a str> },
+    /// Ending a deal with this owner as lost (输单): its owner may, as may whoever may
+    /// manage the deal.
+    Closing { owner: Option<&'a str> },
     /// Lifting this rep's freeze.
     Freeze { rep: &'a str },
     /// Opening the proof this rep attached to an attestation (the superior's card links
@@ -106,6 +109,12 @@ impl Authority {
     pub fn allows(&self, what: Managed<'_>) -> bool {
         let subject = match what {
             Managed::Deal { owner } => owner,
+            Managed::Closing { owner } => {
+                if self.person.is_some() && self.person.as_deref() == owner {
+                    return true;
+                }
+                owner
+            }
             Managed::Freeze { rep } => {
                 if self.person.as_deref() == Some(rep) {
                     return false;
@@ -152,7 +161,11 @@ pub async fn require(
             super::WHERE_ROLES_ARE_SET
         ),
         (Who::Person(_), Managed::Deal { .. }) => format!(
-            "只有主管、管理员或负责人的直属上级可以回退阶段或重新分配（角色与上级在 {} 中设置）",
+            "只有主管、管理员或负责人的直属上级可以回退阶段、重新分配或重新打开商机（角色与上级在 {} 中设置）",
+            super::WHERE_ROLES_ARE_SET
+        ),
+        (Who::Person(_), Managed::Closing { .. }) => format!(
+            "只有商机负责人、主管、管理员或负责人的直属上级可以标记输单（角色与上级在 {} 中设置）",
             super::WHERE_ROLES_ARE_SET
         ),
     };

@@ -11,7 +11,7 @@ use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
-use crate::security::fields::{self, ROLLBACK_REASON};
+use crate::security::fields::{self, LOST_NOTE, ROLLBACK_REASON};
 use crate::security::Cipher;
 use crate::validate;
 
@@ -76,7 +76,8 @@ pub struct DealPatch {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StageChange {
-    /// `created`, `advance` or `rollback`.
+    /// `created`, `advance`, `rollback`, `lost` (输单: `reason` is the rule set's reason)
+    /// or `reopen`.
     pub kind: String,
     pub from: Option<String>,
     pub to: String,
@@ -96,6 +97,16 @@ pub struct Deal {
     pub region: Option<String>,
     pub product_line: Option<String>,
     pub stage: String,
+    /// `open`, `won` (it reached the last stage) or `lost` (输单; `stage` is the stage it
+    /// was lost in).
+    pub outcome: String,
+    /// When it was won or lost.
+    pub closed_at: Option<String>,
+    /// Why it was lost: one of the rule set's `lost_reasons`.
+    pub lost_reason: Option<String>,
+    /// What the rep wrote when it was lost. Filled on single reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_note: Option<String>,
     pub owner: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -110,6 +121,8 @@ pub struct DealFilter {
     pub customer: Option<String>,
     pub owner: Option<String>,
     pub stage: Option<String>,
+    /// `open`, `won` or `lost`.
+    pub outcome: Option<String>,
     pub region: Option<String>,
     pub product_line: Option<String>,
 }
@@ -408,7 +421,12 @@ async fn set_text(tx: &mut Tx, column: &'static str, v: Option<String>, id: &str
 
 const DEAL_COLUMNS: &str =
     "SELECT id, customer_id, lead_id, title, amount_fen, currency, region, product_line, \
-     stage, owner_user_id, created_at, updated_at FROM deals";
+     stage, outcome, closed_at, lost_reason, owner_user_id, created_at, updated_at FROM deals";
+
+/// `DEAL_COLUMNS` with the lost deal's note, for single reads.
+const DEAL_COLUMNS_NOTE: &str =
+    "SELECT id, customer_id, lead_id, title, amount_fen, currency, region, product_line, \
+     stage, outcome, closed_at, lost_reason, lost_note_enc, owner_user_id, created_at, updated_at FROM deals";
 
 fn deal_from_row(r: &sqlx::any::AnyRow) -> Deal {
     Deal {
@@ -421,6 +439,12 @@ fn deal_from_row(r: &sqlx::any::AnyRow) -> Deal {
         region: r.get("region"),
         product_line: r.get("product_line"),
         stage: r.get("stage"),
+        outcome: r.get("outcome"),
+        closed_at: r
+            .get::<Option<i64>, _>("closed_at")
+            .map(crate::clock::rfc3339),
+        lost_reason: r.get("lost_reason"),
+        lost_note: None,
         owner: r.get("owner_user_id"),
         created_at: crate::clock::rfc3339(r.get("created_at")),
         updated_at: crate::clock::rfc3339(r.get("updated_at")),
@@ -429,13 +453,16 @@ fn deal_from_row(r: &sqlx::any::AnyRow) -> Deal {
 }
 
 pub async fn get_deal(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Deal> {
-    let row = sqlx::query(&format!("{DEAL_COLUMNS} WHERE id = $1 AND org_id = $2"))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&db.pool)
-        .await?
-        .ok_or(Error::NotFound { what: "deal" })?;
+    let row = sqlx::query(&format!(
+        "{DEAL_COLUMNS_NOTE} WHERE id = $1 AND org_id = $2"
+    ))
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(Error::NotFound { what: "deal" })?;
     let mut deal = deal_from_row(&row);
+    deal.lost_note = fields::open_opt(cipher, LOST_NOTE, row.get("lost_note_enc"))?;
     let history = sqlx::query(
         "SELECT from_stage, to_stage, actor_user_id, reason, reason_enc, at, kind FROM deal_stage_history \
          WHERE deal_id = $1 ORDER BY at, id",
@@ -451,7 +478,9 @@ pub async fn get_deal(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Resul
                 let code: Option<String> = r.get("reason");
                 let typed = fields::open_opt(cipher, ROLLBACK_REASON, r.get("reason_enc"))?;
                 Ok(StageChange {
-                    kind: if code.as_deref() == Some("created") {
+                    kind: if code.as_deref() == Some("created")
+                        && r.get::<String, _>("kind") == "advance"
+                    {
                         "created".into()
                     } else {
                         r.get("kind")
@@ -479,6 +508,7 @@ pub async fn list_deals(
         ("customer_id", &f.customer),
         ("owner_user_id", &f.owner),
         ("stage", &f.stage),
+        ("outcome", &f.outcome),
         ("region", &f.region),
         ("product_line", &f.product_line),
     ]);

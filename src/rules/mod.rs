@@ -36,6 +36,8 @@ pub struct RuleSet {
     /// Quick-asks and handoffs between roles: who answers, what must come with it, how
     /// long it may take.
     pub collaboration: Vec<CollabType>,
+    /// Why a deal can end lost (输单): the reasons offered, one of which must be chosen.
+    pub lost_reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +101,14 @@ pub struct Requirements {
     pub proposals: u32,
     /// The customer has at least one phone number not flagged invalid.
     pub valid_contact: bool,
+    /// Proposal documents sent to the customer as tracked links (sent, not just uploaded).
+    pub proposals_sent: u32,
+    /// Proposal documents the customer has opened (an open from the address the rep sent
+    /// the link from does not count).
+    pub proposals_opened: u32,
+    /// Claimed calls verified against the platform's own record: a 公费电话 record, or a
+    /// meeting record on DingTalk and Feishu (not attested, not chat).
+    pub verified_calls: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,26 +325,33 @@ impl Default for RuleSet {
                         communications: 2,
                         proposals: 1,
                         valid_contact: true,
+                        ..Requirements::default()
                     },
                 ),
+                // A quote needs the proposal in the customer's hands, ...
                 stage(
                     "方案报价",
                     Requirements {
                         valid_contact: true,
+                        proposals_sent: 1,
                         ..Requirements::default()
                     },
                 ),
+                // ... negotiation needs the customer to have read it, ...
                 stage(
                     "商务谈判",
                     Requirements {
                         valid_contact: true,
+                        proposals_opened: 1,
                         ..Requirements::default()
                     },
                 ),
+                // ... and a win at least one call the platform's records confirm.
                 stage(
                     "赢单",
                     Requirements {
                         valid_contact: true,
+                        verified_calls: 1,
                         ..Requirements::default()
                     },
                 ),
@@ -381,6 +398,9 @@ impl Default for RuleSet {
             credibility: CredibilityRules::default(),
             lead_channels: BTreeMap::from([("抖音表单".into(), 1.0), ("公众号菜单".into(), 0.7)]),
             collaboration: default_collaboration(),
+            lost_reasons: ["价格", "竞品", "预算取消", "需求变化", "失去联系", "其他"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -522,7 +542,10 @@ impl RuleSet {
                 return bad(format!("only a tap can claim something (`{}`)", a.name));
             }
         }
-        let needs_proposals = self.stages.iter().any(|s| s.requires.proposals > 0);
+        let needs_proposals = self.stages.iter().any(|s| {
+            let r = &s.requires;
+            r.proposals > 0 || r.proposals_sent > 0 || r.proposals_opened > 0
+        });
         let uploads_proposals = self
             .actions
             .iter()
@@ -615,6 +638,21 @@ impl RuleSet {
                     ))
                     }
                 }
+            }
+        }
+        if self.lost_reasons.is_empty() {
+            return bad("`lost_reasons` is empty: a deal could never end lost".into());
+        }
+        let mut reasons = std::collections::BTreeSet::new();
+        for r in &self.lost_reasons {
+            if r.trim().is_empty() || r.chars().count() > 32 || r.chars().any(char::is_control) {
+                return bad(
+                    "every entry of `lost_reasons` needs 1 to 32 characters, no control characters"
+                        .into(),
+                );
+            }
+            if !reasons.insert(r.as_str()) {
+                return bad(format!("lost reason `{r}` appears twice"));
             }
         }
         for (k, w) in &self.lead_channels {
@@ -744,6 +782,19 @@ mod tests {
         let c = c.expect("a default collaboration type without an action");
         c.title = "售前 交接".into();
         assert!(r.check().unwrap_err().to_string().contains("title"));
+        let mut r = RuleSet::default();
+        r.lost_reasons.clear();
+        assert!(r.check().unwrap_err().to_string().contains("lost_reasons"));
+        let mut r = RuleSet::default();
+        r.lost_reasons.push("价格".into());
+        assert!(r.check().unwrap_err().to_string().contains("twice"));
+        let mut r = RuleSet::default();
+        r.actions.retain(|a| a.kind != ActionKind::Upload);
+        r.stages[1].requires.proposals = 0;
+        assert!(
+            r.check().unwrap_err().to_string().contains("proposal"),
+            "a sent-proposal gate needs a way to upload one"
+        );
     }
 
     #[test]
@@ -752,5 +803,27 @@ mod tests {
         assert_eq!(r.antifraud.repeat_limit, 5);
         assert_eq!(r.antifraud.ip_burst_count, 3);
         assert_eq!(r.stages, RuleSet::default().stages);
+        assert_eq!(r.lost_reasons, RuleSet::default().lost_reasons);
+    }
+
+    #[test]
+    fn stored_sets_without_the_new_fields_still_load() {
+        let r = RuleSet::from_toml(
+            "[[stages]]\nname = \"初步咨询\"\n[[stages]]\nname = \"赢单\"\n[stages.requires]\nvalid_contact = true\n",
+        )
+        .unwrap();
+        assert_eq!(r.stages[1].requires.proposals_sent, 0);
+        assert_eq!(r.stages[1].requires.verified_calls, 0);
+        assert_eq!(r.lost_reasons.len(), 6);
+        let d = RuleSet::default();
+        assert_eq!(d.stage_named("方案报价").requires.proposals_sent, 1);
+        assert_eq!(d.stage_named("商务谈判").requires.proposals_opened, 1);
+        assert_eq!(d.stage_named("赢单").requires.verified_calls, 1);
+    }
+
+    impl RuleSet {
+        fn stage_named(&self, name: &str) -> &Stage {
+            self.stages.iter().find(|s| s.name == name).unwrap()
+        }
     }
 }

@@ -26,8 +26,10 @@ pub const BLOB_FILENAME: &str = "blobs.filename";
 pub const BLOB_FILE: &str = "blobs.file";
 /// `action_freezes.lift_reason_enc`: why a freeze was lifted.
 pub const LIFT_REASON: &str = "action_freezes.lift_reason";
-/// `deal_stage_history.reason_enc`: why a deal was rolled back.
+/// `deal_stage_history.reason_enc`: why a deal was rolled back or reopened.
 pub const ROLLBACK_REASON: &str = "deal_stage_history.reason";
+/// `deals.lost_note_enc`: what the rep wrote when the deal was lost (输单).
+pub const LOST_NOTE: &str = "deals.lost_note";
 /// `customer_owners.note_enc`: why a deal (and its customer) was reassigned.
 pub const REASSIGN_REASON: &str = "customer_owners.note";
 

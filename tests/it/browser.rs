@@ -3,7 +3,8 @@
 //! page, the JS-SDK stand-in finding the customer of the open chat, taps, the
 //! anti-fraud freeze as the rep sees it (warned before the tap that freezes), a proposal sent into the open chat as a tracked
 //! link, and a quick-ask and a handoff from the sidebar to the request page where
-//! presales accepts and answers. In DingTalk's and Feishu's browsers (their User-Agents,
+//! presales accepts and answers; a stage move confirmed (and cancelled) in the page, a
+//! gate's missing list, 输单 with a reason, and a manager reopening the deal. In DingTalk's and Feishu's browsers (their User-Agents,
 //! their SDKs stood in for by scripts served from an origin of their own): 免登 and
 //! Feishu's OAuth, the SDK configured with the server's signature, a tap, and a proposal
 //! handed out as a link to copy.
@@ -1475,6 +1476,194 @@ async fn in_feishu_a_rep_signs_in_through_oauth_and_taps_with_the_jssdk_configur
         "undefined"
     );
 
+    browser.quit().await;
+    app.stop().await;
+}
+
+/// The deal's stage and outcome as stored.
+async fn deal_state(app: &SidebarApp, deal: &str) -> (String, String) {
+    let r = sqlx::query("SELECT stage, outcome FROM deals WHERE id = $1")
+        .bind(deal)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    (r.get("stage"), r.get("outcome"))
+}
+
+#[tokio::test]
+async fn a_rep_confirms_a_stage_move_ends_a_deal_lost_and_the_manager_reopens_it() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_sidebar("", false).await;
+    let manager = app.create("/api/v1/users", json!({"name": "王经理"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rep = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "李明", "superiors": [manager]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let customer = app.customer("华南智造", &rep).await;
+    let deal = app
+        .create(
+            "/api/v1/deals",
+            json!({"customer": customer, "title": "智能质检方案", "owner": rep}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 需求确认 is open to all; 方案报价 needs a proposal sent to the customer.
+    closeloop::rules::store::import(
+        &app.db,
+        chrono::Utc::now().timestamp_millis(),
+        &app.org_id,
+        &closeloop::access::Actor::cli(),
+        "[[stages]]\nname = \"初步咨询\"\n[[stages]]\nname = \"需求确认\"\n\
+         [[stages]]\nname = \"方案报价\"\n[stages.requires]\nproposals_sent = 1\n",
+    )
+    .await
+    .unwrap();
+    let (rep_cookie, _) = app.session(&rep, "dev").await;
+    let (manager_cookie, _) = app.session(&manager, "dev").await;
+    let page = app.url(&format!("/sidebar/customers/{customer}"));
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/healthz")).await;
+    browser.sign_in_as(&rep_cookie).await;
+    browser.goto(&page).await;
+    browser
+        .wait_for("the customer's page", || async {
+            browser.text("header.customer h1").await == "华南智造"
+        })
+        .await;
+
+    // 推进 opens the page's own confirmation; 取消 moves nothing.
+    browser.click("[data-advance-open]").await;
+    let confirm = browser.text("[data-advance-confirm]").await;
+    assert!(
+        confirm.contains("确认将「智能质检方案」从「初步咨询」推进到「需求确认」"),
+        "{confirm}"
+    );
+    browser.click("[data-advance-cancel]").await;
+    browser
+        .wait_for("the confirmation to close", || async {
+            browser
+                .eval(
+                    "return document.querySelector('[data-advance-confirm]').hidden;",
+                    json!([]),
+                )
+                .await
+                == json!(true)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deal_state(&app, &deal).await.0, "初步咨询");
+    assert!(points(&app, &customer, "stage.advance").await.is_empty());
+
+    // 确认推进 moves it.
+    browser.click("[data-advance-open]").await;
+    browser.click("[data-advance]").await;
+    browser
+        .wait_for("the move", || async {
+            deal_state(&app, &deal).await.0 == "需求确认"
+        })
+        .await;
+    // The next gate lists what is missing and offers no move.
+    browser
+        .wait_for("the next gate's missing list", || async {
+            browser
+                .text("[data-missing=\"proposals_sent\"]")
+                .await
+                .contains("还需向客户发送 1 份方案")
+        })
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "return document.querySelectorAll('[data-advance-open], [data-advance]').length;",
+                json!([])
+            )
+            .await,
+        json!(0)
+    );
+
+    // 输单 with a reason, in its own form; the rep has no 重新打开.
+    browser.click("[data-open-tool=\"lose\"]").await;
+    browser
+        .eval(
+            "document.querySelector('form[data-tool=\"lose\"] select[name=\"reason\"]').value = '竞品';",
+            json!([]),
+        )
+        .await;
+    browser
+        .type_into(
+            "form[data-tool=\"lose\"] input[name=\"note\"]",
+            "客户选了别家",
+        )
+        .await;
+    browser
+        .click("form[data-tool=\"lose\"] button[type=\"submit\"]")
+        .await;
+    browser
+        .wait_for("the loss", || async {
+            deal_state(&app, &deal).await.1 == "lost"
+        })
+        .await;
+    browser
+        .wait_for("the closed deal on the page", || async {
+            let text = browser.text("li.deal.closed").await;
+            text.contains("输单") && text.contains("竞品") && text.contains("客户选了别家")
+        })
+        .await;
+    assert!(browser.text("#deals").await.contains("已结束的商机"));
+    assert_eq!(
+        browser
+            .eval(
+                "return document.querySelectorAll('[data-open-tool=\"reopen\"]').length;",
+                json!([])
+            )
+            .await,
+        json!(0),
+        "reopening is the manager's"
+    );
+
+    // The manager reopens it from the page, with a reason.
+    browser.sign_in_as(&manager_cookie).await;
+    browser.goto(&page).await;
+    browser
+        .click("li.deal.closed [data-open-tool=\"reopen\"]")
+        .await;
+    browser
+        .type_into(
+            "form[data-tool=\"reopen\"] input[name=\"reason\"]",
+            "客户重新询价",
+        )
+        .await;
+    browser
+        .click("form[data-tool=\"reopen\"] button[type=\"submit\"]")
+        .await;
+    browser
+        .wait_for("the reopening", || async {
+            deal_state(&app, &deal).await == ("需求确认".to_string(), "open".to_string())
+        })
+        .await;
+    browser
+        .wait_for("the deal back among the open ones", || async {
+            browser
+                .text("li.deal:not(.closed) .stage")
+                .await
+                .contains("需求确认")
+        })
+        .await;
+    assert_eq!(points(&app, &customer, "stage.lost").await.len(), 1);
+    assert_eq!(points(&app, &customer, "stage.reopen").await.len(), 1);
     browser.quit().await;
     app.stop().await;
 }

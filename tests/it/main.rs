@@ -15,6 +15,7 @@ mod collab;
 mod collab_web;
 mod credibility;
 mod customer_import;
+mod deal_outcomes;
 mod demo;
 mod demo_live;
 mod dingtalk;

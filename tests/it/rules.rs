@@ -191,7 +191,16 @@ fn check_needs_no_database() {
         cmd
     };
     let out = ok(&mut check(&good));
-    for word in ["valid", "初步咨询 → 需求确认", "已电话沟通", "more than 5"] {
+    for word in [
+        "valid",
+        "初步咨询 → 需求确认",
+        "已电话沟通",
+        "more than 5",
+        "→ 方案报价: 1 proposals sent, a valid phone",
+        "→ 商务谈判: 1 proposals opened by the customer",
+        "→ 赢单: 1 verified calls",
+        "lost reasons: 价格, 竞品, 预算取消, 需求变化, 失去联系, 其他",
+    ] {
         assert!(
             out.stdout.contains(word),
             "`{word}` missing:\n{}",

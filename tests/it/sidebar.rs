@@ -693,7 +693,7 @@ async fn deals_show_what_the_next_stage_needs_and_advance_when_it_holds() {
         let mut req = no_redirects()
             .post(app.url(&format!("/web/deals/{deal}/advance")))
             .header("cookie", &cookie)
-            .json(&json!({}));
+            .json(&json!({"confirm": true}));
         if let Some(t) = token {
             req = req.header("x-csrf-token", t);
         }
@@ -727,11 +727,31 @@ async fn deals_show_what_the_next_stage_needs_and_advance_when_it_holds() {
         .await;
     assert!(html.contains("已满足进入「需求确认」的条件"), "{html}");
     assert!(
-        html.contains(&format!(
-            "data-advance=\"{deal}\">推进到「需求确认」</button>"
-        )),
+        html.contains("data-advance-open>推进到「需求确认」</button>"),
         "{html}"
     );
+    assert!(
+        html.contains("确认将「二期产线改造」从「初步咨询」推进到「需求确认」？"),
+        "the confirmation names the deal, from and to: {html}"
+    );
+    assert!(
+        html.contains(&format!("data-advance=\"{deal}\">确认推进</button>")),
+        "{html}"
+    );
+    // Without the page's confirmation nothing moves.
+    for body in [json!({}), json!({"confirm": false})] {
+        let res = no_redirects()
+            .post(app.url(&format!("/web/deals/{deal}/advance")))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, err) = error_of(res).await;
+        assert_eq!(status, 400);
+        assert_eq!(err["code"], "confirmation_required");
+    }
     let res = advance(Some(csrf.clone())).await.unwrap();
     assert_eq!(res.status(), 200);
     let moved: Value = res.json().await.unwrap();
@@ -742,6 +762,10 @@ async fn deals_show_what_the_next_stage_needs_and_advance_when_it_holds() {
         .page(&format!("/sidebar/customers/{customer}"), &cookie)
         .await;
     assert!(html.contains("暂无进行中的商机"), "{html}");
+    assert!(
+        html.contains("已结束的商机") && html.contains("outcome-won\">赢单"),
+        "a won deal stays visible: {html}"
+    );
     app.stop().await;
 }
 

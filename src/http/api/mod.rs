@@ -64,6 +64,8 @@ pub fn router() -> Router<AppState> {
             "/deals/{id}/reassign",
             axum::routing::post(process::reassign),
         )
+        .route("/deals/{id}/lose", axum::routing::post(process::lose))
+        .route("/deals/{id}/reopen", axum::routing::post(process::reopen))
         .route("/freezes", get(process::list_freezes))
         .route("/freezes/{id}/lift", axum::routing::post(process::lift))
         .route(
@@ -190,6 +192,7 @@ impl Modify for BearerAuth {
         events::list, events::record, events::get,
         process::verification, process::request_attestation, process::decide_attestation,
         process::gate, process::advance, process::rollback, process::reassign,
+        process::lose, process::reopen,
         process::list_freezes, process::lift, process::phone_validity, process::chat_count,
         super::documents::api_upload, super::documents::api_list, super::documents::api_get,
         super::documents::api_content, super::documents::api_link,

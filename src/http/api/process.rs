@@ -49,7 +49,7 @@ pub struct Advance {
 }
 
 #[utoipa::path(post, path = "/api/v1/deals/{id}/advance", tag = "gates", request_body = Advance,
-    responses((status = 200, body = Deal), super::WriteErrors, (status = 409, description = "`gate_not_met` (details.missing lists exactly what is missing) or `illegal_stage_move`", body = super::ErrorBody)))]
+    responses((status = 200, body = Deal), super::WriteErrors, (status = 409, description = "`gate_not_met` (details.missing lists exactly what is missing), `illegal_stage_move`, `deal_lost` (reopen it first) or `deal_closed` (won)", body = super::ErrorBody)))]
 pub async fn advance(
     State(s): State<AppState>,
     Writer(p): Writer,
@@ -104,6 +104,79 @@ pub async fn rollback(
             p.tz,
             &id,
             &b.to,
+            &b.reason,
+            &mover(&p, b.actor),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lose {
+    /// One of the rule set's `lost_reasons` (default 价格, 竞品, 预算取消, 需求变化, 失去联系, 其他).
+    #[schema(min_length = 1, max_length = 32)]
+    pub reason: String,
+    /// Free text, kept encrypted on the deal.
+    #[schema(max_length = 500)]
+    pub note: Option<String>,
+    /// The person ending it, if the integration acts for one: the deal's owner or whoever
+    /// may manage the deal.
+    pub actor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/deals/{id}/lose", tag = "gates", request_body = Lose,
+    responses((status = 200, description = "The deal, now `outcome: lost` in the stage it was in", body = Deal), super::WriteErrors, (status = 409, description = "`deal_closed` (already won or lost) or `conflict`", body = super::ErrorBody)))]
+pub async fn lose(
+    State(s): State<AppState>,
+    Writer(p): Writer,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Lose>,
+) -> Result<Json<Deal>> {
+    let rules = s.rules.current(&p.org_id).await?;
+    Ok(Json(
+        gates::lose(
+            &s.db,
+            &s.cipher,
+            &rules,
+            s.clock.now_ms(),
+            &p.org_id,
+            p.tz,
+            &id,
+            &b.reason,
+            b.note.as_deref(),
+            &mover(&p, b.actor),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reopen {
+    /// Why (required; kept, encrypted, in the stage history).
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+    /// The manager acting, if the integration acts for one.
+    pub actor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/deals/{id}/reopen", tag = "gates", request_body = Reopen,
+    responses((status = 200, description = "The deal, open again in the stage it was lost in", body = Deal), super::WriteErrors, (status = 409, description = "`deal_not_lost` (only a lost deal reopens) or `conflict`", body = super::ErrorBody)))]
+pub async fn reopen(
+    State(s): State<AppState>,
+    Writer(p): Writer,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Reopen>,
+) -> Result<Json<Deal>> {
+    Ok(Json(
+        gates::reopen(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            &p.org_id,
+            p.tz,
+            &id,
             &b.reason,
             &mover(&p, b.actor),
         )

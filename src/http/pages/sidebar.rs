@@ -553,7 +553,7 @@ async fn customer_page(
     body.push_str(
         &crate::http::pages::collab::sidebar_sections(&s, &rules, org, &id, tz, now).await?,
     );
-    body.push_str(&deals_section(&s, &rules, &viewer, org, &id).await?);
+    body.push_str(&deals_section(&s, &rules, &viewer, org, &id, tz).await?);
     body.push_str(&touches_section(&s, &viewer, org, &id, tz).await?);
     body.push_str(&crate::http::pages::timeline::section(&s, org, &id, tz).await?);
     body.push_str(&contacts_section(&customer));
@@ -643,10 +643,11 @@ async fn deals_section(
     viewer: &tools::Viewer,
     org: &str,
     customer: &str,
+    tz: chrono_tz::Tz,
 ) -> Result<String> {
     let rows = sqlx::query(
-        "SELECT id, title, stage, owner_user_id FROM deals WHERE org_id = $1 AND customer_id = $2 \
-         ORDER BY created_at, id",
+        "SELECT id, title, stage, owner_user_id, outcome, closed_at, lost_reason, lost_note_enc \
+         FROM deals WHERE org_id = $1 AND customer_id = $2 ORDER BY created_at, id",
     )
     .bind(org)
     .bind(customer)
@@ -654,22 +655,52 @@ async fn deals_section(
     .await?;
     let last = rules.stages.last().map(|st| st.name.as_str());
     let mut items = String::new();
+    let mut closed = String::new();
     for r in &rows {
         let deal: String = r.get("id");
         let title: String = r.get("title");
         let stage: String = r.get("stage");
         let owner: Option<String> = r.get("owner_user_id");
-        // A deal in the last stage is closed (won); the sidebar shows open deals only.
-        if Some(stage.as_str()) == last {
+        let outcome: String = r.get("outcome");
+        // A deal in the last stage is won, whatever rule set it got there under.
+        let won = outcome == "won" || (outcome == "open" && Some(stage.as_str()) == last);
+        if won || outcome == "lost" {
+            let note = crate::security::fields::open_opt(
+                &s.cipher,
+                crate::security::fields::LOST_NOTE,
+                r.get("lost_note_enc"),
+            )?;
+            closed.push_str(&closed_deal(
+                rules,
+                viewer,
+                ClosedDeal {
+                    deal: &deal,
+                    title: &title,
+                    stage: &stage,
+                    owner: owner.as_deref(),
+                    won,
+                    closed_at: r.get("closed_at"),
+                    reason: r.get("lost_reason"),
+                    note,
+                },
+                tz,
+            ));
             continue;
         }
         let report = gates::report(&s.db, rules, org, &deal).await?;
         let next = match (&report.to, report.passed) {
             (None, _) => String::new(),
+            // The move waits for 确认推进 in the page (assets/sidebar.js).
             (Some(to), true) => format!(
                 "<p class=\"next ok\">已满足进入「{to}」的条件</p>\n\
-                 <button type=\"button\" class=\"advance\" data-advance=\"{deal}\">推进到「{to}」</button>\n",
+                 <button type=\"button\" class=\"advance\" data-advance-open>推进到「{to}」</button>\n\
+                 <div class=\"confirm\" data-advance-confirm hidden>\n\
+                 <p class=\"confirm-text\">确认将「{title}」从「{from}」推进到「{to}」？推进后只能由主管回退。</p>\n\
+                 <div class=\"form-actions\"><button type=\"button\" class=\"action\" data-advance=\"{deal}\">确认推进</button>\
+                 <button type=\"button\" class=\"cancel\" data-advance-cancel>取消</button></div>\n</div>\n",
                 to = escape(to),
+                from = escape(&stage),
+                title = escape(&title),
                 deal = escape(&deal)
             ),
             (Some(to), false) => {
@@ -701,9 +732,75 @@ async fn deals_section(
     } else {
         format!("<ul class=\"list deals\">\n{items}</ul>\n")
     };
+    let ended = if closed.is_empty() {
+        String::new()
+    } else {
+        format!("<h2>已结束的商机</h2>\n<ul class=\"list deals closed-deals\">\n{closed}</ul>\n")
+    };
     Ok(format!(
-        "<section id=\"deals\" class=\"deals\" data-refresh>\n<h2>进行中的商机</h2>\n{inner}</section>\n"
+        "<section id=\"deals\" class=\"deals\" data-refresh>\n<h2>进行中的商机</h2>\n{inner}{ended}</section>\n"
     ))
+}
+
+/// A won or lost deal as the customer page lists it.
+struct ClosedDeal<'a> {
+    deal: &'a str,
+    title: &'a str,
+    stage: &'a str,
+    owner: Option<&'a str>,
+    won: bool,
+    closed_at: Option<i64>,
+    reason: Option<String>,
+    note: Option<String>,
+}
+
+/// 赢单 or 输单 with the stage, the reason, the date, and for a manager 回退阶段 (won) or
+/// 重新打开 (lost).
+fn closed_deal(
+    rules: &RuleSet,
+    viewer: &tools::Viewer,
+    d: ClosedDeal<'_>,
+    tz: chrono_tz::Tz,
+) -> String {
+    let when = d
+        .closed_at
+        .map(|at| {
+            format!(
+                "<div class=\"meta\">结束于 {}</div>\n",
+                crate::text::time(at, tz)
+            )
+        })
+        .unwrap_or_default();
+    let (badge, detail) = if d.won {
+        (
+            "<span class=\"outcome outcome-won\">赢单</span>".to_string(),
+            String::new(),
+        )
+    } else {
+        let note = d
+            .note
+            .as_deref()
+            .map(|n| format!("（{}）", escape(n)))
+            .unwrap_or_default();
+        (
+            "<span class=\"outcome outcome-lost\">输单</span>".to_string(),
+            format!(
+                "<div class=\"lost-reason\">输单原因：{}{note}</div>\n",
+                escape(d.reason.as_deref().unwrap_or("—"))
+            ),
+        )
+    };
+    let manage = viewer.closed_deal_tools(rules, d.deal, d.stage, d.owner, d.won);
+    format!(
+        "<li class=\"deal closed\" data-deal=\"{deal}\" data-outcome=\"{outcome}\">\n\
+         <div class=\"deal-title\">{title} {badge}</div>\n\
+         <div class=\"stage\">{label}：<strong>{stage}</strong></div>\n{detail}{when}{manage}</li>\n",
+        deal = escape(d.deal),
+        outcome = if d.won { "won" } else { "lost" },
+        title = escape(d.title),
+        label = if d.won { "阶段" } else { "输单时阶段" },
+        stage = escape(d.stage),
+    )
 }
 
 async fn touches_section(
@@ -894,18 +991,29 @@ async fn record_action(
 #[serde(deny_unknown_fields)]
 struct AdvanceBody {
     to: Option<String>,
+    /// The person confirmed the move on the page (确认推进); without it nothing moves.
+    confirm: Option<bool>,
 }
 
-/// `POST /web/deals/{id}/advance` `{"to": optional}`: moves the deal to its next stage when
-/// the gate holds; a refusal (`gate_not_met`) lists what is missing.
+/// `POST /web/deals/{id}/advance` `{"confirm": true, "to": optional}`: moves the deal to
+/// its next stage when the gate holds; a refusal (`gate_not_met`) lists what is missing.
+/// Without `"confirm": true` (the page's 确认推进) it answers 400 `confirmation_required`
+/// and moves nothing, so a stray tap cannot move a deal.
 async fn advance_deal(
     State(s): State<AppState>,
     session: Session,
     headers: HeaderMap,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<AdvanceBody>,
-) -> Result<Json<crate::pipeline::Deal>> {
+) -> Result<Response> {
     session.require_csrf(&headers)?;
+    if b.confirm != Some(true) {
+        return Ok(crate::error::error_response(
+            StatusCode::BAD_REQUEST,
+            "confirmation_required",
+            "推进阶段前请先确认 (confirm the move: {\"confirm\": true})",
+        ));
+    }
     let org = &session.org_id;
     let rules = s.rules.current(org).await?;
     let tz = org_timezone(&s, org).await?;
@@ -930,7 +1038,7 @@ async fn advance_deal(
         &by,
     )
     .await?;
-    Ok(Json(deal))
+    Ok(Json(deal).into_response())
 }
 
 // ----------------------------------------------------------------------------------------

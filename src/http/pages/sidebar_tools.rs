@@ -1,8 +1,9 @@
 //! The customer page's tools for closing the verified loop from the sidebar: sending a
 //! proposal as a tracked link (inside WeCom straight into the open chat with the JS-SDK's
 //! `sendChatMessage`, elsewhere as a link to copy), attesting a claim the platform could
-//! not verify, marking a phone number invalid or valid again, and the manager's tools —
-//! rolling a deal back, reassigning it, lifting a freeze.
+//! not verify, marking a phone number invalid or valid again, ending a deal lost (输单),
+//! and the manager's tools — rolling a deal back, reassigning it, reopening a lost one,
+//! lifting a freeze.
 //!
 //! The rules stay in their modules (`documents`, `verification::attest`, `customers`,
 //! `gates`, `antifraud`, and `access::authority` for who manages whom); this module
@@ -46,6 +47,8 @@ pub fn routes() -> Router<AppState> {
         .route("/web/phones/{id}/validity", put(phone_validity))
         .route("/web/deals/{id}/rollback", post(rollback))
         .route("/web/deals/{id}/reassign", post(reassign))
+        .route("/web/deals/{id}/lose", post(lose))
+        .route("/web/deals/{id}/reopen", post(reopen))
         .route("/web/freezes/{id}/lift", post(lift))
         .route("/web/attestations/{id}/proof", get(attestation_proof))
 }
@@ -97,7 +100,8 @@ impl Viewer {
         })
     }
 
-    /// 「回退阶段」 and 「重新分配」 under a deal, for whoever may manage its owner.
+    /// Under an open deal: 「输单」 for its owner and whoever may manage it; 「回退阶段」 and
+    /// 「重新分配」 for whoever may manage its owner.
     pub(crate) fn deal_tools(
         &self,
         rules: &RuleSet,
@@ -105,56 +109,88 @@ impl Viewer {
         stage: &str,
         owner: Option<&str>,
     ) -> String {
-        if !self.authority.allows(Managed::Deal { owner }) {
-            return String::new();
-        }
-        // A stage no longer in the rules counts as later than all of them (as in `gates`).
-        let current = rules.stage_index(stage).unwrap_or(rules.stages.len());
         let mut buttons = String::new();
         let mut forms = String::new();
-        if current > 0 {
-            let mut options = String::new();
-            for st in rules.stages[..current].iter().rev() {
-                options.push_str(&format!("<option>{}</option>", escape(&st.name)));
+        if self.authority.allows(Managed::Closing { owner }) {
+            let mut options = String::from("<option value=\"\">请选择</option>");
+            for r in &rules.lost_reasons {
+                options.push_str(&format!("<option>{}</option>", escape(r)));
             }
             buttons.push_str(
-                "<button type=\"button\" class=\"tool\" data-open-tool=\"rollback\">回退阶段</button>\n",
+                "<button type=\"button\" class=\"tool\" data-open-tool=\"lose\">输单</button>\n",
             );
             forms.push_str(&format!(
-                "<form class=\"tool-form\" data-tool=\"rollback\" data-deal=\"{deal}\" hidden>\n\
-                 <label class=\"field\"><span>回退到</span><select name=\"to\" required>{options}</select></label>\n\
+                "<form class=\"tool-form\" data-tool=\"lose\" data-deal=\"{deal}\" hidden>\n\
+                 <p class=\"confirm-text\">确认后该商机将结束为输单，停在「{stage}」阶段；主管可重新打开。</p>\n\
+                 <label class=\"field\"><span>输单原因 <em class=\"required\">必填</em></span><select name=\"reason\" required>{options}</select></label>\n\
+                 <label class=\"field\"><span>补充说明（可选）</span><input type=\"text\" name=\"note\" maxlength=\"500\"></label>\n\
+                 {actions}</form>\n",
+                deal = escape(deal),
+                stage = escape(stage),
+                actions = form_actions("确认输单", "danger"),
+            ));
+        }
+        if self.authority.allows(Managed::Deal { owner }) {
+            let (b, f) = rollback_tool(rules, deal, stage);
+            buttons.push_str(&b);
+            forms.push_str(&f);
+            let mut options = String::from("<option value=\"\">请选择</option>");
+            for (id, name) in &self.members {
+                if Some(id.as_str()) != owner {
+                    options.push_str(&format!(
+                        "<option value=\"{}\">{}</option>",
+                        escape(id),
+                        escape(name)
+                    ));
+                }
+            }
+            buttons.push_str(
+                "<button type=\"button\" class=\"tool\" data-open-tool=\"reassign\">重新分配</button>\n",
+            );
+            forms.push_str(&format!(
+                "<form class=\"tool-form\" data-tool=\"reassign\" data-deal=\"{deal}\" hidden>\n\
+                 <label class=\"field\"><span>分配给</span><select name=\"owner\" required>{options}</select></label>\n\
                  <label class=\"field\"><span>原因 <em class=\"required\">必填</em></span>\
                  <input type=\"text\" name=\"reason\" maxlength=\"500\" required></label>\n\
                  {actions}</form>\n",
                 deal = escape(deal),
-                actions = form_actions("确认回退", "danger"),
+                actions = form_actions("确认分配", "action"),
             ));
         }
-        let mut options = String::from("<option value=\"\">请选择</option>");
-        for (id, name) in &self.members {
-            if Some(id.as_str()) != owner {
-                options.push_str(&format!(
-                    "<option value=\"{}\">{}</option>",
-                    escape(id),
-                    escape(name)
-                ));
-            }
+        tools_box(&buttons, &forms)
+    }
+
+    /// Under a closed deal, for whoever may manage its owner: 「回退阶段」 for a won deal,
+    /// 「重新打开」 for a lost one.
+    pub(crate) fn closed_deal_tools(
+        &self,
+        rules: &RuleSet,
+        deal: &str,
+        stage: &str,
+        owner: Option<&str>,
+        won: bool,
+    ) -> String {
+        if !self.authority.allows(Managed::Deal { owner }) {
+            return String::new();
         }
-        buttons.push_str(
-            "<button type=\"button\" class=\"tool\" data-open-tool=\"reassign\">重新分配</button>\n",
-        );
-        forms.push_str(&format!(
-            "<form class=\"tool-form\" data-tool=\"reassign\" data-deal=\"{deal}\" hidden>\n\
-             <label class=\"field\"><span>分配给</span><select name=\"owner\" required>{options}</select></label>\n\
-             <label class=\"field\"><span>原因 <em class=\"required\">必填</em></span>\
-             <input type=\"text\" name=\"reason\" maxlength=\"500\" required></label>\n\
-             {actions}</form>\n",
-            deal = escape(deal),
-            actions = form_actions("确认分配", "action"),
-        ));
-        format!(
-            "<div class=\"tools manager-tools\">\n<div class=\"tool-buttons\">\n{buttons}</div>\n{forms}</div>\n"
-        )
+        let (buttons, forms) = if won {
+            rollback_tool(rules, deal, stage)
+        } else {
+            (
+                "<button type=\"button\" class=\"tool\" data-open-tool=\"reopen\">重新打开</button>\n".to_string(),
+                format!(
+                    "<form class=\"tool-form\" data-tool=\"reopen\" data-deal=\"{deal}\" hidden>\n\
+                     <p class=\"confirm-text\">重新打开后，该商机回到「{stage}」阶段继续跟进。</p>\n\
+                     <label class=\"field\"><span>原因 <em class=\"required\">必填</em></span>\
+                     <input type=\"text\" name=\"reason\" maxlength=\"500\" required></label>\n\
+                     {actions}</form>\n",
+                    deal = escape(deal),
+                    stage = escape(stage),
+                    actions = form_actions("确认重新打开", "action"),
+                ),
+            )
+        };
+        tools_box(&buttons, &forms)
     }
 
     /// Per touch that claims something: the state of its attestation, and 「补充证明」
@@ -269,6 +305,40 @@ impl Viewer {
             "<section id=\"freeze-tools\" data-refresh>{inner}</section>\n"
         ))
     }
+}
+
+fn tools_box(buttons: &str, forms: &str) -> String {
+    if buttons.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<div class=\"tools manager-tools\">\n<div class=\"tool-buttons\">\n{buttons}</div>\n{forms}</div>\n"
+    )
+}
+
+/// 「回退阶段」 and its form: the stages before `stage` (a stage no longer in the rules
+/// counts as later than all of them, as in `gates`); nothing in the first stage.
+fn rollback_tool(rules: &RuleSet, deal: &str, stage: &str) -> (String, String) {
+    let current = rules.stage_index(stage).unwrap_or(rules.stages.len());
+    if current == 0 {
+        return (String::new(), String::new());
+    }
+    let mut options = String::new();
+    for st in rules.stages[..current].iter().rev() {
+        options.push_str(&format!("<option>{}</option>", escape(&st.name)));
+    }
+    (
+        "<button type=\"button\" class=\"tool\" data-open-tool=\"rollback\">回退阶段</button>\n".to_string(),
+        format!(
+            "<form class=\"tool-form\" data-tool=\"rollback\" data-deal=\"{deal}\" hidden>\n\
+             <label class=\"field\"><span>回退到</span><select name=\"to\" required>{options}</select></label>\n\
+             <label class=\"field\"><span>原因 <em class=\"required\">必填</em></span>\
+             <input type=\"text\" name=\"reason\" maxlength=\"500\" required></label>\n\
+             {actions}</form>\n",
+            deal = escape(deal),
+            actions = form_actions("确认回退", "danger"),
+        ),
+    )
 }
 
 fn form_actions(submit: &str, class: &str) -> String {
@@ -545,6 +615,74 @@ async fn rollback(
             tz,
             &id,
             &to,
+            &reason,
+            &mover(&session),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoseBody {
+    reason: Option<String>,
+    note: Option<String>,
+}
+
+/// `POST /web/deals/{id}/lose` `{"reason": one of the rule set's, "note": optional}`:
+/// `gates::lose` checks that the signed-in person owns the deal or manages its owner.
+async fn lose(
+    State(s): State<AppState>,
+    Checked(session): Checked,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<LoseBody>,
+) -> WebResult<Json<Deal>> {
+    let reason = required(b.reason, "请选择输单原因")?;
+    let org = &session.org_id;
+    let rules = s.rules.current(org).await?;
+    let tz = org_timezone(&s, org).await?;
+    Ok(Json(
+        gates::lose(
+            &s.db,
+            &s.cipher,
+            &rules,
+            s.clock.now_ms(),
+            org,
+            tz,
+            &id,
+            &reason,
+            b.note.as_deref(),
+            &mover(&session),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReopenBody {
+    reason: Option<String>,
+}
+
+/// `POST /web/deals/{id}/reopen` `{"reason": …}`: `gates::reopen` checks that the
+/// signed-in person manages the deal's owner.
+async fn reopen(
+    State(s): State<AppState>,
+    Checked(session): Checked,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReopenBody>,
+) -> WebResult<Json<Deal>> {
+    let reason = required(b.reason, "请填写重新打开的原因")?;
+    let org = &session.org_id;
+    let tz = org_timezone(&s, org).await?;
+    Ok(Json(
+        gates::reopen(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            org,
+            tz,
+            &id,
             &reason,
             &mover(&session),
         )
