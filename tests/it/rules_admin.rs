@@ -446,3 +446,82 @@ async fn a_simulation_over_a_period_shows_what_the_command_line_shows() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("开始日期不能晚于结束日期"), "{body}");
 }
+
+#[tokio::test]
+async fn the_api_reads_the_rules_in_force_and_checks_a_candidate_writing_nothing() {
+    let app = spawn_app().await;
+    let res = app.get("/api/v1/rules").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["version"], 0);
+    assert_eq!(body["imported_by"], Value::Null);
+    assert!(
+        body["toml"].as_str().unwrap().contains("repeat_limit = 2"),
+        "{body}"
+    );
+
+    let res = app
+        .post(
+            "/api/v1/rules/check",
+            &json!({"toml": "[antifraud]\nrepeat_limit = 5\n"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["summary"].as_str().unwrap().contains("more than 5"),
+        "{body}"
+    );
+    let (status, code, message) = crate::helpers::error_code(
+        app.post(
+            "/api/v1/rules/check",
+            &json!({"toml": "[antifraud]\nrepeat_limt = 3\n"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (422, "invalid_input"));
+    assert!(
+        message.contains("antifraud.repeat_limt") && message.contains("line 2"),
+        "{message}"
+    );
+    let read_only = app
+        .key_with_role(closeloop::access::ApiKeyRole::ReadOnly)
+        .await;
+    let res = reqwest::Client::new()
+        .post(app.url("/api/v1/rules/check"))
+        .bearer_auth(&read_only)
+        .json(&json!({"toml": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(app.count("rule_sets").await, 0);
+
+    // After an import on the page, the API names the version and who imported it.
+    let admin = app.user("周管理", &["admin"]).await;
+    let (status, _, _) = signed_in(&app, &admin)
+        .await
+        .post(
+            &app,
+            &[
+                ("source", "toml"),
+                ("toml", "[antifraud]\nrepeat_limit = 5\n"),
+                ("op", "import"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(status, 303);
+    let body: Value = app.get("/api/v1/rules").await.json().await.unwrap();
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["imported_by"], admin.as_str());
+    assert!(
+        body["imported_at"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
+    assert!(
+        body["toml"].as_str().unwrap().contains("repeat_limit = 5"),
+        "{body}"
+    );
+}
