@@ -119,7 +119,10 @@ fn document_label(kind: &str) -> String {
 /// A number without a needless fraction: `0.7`, `1`.
 fn number(x: f64) -> String {
     let s = format!("{x:.4}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+    match s.trim_end_matches('0').trim_end_matches('.') {
+        "" | "-" => "0".into(),
+        t => t.to_string(),
+    }
 }
 
 /// The rule set as people read it: stages and gates, actions, anti-fraud and credibility
@@ -518,11 +521,12 @@ fn duration_field(
     }
 }
 
-/// The form's numbers applied to the rule set it was shown from.
+/// The form's numbers applied to the rule set it was shown from; with errors, the rule set
+/// holds every other number entered (to show them again) and the base's for those in error.
 fn apply_form(
     base: &RuleSet,
     form: &[(String, String)],
-) -> std::result::Result<RuleSet, Vec<String>> {
+) -> std::result::Result<RuleSet, (RuleSet, Vec<String>)> {
     let mut r = base.clone();
     let mut errors = Vec::new();
     let mut keep = |e: String| errors.push(e);
@@ -603,7 +607,7 @@ fn apply_form(
     if errors.is_empty() {
         Ok(r)
     } else {
-        Err(errors)
+        Err((r, errors))
     }
 }
 
@@ -987,9 +991,9 @@ async fn act(
             };
             match apply_form(&base, &form) {
                 Ok(r) => r.to_toml(),
-                Err(errors) => {
+                Err((entered, errors)) => {
                     let items: String = errors.iter().map(|e| field_error(e)).collect();
-                    let view = refused(Some(base.to_toml()), Some(base), items, period);
+                    let view = refused(Some(base.to_toml()), Some(entered), items, period);
                     return render(&s, &session, view).await;
                 }
             }
@@ -1077,8 +1081,19 @@ mod tests {
         assert_eq!(r.antifraud.repeat_window, Duration::from_secs(90 * 60));
         assert_eq!(r.collaboration[0].sla, Duration::from_secs(7200));
         assert_eq!(r.credibility.threshold, 0.8);
-        let errors = apply_form(&base, &form_pairs(b"stage.1.communications=two")).unwrap_err();
+        assert_eq!(
+            [number(0.0), number(0.7), number(10.0), number(1.5)],
+            ["0", "0.7", "10", "1.5"]
+        );
+        assert_eq!(minutes(Duration::ZERO), "0");
+        let (entered, errors) = apply_form(
+            &base,
+            &form_pairs(b"stage.1.communications=two&antifraud.repeat_limit=7"),
+        )
+        .unwrap_err();
         assert!(errors[0].contains("有效沟通"), "{errors:?}");
+        assert_eq!(entered.antifraud.repeat_limit, 7, "kept to show again");
+        assert_eq!(entered.stages[1].requires.communications, 2);
     }
 
     #[test]
