@@ -521,12 +521,10 @@ fn duration_field(
     }
 }
 
-/// The form's numbers applied to the rule set it was shown from; with errors, the rule set
-/// holds every other number entered (to show them again) and the base's for those in error.
-fn apply_form(
-    base: &RuleSet,
-    form: &[(String, String)],
-) -> std::result::Result<RuleSet, (RuleSet, Vec<String>)> {
+/// The form's numbers applied to the rule set it was shown from, and what was wrong with
+/// any of them (none: the rule set is the candidate). With errors, the rule set holds every
+/// other number entered (to show them again) and the base's for those in error.
+fn apply_form(base: &RuleSet, form: &[(String, String)]) -> (RuleSet, Vec<String>) {
     let mut r = base.clone();
     let mut errors = Vec::new();
     let mut keep = |e: String| errors.push(e);
@@ -604,11 +602,7 @@ fn apply_form(
             Err(e) => keep(e),
         }
     }
-    if errors.is_empty() {
-        Ok(r)
-    } else {
-        Err((r, errors))
-    }
+    (r, errors)
 }
 
 // ----------------------------------------------------------------------------------------
@@ -989,14 +983,13 @@ async fn act(
                     return render(&s, &session, view).await;
                 }
             };
-            match apply_form(&base, &form) {
-                Ok(r) => r.to_toml(),
-                Err((entered, errors)) => {
-                    let items: String = errors.iter().map(|e| field_error(e)).collect();
-                    let view = refused(Some(base.to_toml()), Some(entered), items, period);
-                    return render(&s, &session, view).await;
-                }
+            let (entered, errors) = apply_form(&base, &form);
+            if !errors.is_empty() {
+                let items: String = errors.iter().map(|e| field_error(e)).collect();
+                let view = refused(Some(base.to_toml()), Some(entered), items, period);
+                return render(&s, &session, view).await;
             }
+            entered.to_toml()
         }
         _ => return Err(Error::invalid("未知的表单 (unknown form)").into()),
     };
@@ -1066,7 +1059,8 @@ mod tests {
             b"stage.1.communications=4&stage.1.valid_contact=1&antifraud.repeat_limit=5&\
               antifraud.repeat_window=90&collab.0.sla=120&credibility.threshold=0.8",
         );
-        let r = apply_form(&base, &form).unwrap();
+        let (r, errors) = apply_form(&base, &form);
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(r.stages[1].requires.communications, 4);
         assert!(r.stages[1].requires.valid_contact);
         assert_eq!(
@@ -1089,8 +1083,7 @@ mod tests {
         let (entered, errors) = apply_form(
             &base,
             &form_pairs(b"stage.1.communications=two&antifraud.repeat_limit=7"),
-        )
-        .unwrap_err();
+        );
         assert!(errors[0].contains("有效沟通"), "{errors:?}");
         assert_eq!(entered.antifraud.repeat_limit, 7, "kept to show again");
         assert_eq!(entered.stages[1].requires.communications, 2);
