@@ -16,7 +16,7 @@ use crate::demo::DemoArgs;
 use crate::directory::orgs;
 use crate::directory::users::{self, UserPatch};
 use crate::rules::store::Imported;
-use crate::rules::{ActionKind, RuleSet, Rules};
+use crate::rules::{candidate, RuleSet, Rules};
 use crate::telemetry::LogFormat;
 use crate::App;
 
@@ -672,124 +672,8 @@ fn list_or_none(items: &[String]) -> String {
 fn read_rules(path: &Path) -> anyhow::Result<(String, RuleSet)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let rules = parse_rules(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let rules = candidate::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((text, rules))
-}
-
-fn parse_rules(text: &str) -> Result<RuleSet, String> {
-    // The TOML error itself spans several lines (a source excerpt); say it in one.
-    if let Err(e) = toml::from_str::<RuleSet>(text) {
-        return Err(toml_error_line(text, &e));
-    }
-    RuleSet::from_toml(text).map_err(|e| e.to_string())
-}
-
-/// `rule set: `antifraud.repeat_limit` (line 2): invalid type: ...`
-fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', " ");
-    let Some(span) = e.span() else {
-        return format!("rule set: {message}");
-    };
-    let start = span.start.min(text.len());
-    let line_no = text[..start].matches('\n').count() + 1;
-    let lines: Vec<&str> = text.lines().collect();
-    let header = |l: &str| {
-        let l = l.trim();
-        l.strip_prefix("[[")
-            .and_then(|r| r.strip_suffix("]]"))
-            .or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
-            .map(|t| t.trim().to_string())
-    };
-    let table = lines
-        .iter()
-        .take(line_no.saturating_sub(1))
-        .rev()
-        .find_map(|l| header(l));
-    let line = lines.get(line_no - 1).copied().unwrap_or_default();
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .filter(|k| !k.is_empty() && !k.starts_with('#'));
-    match (table, key) {
-        (Some(t), Some(k)) => format!("rule set: `{t}.{k}` (line {line_no}): {message}"),
-        (None, Some(k)) => format!("rule set: `{k}` (line {line_no}): {message}"),
-        _ => format!("rule set: line {line_no}: {message}"),
-    }
-}
-
-/// What `rules check` prints: the pipeline, its gates and the sidebar's actions.
-fn summarise(r: &RuleSet) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let names: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
-    let _ = writeln!(out, "rule set is valid");
-    let _ = writeln!(out, "stages ({}): {}", names.len(), names.join(" → "));
-    let _ = writeln!(out, "gates:");
-    for s in r.stages.iter().skip(1) {
-        let q = &s.requires;
-        let mut needs = Vec::new();
-        if q.communications > 0 {
-            needs.push(format!("{} valid communications", q.communications));
-        }
-        if q.proposals > 0 {
-            needs.push(format!("{} proposals", q.proposals));
-        }
-        if q.proposals_sent > 0 {
-            needs.push(format!("{} proposals sent", q.proposals_sent));
-        }
-        if q.proposals_opened > 0 {
-            needs.push(format!(
-                "{} proposals opened by the customer",
-                q.proposals_opened
-            ));
-        }
-        if q.verified_calls > 0 {
-            needs.push(format!("{} verified calls", q.verified_calls));
-        }
-        if q.valid_contact {
-            needs.push("a valid phone".to_string());
-        }
-        if needs.is_empty() {
-            needs.push("nothing".to_string());
-        }
-        let _ = writeln!(out, "  → {}: {}", s.name, needs.join(", "));
-    }
-    let _ = writeln!(out, "lost reasons: {}", r.lost_reasons.join(", "));
-    let guarded = r.actions.iter().filter(|a| a.guarded).count();
-    let _ = writeln!(
-        out,
-        "actions ({}, {guarded} guarded by the anti-fraud rules):",
-        r.actions.len()
-    );
-    for a in &r.actions {
-        let mut what = vec![match a.kind {
-            ActionKind::Tap => "tap".to_string(),
-            ActionKind::Upload => format!("upload {}", a.document.as_deref().unwrap_or("?")),
-            ActionKind::QuickAsk => format!("ask {}", a.role.as_deref().unwrap_or("?")),
-        }];
-        if let Some(c) = a.claim {
-            what.push(format!("claims a {}", c.as_str()));
-        }
-        if a.guarded {
-            what.push("guarded".into());
-        }
-        let _ = writeln!(out, "  {}: {}", a.name, what.join(", "));
-    }
-    let af = &r.antifraud;
-    let _ = writeln!(
-        out,
-        "anti-fraud: more than {} of one action on one customer in {} is refused; {} records from one IP in {} are flagged",
-        af.repeat_limit,
-        humantime::format_duration(af.repeat_window),
-        af.ip_burst_count,
-        humantime::format_duration(af.ip_burst_window)
-    );
-    let _ = writeln!(
-        out,
-        "verification: calls of at least {}s count; credibility below {} is alerted",
-        r.verification.min_call_seconds, r.credibility.threshold
-    );
-    out
 }
 
 /// The deployment's organisation, read without creating anything.
@@ -810,7 +694,7 @@ async fn rules(config_path: Option<&Path>, cmd: RulesCommand) -> anyhow::Result<
     // Checking a file needs neither the configuration nor a database.
     if let RulesCommand::Check { file } = &cmd {
         let (_, rules) = read_rules(file)?;
-        print!("{}", summarise(&rules));
+        print!("{}", candidate::summary(&rules));
         return Ok(());
     }
     let config = crate::app::load_config(config_path)?;
@@ -830,17 +714,7 @@ async fn rules(config_path: Option<&Path>, cmd: RulesCommand) -> anyhow::Result<
                     rules: Arc::new(RuleSet::default()),
                 },
             };
-            let origin = if v.version == 0 {
-                " (the built-in defaults)"
-            } else {
-                ""
-            };
-            let text = format!(
-                "# closeloop rule set, version {} in force{origin}\n\
-                 # Check edits with `closeloop rules check FILE`, load them with `closeloop rules import FILE`.\n\n{}",
-                v.version,
-                v.rules.to_toml()
-            );
+            let text = candidate::export(v.version, &v.rules);
             match file {
                 None => print!("{text}"),
                 Some(path) => {
@@ -852,12 +726,13 @@ async fn rules(config_path: Option<&Path>, cmd: RulesCommand) -> anyhow::Result<
             Ok(())
         }
         RulesCommand::Import { file } => {
-            let (text, _) = read_rules(&file)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             db.migrate().await?;
             let org = orgs::ensure_default(&db, now, config.org_timezone()?)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            match crate::rules::store::import(&db, now, &org.id, &Actor::cli(), &text)
+            match candidate::import(&db, now, &org.id, &Actor::cli(), &text)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
             {
@@ -872,15 +747,10 @@ async fn rules(config_path: Option<&Path>, cmd: RulesCommand) -> anyhow::Result<
                 .map_err(|e| anyhow::anyhow!("--since `{since}`: {e} (e.g. 30d, 12h)"))?;
             let since_ms = now.saturating_sub(i64::try_from(back.as_millis()).unwrap_or(i64::MAX));
             let org = existing_default_org(&db).await?;
-            let in_force = Rules::new(db.clone())
-                .current_version(&org.id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let report = crate::simulate::simulate(
+            let report = crate::simulate::against_in_force(
                 &db,
                 &org.id,
                 org.timezone,
-                &in_force,
                 &candidate,
                 since_ms,
                 now,

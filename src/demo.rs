@@ -448,6 +448,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  协作请求 collaboration:   {base}/collab");
     println!("  协作健康周报 health report: {base}/collab/health  (以主管登录 sign in as a manager, e.g. 王经理)");
     println!("  人员与角色 people and roles: {base}/admin/people  (以管理员登录 sign in as the admin, 周总监)");
+    println!("  规则设置 rules:          {base}/admin/rules  (以管理员登录 sign in as the admin, 周总监)");
     println!("  模拟聊天 emulated chat:   {}", emulator.chat_url());
     println!("      每位成员收到的卡片，可点击；点击即企业微信签名加密回调 (every member's cards; a click is a signed, encrypted WeCom callback)");
     println!("      卡片链接经模拟企业微信登录为该成员 (a card's link signs you in as that member, through the emulated WeCom)");

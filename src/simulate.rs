@@ -198,6 +198,22 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// Replays `org_id`'s ledger from `since_ms` to `until_ms` under the version in force now
+/// and under `candidate` (what `closeloop rules simulate` and the rules page run).
+pub async fn against_in_force(
+    db: &Db,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    candidate: &RuleSet,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Report> {
+    let in_force = crate::rules::Rules::new(db.clone())
+        .current_version(org_id)
+        .await?;
+    simulate(db, org_id, tz, &in_force, candidate, since_ms, until_ms).await
+}
+
 /// Replays `org_id`'s ledger from `since_ms` to `until_ms` under the rules in force and
 /// under `candidate`.
 pub async fn simulate(

@@ -4,6 +4,7 @@
 //! is checked before it is stored, and every import is audited. The running server picks a
 //! new version up on its next use, on every replica, without a restart.
 
+pub mod candidate;
 pub mod store;
 
 use std::collections::BTreeMap;

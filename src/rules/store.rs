@@ -157,3 +157,28 @@ pub async fn import(
     tx.commit().await?;
     Ok(Imported::New(version))
 }
+
+/// Who put a stored version in force, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub version: i64,
+    pub created_at_ms: i64,
+    /// `cli`, an API key id, or a user id.
+    pub created_by: Option<String>,
+}
+
+/// The version in force's provenance; `None` while the built-in defaults are in force.
+pub async fn provenance(db: &Db, org_id: &str) -> Result<Option<Provenance>> {
+    let row = sqlx::query(
+        "SELECT version, created_at, created_by FROM rule_sets WHERE org_id = $1 \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(org_id)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|r| Provenance {
+        version: r.get("version"),
+        created_at_ms: r.get("created_at"),
+        created_by: r.get("created_by"),
+    }))
+}

@@ -42,6 +42,7 @@ mod ops;
 mod parity;
 mod people;
 mod rules;
+mod rules_admin;
 mod sidebar;
 mod sidebar_platforms;
 mod sidebar_tools;

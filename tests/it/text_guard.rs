@@ -400,6 +400,21 @@ async fn sample(app: &SidebarApp) -> (Vec<Person>, Vec<String>) {
     .await;
     assert_eq!(status, 201, "{a}");
 
+    // A rule set the admin imported: the rules page names who and when.
+    let rules = closeloop::rules::RuleSet::default()
+        .to_toml()
+        .replace("抖音表单\" = 1.0", "抖音表单\" = 0.9");
+    let imported = closeloop::rules::candidate::import(
+        &app.db,
+        chrono::Utc::now().timestamp_millis(),
+        &app.org_id,
+        &closeloop::access::Actor::user(&admin),
+        &rules,
+    )
+    .await
+    .unwrap();
+    assert_eq!(imported, closeloop::rules::store::Imported::New(1));
+
     let mut people = vec![Person {
         name: "李明",
         cookie: rep_cookie,

@@ -7,6 +7,7 @@ mod customers;
 mod deals;
 mod events;
 mod process;
+mod rules;
 mod tasks;
 mod users;
 
@@ -94,6 +95,8 @@ pub fn router() -> Router<AppState> {
         .route("/jobs", get(admin::list_jobs))
         .route("/jobs/{id}/retry", axum::routing::post(admin::retry_job))
         .route("/jobs/run-now", axum::routing::post(admin::run_job_now))
+        .route("/rules", get(rules::get))
+        .route("/rules/check", axum::routing::post(rules::check))
         .route(
             "/webhooks",
             get(admin::list_webhooks).post(admin::create_webhook),
@@ -202,6 +205,7 @@ impl Modify for BearerAuth {
         admin::list_platform_events,
         admin::list_jobs, admin::retry_job, admin::run_job_now,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
+        rules::get, rules::check,
     ),
     components(schemas(ErrorBody))
 )]

@@ -6,6 +6,7 @@ pub mod dingtalk;
 pub mod feishu;
 pub mod health;
 pub mod people;
+pub mod rules;
 pub mod session;
 pub mod sidebar;
 pub mod sidebar_tools;

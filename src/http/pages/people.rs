@@ -65,6 +65,17 @@ async fn admin(
     session: Result<Session>,
     here: &str,
 ) -> std::result::Result<(Session, Grant), Response> {
+    require_admin(s, headers, session, here, WHERE_ROLES_ARE_SET).await
+}
+
+/// [`admin`] for any admin page; `page` names it in the refusal.
+pub(crate) async fn require_admin(
+    s: &AppState,
+    headers: &HeaderMap,
+    session: Result<Session>,
+    here: &str,
+    page: &str,
+) -> std::result::Result<(Session, Grant), Response> {
     let session = session.map_err(|e| not_signed_in(s, headers, e, here))?;
     let grant = match s.db.pool.acquire().await {
         Ok(mut conn) => Grant::of_member(&mut conn, &session.org_id, &session.user_id).await,
@@ -75,7 +86,7 @@ async fn admin(
         return Err(message_page(
             StatusCode::FORBIDDEN,
             "仅限管理员",
-            &format!("{WHERE_ROLES_ARE_SET} 只对管理员开放，请联系管理员为您设置管理员角色。"),
+            &format!("{page} 只对管理员开放，请联系管理员在 {WHERE_ROLES_ARE_SET} 中为您设置管理员角色。"),
         ));
     }
     Ok((session, grant))
@@ -116,14 +127,14 @@ fn refusal(e: Error) -> std::result::Result<(StatusCode, Notice), PageError> {
 }
 
 /// The form's `csrf_token` (or, from a script, `X-CSRF-Token`) must be the session's.
-fn csrf_ok(session: &Session, headers: &HeaderMap, form: &[(String, String)]) -> bool {
+pub(crate) fn csrf_ok(session: &Session, headers: &HeaderMap, form: &[(String, String)]) -> bool {
     match value(form, "csrf_token") {
         Some(t) => t.as_bytes().ct_eq(session.csrf_token.as_bytes()).into(),
         None => session.require_csrf(headers).is_ok(),
     }
 }
 
-fn stale_form() -> Response {
+pub(crate) fn stale_form() -> Response {
     message_page(
         StatusCode::FORBIDDEN,
         "页面已过期",
@@ -131,7 +142,7 @@ fn stale_form() -> Response {
     )
 }
 
-fn value<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn value<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
@@ -144,7 +155,7 @@ fn values(form: &[(String, String)], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn csrf_field(session: &Session) -> String {
+pub(crate) fn csrf_field(session: &Session) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\n",
         escape(&session.csrf_token)
@@ -184,7 +195,7 @@ fn name_or_none(names: &HashMap<&str, &str>, id: Option<&String>) -> String {
 /// The page's head: where it sits and its title (who is signed in is the page frame's).
 fn head(title: &str) -> String {
     format!(
-        "<p class=\"meta\"><a href=\"{HOME}\">{WHERE_ROLES_ARE_SET}</a></p>\n<h1>{}</h1>\n",
+        "<p class=\"meta\"><a href=\"{HOME}\">{WHERE_ROLES_ARE_SET}</a> · <a href=\"/admin/rules\">管理 → 规则设置</a></p>\n<h1>{}</h1>\n",
         escape(title)
     )
 }
