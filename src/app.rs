@@ -673,6 +673,9 @@ async fn build_worker(
                 db: db.clone(),
                 channels: deliver,
                 by_card: false,
+                undelivered: Some(Arc::new(crate::collab::requests::Undelivered {
+                    cipher: cipher.clone(),
+                })),
             },
         );
         registry.register(
@@ -681,6 +684,7 @@ async fn build_worker(
                 db: db.clone(),
                 channels: update,
                 by_card: true,
+                undelivered: None,
             },
         );
     }

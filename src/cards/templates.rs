@@ -60,8 +60,13 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "collab.reply",
         vars: &[
-            "title", "verb", "handler", "time", "answer", "reason", "date",
+            "title", "verb", "handler", "time", "answer", "reason", "date", "synced",
         ],
+        actions: &[],
+    },
+    Spec {
+        name: "collab.undelivered",
+        vars: &["title", "recipient", "reason", "customer"],
         actions: &[],
     },
     Spec {
@@ -108,6 +113,7 @@ embedded!(
     "collab.nudge",
     "collab.escalation",
     "collab.reply",
+    "collab.undelivered",
     "collab.health",
     "credibility.alert",
     "credibility.review",

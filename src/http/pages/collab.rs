@@ -863,6 +863,7 @@ struct StepBody {
     text: Option<String>,
     date: Option<String>,
     reason: Option<String>,
+    customer_synced: Option<bool>,
 }
 
 /// `POST /web/collab/requests/{id}/{accept|answer|return}`: the signed-in person acts;
@@ -890,6 +891,7 @@ async fn step_request(
             Step::Answer {
                 text: b.text.unwrap_or_default(),
                 date: date.map(|d| d.trim().to_string()),
+                customer_synced: b.customer_synced,
             }
         }
         "return" => {
