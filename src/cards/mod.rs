@@ -563,8 +563,8 @@ pub async fn refresh_status(
             .get::<Option<i64>, _>("response_code_expires_at")
             .is_some_and(|e| e > now_ms);
     let sent_at: Option<i64> = row.get("sent_at");
-    let in_window = sent_at
-        .is_some_and(|t| t + crate::chat::card_update_window_ms(platform) > now_ms);
+    let in_window =
+        sent_at.is_some_and(|t| t + crate::chat::card_update_window_ms(platform) > now_ms);
     let allowed = match platform {
         Some(Platform::Wecom) => moment == Moment::Last && code_live,
         Some(Platform::Dingtalk | Platform::Feishu) => in_window,
@@ -633,8 +633,12 @@ pub struct FailedCard {
 /// What a capability does when one of its cards could not be delivered (registered at
 /// start-up, so cards know no capability).
 pub trait Undelivered: Send + Sync + 'static {
-    fn undelivered<'a>(&'a self, tx: &'a mut Tx, now_ms: i64, card: &'a FailedCard)
-        -> jobs::BoxFuture<'a, Result<()>>;
+    fn undelivered<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        now_ms: i64,
+        card: &'a FailedCard,
+    ) -> jobs::BoxFuture<'a, Result<()>>;
 }
 
 /// The delivery of `card_id` ended dead with `error`: the card is marked failed with its

@@ -120,8 +120,7 @@ impl Handler for ByPlatform {
                 return Ok(());
             }
             let card_id = job.payload["card_id"].as_str().unwrap_or_default();
-            let Some(failed) = crate::cards::undelivered(tx, now_ms, card_id, error).await?
-            else {
+            let Some(failed) = crate::cards::undelivered(tx, now_ms, card_id, error).await? else {
                 return Ok(());
             };
             if let Some(hook) = &self.undelivered {

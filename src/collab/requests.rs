@@ -316,8 +316,14 @@ pub async fn open(
         )));
     }
     let mut tx = db.begin().await?;
-    let (initiator_name, customer_name) =
-        anchor(&mut tx, org_id, &new.initiator, &new.customer, new.deal.as_deref()).await?;
+    let (initiator_name, customer_name) = anchor(
+        &mut tx,
+        org_id,
+        &new.initiator,
+        &new.customer,
+        new.deal.as_deref(),
+    )
+    .await?;
     // A handoff carries every configured artefact, each a document of this customer.
     let mut missing = Vec::new();
     for name in &t.artefacts {
@@ -480,7 +486,17 @@ async fn insert(
         &crate::text::time_short(o.due, tz),
     );
     for r in &o.recipients {
-        cards::send(tx, cipher, now_ms, org_id, r, CARD_PURPOSE, Some(&id), &card).await?;
+        cards::send(
+            tx,
+            cipher,
+            now_ms,
+            org_id,
+            r,
+            CARD_PURPOSE,
+            Some(&id),
+            &card,
+        )
+        .await?;
     }
     // The rep's ask is a tracking point like any sidebar tap.
     let point = crate::tracking::NewPoint {
@@ -560,8 +576,7 @@ pub async fn open_adhoc(
     new: NewAdhoc,
 ) -> Result<Request> {
     let subject = new.subject.trim();
-    if subject.is_empty() || subject.chars().count() > 32 || subject.chars().any(char::is_control)
-    {
+    if subject.is_empty() || subject.chars().count() > 32 || subject.chars().any(char::is_control) {
         return Err(Error::invalid(
             "请选择或填写协作事项（1 到 32 个字） (subject: 1 to 32 characters)",
         ));
@@ -577,8 +592,14 @@ pub async fn open_adhoc(
         return Err(Error::invalid("请填写说明 (description is required)"));
     }
     let mut tx = db.begin().await?;
-    let (initiator_name, customer_name) =
-        anchor(&mut tx, org_id, &new.initiator, &new.customer, new.deal.as_deref()).await?;
+    let (initiator_name, customer_name) = anchor(
+        &mut tx,
+        org_id,
+        &new.initiator,
+        &new.customer,
+        new.deal.as_deref(),
+    )
+    .await?;
     let person = sqlx::query(
         "SELECT u.name, (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $3) AS holds          FROM users u WHERE u.id = $1 AND u.org_id = $2 AND u.status = 'active'",
     )
@@ -591,7 +612,7 @@ pub async fn open_adhoc(
         Error::UnknownReference(format!("assignee `{}` is not an active member", new.assignee))
     })?;
     let role = crate::text::role_label(&new.role);
-    if person.get::<i64, _>("holds") == 0 {
+    if person.get::<Option<i64>, _>("holds").unwrap_or(0) == 0 {
         return Err(Error::invalid(format!(
             "{}没有「{role}」角色，请选择一位{role}成员，或请管理员在 {} 中设置 (the person does not hold the role)",
             person.get::<String, _>("name"),
@@ -1150,7 +1171,10 @@ async fn request_cards(tx: &mut Tx, id: &str, purposes: &[&str]) -> Result<Vec<(
         .bind(id)
         .fetch_all(&mut **tx)
         .await?;
-        out.extend(rows.iter().map(|r| (r.get("id"), r.get("recipient_user_id"))));
+        out.extend(
+            rows.iter()
+                .map(|r| (r.get("id"), r.get("recipient_user_id"))),
+        );
     }
     Ok(out)
 }

@@ -328,7 +328,8 @@ impl Worker {
         now: i64,
         handler: Option<&dyn Handler>,
     ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        const SQL: &str = "UPDATE jobs SET status = $1, run_at = $2, attempts = attempts - $3, last_error = $4, \
+        const SQL: &str =
+            "UPDATE jobs SET status = $1, run_at = $2, attempts = attempts - $3, last_error = $4, \
              lease_owner = NULL, lease_until = NULL, updated_at = $5, \
              finished_at = CASE WHEN $1 = 'dead' THEN $5 ELSE NULL END \
              WHERE id = $6 AND lease_token = $7 AND status = 'running'";

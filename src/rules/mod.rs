@@ -41,7 +41,9 @@ pub struct RuleSet {
 }
 
 /// The roles a collaboration request can go to.
-pub const COLLAB_ROLES: [&str; 6] = ["presales", "delivery", "finance", "legal", "sales", "manager"];
+pub const COLLAB_ROLES: [&str; 6] = [
+    "presales", "delivery", "finance", "legal", "sales", "manager",
+];
 
 /// Ad-hoc anchored actions: the initiator picks (or types) a subject, chooses the
 /// responsible role and names a member holding it.
@@ -669,10 +671,7 @@ impl RuleSet {
         }
         let mut subjects = std::collections::BTreeSet::new();
         for s in &a.subjects {
-            if s.trim().is_empty()
-                || s.chars().count() > 32
-                || s.chars().any(|c| c.is_control())
-            {
+            if s.trim().is_empty() || s.chars().count() > 32 || s.chars().any(|c| c.is_control()) {
                 return bad(format!(
                     "`adhoc.subjects`: `{}` must be 1 to 32 characters without control characters",
                     s.escape_debug()
@@ -811,7 +810,11 @@ mod tests {
         assert!(r.check().unwrap_err().to_string().contains("title"));
         let mut r = RuleSet::default();
         r.adhoc.subjects.push("其他".into());
-        assert!(r.check().unwrap_err().to_string().contains("adhoc.subjects"));
+        assert!(r
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("adhoc.subjects"));
         let mut r = RuleSet::default();
         r.adhoc.sla = Duration::ZERO;
         assert!(r.check().unwrap_err().to_string().contains("adhoc.sla"));
