@@ -537,6 +537,7 @@ mod tests {
                 ("answer", "支持".into()),
                 ("reason", String::new()),
                 ("date", String::new()),
+                ("synced", String::new()),
             ],
         );
         let labels: Vec<&str> = card.fields.iter().map(|(k, _)| k.as_str()).collect();
