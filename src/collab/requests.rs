@@ -62,6 +62,7 @@ pub struct TrailEntry {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Request {
     pub id: String,
+    /// `quick_ask`, `handoff` or `adhoc`.
     pub kind: String,
     #[serde(rename = "type")]
     pub type_key: String,
