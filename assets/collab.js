@@ -136,7 +136,47 @@
       cl.toast('已发送');
     }
 
+    /* 「发起协作」: the picked subject or the typed one, the role, the named member. */
+    function submitAdhoc(form) {
+      var button = form.querySelector('button[type="submit"]');
+      button.disabled = true;
+      clearFormError(form);
+      var typed = form.querySelector('[name="subject_text"]').value.trim();
+      var body = {
+        customer: customer,
+        subject: typed || form.querySelector('[name="subject"]').value,
+        role: form.querySelector('[name="role"]').value,
+        assignee: form.querySelector('[name="assignee"]').value,
+        description: form.querySelector('[name="description"]').value
+      };
+      var deal = form.querySelector('[name="deal"]').value;
+      if (deal) { body.deal = deal; }
+      cl.request('POST', '/web/collab/adhoc', JSON.stringify(body), 'application/json')
+        .then(function (res) {
+          if (res.ok) {
+            opened(form, res.data);
+            return cl.refresh();
+          }
+          var err = cl.errorOf(res);
+          formError(form, err.message, err.code);
+          return null;
+        })
+        .then(function () { button.disabled = false; });
+    }
+
+    /* Only the members holding the chosen role can be named. */
+    each('form.adhoc-form select[name="role"]', null, function (select) {
+      select.addEventListener('change', function () {
+        var people = select.form.querySelector('select[name="assignee"]');
+        people.value = '';
+        each('option[data-role]', people, function (o) {
+          o.hidden = o.disabled = o.getAttribute('data-role') !== select.value;
+        });
+      });
+    });
+
     function submit(form) {
+      if (form.getAttribute('data-kind') === 'adhoc') { submitAdhoc(form); return; }
       var button = form.querySelector('button[type="submit"]');
       button.disabled = true;
       clearFormError(form);
@@ -216,6 +256,7 @@
         ev.preventDefault();
         var body = {};
         each('input[name]', form, function (input) {
+          if (input.type === 'checkbox') { body[input.name] = input.checked; return; }
           if (input.value) { body[input.name] = input.value; }
         });
         post(form.getAttribute('data-step'), body, form.querySelector('button[type="submit"]'));

@@ -681,6 +681,9 @@ async fn build_worker(
                 db: db.clone(),
                 channels: deliver,
                 by_card: false,
+                undelivered: Some(Arc::new(crate::collab::requests::Undelivered {
+                    cipher: cipher.clone(),
+                })),
             },
         );
         registry.register(
@@ -689,6 +692,7 @@ async fn build_worker(
                 db: db.clone(),
                 channels: update,
                 by_card: true,
+                undelivered: None,
             },
         );
     }

@@ -522,6 +522,166 @@ pub async fn show_status(
     Ok(changed == 1)
 }
 
+/// How long a card's update stays possible: until the request is done (a WeCom card's
+/// one-shot code is kept for that), or now (the card's part is over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// An intermediate state (accepted): shown where the platform can update a card again
+    /// later (DingTalk, Feishu); a WeCom card keeps its one-shot code for the outcome.
+    Interim,
+    /// The card's last word: shown on every platform that still lets the card change.
+    Last,
+}
+
+/// Shows `text` on a delivered card in place of its buttons — clicked or not — through the
+/// platform's update path, where the platform allows one: DingTalk and Feishu cards within
+/// their update window, a WeCom card while it holds an unexpired one-shot code (from its
+/// send or a click) and `moment` is [`Moment::Last`]. Returns whether an update was queued.
+pub async fn refresh_status(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    card_id: &str,
+    text: &str,
+    moment: Moment,
+) -> Result<bool> {
+    use crate::chat::event::Platform;
+    use sqlx::Row;
+    let Some(row) = sqlx::query(
+        "SELECT platform, sent_at, response_code, response_code_expires_at FROM cards \
+         WHERE id = $1 AND org_id = $2 AND status = 'sent'",
+    )
+    .bind(card_id)
+    .bind(org_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(false);
+    };
+    let platform = row
+        .get::<Option<String>, _>("platform")
+        .as_deref()
+        .and_then(Platform::parse);
+    let code_live = row.get::<Option<String>, _>("response_code").is_some()
+        && row
+            .get::<Option<i64>, _>("response_code_expires_at")
+            .is_some_and(|e| e > now_ms);
+    let sent_at: Option<i64> = row.get("sent_at");
+    let in_window =
+        sent_at.is_some_and(|t| t + crate::chat::card_update_window_ms(platform) > now_ms);
+    let allowed = match platform {
+        Some(Platform::Wecom) => moment == Moment::Last && code_live,
+        Some(Platform::Dingtalk | Platform::Feishu) => in_window,
+        None => false,
+    };
+    if !allowed {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE cards SET status_text = $1, updated_at = $2 WHERE id = $3")
+        .bind(text)
+        .bind(now_ms)
+        .bind(card_id)
+        .execute(&mut **tx)
+        .await?;
+    // A card's changes go out in order; each new text queues its own update.
+    use sha2::Digest;
+    let text_key = hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8]);
+    jobs::enqueue(
+        tx,
+        now_ms,
+        NewJob::new(UPDATE, serde_json::json!({"card_id": card_id}))
+            .org(org_id)
+            .ordered_by(format!("card:{card_id}"))
+            .dedupe(format!("card.update:{card_id}:{text_key}")),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Why a card could not be delivered, as `cards.failure_reason` keeps it (a code; the
+/// pages say it in Chinese with [`failure_text`], never the platform's raw error).
+pub fn failure_reason(error: &str) -> &'static str {
+    if error.contains("has no identity") || error.contains("the recipient has no ") {
+        "no_identity"
+    } else if error.contains("visible range") || error.contains("errcode 81013") {
+        "not_visible"
+    } else if error.contains("rate limited") {
+        "rate_limited"
+    } else {
+        "platform_refused"
+    }
+}
+
+/// A failure reason in Chinese.
+pub fn failure_text(reason: &str) -> &'static str {
+    match reason {
+        "no_identity" => "收件人未绑定可用的企业微信、钉钉或飞书账号",
+        "not_visible" => "收件人不在应用的可见范围内",
+        "rate_limited" => "平台持续限流，多次重试后仍未送达",
+        _ => "平台拒绝或多次无法送达",
+    }
+}
+
+/// A card whose delivery ended dead, as the capability that sent it hears of it.
+#[derive(Debug, Clone)]
+pub struct FailedCard {
+    pub id: String,
+    pub org_id: String,
+    pub recipient_user_id: String,
+    pub purpose: String,
+    pub object_ref: Option<String>,
+    /// See [`failure_reason`].
+    pub reason: &'static str,
+}
+
+/// What a capability does when one of its cards could not be delivered (registered at
+/// start-up, so cards know no capability).
+pub trait Undelivered: Send + Sync + 'static {
+    fn undelivered<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        now_ms: i64,
+        card: &'a FailedCard,
+    ) -> jobs::BoxFuture<'a, Result<()>>;
+}
+
+/// The delivery of `card_id` ended dead with `error`: the card is marked failed with its
+/// reason, in the transaction that marks the job dead. Returns the card, if it exists.
+pub async fn undelivered(
+    tx: &mut Tx,
+    now_ms: i64,
+    card_id: &str,
+    error: &str,
+) -> Result<Option<FailedCard>> {
+    use sqlx::Row;
+    let reason = failure_reason(error);
+    let Some(row) = sqlx::query(
+        "SELECT org_id, recipient_user_id, purpose, object_ref FROM cards WHERE id = $1",
+    )
+    .bind(card_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "UPDATE cards SET status = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3",
+    )
+    .bind(reason)
+    .bind(now_ms)
+    .bind(card_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Some(FailedCard {
+        id: card_id.to_string(),
+        org_id: row.get("org_id"),
+        recipient_user_id: row.get("recipient_user_id"),
+        purpose: row.get("purpose"),
+        object_ref: row.get("object_ref"),
+        reason,
+    }))
+}
+
 /// After the recipient's first click: the card's purpose decides what the click does,
 /// through the handler registered for it ([`Purposes`]).
 pub async fn dispatch_click(

@@ -19,6 +19,8 @@ pub struct ByPlatform {
     pub channels: Vec<(Platform, Arc<dyn Handler>)>,
     /// `true` for updates: use the platform the card was delivered on.
     pub by_card: bool,
+    /// Told of each card whose delivery ended dead (deliveries only).
+    pub undelivered: Option<Arc<dyn crate::cards::Undelivered>>,
 }
 
 impl ByPlatform {
@@ -101,6 +103,30 @@ impl Handler for ByPlatform {
             if let Ok((_, handler)) = self.choose(job).await {
                 handler.refresh_credentials(job).await;
             }
+        })
+    }
+
+    /// A delivery that ended dead fails its card with the reason, and the capability that
+    /// sent it hears of it; an update that ended dead leaves the card as it is.
+    fn died<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        job: &'a ClaimedJob,
+        now_ms: i64,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            if self.by_card {
+                return Ok(());
+            }
+            let card_id = job.payload["card_id"].as_str().unwrap_or_default();
+            let Some(failed) = crate::cards::undelivered(tx, now_ms, card_id, error).await? else {
+                return Ok(());
+            };
+            if let Some(hook) = &self.undelivered {
+                hook.undelivered(tx, now_ms, &failed).await?;
+            }
+            Ok(())
         })
     }
 

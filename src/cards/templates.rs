@@ -65,8 +65,13 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "collab.reply",
         vars: &[
-            "title", "verb", "handler", "time", "answer", "reason", "date",
+            "title", "verb", "handler", "time", "answer", "reason", "date", "synced",
         ],
+        actions: &[],
+    },
+    Spec {
+        name: "collab.undelivered",
+        vars: &["title", "recipient", "reason", "customer"],
         actions: &[],
     },
     Spec {
@@ -114,6 +119,7 @@ embedded!(
     "collab.nudge",
     "collab.escalation",
     "collab.reply",
+    "collab.undelivered",
     "collab.health",
     "credibility.alert",
     "credibility.review",
@@ -537,6 +543,7 @@ mod tests {
                 ("answer", "支持".into()),
                 ("reason", String::new()),
                 ("date", String::new()),
+                ("synced", String::new()),
             ],
         );
         let labels: Vec<&str> = card.fields.iter().map(|(k, _)| k.as_str()).collect();

@@ -1,5 +1,5 @@
-//! Who answers a customer's requests for a role: the customer's assigned presales, delivery
-//! and finance people (routing in [`super::requests`]; without one a request goes to the
+//! Who answers a customer's requests for a role: the customer's assigned presales, delivery,
+//! finance and legal people (routing in [`super::requests`]; without one a request goes to the
 //! role's queue). Set through the API, `closeloop users assign` and the people page, each
 //! change audited.
 
@@ -14,7 +14,7 @@ use crate::directory::users;
 use crate::error::{Error, Result};
 
 /// The roles the people page assigns per customer.
-pub const ASSIGNED_ROLES: [&str; 3] = ["presales", "delivery", "finance"];
+pub const ASSIGNED_ROLES: [&str; 4] = ["presales", "delivery", "finance", "legal"];
 
 /// A customer with its owner and assigned people.
 #[derive(Debug, Clone)]

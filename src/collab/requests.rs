@@ -62,6 +62,7 @@ pub struct TrailEntry {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Request {
     pub id: String,
+    /// `quick_ask`, `handoff` or `adhoc`.
     pub kind: String,
     #[serde(rename = "type")]
     pub type_key: String,
@@ -81,6 +82,10 @@ pub struct Request {
     pub artefacts: BTreeMap<String, String>,
     pub answer: Option<String>,
     pub answer_date: Option<String>,
+    /// The answer confirms a date (a schedule): 预计交付日期 is required.
+    pub confirms_date: bool,
+    /// A schedule's answer: the delivery person ticked 「已同步客户」 (None: not asked).
+    pub customer_synced: Option<bool>,
     pub return_reason: Option<String>,
     pub acknowledged_at: Option<String>,
     pub ack_due_at: Option<String>,
@@ -91,6 +96,19 @@ pub struct Request {
     pub created_at: String,
     pub closed_at: Option<String>,
     pub trail: Vec<TrailEntry>,
+    /// The request's cards that could not be delivered (shown to the initiator).
+    pub undelivered: Vec<CardFailure>,
+}
+
+/// A card of the request that could not be delivered.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CardFailure {
+    pub card: String,
+    pub recipient: String,
+    /// `no_identity`, `not_visible`, `rate_limited` or `platform_refused`.
+    pub reason: String,
+    /// The reason in Chinese.
+    pub reason_text: String,
 }
 
 /// The content snapshot's hash: canonical JSON (sorted keys) of the filled template.
@@ -164,7 +182,8 @@ async fn route(
 }
 
 fn request_card(
-    t: &CollabType,
+    title: &str,
+    hint: &str,
     initiator: &str,
     customer: &str,
     content: &Value,
@@ -182,14 +201,8 @@ fn request_card(
     cards::templates::compose(
         "collab.request",
         &[
-            ("title", t.title.clone()),
-            (
-                "hint",
-                match t.kind {
-                    CollabKind::QuickAsk => "请确认收到并在时限内答复".into(),
-                    CollabKind::Handoff => "交接资料已齐，请确认收到并在时限内出初稿".into(),
-                },
-            ),
+            ("title", title.to_string()),
+            ("hint", hint.to_string()),
             ("initiator", initiator.to_string()),
             ("customer", customer.to_string()),
             ("content", content),
@@ -200,12 +213,67 @@ fn request_card(
 
 /// The deadline of `t` counted from `now`.
 pub fn deadline(t: &CollabType, calendar: &WorkCalendar, now_ms: i64) -> i64 {
-    if t.business_hours {
-        if let Some(d) = calendar.add(crate::clock::from_ms(now_ms), t.sla) {
+    deadline_of(t.sla, t.business_hours, calendar, now_ms)
+}
+
+/// `sla` from `now`, counted in working hours when `business_hours`.
+fn deadline_of(
+    sla: std::time::Duration,
+    business_hours: bool,
+    calendar: &WorkCalendar,
+    now_ms: i64,
+) -> i64 {
+    if business_hours {
+        if let Some(d) = calendar.add(crate::clock::from_ms(now_ms), sla) {
             return d.timestamp_millis();
         }
     }
-    now_ms + t.sla.as_millis() as i64
+    now_ms + sla.as_millis() as i64
+}
+
+/// The request's anchors: the initiator (an active member) and the customer of the
+/// organisation, and the deal of that customer if one is named. Returns their names.
+async fn anchor(
+    tx: &mut Tx,
+    org_id: &str,
+    initiator: &str,
+    customer: &str,
+    deal: Option<&str>,
+) -> Result<(String, String)> {
+    let who = sqlx::query(
+        "SELECT (SELECT name FROM users WHERE id = $1 AND org_id = $3 AND status = 'active') AS initiator, \
+                (SELECT name FROM customers WHERE id = $2 AND org_id = $3) AS customer",
+    )
+    .bind(initiator)
+    .bind(customer)
+    .bind(org_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let Some(initiator_name) = who.get::<Option<String>, _>("initiator") else {
+        return Err(Error::UnknownReference(format!(
+            "initiator `{}` does not exist",
+            initiator
+        )));
+    };
+    let Some(customer_name) = who.get::<Option<String>, _>("customer") else {
+        return Err(Error::UnknownReference(format!(
+            "customer `{}` does not exist",
+            customer
+        )));
+    };
+    if let Some(d) = deal {
+        let ok = sqlx::query("SELECT 1 FROM deals WHERE id = $1 AND customer_id = $2")
+            .bind(d)
+            .bind(customer)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if ok.is_none() {
+            return Err(Error::UnknownReference(format!(
+                "deal `{d}` does not exist for this customer"
+            )));
+        }
+    }
+    Ok((initiator_name, customer_name))
 }
 
 /// Opens a request in one transaction: checks, snapshot, cards, clocks.
@@ -249,39 +317,14 @@ pub async fn open(
         )));
     }
     let mut tx = db.begin().await?;
-    let who = sqlx::query(
-        "SELECT (SELECT name FROM users WHERE id = $1 AND org_id = $3 AND status = 'active') AS initiator, \
-                (SELECT name FROM customers WHERE id = $2 AND org_id = $3) AS customer",
+    let (initiator_name, customer_name) = anchor(
+        &mut tx,
+        org_id,
+        &new.initiator,
+        &new.customer,
+        new.deal.as_deref(),
     )
-    .bind(&new.initiator)
-    .bind(&new.customer)
-    .bind(org_id)
-    .fetch_one(&mut *tx)
     .await?;
-    let Some(initiator_name) = who.get::<Option<String>, _>("initiator") else {
-        return Err(Error::UnknownReference(format!(
-            "initiator `{}` does not exist",
-            new.initiator
-        )));
-    };
-    let Some(customer_name) = who.get::<Option<String>, _>("customer") else {
-        return Err(Error::UnknownReference(format!(
-            "customer `{}` does not exist",
-            new.customer
-        )));
-    };
-    if let Some(d) = &new.deal {
-        let ok = sqlx::query("SELECT 1 FROM deals WHERE id = $1 AND customer_id = $2")
-            .bind(d)
-            .bind(&new.customer)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if ok.is_none() {
-            return Err(Error::UnknownReference(format!(
-                "deal `{d}` does not exist for this customer"
-            )));
-        }
-    }
     // A handoff carries every configured artefact, each a document of this customer.
     let mut missing = Vec::new();
     for name in &t.artefacts {
@@ -323,56 +366,129 @@ pub async fn open(
         )));
     }
     let content = serde_json::to_value(&new.content).map_err(|e| Error::Internal(e.into()))?;
-    let hash = content_hash(&content);
+    let id = insert(
+        &mut tx,
+        cipher,
+        now_ms,
+        org_id,
+        tz,
+        Opening {
+            kind: match t.kind {
+                CollabKind::QuickAsk => "quick_ask",
+                CollabKind::Handoff => "handoff",
+            },
+            type_key: &t.key,
+            title: &t.title,
+            hint: match t.kind {
+                CollabKind::QuickAsk => "请确认收到并在时限内答复",
+                CollabKind::Handoff => "交接资料已齐，请确认收到并在时限内出初稿",
+            },
+            role: &t.role,
+            customer: &new.customer,
+            customer_name: &customer_name,
+            deal: new.deal.as_deref(),
+            initiator: &new.initiator,
+            initiator_name: &initiator_name,
+            assignee,
+            recipients,
+            content,
+            artefacts: &new.artefacts,
+            due: deadline(t, calendar, now_ms),
+            ack_due: now_ms + t.ack_within.as_millis() as i64,
+            business_hours: t.business_hours,
+            confirms_date: t.confirms_date,
+            action: t.action.as_deref().unwrap_or(&t.title),
+            source: new.source.unwrap_or(crate::tracking::Source::Api),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, cipher, org_id, tz, &id).await
+}
+
+/// A checked request, ready to be stored.
+struct Opening<'a> {
+    kind: &'a str,
+    type_key: &'a str,
+    title: &'a str,
+    /// The card's line under the title.
+    hint: &'a str,
+    role: &'a str,
+    customer: &'a str,
+    customer_name: &'a str,
+    deal: Option<&'a str>,
+    initiator: &'a str,
+    initiator_name: &'a str,
+    assignee: Option<String>,
+    recipients: Vec<String>,
+    content: Value,
+    artefacts: &'a BTreeMap<String, String>,
+    due: i64,
+    ack_due: i64,
+    business_hours: bool,
+    confirms_date: bool,
+    /// The action of the opening's tracking point.
+    action: &'a str,
+    source: crate::tracking::Source,
+}
+
+/// Stores a checked request in the caller's transaction: the snapshot with its hash, the
+/// cards, the tracking point, the trail and the clocks. Returns its id.
+async fn insert(
+    tx: &mut Tx,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    o: Opening<'_>,
+) -> Result<String> {
+    let hash = content_hash(&o.content);
     let id = new_id();
-    let due = deadline(t, calendar, now_ms);
-    let ack_due = now_ms + t.ack_within.as_millis() as i64;
     sqlx::query(
         "INSERT INTO collab_requests (id, org_id, kind, type_key, title, customer_id, deal_id, initiator_user_id, \
          responsible_role, assignee_user_id, status, content_enc, content_hash, ack_due_at, due_at, business_hours, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11, $12, $13, $14, $15, $16, $16)",
+         created_at, updated_at, confirms_date) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11, $12, $13, $14, $15, $16, $16, $17)",
     )
     .bind(&id)
     .bind(org_id)
-    .bind(match t.kind {
-        CollabKind::QuickAsk => "quick_ask",
-        CollabKind::Handoff => "handoff",
-    })
-    .bind(&t.key)
-    .bind(&t.title)
-    .bind(&new.customer)
-    .bind(&new.deal)
-    .bind(&new.initiator)
-    .bind(&t.role)
-    .bind(&assignee)
-    .bind(cipher.encrypt(COLLAB_CONTENT, &content.to_string()))
+    .bind(o.kind)
+    .bind(o.type_key)
+    .bind(o.title)
+    .bind(o.customer)
+    .bind(o.deal)
+    .bind(o.initiator)
+    .bind(o.role)
+    .bind(&o.assignee)
+    .bind(cipher.encrypt(COLLAB_CONTENT, &o.content.to_string()))
     .bind(&hash)
-    .bind(ack_due)
-    .bind(due)
-    .bind(i16::from(t.business_hours))
+    .bind(o.ack_due)
+    .bind(o.due)
+    .bind(i16::from(o.business_hours))
     .bind(now_ms)
-    .execute(&mut *tx)
+    .bind(i16::from(o.confirms_date))
+    .execute(&mut **tx)
     .await?;
-    for (name, doc) in &new.artefacts {
+    for (name, doc) in o.artefacts {
         sqlx::query(
             "INSERT INTO collab_artefacts (request_id, name, document_id) VALUES ($1, $2, $3)",
         )
         .bind(&id)
         .bind(name)
         .bind(doc)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     let card = request_card(
-        t,
-        &initiator_name,
-        &customer_name,
-        &content,
-        &crate::text::time_short(due, tz),
+        o.title,
+        o.hint,
+        o.initiator_name,
+        o.customer_name,
+        &o.content,
+        &crate::text::time_short(o.due, tz),
     );
-    for r in &recipients {
+    for r in &o.recipients {
         cards::send(
-            &mut tx,
+            tx,
             cipher,
             now_ms,
             org_id,
@@ -385,29 +501,29 @@ pub async fn open(
     }
     // The rep's ask is a tracking point like any sidebar tap.
     let point = crate::tracking::NewPoint {
-        deal: new.deal.clone(),
+        deal: o.deal.map(str::to_string),
         ..crate::tracking::NewPoint::new(
             org_id,
-            &new.initiator,
-            &new.customer,
-            t.action.as_deref().unwrap_or(&t.title),
-            new.source.unwrap_or(crate::tracking::Source::Api),
-            json!({"request": id, "type": t.key}),
+            o.initiator,
+            o.customer,
+            o.action,
+            o.source,
+            json!({"request": id, "type": o.type_key}),
         )
     };
-    crate::tracking::write_in(&mut tx, now_ms, &point, tz).await?;
+    crate::tracking::write_in(tx, now_ms, &point, tz).await?;
     trail(
-        &mut tx,
+        tx,
         now_ms,
         &id,
-        Some(&new.initiator),
+        Some(o.initiator),
         "opened",
-        json!({"responsible_role": t.role, "assignee": assignee, "recipients": recipients, "content_hash": hash}),
+        json!({"responsible_role": o.role, "assignee": o.assignee, "recipients": o.recipients, "content_hash": hash}),
     )
     .await?;
-    for (kind, at) in [(ACK_JOB, ack_due), (SLA_JOB, due)] {
+    for (kind, at) in [(ACK_JOB, o.ack_due), (SLA_JOB, o.due)] {
         jobs::enqueue(
-            &mut tx,
+            tx,
             now_ms,
             NewJob::new(kind, json!({"request_id": id}))
                 .org(org_id)
@@ -416,12 +532,142 @@ pub async fn open(
         )
         .await?;
     }
+    Ok(id)
+}
+
+/// An ad-hoc anchored action (「发起协作」): a subject picked from the rule set's list or
+/// typed, a responsible role, and a named member holding it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdhoc {
+    pub customer: String,
+    pub deal: Option<String>,
+    /// The member asking.
+    pub initiator: String,
+    /// What it is about, e.g. 合同条款修订 (one of `adhoc.subjects`, or typed: 1–32 characters).
+    pub subject: String,
+    /// The responsible role: presales, delivery, finance, legal, sales or manager.
+    pub role: String,
+    /// The member named to answer (must hold `role`).
+    pub assignee: String,
+    /// What is asked.
+    pub description: String,
+    #[serde(skip)]
+    pub source: Option<crate::tracking::Source>,
+}
+
+/// The `type` of every ad-hoc request.
+pub const ADHOC_TYPE: &str = "adhoc";
+/// The tracking point of opening an ad-hoc request (the subject is in its detail).
+pub const ADHOC_ACTION: &str = "collab.adhoc";
+
+/// Opens an ad-hoc request in one transaction: anchored to the customer (and deal), sent
+/// to the named member, with the clocks of the rule set's `adhoc`; audited
+/// (`collab.adhoc`) as done by `actor` (the signed-in member, or the API key).
+#[allow(clippy::too_many_arguments)]
+pub async fn open_adhoc(
+    db: &Db,
+    actor: &Actor,
+    cipher: &Cipher,
+    rules: &RuleSet,
+    calendar: &WorkCalendar,
+    now_ms: i64,
+    org_id: &str,
+    tz: chrono_tz::Tz,
+    new: NewAdhoc,
+) -> Result<Request> {
+    let subject = new.subject.trim();
+    if subject.is_empty() || subject.chars().count() > 32 || subject.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "请选择或填写协作事项（1 到 32 个字） (subject: 1 to 32 characters)",
+        ));
+    }
+    if !crate::rules::COLLAB_ROLES.contains(&new.role.as_str()) {
+        return Err(Error::invalid(format!(
+            "请选择负责角色 (role must be one of {})",
+            crate::rules::COLLAB_ROLES.join(", ")
+        )));
+    }
+    let description = crate::validate::multiline("description", &new.description, 2000)?;
+    if description.trim().is_empty() {
+        return Err(Error::invalid("请填写说明 (description is required)"));
+    }
+    let mut tx = db.begin().await?;
+    let (initiator_name, customer_name) = anchor(
+        &mut tx,
+        org_id,
+        &new.initiator,
+        &new.customer,
+        new.deal.as_deref(),
+    )
+    .await?;
+    let person = sqlx::query(
+        "SELECT u.name, (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $3) AS holds          FROM users u WHERE u.id = $1 AND u.org_id = $2 AND u.status = 'active'",
+    )
+    .bind(&new.assignee)
+    .bind(org_id)
+    .bind(&new.role)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| {
+        Error::UnknownReference(format!("assignee `{}` is not an active member", new.assignee))
+    })?;
+    let role = crate::text::role_label(&new.role);
+    if person.get::<Option<i64>, _>("holds").unwrap_or(0) == 0 {
+        return Err(Error::invalid(format!(
+            "{}没有「{role}」角色，请选择一位{role}成员，或请管理员在 {} 中设置 (the person does not hold the role)",
+            person.get::<String, _>("name"),
+            crate::access::WHERE_ROLES_ARE_SET,
+        )));
+    }
+    let a = &rules.adhoc;
+    let content = json!({"事项": subject, "说明": description});
+    let id = insert(
+        &mut tx,
+        cipher,
+        now_ms,
+        org_id,
+        tz,
+        Opening {
+            kind: ADHOC_TYPE,
+            type_key: ADHOC_TYPE,
+            title: subject,
+            hint: "请确认收到并在时限内答复",
+            role: &new.role,
+            customer: &new.customer,
+            customer_name: &customer_name,
+            deal: new.deal.as_deref(),
+            initiator: &new.initiator,
+            initiator_name: &initiator_name,
+            assignee: Some(new.assignee.clone()),
+            recipients: vec![new.assignee.clone()],
+            content,
+            artefacts: &BTreeMap::new(),
+            due: deadline_of(a.sla, a.business_hours, calendar, now_ms),
+            ack_due: now_ms + a.ack_within.as_millis() as i64,
+            business_hours: a.business_hours,
+            confirms_date: false,
+            action: ADHOC_ACTION,
+            source: new.source.unwrap_or(crate::tracking::Source::Api),
+        },
+    )
+    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            ADHOC_ACTION,
+            ("collab_request", &id),
+            json!({"subject": subject, "role": new.role, "assignee": new.assignee, "customer": new.customer}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, cipher, org_id, tz, &id).await
 }
 
 const COLUMNS: &str = "SELECT id, kind, type_key, title, customer_id, deal_id, initiator_user_id, responsible_role, \
-     assignee_user_id, status, content_enc, content_hash, answer_enc, answer_date, return_reason_enc, acked_at, ack_due_at, due_at, \
+     assignee_user_id, status, content_enc, content_hash, answer_enc, answer_date, CAST(customer_synced AS BIGINT) AS customer_synced, CAST(confirms_date AS BIGINT) AS confirms_date, return_reason_enc, acked_at, ack_due_at, due_at, \
      CAST(business_hours AS BIGINT) AS business_hours, overdue_at, created_at, closed_at FROM collab_requests";
 
 async fn from_row(
@@ -470,6 +716,26 @@ async fn from_row(
         }
     })
     .collect();
+    let undelivered = sqlx::query(
+        "SELECT id, recipient_user_id, failure_reason FROM cards WHERE object_ref = $1 \
+         AND purpose LIKE 'collab.%' AND status = 'failed' ORDER BY created_at, id",
+    )
+    .bind(&id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|c| {
+        let reason: String = c
+            .get::<Option<String>, _>("failure_reason")
+            .unwrap_or_else(|| "platform_refused".into());
+        CardFailure {
+            card: c.get("id"),
+            recipient: c.get("recipient_user_id"),
+            reason_text: cards::failure_text(&reason).to_string(),
+            reason,
+        }
+    })
+    .collect();
     let opt = |k: &str| {
         r.get::<Option<i64>, _>(k)
             .map(|ms| crate::clock::in_zone(ms, tz))
@@ -494,6 +760,8 @@ async fn from_row(
         artefacts,
         answer,
         answer_date: r.get("answer_date"),
+        customer_synced: r.get::<Option<i64>, _>("customer_synced").map(|v| v == 1),
+        confirms_date: r.get::<i64, _>("confirms_date") == 1,
         return_reason,
         acknowledged_at: opt("acked_at"),
         ack_due_at: opt("ack_due_at"),
@@ -503,6 +771,7 @@ async fn from_row(
         created_at: crate::clock::in_zone(r.get("created_at"), tz),
         closed_at: opt("closed_at"),
         trail,
+        undelivered,
         id,
     })
 }
@@ -570,6 +839,8 @@ pub enum Step {
     Answer {
         text: String,
         date: Option<String>,
+        /// A schedule's answer: 「已同步客户」 was ticked.
+        customer_synced: Option<bool>,
     },
     Return {
         reason: String,
@@ -671,7 +942,8 @@ async fn apply_step(
     step: &Step,
 ) -> Result<bool> {
     let row = sqlx::query(
-        "SELECT status, assignee_user_id, initiator_user_id, title, type_key, customer_id, acked_at \
+        "SELECT status, assignee_user_id, initiator_user_id, title, type_key, kind, customer_id, acked_at, \
+         CAST(confirms_date AS BIGINT) AS confirms_date \
          FROM collab_requests WHERE id = $1 AND org_id = $2",
     )
     .bind(id)
@@ -724,6 +996,18 @@ async fn apply_step(
                 return Ok(false);
             }
             trail(tx, now_ms, id, Some(user), "accepted", json!({})).await?;
+            // The request's cards show who took it and when: the accepter's own card where
+            // it can change again later, every other queue member's card for good.
+            let name = user_name(tx, user).await?;
+            let text = format!("{name}已接受{}", crate::text::clock(now_ms, tz));
+            for (card, recipient) in request_cards(tx, id, &[CARD_PURPOSE]).await? {
+                let moment = if recipient == user {
+                    cards::Moment::Interim
+                } else {
+                    cards::Moment::Last
+                };
+                cards::refresh_status(tx, now_ms, org_id, &card, &text, moment).await?;
+            }
             Ok(true)
         }
         Step::Answer { .. } | Step::Return { .. } => {
@@ -745,26 +1029,43 @@ async fn apply_step(
             let title: String = row.get("title");
             let name = user_name(tx, user).await?;
             let when = crate::text::time_short(now_ms, tz);
-            let (new_status, text, date, reason) = match step {
-                Step::Answer { text, date } => {
+            let confirms_date = row.get::<i64, _>("confirms_date") == 1;
+            let (new_status, text, date, reason, synced) = match step {
+                Step::Answer {
+                    text,
+                    date,
+                    customer_synced,
+                } => {
                     let text = crate::validate::multiline("answer", text, 2000)?;
                     let date = match date {
                         Some(d) => Some(crate::validate::date("date", d)?.to_string()),
+                        None if confirms_date => {
+                            return Err(Error::invalid(
+                                "请填写预计交付日期 (a schedule's answer needs its date)",
+                            ))
+                        }
                         None => None,
                     };
-                    ("answered", Some(text), date, None)
+                    // A schedule's answer always says whether the customer was told.
+                    let synced = match customer_synced {
+                        Some(v) => Some(*v),
+                        None if confirms_date => Some(false),
+                        None => None,
+                    };
+                    ("answered", Some(text), date, None, synced)
                 }
                 Step::Return { reason } => (
                     "returned",
                     None,
                     None,
                     Some(crate::validate::multiline("reason", reason, 500)?),
+                    None,
                 ),
                 Step::Accept => unreachable!("handled above"),
             };
             sqlx::query(
                 "UPDATE collab_requests SET status = $1, answer_enc = $2, answer_date = $3, return_reason_enc = $4, \
-                 closed_at = $5, closed_by = $6, updated_at = $5 WHERE id = $7",
+                 closed_at = $5, closed_by = $6, updated_at = $5, customer_synced = $8 WHERE id = $7",
             )
             .bind(new_status)
             .bind(text.as_deref().map(|t| cipher.encrypt(COLLAB_ANSWER, t)))
@@ -777,6 +1078,7 @@ async fn apply_step(
             .bind(now_ms)
             .bind(user)
             .bind(id)
+            .bind(synced.map(i16::from))
             .execute(&mut **tx)
             .await?;
             trail(
@@ -786,7 +1088,7 @@ async fn apply_step(
                 Some(user),
                 new_status,
                 // The text itself stays in the request's encrypted columns.
-                json!({"date": date}),
+                json!({"date": date, "customer_synced": synced}),
             )
             .await?;
             // The original cards now show who handled it and when.
@@ -798,17 +1100,12 @@ async fn apply_step(
             // WeCom shows at most 10 characters in place of the buttons: who, what, when.
             let hhmm = crate::text::clock(now_ms, tz);
             let status_text = format!("{name}{verb}{hhmm}");
-            let card_ids: Vec<String> =
-                sqlx::query("SELECT id FROM cards WHERE purpose = $1 AND object_ref = $2")
-                    .bind(CARD_PURPOSE)
-                    .bind(id)
-                    .fetch_all(&mut **tx)
-                    .await?
-                    .iter()
-                    .map(|r| r.get("id"))
-                    .collect();
-            for c in card_ids {
-                cards::show_status(tx, now_ms, org_id, &c, &status_text).await?;
+            // So do the reminders and escalations its clocks sent.
+            for (c, _) in
+                request_cards(tx, id, &[CARD_PURPOSE, super::sla::ESCALATION_PURPOSE]).await?
+            {
+                cards::refresh_status(tx, now_ms, org_id, &c, &status_text, cards::Moment::Last)
+                    .await?;
             }
             // The answer goes back to the rep as a card.
             let reply = cards::templates::compose(
@@ -825,6 +1122,14 @@ async fn apply_step(
                         date.as_deref()
                             .map(crate::text::date_text)
                             .unwrap_or_default(),
+                    ),
+                    (
+                        "synced",
+                        match synced {
+                            Some(true) => "已同步客户".into(),
+                            Some(false) => "尚未同步客户".into(),
+                            None => String::new(),
+                        },
                     ),
                 ],
             );
@@ -854,6 +1159,25 @@ async fn apply_step(
             Ok(true)
         }
     }
+}
+
+/// The request's cards of `purposes`: (card id, recipient).
+async fn request_cards(tx: &mut Tx, id: &str, purposes: &[&str]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for p in purposes {
+        let rows = sqlx::query(
+            "SELECT id, recipient_user_id FROM cards WHERE purpose = $1 AND object_ref = $2 ORDER BY id",
+        )
+        .bind(p)
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        out.extend(
+            rows.iter()
+                .map(|r| (r.get("id"), r.get("recipient_user_id"))),
+        );
+    }
+    Ok(out)
 }
 
 /// One step as its own transaction (from the sidebar or the API: `origin`), answering
@@ -974,6 +1298,93 @@ impl cards::ClickHandler for CardClicks {
             )
             .await
             .map(|_| ())
+        })
+    }
+}
+
+/// Card purpose of the notice to the initiator that a card of the request was not delivered.
+pub const UNDELIVERED_PURPOSE: &str = "collab.undelivered";
+
+/// A card of a request that could not be delivered: the trail records it, and the
+/// initiator hears of it once per card by a card of their own (unless it was theirs).
+pub struct Undelivered {
+    pub cipher: Cipher,
+}
+
+impl cards::Undelivered for Undelivered {
+    fn undelivered<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        now_ms: i64,
+        card: &'a cards::FailedCard,
+    ) -> jobs::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let Some(id) = card.object_ref.as_deref() else {
+                return Ok(());
+            };
+            if !card.purpose.starts_with(cards::DEFERRED_UPDATE_PREFIX) {
+                return Ok(());
+            }
+            let Some(row) = sqlx::query(
+                "SELECT r.initiator_user_id, r.title, c.name AS customer FROM collab_requests r \
+                 JOIN customers c ON c.id = r.customer_id WHERE r.id = $1 AND r.org_id = $2",
+            )
+            .bind(id)
+            .bind(&card.org_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            else {
+                return Ok(());
+            };
+            let told = sqlx::query(
+                "SELECT detail FROM collab_events WHERE request_id = $1 AND action = 'undelivered'",
+            )
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .any(|e| {
+                serde_json::from_str::<Value>(&e.get::<String, _>("detail"))
+                    .is_ok_and(|d| d["card"] == card.id.as_str())
+            });
+            if told {
+                return Ok(());
+            }
+            trail(
+                tx,
+                now_ms,
+                id,
+                None,
+                "undelivered",
+                json!({"card": card.id, "recipient": card.recipient_user_id, "reason": card.reason}),
+            )
+            .await?;
+            let initiator: String = row.get("initiator_user_id");
+            if card.recipient_user_id == initiator {
+                return Ok(());
+            }
+            let recipient = user_name(tx, &card.recipient_user_id).await?;
+            let notice = cards::templates::compose(
+                "collab.undelivered",
+                &[
+                    ("title", row.get::<String, _>("title")),
+                    ("recipient", recipient),
+                    ("reason", cards::failure_text(card.reason).to_string()),
+                    ("customer", row.get::<String, _>("customer")),
+                ],
+            );
+            cards::send(
+                tx,
+                &self.cipher,
+                now_ms,
+                &card.org_id,
+                &initiator,
+                UNDELIVERED_PURPOSE,
+                Some(id),
+                &notice,
+            )
+            .await?;
+            Ok(())
         })
     }
 }

@@ -206,6 +206,18 @@ pub trait Handler: Send + Sync + 'static {
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default()
     }
+
+    /// The job is dead (it gave up, or used its last attempt) with `error`: what that
+    /// means for the job's object, written in the transaction that marks it dead.
+    fn died<'a>(
+        &'a self,
+        _tx: &'a mut Tx,
+        _job: &'a ClaimedJob,
+        _now_ms: i64,
+        _error: &'a str,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A job whose whole effect is database writes (timers that change rows, weekly

@@ -292,21 +292,9 @@ impl Worker {
             }
         };
         let message: String = e.to_string().chars().take(2000).collect();
-        let res = sqlx::query(
-            "UPDATE jobs SET status = $1, run_at = $2, attempts = attempts - $3, last_error = $4, \
-             lease_owner = NULL, lease_until = NULL, updated_at = $5, \
-             finished_at = CASE WHEN $1 = 'dead' THEN $5 ELSE NULL END \
-             WHERE id = $6 AND lease_token = $7 AND status = 'running'",
-        )
-        .bind(status)
-        .bind(run_at)
-        .bind(refund)
-        .bind(&message)
-        .bind(now)
-        .bind(&job.id)
-        .bind(job.lease_token)
-        .execute(&self.db.pool)
-        .await;
+        let res = self
+            .record_failure(job, status, run_at, refund, &message, now, handler)
+            .await;
         match res {
             Ok(r) if r.rows_affected() == 1 => {
                 if outcome == Outcome::Dead {
@@ -325,6 +313,54 @@ impl Worker {
                 Outcome::Retrying
             }
         }
+    }
+
+    /// Writes a failed run's state; a job that is now dead tells its handler in the same
+    /// transaction ([`Handler::died`]). Should the handler fail, the job is dead all the same.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_failure(
+        &self,
+        job: &ClaimedJob,
+        status: &str,
+        run_at: i64,
+        refund: i64,
+        message: &str,
+        now: i64,
+        handler: Option<&dyn Handler>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        const SQL: &str =
+            "UPDATE jobs SET status = $1, run_at = $2, attempts = attempts - $3, last_error = $4, \
+             lease_owner = NULL, lease_until = NULL, updated_at = $5, \
+             finished_at = CASE WHEN $1 = 'dead' THEN $5 ELSE NULL END \
+             WHERE id = $6 AND lease_token = $7 AND status = 'running'";
+        let update = || {
+            sqlx::query(SQL)
+                .bind(status)
+                .bind(run_at)
+                .bind(refund)
+                .bind(message)
+                .bind(now)
+                .bind(&job.id)
+                .bind(job.lease_token)
+        };
+        if let (Some(handler), "dead") = (handler, status) {
+            let mut tx = self.db.begin().await?;
+            let res = update().execute(&mut *tx).await?;
+            if res.rows_affected() != 1 {
+                return Ok(res);
+            }
+            match handler.died(&mut tx, job, now, message).await {
+                Ok(()) => {
+                    tx.commit().await?;
+                    return Ok(res);
+                }
+                Err(e) => {
+                    tracing::error!(job = %job.id, kind = %job.kind, error = %e, "cannot record what the dead job means");
+                    tx.rollback().await?;
+                }
+            }
+        }
+        update().execute(&self.db.pool).await
     }
 
     /// One step for tests and tools: fire due schedules, claim up to `concurrency` jobs,

@@ -39,6 +39,43 @@ pub struct RuleSet {
     pub collaboration: Vec<CollabType>,
     /// Why a deal can end lost (输单): the reasons offered, one of which must be chosen.
     pub lost_reasons: Vec<String>,
+    /// Ad-hoc anchored actions (「发起协作」): subjects to pick from, and their clocks.
+    pub adhoc: AdhocRules,
+}
+
+/// The roles a collaboration request can go to.
+pub const COLLAB_ROLES: [&str; 6] = [
+    "presales", "delivery", "finance", "legal", "sales", "manager",
+];
+
+/// Ad-hoc anchored actions: the initiator picks (or types) a subject, chooses the
+/// responsible role and names a member holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdhocRules {
+    /// The subjects offered, in order (the initiator may also type one).
+    pub subjects: Vec<String>,
+    /// Time to answer.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub sla: Duration,
+    /// Count `sla` in working hours of the work calendar.
+    pub business_hours: bool,
+    /// Time to acknowledge (确认收到) before a reminder.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub ack_within: Duration,
+}
+
+impl Default for AdhocRules {
+    fn default() -> Self {
+        AdhocRules {
+            subjects: ["合同条款修订", "付款条件调整", "发票开具", "其他"]
+                .map(String::from)
+                .to_vec(),
+            sla: Duration::from_secs(8 * 3600),
+            business_hours: true,
+            ack_within: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,6 +439,7 @@ impl Default for RuleSet {
             lost_reasons: ["价格", "竞品", "预算取消", "需求变化", "失去联系", "其他"]
                 .map(String::from)
                 .to_vec(),
+            adhoc: AdhocRules::default(),
         }
     }
 }
@@ -461,6 +499,20 @@ fn default_collaboration() -> Vec<CollabType> {
             sla: hours(4),
             business_hours: true,
             ack_within: Duration::from_secs(30 * 60),
+            confirms_date: false,
+        },
+        // A contract to legal: one working day of the default calendar (7.5 working hours).
+        CollabType {
+            key: "legal_contract_review".into(),
+            kind: CollabKind::Handoff,
+            action: None,
+            role: "legal".into(),
+            title: "合同法务审核".into(),
+            prompts: vec!["审核要点".into()],
+            artefacts: vec!["合同文件".into()],
+            sla: Duration::from_secs(15 * 1800),
+            business_hours: true,
+            ack_within: Duration::from_secs(60 * 60),
             confirms_date: false,
         },
     ]
@@ -597,11 +649,7 @@ impl RuleSet {
             if !keys.insert(c.key.as_str()) {
                 return bad(format!("collaboration `{}` appears twice", c.key));
             }
-            if ![
-                "presales", "delivery", "finance", "legal", "sales", "manager",
-            ]
-            .contains(&c.role.as_str())
-            {
+            if !COLLAB_ROLES.contains(&c.role.as_str()) {
                 return bad(format!(
                     "collaboration `{}`: role `{}` is not presales, delivery, finance, legal, sales or manager",
                     c.key, c.role
@@ -654,6 +702,22 @@ impl RuleSet {
             }
             if !reasons.insert(r.as_str()) {
                 return bad(format!("lost reason `{r}` appears twice"));
+            }
+        }
+        let a = &self.adhoc;
+        if a.sla.is_zero() || a.ack_within.is_zero() {
+            return bad("`adhoc.sla` and `adhoc.ack_within` must be positive".into());
+        }
+        let mut subjects = std::collections::BTreeSet::new();
+        for s in &a.subjects {
+            if s.trim().is_empty() || s.chars().count() > 32 || s.chars().any(|c| c.is_control()) {
+                return bad(format!(
+                    "`adhoc.subjects`: `{}` must be 1 to 32 characters without control characters",
+                    s.escape_debug()
+                ));
+            }
+            if !subjects.insert(s.as_str()) {
+                return bad(format!("`adhoc.subjects`: `{s}` appears twice"));
             }
         }
         for (k, w) in &self.lead_channels {
@@ -796,6 +860,27 @@ mod tests {
             r.check().unwrap_err().to_string().contains("proposal"),
             "a sent-proposal gate needs a way to upload one"
         );
+        let mut r = RuleSet::default();
+        r.adhoc.subjects.push("其他".into());
+        assert!(r
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("adhoc.subjects"));
+        let mut r = RuleSet::default();
+        r.adhoc.sla = Duration::ZERO;
+        assert!(r.check().unwrap_err().to_string().contains("adhoc.sla"));
+    }
+
+    #[test]
+    fn a_stored_rule_set_without_adhoc_loads_with_the_defaults() {
+        let r = RuleSet::from_toml("[antifraud]\nrepeat_limit = 5\n").unwrap();
+        assert_eq!(r.adhoc, AdhocRules::default());
+        assert_eq!(r.adhoc.subjects[0], "合同条款修订");
+        let legal = RuleSet::default();
+        let legal = legal.collab("legal_contract_review").unwrap();
+        assert_eq!(legal.role, "legal");
+        assert_eq!(legal.artefacts, vec!["合同文件".to_string()]);
     }
 
     #[test]

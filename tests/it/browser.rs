@@ -907,6 +907,98 @@ async fn a_rep_asks_presales_from_the_sidebar_and_presales_accepts_on_the_reques
     app.stop().await;
 }
 
+/// 「发起协作」 in the browser: the role narrows the people offered, the request goes to
+/// the named member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rep_opens_an_adhoc_request_to_a_named_member_from_the_sidebar() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_sidebar("", false).await;
+    let rep = app.create("/api/v1/users", json!({"name": "李明"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lawyer = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "王律师", "roles": ["legal"]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.create(
+        "/api/v1/users",
+        json!({"name": "张工", "roles": ["presales"]}),
+    )
+    .await;
+    let customer = app.customer("华南智造", &rep).await;
+    let (rep_cookie, _) = app.session(&rep, "wecom").await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/healthz")).await;
+    browser.sign_in_as(&rep_cookie).await;
+    browser
+        .goto(&app.url(&format!("/sidebar/customers/{customer}")))
+        .await;
+    let form = "form.collab-form[data-type=\"adhoc\"]";
+    browser.click("button[data-collab=\"adhoc\"]").await;
+    browser
+        .wait_for("the ad-hoc form", || async {
+            browser
+                .eval(
+                    "return !document.querySelector(arguments[0]).hidden;",
+                    json!([form]),
+                )
+                .await
+                == true
+        })
+        .await;
+    // Choosing 法务 offers only 王律师.
+    let offered = browser
+        .eval(
+            "var f = document.querySelector(arguments[0]); var r = f.querySelector('[name=role]'); \
+             r.value = 'legal'; r.dispatchEvent(new Event('change')); \
+             f.querySelector('[name=subject]').value = '付款条件调整'; \
+             return Array.prototype.filter.call(f.querySelectorAll('[name=assignee] option[data-role]'), \
+             function (o) { return !o.hidden; }).map(function (o) { return o.textContent; });",
+            json!([form]),
+        )
+        .await;
+    assert_eq!(offered, json!(["王律师"]));
+    browser
+        .eval(
+            "document.querySelector(arguments[0] + ' [name=assignee]').value = arguments[1];",
+            json!([form, lawyer]),
+        )
+        .await;
+    browser
+        .type_into(
+            &format!("{form} textarea[name=\"description\"]"),
+            "客户希望分三期付款",
+        )
+        .await;
+    browser
+        .click(&format!("{form} button[type=\"submit\"]"))
+        .await;
+    browser
+        .wait_for("the request to be sent", || async {
+            browser
+                .text("#collab-result")
+                .await
+                .contains("已发送给 王律师")
+        })
+        .await;
+    let (title, assignee): (String, Option<String>) =
+        sqlx::query_as("SELECT title, assignee_user_id FROM collab_requests")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((title.as_str(), assignee), ("付款条件调整", Some(lawyer)));
+    browser.quit().await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_wecom_a_rep_sends_a_proposal_into_the_chat_as_a_tracked_link() {
     if !browser_available() {

@@ -561,9 +561,10 @@ async fn accept_answer_and_return_through_the_web() {
     assert_eq!(res.status(), 200);
     let (_, html) = t.page(&format!("/collab/requests/{d}"), &rep).await;
     assert!(
-        html.contains("确认日期：<strong>2026年12月15日</strong>"),
+        html.contains("预计交付日期：<strong>2026年12月15日</strong>"),
         "{html}"
     );
+    assert!(html.contains("尚未同步客户"), "not ticked: {html}");
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod callbacks;
 mod cards;
 mod cli;
 mod collab;
+mod collab_adhoc;
 mod collab_web;
 mod credibility;
 mod customer_import;

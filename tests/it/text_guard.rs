@@ -750,6 +750,8 @@ fn sample_value(var: &str) -> String {
         "content" => "客户需求概述：产线质检数据采集与报表，预算待确认".into(),
         "text" => "已超过约定时限，请立即处理".into(),
         "verb" => "已答复".into(),
+        "synced" => "已同步客户".into(),
+        "recipient" => "张工".into(),
         "answer" => "支持，需单独报价".into(),
         "reason" => "资料不全，请补充竞品对比表".into(),
         "date" => closeloop::text::date_text("2026-12-10"),

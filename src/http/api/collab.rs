@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::collab::requests::{self, NewRequest, Request, RequestFilter, Step};
+use crate::collab::requests::{self, NewAdhoc, NewRequest, Request, RequestFilter, Step};
 use crate::error::Result;
 use crate::http::{AdminKey, ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
@@ -21,6 +21,30 @@ pub async fn open(
     let rules = s.rules.current(&p.org_id).await?;
     let r = requests::open(
         &s.db,
+        &s.cipher,
+        &rules,
+        &s.calendar,
+        s.clock.now_ms(),
+        &p.org_id,
+        p.tz,
+        new,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+#[utoipa::path(post, path = "/api/v1/collab/adhoc", tag = "collaboration", request_body = NewAdhoc,
+    responses((status = 201, description = "The ad-hoc request, sent to the named member with the rule set's `adhoc` clocks; \
+        `invalid_input` also when the named member does not hold the role", body = Request), super::WriteErrors))]
+pub async fn open_adhoc(
+    State(s): State<AppState>,
+    Writer(p): Writer,
+    ApiJson(new): ApiJson<NewAdhoc>,
+) -> Result<(StatusCode, Json<Request>)> {
+    let rules = s.rules.current(&p.org_id).await?;
+    let r = requests::open_adhoc(
+        &s.db,
+        &p.actor(),
         &s.cipher,
         &rules,
         &s.calendar,
@@ -70,6 +94,9 @@ pub struct StepBody {
     pub date: Option<String>,
     /// `return`: why it goes back (required).
     pub reason: Option<String>,
+    /// `answer` of a schedule (`confirms_date`): 「已同步客户」, the customer was told the
+    /// date (default false; `date` is then required).
+    pub customer_synced: Option<bool>,
 }
 
 #[utoipa::path(post, path = "/api/v1/collab/requests/{id}/{step}", tag = "collaboration", request_body = StepBody,
@@ -86,6 +113,7 @@ pub async fn step(
         "answer" => Step::Answer {
             text: b.text.unwrap_or_default(),
             date: b.date,
+            customer_synced: b.customer_synced,
         },
         "return" => Step::Return {
             reason: b.reason.unwrap_or_default(),

@@ -75,6 +75,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/chat-counts", axum::routing::put(process::chat_count))
         .route("/collab/requests", get(collab::list).post(collab::open))
+        .route("/collab/adhoc", axum::routing::post(collab::open_adhoc))
         .route("/collab/health", get(collab::health))
         .route("/credibility", get(credibility::list))
         .route("/tasks", get(tasks::list))
@@ -199,7 +200,7 @@ impl Modify for BearerAuth {
         process::list_freezes, process::lift, process::phone_validity, process::chat_count,
         super::documents::api_upload, super::documents::api_list, super::documents::api_get,
         super::documents::api_content, super::documents::api_link,
-        collab::open, collab::list, collab::get, collab::step, collab::assign, collab::unassign, collab::calendar_feed,
+        collab::open, collab::open_adhoc, collab::list, collab::get, collab::step, collab::assign, collab::unassign, collab::calendar_feed,
         collab::health,
         credibility::list, tasks::list,
         admin::list_platform_events,

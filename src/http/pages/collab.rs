@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::collab::requests::{self, NewRequest, Request, Step, TrailEntry, CARD_PURPOSE};
+use crate::collab::requests::{
+    self, NewAdhoc, NewRequest, Request, Step, TrailEntry, CARD_PURPOSE,
+};
 use crate::error::{Error, Result};
 use crate::http::pages::session::Session;
 use crate::http::pages::sidebar::{enc, escape, not_signed_in, org_timezone, Html, PageResult};
@@ -36,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/collab", get(my_requests))
         .route("/collab/requests/{id}", get(request_page))
         .route("/web/collab/requests", post(open_request))
+        .route("/web/collab/adhoc", post(open_adhoc))
         .route("/web/collab/requests/{id}/{step}", post(step_request))
         .route("/web/documents/{id}/content", get(document_content))
 }
@@ -335,6 +338,11 @@ pub(crate) async fn sidebar_sections(
         let to = receiver(s, org, customer, &t.role).await?;
         forms.push_str(&request_form(t, &to));
     }
+    // 「发起协作」: an ad-hoc anchored action to a named member.
+    entries.push_str(
+        "<button type=\"button\" class=\"action adhoc\" data-collab=\"adhoc\">发起协作</button>\n",
+    );
+    forms.push_str(&adhoc_form(s, rules, org, customer).await?);
     let mut out =
         String::from("<section id=\"collab-forms\" class=\"collab-forms\">\n<h2>协作</h2>\n");
     if !entries.is_empty() {
@@ -360,6 +368,76 @@ pub(crate) async fn sidebar_sections(
     }
     out.push_str("</section>\n");
     Ok(out)
+}
+
+/// The 「发起协作」 form: a subject (picked or typed), the responsible role, the member
+/// named (the script offers the members holding the chosen role), a description and an
+/// optional deal of the customer.
+async fn adhoc_form(s: &AppState, rules: &RuleSet, org: &str, customer: &str) -> Result<String> {
+    let mut subjects = String::new();
+    for subject in &rules.adhoc.subjects {
+        subjects.push_str(&format!("<option>{}</option>\n", escape(subject)));
+    }
+    let mut roles = String::from("<option value=\"\">请选择</option>\n");
+    for role in crate::rules::COLLAB_ROLES {
+        roles.push_str(&format!(
+            "<option value=\"{role}\">{}</option>\n",
+            escape(role_label(role))
+        ));
+    }
+    let mut people = String::from("<option value=\"\">请先选择负责角色</option>\n");
+    for r in sqlx::query(
+        "SELECT u.id, u.name, r.role FROM users u JOIN user_roles r ON r.user_id = u.id \
+         WHERE u.org_id = $1 AND u.status = 'active' ORDER BY r.role, u.name, u.id",
+    )
+    .bind(org)
+    .fetch_all(&s.db.pool)
+    .await?
+    {
+        let role: String = r.get("role");
+        if !crate::rules::COLLAB_ROLES.contains(&role.as_str()) {
+            continue;
+        }
+        people.push_str(&format!(
+            "<option value=\"{}\" data-role=\"{}\" hidden>{}</option>\n",
+            escape(&r.get::<String, _>("id")),
+            escape(&role),
+            escape(&r.get::<String, _>("name"))
+        ));
+    }
+    let mut deals = String::from("<option value=\"\">不关联商机</option>\n");
+    for d in sqlx::query(
+        "SELECT id, title FROM deals WHERE customer_id = $1 AND org_id = $2 ORDER BY created_at DESC, id",
+    )
+    .bind(customer)
+    .bind(org)
+    .fetch_all(&s.db.pool)
+    .await?
+    {
+        deals.push_str(&format!(
+            "<option value=\"{}\">{}</option>\n",
+            escape(&d.get::<String, _>("id")),
+            escape(&d.get::<String, _>("title"))
+        ));
+    }
+    let a = &rules.adhoc;
+    Ok(format!(
+        "<form class=\"collab-form adhoc-form\" data-type=\"adhoc\" data-kind=\"adhoc\" hidden>\n<h3>发起协作</h3>\n\
+         <label class=\"field\"><span>协作事项</span><select name=\"subject\">\n{subjects}\
+         <option value=\"\">自行填写…</option>\n</select></label>\n\
+         <label class=\"field\"><span>自行填写的事项</span><input type=\"text\" name=\"subject_text\" maxlength=\"32\"></label>\n\
+         <label class=\"field\"><span>负责角色</span><select name=\"role\" required>\n{roles}</select></label>\n\
+         <label class=\"field\"><span>负责人</span><select name=\"assignee\" required>\n{people}</select></label>\n\
+         <label class=\"field\"><span>说明</span><textarea name=\"description\" maxlength=\"2000\" required></textarea></label>\n\
+         <label class=\"field\"><span>关联商机</span><select name=\"deal\">\n{deals}</select></label>\n\
+         <p class=\"meta\">时限 {sla}{hours}；{ack}内需确认收到</p>\n\
+         <div class=\"notice error\" data-error role=\"alert\" hidden></div>\n\
+         <div class=\"form-actions\"><button type=\"submit\" class=\"action\">发送</button>\
+         <button type=\"button\" class=\"cancel\" data-cancel>取消</button></div>\n</form>\n",
+        sla = text::duration(a.sla),
+        hours = if a.business_hours { "（按工作时间计）" } else { "" },
+        ack = text::duration(a.ack_within),
+    ))
 }
 
 /// The template as a form: one field per prompt, one file per required artefact.
@@ -450,6 +528,7 @@ async fn request_page(
     let mut ids = vec![r.initiator.as_str()];
     ids.extend(r.assignee.as_deref());
     ids.extend(r.trail.iter().filter_map(|e| e.actor.as_deref()));
+    ids.extend(r.undelivered.iter().map(|f| f.recipient.as_str()));
     let names = user_names(&s, org, &ids).await?;
     let name = |id: &str| names.get(id).cloned().unwrap_or_default();
 
@@ -583,11 +662,21 @@ async fn request_page(
 
     match r.status.as_str() {
         "answered" => {
-            let date = r
+            let label = if r.confirms_date {
+                "预计交付日期"
+            } else {
+                "确认日期"
+            };
+            let mut date = r
                 .answer_date
                 .as_deref()
-                .map(|d| format!("<p>确认日期：<strong>{}</strong></p>\n", escape(&text::date_text(d))))
+                .map(|d| format!("<p>{label}：<strong>{}</strong></p>\n", escape(&text::date_text(d))))
                 .unwrap_or_default();
+            match r.customer_synced {
+                Some(true) => date.push_str("<p class=\"synced\">已同步客户</p>\n"),
+                Some(false) => date.push_str("<p class=\"synced not\">尚未同步客户</p>\n"),
+                None => {}
+            }
             body.push_str(&format!(
                 "<section class=\"outcome\">\n<h2>答复</h2>\n<p class=\"answer\">{}</p>\n{date}</section>\n",
                 escape(r.answer.as_deref().unwrap_or_default())
@@ -600,10 +689,24 @@ async fn request_page(
         _ => {}
     }
 
+    if !r.undelivered.is_empty() {
+        let mut items = String::new();
+        for f in &r.undelivered {
+            items.push_str(&format!(
+                "<li>卡片未能送达：{}（收件人：{}）</li>\n",
+                escape(&f.reason_text),
+                escape(&name(&f.recipient))
+            ));
+        }
+        body.push_str(&format!(
+            "<section id=\"undelivered\" class=\"undelivered notice error\">\n<h2>卡片送达</h2>\n<ul class=\"list\">\n{items}</ul>\n</section>\n"
+        ));
+    }
+
     if can_accept || can_close {
         body.push_str(&actions_section(
             can_accept,
-            t.is_some_and(|t| t.confirms_date),
+            r.confirms_date || t.is_some_and(|t| t.confirms_date),
         ));
     } else if !closed {
         body.push_str(
@@ -637,8 +740,10 @@ fn actions_section(can_accept: bool, confirms_date: bool) -> String {
         "<button type=\"button\" class=\"action\" data-step=\"accept\">确认收到并接受</button>\n"
             .to_string()
     } else {
+        // A schedule: the expected date (required) and whether the customer was told.
         let date = if confirms_date {
-            "<label class=\"field\"><span>确认日期</span><input type=\"date\" name=\"date\" required></label>\n"
+            "<label class=\"field\"><span>预计交付日期</span><input type=\"date\" name=\"date\" required></label>\n\
+             <label class=\"field check\"><input type=\"checkbox\" name=\"customer_synced\" value=\"true\"><span>已同步客户</span></label>\n"
         } else {
             ""
         };
@@ -669,6 +774,10 @@ fn trail_item(e: &TrailEntry, name: &dyn Fn(&str) -> String, tz: chrono_tz::Tz) 
         "ack_reminded" => ("提醒确认收到".to_string(), String::new()),
         "overdue" => ("已超时".to_string(), String::new()),
         "escalated" => ("超时升级至直属上级".to_string(), String::new()),
+        "undelivered" => (
+            "卡片未能送达".to_string(),
+            crate::cards::failure_text(e.detail["reason"].as_str().unwrap_or_default()).to_string(),
+        ),
         other => (other.to_string(), String::new()),
     };
     let extra = if extra.is_empty() {
@@ -836,8 +945,65 @@ async fn open_request(
         },
     )
     .await?;
+    opened(&s, org, tz, r).await
+}
+
+/// The API's `NewAdhoc` without `initiator`: that is the signed-in person.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebNewAdhoc {
+    customer: String,
+    deal: Option<String>,
+    subject: String,
+    role: String,
+    assignee: String,
+    description: String,
+}
+
+/// `POST /web/collab/adhoc`: the signed-in member's 「发起协作」.
+async fn open_adhoc(
+    State(s): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<WebNewAdhoc>,
+) -> WebResult<(StatusCode, Json<Opened>)> {
+    session.require_csrf(&headers)?;
+    let org = &session.org_id;
+    let rules = s.rules.current(org).await?;
+    let tz = org_timezone(&s, org).await?;
+    let r = requests::open_adhoc(
+        &s.db,
+        &crate::access::Actor::user(&session.user_id),
+        &s.cipher,
+        &rules,
+        &s.calendar,
+        s.clock.now_ms(),
+        org,
+        tz,
+        NewAdhoc {
+            customer: b.customer,
+            deal: b.deal.filter(|d| !d.is_empty()),
+            initiator: session.user_id.clone(),
+            subject: b.subject,
+            role: b.role,
+            assignee: b.assignee,
+            description: b.description,
+            source: Some(crate::tracking::Source::Sidebar),
+        },
+    )
+    .await?;
+    opened(&s, org, tz, r).await
+}
+
+/// What the sidebar shows about a request it opened.
+async fn opened(
+    s: &AppState,
+    org: &str,
+    tz: chrono_tz::Tz,
+    r: Request,
+) -> WebResult<(StatusCode, Json<Opened>)> {
     let receiver = match &r.assignee {
-        Some(a) => user_names(&s, org, &[a.as_str()])
+        Some(a) => user_names(s, org, &[a.as_str()])
             .await?
             .remove(a)
             .unwrap_or_default(),
@@ -863,6 +1029,7 @@ struct StepBody {
     text: Option<String>,
     date: Option<String>,
     reason: Option<String>,
+    customer_synced: Option<bool>,
 }
 
 /// `POST /web/collab/requests/{id}/{accept|answer|return}`: the signed-in person acts;
@@ -890,6 +1057,7 @@ async fn step_request(
             Step::Answer {
                 text: b.text.unwrap_or_default(),
                 date: date.map(|d| d.trim().to_string()),
+                customer_synced: b.customer_synced,
             }
         }
         "return" => {
