@@ -6,6 +6,7 @@ mod helpers;
 
 mod api_directory;
 mod api_events;
+mod audit_chain;
 mod architecture;
 mod browser;
 mod callbacks;
