@@ -18,3 +18,8 @@ CREATE TABLE audit_heads (
     at              BIGINT NOT NULL DEFAULT 0,
     sealed_at       BIGINT NOT NULL DEFAULT 0
 );
+
+-- The client IP of the web session or API key request that made the change (NULL for
+-- jobs, the command line and platform callbacks); covered by the entry's hash.
+ALTER TABLE audit_log ADD COLUMN client_ip TEXT;
+CREATE INDEX audit_log_client_ip ON audit_log (org_id, client_ip, at);

@@ -15,10 +15,24 @@ pub struct AuditEntry<'a> {
     pub detail: Value,
 }
 
+tokio::task_local! {
+    /// The client IP of the HTTP request being served (set by the HTTP layer for web
+    /// sessions and API keys; platform callbacks, jobs and the command line have none).
+    pub static CLIENT_IP: Option<String>;
+}
+
+/// The IP an entry by `actor_kind` records: a member's or an API key's request only.
+fn client_ip(actor_kind: &str) -> Option<String> {
+    if !matches!(actor_kind, "user" | "api_key") {
+        return None;
+    }
+    CLIENT_IP.try_with(Clone::clone).ok().flatten()
+}
+
 pub async fn record(tx: &mut Tx, at_ms: i64, e: AuditEntry<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_log (id, org_id, at, actor_kind, actor_id, action, target_kind, target_id, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO audit_log (id, org_id, at, actor_kind, actor_id, action, target_kind, target_id, detail, \
+         client_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(new_id())
     .bind(e.org_id)
@@ -29,6 +43,7 @@ pub async fn record(tx: &mut Tx, at_ms: i64, e: AuditEntry<'_>) -> Result<(), sq
     .bind(e.target_kind)
     .bind(e.target_id)
     .bind(e.detail.to_string())
+    .bind(client_ip(e.actor_kind))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -67,13 +82,14 @@ pub struct ChainRow {
     pub target_kind: Option<String>,
     pub target_id: Option<String>,
     pub detail: String,
+    pub client_ip: Option<String>,
     pub seq: Option<i64>,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,
 }
 
 const CHAIN_COLUMNS: &str = "id, org_id, at, actor_kind, actor_id, action, target_kind, \
-    target_id, detail, seq, prev_hash, hash";
+    target_id, detail, client_ip, seq, prev_hash, hash";
 
 fn chain_row(r: &sqlx::any::AnyRow) -> ChainRow {
     ChainRow {
@@ -86,6 +102,7 @@ fn chain_row(r: &sqlx::any::AnyRow) -> ChainRow {
         target_kind: r.get("target_kind"),
         target_id: r.get("target_id"),
         detail: r.get("detail"),
+        client_ip: r.get("client_ip"),
         seq: r.get("seq"),
         prev_hash: r.get("prev_hash"),
         hash: r.get("hash"),
@@ -93,7 +110,8 @@ fn chain_row(r: &sqlx::any::AnyRow) -> ChainRow {
 }
 
 /// The hex SHA-256 of an entry at `seq` after `prev_hash`: over a JSON array of the
-/// sequence, the previous hash and every column of the entry, in a fixed order.
+/// sequence, the previous hash and every column of the entry (`client_ip` last), in a
+/// fixed order.
 pub fn entry_hash(seq: i64, prev_hash: &str, e: &ChainRow) -> String {
     let canonical = serde_json::json!([
         seq,
@@ -107,6 +125,7 @@ pub fn entry_hash(seq: i64, prev_hash: &str, e: &ChainRow) -> String {
         e.target_kind,
         e.target_id,
         e.detail,
+        e.client_ip,
     ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
@@ -373,6 +392,8 @@ pub struct AuditFilter {
     pub customer: Option<String>,
     /// A member id: entries the member did.
     pub user: Option<String>,
+    /// The client IP of the request that made the change (web sessions and API keys).
+    pub ip: Option<String>,
     /// An action key, e.g. `customer.update`.
     pub action: Option<String>,
     /// From this time (RFC 3339) or day (`YYYY-MM-DD`, organisation time zone), inclusive.
@@ -394,6 +415,9 @@ pub struct AuditItem {
     pub target_id: Option<String>,
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
+    /// The client IP of the web session or API key request; none for jobs, the command
+    /// line and platform callbacks.
+    pub client_ip: Option<String>,
     /// Its place in the organisation's hash chain; absent until sealed (within a minute).
     pub seq: Option<i64>,
     pub hash: Option<String>,
@@ -442,6 +466,14 @@ pub async fn search(
         let u = crate::validate::id("user", u)?;
         sel.and("actor_id = {}", Arg::Text(u));
     }
+    if let Some(ip) = f.ip.as_deref() {
+        let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| {
+            crate::error::Error::invalid(
+                "ip 须为 IP 地址 (ip must be an IPv4 or IPv6 address such as 203.0.113.7)",
+            )
+        })?;
+        sel.and("client_ip = {}", Arg::Text(ip.to_string()));
+    }
     if let Some(a) = f.action.as_deref() {
         let a = crate::validate::text("action", a, 100)?;
         sel.and("action = {}", Arg::Text(a));
@@ -473,6 +505,7 @@ pub async fn search(
             action: r.action,
             target_kind: r.target_kind,
             target_id: r.target_id,
+            client_ip: r.client_ip,
             seq: r.seq,
             hash: r.hash,
         })

@@ -163,6 +163,18 @@ async fn a_changed_entry_is_named() {
         .unwrap();
     let line = broken(&app, dir.path(), &[]);
     assert!(line.contains(&format!("entry {id} (seq 3)")), "{line}");
+    // And so is a changed client IP.
+    sqlx::query("UPDATE audit_log SET actor_id = (SELECT actor_id FROM audit_log WHERE id = $1), client_ip = '10.0.0.9' WHERE id = $2")
+        .bind(&c[0].0)
+        .bind(id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let line = broken(&app, dir.path(), &[]);
+    assert!(
+        line.contains(&format!("entry {id} (seq 3): changed")),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -399,6 +411,13 @@ async fn the_audit_log_is_searched_by_customer_user_action_and_time() {
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0]["target_id"], json!(a));
 
+    // IP: the API requests' entries carry the client's address, the direct entry none.
+    let from_here = search(&app, "ip=127.0.0.1&limit=200").await;
+    assert!(actions(&from_here).contains(&"customer.update".to_string()));
+    assert!(!actions(&from_here).contains(&"deal.reassigned".to_string()));
+    assert!(from_here.iter().all(|i| i["client_ip"] == json!("127.0.0.1")));
+    assert!(search(&app, "ip=203.0.113.7").await.is_empty());
+
     // Time: a window ending before everything is empty; today's date holds it all.
     assert!(search(&app, "to=2020-01-01").await.is_empty());
     assert!(search(&app, "from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z")
@@ -424,7 +443,7 @@ async fn the_audit_log_is_searched_by_customer_user_action_and_time() {
     assert_ne!(next[0]["id"], page["items"][0]["id"]);
 
     // Bad input is refused.
-    for bad in ["from=yesterday", "to=2026-13-01", "customer=a%20b"] {
+    for bad in ["from=yesterday", "to=2026-13-01", "customer=a%20b", "ip=localhost"] {
         let res = app.get(&format!("/api/v1/audit?{bad}")).await;
         assert_eq!(res.status(), 422, "{bad}");
     }
