@@ -2,12 +2,12 @@
 //! the chain head out of the database (a card to the security officers, an audit entry).
 
 use serde_json::json;
-use sqlx::Row;
 
 use crate::access::audit::{self, AuditEntry};
 use crate::cards;
 use crate::clock::SharedClock;
 use crate::db::Tx;
+use crate::directory::users::active_with_role;
 use crate::jobs::{BoxFuture, ClaimedJob, JobError, TxJob};
 
 /// Seals the organisation's new audit entries.
@@ -93,9 +93,9 @@ pub async fn anchor(
         },
     )
     .await?;
-    let mut recipients = members_with(tx, org_id, "security").await?;
+    let mut recipients = active_with_role(tx, org_id, "security").await?;
     if recipients.is_empty() {
-        recipients = members_with(tx, org_id, "admin").await?;
+        recipients = active_with_role(tx, org_id, "admin").await?;
     }
     let card = cards::templates::compose(
         CARD,
@@ -110,18 +110,4 @@ pub async fn anchor(
         cards::send(tx, cipher, now_ms, org_id, m, CARD, Some(&object), &card).await?;
     }
     Ok(recipients.len())
-}
-
-async fn members_with(tx: &mut Tx, org_id: &str, role: &str) -> Result<Vec<String>, sqlx::Error> {
-    Ok(sqlx::query(
-        "SELECT u.id FROM users u JOIN user_roles r ON r.user_id = u.id \
-         WHERE u.org_id = $1 AND r.role = $2 AND u.status = 'active' ORDER BY u.id",
-    )
-    .bind(org_id)
-    .bind(role)
-    .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .map(|r| r.get("id"))
-    .collect())
 }

@@ -319,7 +319,10 @@ pub async fn verify(
         }
         if seq != last + 1 {
             let what = if seq == last + 2 {
-                format!("deleted: the entry with seq {} before it is missing", last + 1)
+                format!(
+                    "deleted: the entry with seq {} before it is missing",
+                    last + 1
+                )
             } else {
                 format!(
                     "deleted: the entries with seq {} to {} before it are missing",

@@ -76,13 +76,23 @@ async fn five_sealed(app: &TestApp) -> Vec<(String, i64, String, String)> {
     c
 }
 
-async fn unsealed(app: &TestApp) -> i64 {
-    sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM audit_log WHERE org_id = $1 AND seq IS NULL")
-        .bind(&app.org_id)
-        .fetch_one(&app.db.pool)
+async fn delete_entry(app: &TestApp, id: &str) {
+    sqlx::query("DELETE FROM audit_log WHERE id = $1")
+        .bind(id)
+        .execute(&app.db.pool)
         .await
-        .unwrap()
-        .get("n")
+        .unwrap();
+}
+
+async fn unsealed(app: &TestApp) -> i64 {
+    sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM audit_log WHERE org_id = $1 AND seq IS NULL",
+    )
+    .bind(&app.org_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+    .get("n")
 }
 
 #[tokio::test]
@@ -107,16 +117,15 @@ async fn entries_are_sealed_in_order_with_a_valid_chain_and_verify_prints_the_he
     assert_eq!(s.head.seq, c.len() as i64);
     assert_eq!(s.head.hash, prev);
     // Sealed in (at, id) order.
-    let order: Vec<String> = sqlx::query(
-        "SELECT id FROM audit_log WHERE org_id = $1 ORDER BY at, id",
-    )
-    .bind(&app.org_id)
-    .fetch_all(&app.db.pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get("id"))
-    .collect();
+    let order: Vec<String> =
+        sqlx::query("SELECT id FROM audit_log WHERE org_id = $1 ORDER BY at, id")
+            .bind(&app.org_id)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("id"))
+            .collect();
     let by_seq: Vec<String> = c.iter().map(|e| e.0.clone()).collect();
     assert_eq!(order, by_seq);
     // A second pass seals nothing and keeps the head.
@@ -182,11 +191,7 @@ async fn a_deleted_middle_entry_is_named() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let c = five_sealed(&app).await;
-    sqlx::query("DELETE FROM audit_log WHERE id = $1")
-        .bind(&c[1].0)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    delete_entry(&app, &c[1].0).await;
     let line = broken(&app, dir.path(), &[]);
     assert!(
         line.contains(&format!(
@@ -203,11 +208,7 @@ async fn a_deleted_tail_is_caught_by_the_sealer_head_and_by_an_anchor() {
     let dir = tempfile::tempdir().unwrap();
     let c = five_sealed(&app).await;
     let (tail_id, tail_seq, tail_prev, anchor) = c.last().unwrap().clone();
-    sqlx::query("DELETE FROM audit_log WHERE id = $1")
-        .bind(&tail_id)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    delete_entry(&app, &tail_id).await;
     let line = broken(&app, dir.path(), &[]);
     assert!(
         line.contains(&format!("the entries from seq {tail_seq} on are missing")),
@@ -271,11 +272,7 @@ async fn a_forged_row_is_named() {
     // The minute sealer leaves it unsealed too.
     audit::seal(&app.db, &app.org_id, now()).await.unwrap();
     assert_eq!(unsealed(&app).await, 1);
-    sqlx::query("DELETE FROM audit_log WHERE id = $1")
-        .bind(&backdated)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    delete_entry(&app, &backdated).await;
     intact(&app, dir.path(), &[]);
 
     // A row given a place in the chain without the previous entry's hash.
@@ -293,12 +290,13 @@ async fn a_forged_row_is_named() {
 async fn concurrent_writers_while_sealing_lose_nothing() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
-    let before: i64 = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM audit_log WHERE org_id = $1")
-        .bind(&app.org_id)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap()
-        .get("n");
+    let before: i64 =
+        sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM audit_log WHERE org_id = $1")
+            .bind(&app.org_id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+            .get("n");
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let db = app.db.clone();
@@ -370,7 +368,10 @@ async fn the_audit_log_is_searched_by_customer_user_action_and_time() {
     let a = app.customer("甲公司", None).await;
     let b = app.customer("乙公司", None).await;
     let res = app
-        .patch(&format!("/api/v1/customers/{a}"), &json!({"name": "甲公司二"}))
+        .patch(
+            &format!("/api/v1/customers/{a}"),
+            &json!({"name": "甲公司二"}),
+        )
         .await;
     assert_eq!(res.status(), 200);
     // An entry about a deal that names the customer in its detail, by a member.
@@ -415,14 +416,18 @@ async fn the_audit_log_is_searched_by_customer_user_action_and_time() {
     let from_here = search(&app, "ip=127.0.0.1&limit=200").await;
     assert!(actions(&from_here).contains(&"customer.update".to_string()));
     assert!(!actions(&from_here).contains(&"deal.reassigned".to_string()));
-    assert!(from_here.iter().all(|i| i["client_ip"] == json!("127.0.0.1")));
+    assert!(from_here
+        .iter()
+        .all(|i| i["client_ip"] == json!("127.0.0.1")));
     assert!(search(&app, "ip=203.0.113.7").await.is_empty());
 
     // Time: a window ending before everything is empty; today's date holds it all.
     assert!(search(&app, "to=2020-01-01").await.is_empty());
-    assert!(search(&app, "from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z")
-        .await
-        .is_empty());
+    assert!(
+        search(&app, "from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z")
+            .await
+            .is_empty()
+    );
     let future = chrono::Utc::now() + chrono::Duration::days(2);
     assert!(search(&app, &format!("from={}", future.format("%Y-%m-%d")))
         .await
@@ -443,7 +448,12 @@ async fn the_audit_log_is_searched_by_customer_user_action_and_time() {
     assert_ne!(next[0]["id"], page["items"][0]["id"]);
 
     // Bad input is refused.
-    for bad in ["from=yesterday", "to=2026-13-01", "customer=a%20b", "ip=localhost"] {
+    for bad in [
+        "from=yesterday",
+        "to=2026-13-01",
+        "customer=a%20b",
+        "ip=localhost",
+    ] {
         let res = app.get(&format!("/api/v1/audit?{bad}")).await;
         assert_eq!(res.status(), 422, "{bad}");
     }
@@ -463,7 +473,12 @@ async fn only_admin_keys_search_the_audit_log() {
             .unwrap();
         assert_eq!(res.status(), 403, "{role:?}");
     }
-    let res = app.client.get(app.url("/api/v1/audit")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/api/v1/audit"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(app.get("/api/v1/audit").await.status(), 200);
 }
@@ -484,13 +499,12 @@ async fn the_daily_anchor_records_the_head_and_sends_it_to_the_security_officer(
     .await
     .unwrap();
     app.worker.drain().await.unwrap();
-    let row = sqlx::query(
-        "SELECT detail FROM audit_log WHERE org_id = $1 AND action = 'audit.anchor'",
-    )
-    .bind(&app.org_id)
-    .fetch_one(&app.db.pool)
-    .await
-    .unwrap();
+    let row =
+        sqlx::query("SELECT detail FROM audit_log WHERE org_id = $1 AND action = 'audit.anchor'")
+            .bind(&app.org_id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
     let detail: Value = serde_json::from_str(&row.get::<String, _>("detail")).unwrap();
     let c = chain(&app).await;
     // The anchored head is the chain as it stood before the anchor's own entry.
@@ -507,7 +521,15 @@ async fn the_daily_anchor_records_the_head_and_sends_it_to_the_security_officer(
             .iter()
             .map(|r| r.get("recipient_user_id"))
             .collect();
-    assert_eq!(recipients, [officer], "the security officer, not the admin {admin}");
+    assert_eq!(
+        recipients,
+        [officer],
+        "the security officer, not the admin {admin}"
+    );
     let dir = tempfile::tempdir().unwrap();
-    intact(&app, dir.path(), &["--anchor", detail["hash"].as_str().unwrap()]);
+    intact(
+        &app,
+        dir.path(),
+        &["--anchor", detail["hash"].as_str().unwrap()],
+    );
 }

@@ -6,8 +6,8 @@ mod helpers;
 
 mod api_directory;
 mod api_events;
-mod audit_chain;
 mod architecture;
+mod audit_chain;
 mod browser;
 mod callbacks;
 mod cards;
