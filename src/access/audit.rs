@@ -162,7 +162,9 @@ pub struct Sealed {
     pub more: bool,
 }
 
-/// Seals (part of) the organisation's unsealed entries inside `tx`. The organisation's
+/// Seals (part of) the organisation's unsealed entries inside `tx`, in id order: ids are
+/// UUIDv7, taken when the writer recorded the entry, while `at` is the writer's `now`,
+/// which a long run (an import) keeps from its start. The organisation's
 /// `audit_heads` row is updated first, so a second sealer (another replica) waits for
 /// this transaction and then continues from the head it left.
 pub async fn seal_in(tx: &mut Tx, org_id: &str, now_ms: i64) -> Result<Sealed, sqlx::Error> {
@@ -187,7 +189,7 @@ pub async fn seal_in(tx: &mut Tx, org_id: &str, now_ms: i64) -> Result<Sealed, s
         (head.get("seq"), head.get("hash"), head.get("at"));
     let rows = sqlx::query(&format!(
         "SELECT {CHAIN_COLUMNS} FROM audit_log WHERE org_id = $1 AND seq IS NULL \
-         ORDER BY at, id LIMIT $2"
+         ORDER BY id LIMIT $2"
     ))
     .bind(org_id)
     .bind(SEAL_BATCH)

@@ -116,16 +116,15 @@ async fn entries_are_sealed_in_order_with_a_valid_chain_and_verify_prints_the_he
     }
     assert_eq!(s.head.seq, c.len() as i64);
     assert_eq!(s.head.hash, prev);
-    // Sealed in (at, id) order.
-    let order: Vec<String> =
-        sqlx::query("SELECT id FROM audit_log WHERE org_id = $1 ORDER BY at, id")
-            .bind(&app.org_id)
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get("id"))
-            .collect();
+    // Sealed in id order: the order they were recorded in.
+    let order: Vec<String> = sqlx::query("SELECT id FROM audit_log WHERE org_id = $1 ORDER BY id")
+        .bind(&app.org_id)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("id"))
+        .collect();
     let by_seq: Vec<String> = c.iter().map(|e| e.0.clone()).collect();
     assert_eq!(order, by_seq);
     // A second pass seals nothing and keeps the head.
@@ -286,6 +285,43 @@ async fn a_forged_row_is_named() {
     );
 }
 
+/// Records a `test.write` entry at `at_ms` in a transaction of its own.
+async fn write(db: &closeloop::db::Db, org_id: &str, at_ms: i64, target: &str) {
+    let mut tx = db.begin().await.unwrap();
+    audit::record(
+        &mut tx,
+        at_ms,
+        AuditEntry {
+            org_id: Some(org_id),
+            actor_kind: "system",
+            actor_id: None,
+            action: "test.write",
+            target_kind: Some("writer"),
+            target_id: Some(target),
+            detail: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_long_run_keeping_its_start_time_is_sealed_not_taken_for_backdated() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    five_sealed(&app).await;
+    // An import started two hours ago records with its start time, now.
+    let start = now() - 2 * 3600 * 1000;
+    for n in 0..3 {
+        write(&app.db, &app.org_id, start, &format!("import-{n}")).await;
+    }
+    let s = audit::seal(&app.db, &app.org_id, now()).await.unwrap();
+    assert_eq!((s.sealed, s.backdated.len()), (3, 0));
+    assert_eq!(unsealed(&app).await, 0);
+    intact(&app, dir.path(), &[]);
+}
+
 #[tokio::test]
 async fn concurrent_writers_while_sealing_lose_nothing() {
     let app = spawn_app().await;
@@ -303,23 +339,7 @@ async fn concurrent_writers_while_sealing_lose_nothing() {
             let org = app.org_id.clone();
             tokio::spawn(async move {
                 for i in 0..20 {
-                    let mut tx = db.begin().await.unwrap();
-                    audit::record(
-                        &mut tx,
-                        now(),
-                        AuditEntry {
-                            org_id: Some(&org),
-                            actor_kind: "system",
-                            actor_id: None,
-                            action: "test.write",
-                            target_kind: Some("writer"),
-                            target_id: Some(&format!("{w}-{i}")),
-                            detail: json!({}),
-                        },
-                    )
-                    .await
-                    .unwrap();
-                    tx.commit().await.unwrap();
+                    write(&db, &org, now(), &format!("{w}-{i}")).await;
                 }
             })
         })
