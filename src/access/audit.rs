@@ -1,9 +1,15 @@
 //! The audit log: who did what to which object. Written in the same transaction as the
 //! change it describes, so an audited change cannot exist without its entry.
+//!
+//! Entries are hash-chained per organisation in batches, off the write path ([`seal`]),
+//! checked by [`verify`] (`closeloop audit verify`) and searched by [`search`]
+//! (`GET /api/v1/audit`).
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
 
-use crate::db::{new_id, Tx};
+use crate::db::{new_id, Db, Tx};
 
 pub struct AuditEntry<'a> {
     pub org_id: Option<&'a str>,
@@ -51,11 +57,6 @@ pub async fn record(tx: &mut Tx, at_ms: i64, e: AuditEntry<'_>) -> Result<(), sq
 
 // ----------------------------------------------------------------------------------------
 // The hash chain
-
-use sha2::{Digest, Sha256};
-use sqlx::Row;
-
-use crate::db::Db;
 
 /// How much older than the sealed head (by the time in its UUIDv7 id, taken when the
 /// writer recorded it) an unsealed entry may be and still be sealed as a late commit. An
