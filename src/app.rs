@@ -379,6 +379,45 @@ async fn build_worker(
         .await
         .map_err(|e| anyhow::anyhow!("cannot register the weekly collaboration report: {e}"))?;
     }
+    {
+        use crate::audit_anchor as anchor;
+        registry.register(
+            anchor::SEAL_KIND,
+            anchor::Seal {
+                clock: clock.clone(),
+                org_id: org.id.clone(),
+            },
+        );
+        registry.register(
+            anchor::ANCHOR_KIND,
+            anchor::Anchor {
+                clock: clock.clone(),
+                cipher: cipher.clone(),
+                org_id: org.id.clone(),
+                tz: org.timezone,
+            },
+        );
+        for (kind, every) in [
+            (anchor::SEAL_KIND, Every::Interval(anchor::SEAL_EVERY)),
+            (anchor::ANCHOR_KIND, Every::Cron(anchor::ANCHOR_CRON.into())),
+        ] {
+            schedule::upsert(
+                db,
+                clock.now_ms(),
+                &ScheduleSpec {
+                    id: format!("{kind}:{}", org.id),
+                    org_id: Some(org.id.clone()),
+                    kind: kind.into(),
+                    payload: serde_json::json!({}),
+                    every,
+                    timezone: org.timezone,
+                    misfire: Misfire::Once,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register the audit schedule {kind}: {e}"))?;
+        }
+    }
     registry.register(
         crate::verification::claims::SETTLE,
         crate::verification::claims::Settle {

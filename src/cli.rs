@@ -67,6 +67,23 @@ pub enum Command {
     /// Customers already on the chat platform.
     #[command(subcommand)]
     Customers(CustomersCommand),
+    /// The audit log's hash chain: verify it, print its head for anchoring.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Seal the unsealed entries, then recompute the default organisation's chain; names
+    /// the first broken entry and exits 2 when an entry was changed, inserted or deleted.
+    Verify {
+        /// A head hash anchored earlier (`audit head`, the daily anchor card): it must be
+        /// the hash of an entry of the intact chain.
+        #[arg(long, value_name = "HASH")]
+        anchor: Option<String>,
+    },
+    /// Seal the unsealed entries and print the chain head (seq and hash) to anchor.
+    Head,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,7 +277,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = crate::app::load_config(cli.config.as_deref())?;
             import_customers(config, &platform).await
         }
+        Command::Audit(cmd) => {
+            let config = crate::app::load_config(cli.config.as_deref())?;
+            audit(config, cmd).await
+        }
     }
+}
+
+/// `audit verify` and `audit head`.
+async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let result = audit_in(&db, cmd).await;
+    db.close().await;
+    result
+}
+
+async fn audit_in(db: &Db, cmd: AuditCommand) -> anyhow::Result<()> {
+    use crate::access::audit;
+    let org = existing_default_org(db).await?;
+    let now = SystemClock.now_ms();
+    match cmd {
+        AuditCommand::Head => {
+            let head = audit::head(db, &org.id, now).await?;
+            println!("seq {}\nhash {}", head.seq, head.hash);
+        }
+        AuditCommand::Verify { anchor } => {
+            let anchor = anchor.map(|a| a.trim().to_ascii_lowercase());
+            match audit::verify(db, &org.id, now, anchor.as_deref()).await? {
+                Ok(v) => {
+                    println!(
+                        "audit chain intact: {} entries\nseq {}\nhash {}",
+                        v.entries, v.head.seq, v.head.hash
+                    );
+                    if anchor.is_some() {
+                        println!("anchor found in the chain");
+                    }
+                }
+                Err(broken) => anyhow::bail!("audit chain broken at {broken}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `customers import --platform wecom|dingtalk`: progress on stderr, the totals on stdout.

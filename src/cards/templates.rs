@@ -85,6 +85,11 @@ pub const SPECS: &[Spec] = &[
         actions: &[],
     },
     Spec {
+        name: "audit.anchor",
+        vars: &["time", "seq", "hash"],
+        actions: &[],
+    },
+    Spec {
         name: "collab.health",
         vars: &[
             "week", "requests", "mean", "overdue", "returns", "worst", "link",
@@ -123,6 +128,7 @@ embedded!(
     "collab.health",
     "credibility.alert",
     "credibility.review",
+    "audit.anchor",
 );
 
 #[derive(Debug, Clone, Deserialize)]

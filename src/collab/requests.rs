@@ -167,17 +167,7 @@ async fn route(
         let id: String = r.get("user_id");
         return Ok((Some(id.clone()), vec![id]));
     }
-    let queue: Vec<String> = sqlx::query(
-        "SELECT u.id FROM users u JOIN user_roles r ON r.user_id = u.id \
-         WHERE u.org_id = $1 AND r.role = $2 AND u.status = 'active' ORDER BY u.id",
-    )
-    .bind(org_id)
-    .bind(role)
-    .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .map(|r| r.get("id"))
-    .collect();
+    let queue = crate::directory::users::active_with_role(tx, org_id, role).await?;
     Ok((None, queue))
 }
 

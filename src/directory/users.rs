@@ -254,6 +254,21 @@ async fn check_superiors(
     Ok(out)
 }
 
+/// The ids of the organisation's active members holding `role`, in id order.
+pub async fn active_with_role(tx: &mut Tx, org_id: &str, role: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query(
+        "SELECT u.id FROM users u JOIN user_roles r ON r.user_id = u.id \
+         WHERE u.org_id = $1 AND r.role = $2 AND u.status = 'active' ORDER BY u.id",
+    )
+    .bind(org_id)
+    .bind(role)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| r.get("id"))
+    .collect())
+}
+
 pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
     Ok(
         sqlx::query("SELECT 1 FROM users WHERE id = $1 AND org_id = $2")

@@ -212,7 +212,15 @@ async fn client_ip(
         .map(|c| c.0.ip());
     let ip = peer.map(|p| resolve_client_ip(p, req.headers(), &trusted));
     req.extensions_mut().insert(ClientIp(ip));
-    next.run(req).await.into_response()
+    // Audit entries of this request record the IP; a platform's callback is the
+    // platform's server, not the person.
+    let audited = ip
+        .filter(|_| !req.uri().path().starts_with("/callback/"))
+        .map(|ip| ip.to_string());
+    crate::access::audit::CLIENT_IP
+        .scope(audited, next.run(req))
+        .await
+        .into_response()
 }
 
 pub fn resolve_client_ip(

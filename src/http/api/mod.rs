@@ -1,6 +1,7 @@
 //! REST API v1: bearer API keys, JSON in and out, cursor paging, OpenAPI document.
 
 mod admin;
+mod audit;
 mod collab;
 mod credibility;
 mod customers;
@@ -93,6 +94,7 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(collab::calendar_feed),
         )
         .route("/platform-events", get(admin::list_platform_events))
+        .route("/audit", get(audit::list))
         .route("/jobs", get(admin::list_jobs))
         .route("/jobs/{id}/retry", axum::routing::post(admin::retry_job))
         .route("/jobs/run-now", axum::routing::post(admin::run_job_now))
@@ -204,6 +206,7 @@ impl Modify for BearerAuth {
         collab::health,
         credibility::list, tasks::list,
         admin::list_platform_events,
+        audit::list,
         admin::list_jobs, admin::retry_job, admin::run_job_now,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
         rules::get, rules::check,
