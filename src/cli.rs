@@ -67,6 +67,20 @@ pub enum Command {
     /// Customers already on the chat platform.
     #[command(subcommand)]
     Customers(CustomersCommand),
+    /// People from a directory source other than the chat platforms.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DirectoryCommand {
+    /// Read the directory once and sync people, departments, managers and group roles
+    /// (audited as `directory.sync`). A re-run without changes changes nothing.
+    Sync {
+        /// The directory: `ldap` (the `[ldap]` section; Active Directory too).
+        #[arg(long, value_parser = ["ldap"])]
+        source: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,10 +274,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = crate::app::load_config(cli.config.as_deref())?;
             import_customers(config, &platform).await
         }
+        Command::Directory(DirectoryCommand::Sync { source }) => {
+            let config = crate::app::load_config(cli.config.as_deref())?;
+            directory_sync(config, &source).await
+        }
     }
 }
 
 /// `customers import --platform wecom|dingtalk`: progress on stderr, the totals on stdout.
+/// `directory sync --source ldap`: one sync of the `[ldap]` directory, its counts on stdout.
+async fn directory_sync(config: Config, source: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(source == "ldap", "--source: `{source}` is not a directory source (ldap)");
+    let ldap = config
+        .ldap
+        .as_ref()
+        .context("directory sync --source ldap needs the [ldap] section")?;
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let org = existing_default_org(&db).await?;
+    let result =
+        crate::directory::ldap::sync(&db, SystemClock.now_ms(), &org.id, ldap, &Actor::cli()).await;
+    db.close().await;
+    let out = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "ldap: created {}, updated {}, left {}, kept active (listing shrank too sharply) {}, roles granted {}, roles revoked {}",
+        out.members.created,
+        out.members.updated,
+        out.members.left,
+        out.members.withheld_left,
+        out.roles_granted,
+        out.roles_revoked
+    );
+    Ok(())
+}
+
 async fn import_customers(config: Config, platform: &str) -> anyhow::Result<()> {
     use crate::chat::event::Platform;
     let platform = match platform {
