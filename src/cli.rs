@@ -284,7 +284,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `customers import --platform wecom|dingtalk`: progress on stderr, the totals on stdout.
 /// `directory sync --source ldap`: one sync of the `[ldap]` directory, its counts on stdout.
 async fn directory_sync(config: Config, source: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(source == "ldap", "--source: `{source}` is not a directory source (ldap)");
+    anyhow::ensure!(
+        source == "ldap",
+        "--source: `{source}` is not a directory source (ldap)"
+    );
     let ldap = config
         .ldap
         .as_ref()

@@ -239,14 +239,7 @@ pub async fn full_sync_in(
         ids.insert(&m.platform_id, id);
     }
     for m in members {
-        set_leaders(
-            tx,
-            org_id,
-            space,
-            &ids[m.platform_id.as_str()],
-            &m.leaders,
-        )
-        .await?;
+        set_leaders(tx, org_id, space, &ids[m.platform_id.as_str()], &m.leaders).await?;
     }
     let listed: std::collections::HashSet<&str> =
         members.iter().map(|m| m.platform_id.as_str()).collect();

@@ -265,12 +265,24 @@ pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
     )
 }
 
+/// Roles kept keep their source (one the LDAP sync granted stays LDAP-managed); roles
+/// added are the admin's (`source = 'admin'`, the column's default).
 async fn write_roles(tx: &mut Tx, user_id: &str, roles: &[String]) -> Result<()> {
-    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+    let held: Vec<String> = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1")
         .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
-    for r in roles {
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| r.get("role"))
+        .collect();
+    for r in held.iter().filter(|r| !roles.contains(r)) {
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(user_id)
+            .bind(r)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for r in roles.iter().filter(|r| !held.contains(r)) {
         sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
             .bind(user_id)
             .bind(r)
