@@ -406,3 +406,69 @@ async fn a_wrong_bind_password_is_an_error_without_the_password_and_changes_noth
     assert_eq!(users, 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_syncs_the_ldap_directory_and_config_check_redacts_the_bind_password() {
+    if !slapd_available() {
+        return;
+    }
+    let slapd = start_slapd().await;
+    let mut dir = admin(&slapd).await;
+    fill(&mut dir).await;
+    let app = spawn_app().await;
+    let work = tempfile::tempdir().unwrap();
+    let data_key = if crate::helpers::on_postgres() {
+        format!(
+            "[security]\ndata_key = \"{}\"\n",
+            crate::helpers::TEST_DATA_KEY
+        )
+    } else {
+        String::new()
+    };
+    std::fs::write(
+        work.path().join("closeloop.toml"),
+        format!(
+            "database_url = \"{}\"\n{data_key}\
+             [ldap]\nurl = \"{}\"\nbind_dn = \"{ROOT_DN}\"\nbind_password = \"{ROOT_PW}\"\n\
+             base_dn = \"ou=people,{SUFFIX}\"\n\
+             [ldap.group_roles]\n\"cn=sales,ou=groups,{SUFFIX}\" = [\"sales\"]\n",
+            app.database_url, slapd.url
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = crate::cli::closeloop(work.path())
+            .args(args)
+            .output()
+            .expect("run closeloop");
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&["directory", "sync", "--source", "ldap"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("created 4, updated 0, left 0") && stdout.contains("roles granted 2"),
+        "{stdout}"
+    );
+    assert!(!format!("{stdout}{stderr}").contains(ROOT_PW));
+    assert_eq!(roles(&user(&app, "zhaoliu").await), ["sales"]);
+    let (ok, stdout, stderr) = run(&["directory", "sync", "--source", "ldap"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("created 0, updated 4, left 0"), "{stdout}");
+    assert!(
+        stdout.contains("roles granted 0, roles revoked 0"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = run(&["config", "check"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("[ldap]") && stdout.contains("[redacted]"),
+        "{stdout}"
+    );
+    assert!(!format!("{stdout}{stderr}").contains(ROOT_PW), "{stdout}");
+    app.stop().await;
+}
