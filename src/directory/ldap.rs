@@ -312,6 +312,36 @@ async fn set_ldap_roles(
     Ok((granted, revoked))
 }
 
+/// The scheduled LDAP sync (nightly, and once at start), audited as the system.
+pub const KIND: &str = "directory.ldap_sync";
+
+pub struct SyncJob {
+    pub db: Db,
+    pub clock: crate::clock::SharedClock,
+    pub org_id: String,
+    pub config: LdapConfig,
+}
+
+impl crate::jobs::Handler for SyncJob {
+    fn perform<'a>(
+        &'a self,
+        _job: &'a crate::jobs::ClaimedJob,
+    ) -> crate::jobs::BoxFuture<'a, std::result::Result<serde_json::Value, crate::jobs::JobError>>
+    {
+        Box::pin(async move {
+            let out = sync(
+                &self.db,
+                self.clock.now_ms(),
+                &self.org_id,
+                &self.config,
+                &Actor::system(),
+            )
+            .await?;
+            Ok(serde_json::to_value(out).unwrap_or_default())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

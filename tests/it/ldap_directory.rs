@@ -11,7 +11,7 @@ use closeloop::directory::ldap::{self, LdapSyncOutcome};
 use ldap3::{Ldap, LdapConnAsync, Mod};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 const SLAPD: &str = "/usr/sbin/slapd";
 const SUFFIX: &str = "dc=example,dc=com";
@@ -190,16 +190,20 @@ async fn fill(ldap: &mut Ldap) {
 }
 
 fn config(slapd: &Slapd) -> LdapConfig {
-    closeloop::Config::from_toml_only(&format!(
+    closeloop::Config::from_toml_only(&ldap_section(slapd))
+        .expect("ldap config")
+        .ldap
+        .unwrap()
+}
+
+fn ldap_section(slapd: &Slapd) -> String {
+    format!(
         "[ldap]\nurl = \"{}\"\nbind_dn = \"{ROOT_DN}\"\nbind_password = \"{ROOT_PW}\"\n\
          base_dn = \"ou=people,{SUFFIX}\"\n\
          [ldap.group_roles]\n\"cn=sales,ou=groups,{SUFFIX}\" = [\"sales\"]\n\
          \"CN=Managers, OU=groups, DC=example, DC=com\" = [\"manager\", \"sales\"]\n",
         slapd.url
-    ))
-    .expect("ldap config")
-    .ldap
-    .unwrap()
+    )
 }
 
 async fn sync(app: &TestApp, config: &LdapConfig) -> LdapSyncOutcome {
@@ -470,5 +474,31 @@ async fn the_cli_syncs_the_ldap_directory_and_config_check_redacts_the_bind_pass
         "{stdout}"
     );
     assert!(!format!("{stdout}{stderr}").contains(ROOT_PW), "{stdout}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_with_an_ldap_section_syncs_at_start_as_a_job() {
+    if !slapd_available() {
+        return;
+    }
+    let slapd = start_slapd().await;
+    let mut dir = admin(&slapd).await;
+    fill(&mut dir).await;
+    let app = spawn_app_with(&ldap_section(&slapd)).await;
+    app.worker.drain().await.unwrap();
+    assert_eq!(roles(&user(&app, "wangjl").await), ["manager", "sales"]);
+    let actor: String =
+        sqlx::query_scalar("SELECT actor_kind FROM audit_log WHERE action = 'directory.sync'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(actor, "system");
+    let scheduled: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE kind = 'directory.ldap_sync'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(scheduled, 1);
     app.stop().await;
 }
