@@ -93,7 +93,7 @@ pub enum UsersCommand {
     },
     /// Replace a member's closeloop roles (audited).
     SetRoles {
-        /// The member: an id, wecom:USERID (dingtalk:, feishu:), or a name no one else has.
+        /// The member: an id, wecom:USERID (dingtalk:, feishu:, ldap:), or a name no one else has.
         user: String,
         /// The roles the member holds from now on.
         #[arg(required_unless_present = "none", value_parser = PossibleValuesParser::new(users::ROLES))]

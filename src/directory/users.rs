@@ -574,15 +574,20 @@ pub async fn all(db: &Db, org_id: &str) -> Result<Vec<User>> {
 }
 
 /// The user an operator names: an id, a platform member id as `wecom:USERID` (also
-/// `dingtalk:`, `feishu:`), or a name no one else has.
+/// `dingtalk:`, `feishu:`, and `ldap:UID`), or a name no one else has.
 pub async fn find(db: &Db, org_id: &str, who: &str) -> Result<User> {
     let who = who.trim();
     if let Some((platform, value)) = who.split_once(':') {
-        if let Some(p) = crate::chat::event::Platform::parse(platform) {
+        let space = match crate::chat::event::Platform::parse(platform) {
+            Some(p) => Some(super::sync::IdSpace::from(p)),
+            None if platform == super::ldap::ID_SPACE.platform => Some(super::ldap::ID_SPACE),
+            None => None,
+        };
+        if let Some(space) = space {
             let filter = UserFilter {
                 role: None,
-                platform: Some(p.as_str().into()),
-                identity_kind: Some(p.member_id_kind().into()),
+                platform: Some(space.platform.into()),
+                identity_kind: Some(space.kinds[0].into()),
                 identity_value: Some(value.into()),
             };
             let page = PageRequest {

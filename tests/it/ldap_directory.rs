@@ -467,6 +467,13 @@ async fn the_cli_syncs_the_ldap_directory_and_config_check_redacts_the_bind_pass
         "{stdout}"
     );
 
+    // A member named by their LDAP id gets a role from an admin, which the next sync keeps.
+    let (ok, stdout, stderr) = run(&["users", "set-roles", "ldap:zhanggong", "legal"]);
+    assert!(ok, "{stdout}{stderr}");
+    let (ok, stdout, stderr) = run(&["directory", "sync", "--source", "ldap"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(roles(&user(&app, "zhanggong").await), ["legal"]);
+
     let (ok, stdout, stderr) = run(&["config", "check"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(
