@@ -358,6 +358,13 @@ async fn ldap_people_managers_and_group_roles_sync_and_follow_the_directory() {
     let zhao = user(&app, "zhaoliu").await;
     assert_eq!(zhao["status"], "left");
     assert_eq!(roles(&zhao), Vec::<&str>::new());
+    let left_points: Vec<String> = sqlx::query_scalar(
+        "SELECT actor_user_id FROM tracking_points WHERE action = 'platform.member_left' AND platform = 'ldap'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left_points, vec![zhao["id"].as_str().unwrap().to_string()]);
     // The superior set by hand stayed.
     let zhang = user(&app, "zhanggong").await;
     assert_eq!(zhang["superiors"], json!([wang["id"]]));
