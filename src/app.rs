@@ -569,6 +569,43 @@ async fn build_worker(
         .await
         .map_err(|e| anyhow::anyhow!("cannot queue the start-up directory sync: {e}"))?;
     }
+    if let Some(ldap) = &config.ldap {
+        use crate::directory::ldap;
+        registry.register(
+            ldap::KIND,
+            ldap::SyncJob {
+                db: db.clone(),
+                clock: clock.clone(),
+                org_id: org.id.clone(),
+                config: ldap.clone(),
+            },
+        );
+        schedule::upsert(
+            db,
+            clock.now_ms(),
+            &ScheduleSpec {
+                id: format!("{}:{}", ldap::KIND, org.id),
+                org_id: Some(org.id.clone()),
+                kind: ldap::KIND.into(),
+                payload: serde_json::json!({}),
+                every: Every::Cron("0 2 * * *".into()),
+                timezone: org.timezone,
+                misfire: Misfire::Once,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the LDAP directory sync: {e}"))?;
+        let now = clock.now_ms();
+        crate::jobs::enqueue_now(
+            db,
+            now,
+            crate::jobs::NewJob::new(ldap::KIND, serde_json::json!({}))
+                .org(org.id.clone())
+                .dedupe(format!("{}:start:{}", ldap::KIND, now / 3_600_000)),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot queue the start-up LDAP directory sync: {e}"))?;
+    }
     // Card purposes and inbox event kinds are registered by the capabilities that handle
     // them: neither cards nor the inbox knows a capability.
     let mut purposes = crate::cards::Purposes::default();

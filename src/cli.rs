@@ -70,6 +70,9 @@ pub enum Command {
     /// The audit log's hash chain: verify it, print its head for anchoring.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// People from a directory source other than the chat platforms.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +90,17 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DirectoryCommand {
+    /// Read the directory once and sync people, departments, managers and group roles
+    /// (audited as `directory.sync`). A re-run without changes changes nothing.
+    Sync {
+        /// The directory: `ldap` (the `[ldap]` section; Active Directory too).
+        #[arg(long, value_parser = ["ldap"])]
+        source: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// List members with their roles and direct superiors.
     List {
@@ -96,7 +110,7 @@ pub enum UsersCommand {
     },
     /// Replace a member's closeloop roles (audited).
     SetRoles {
-        /// The member: an id, wecom:USERID (dingtalk:, feishu:), or a name no one else has.
+        /// The member: an id, wecom:USERID (dingtalk:, feishu:, ldap:), or a name no one else has.
         user: String,
         /// The roles the member holds from now on.
         #[arg(required_unless_present = "none", value_parser = PossibleValuesParser::new(users::ROLES))]
@@ -281,6 +295,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = crate::app::load_config(cli.config.as_deref())?;
             audit(config, cmd).await
         }
+        Command::Directory(DirectoryCommand::Sync { source }) => {
+            let config = crate::app::load_config(cli.config.as_deref())?;
+            directory_sync(config, &source).await
+        }
     }
 }
 
@@ -322,6 +340,35 @@ async fn audit_in(db: &Db, cmd: AuditCommand) -> anyhow::Result<()> {
 }
 
 /// `customers import --platform wecom|dingtalk`: progress on stderr, the totals on stdout.
+/// `directory sync --source ldap`: one sync of the `[ldap]` directory, its counts on stdout.
+async fn directory_sync(config: Config, source: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        source == "ldap",
+        "--source: `{source}` is not a directory source (ldap)"
+    );
+    let ldap = config
+        .ldap
+        .as_ref()
+        .context("directory sync --source ldap needs the [ldap] section")?;
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let org = existing_default_org(&db).await?;
+    let result =
+        crate::directory::ldap::sync(&db, SystemClock.now_ms(), &org.id, ldap, &Actor::cli()).await;
+    db.close().await;
+    let out = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "ldap: created {}, updated {}, left {}, kept active (listing shrank too sharply) {}, roles granted {}, roles revoked {}",
+        out.members.created,
+        out.members.updated,
+        out.members.left,
+        out.members.withheld_left,
+        out.roles_granted,
+        out.roles_revoked
+    );
+    Ok(())
+}
+
 async fn import_customers(config: Config, platform: &str) -> anyhow::Result<()> {
     use crate::chat::event::Platform;
     let platform = match platform {

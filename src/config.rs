@@ -95,6 +95,9 @@ pub struct Config {
     pub wecom: Option<WecomConfig>,
     pub dingtalk: Option<DingtalkConfig>,
     pub feishu: Option<FeishuConfig>,
+    /// An LDAP / Active Directory server as a directory source (`closeloop directory sync
+    /// --source ldap`).
+    pub ldap: Option<LdapConfig>,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             wecom: None,
             dingtalk: None,
             feishu: None,
+            ldap: None,
         }
     }
 }
@@ -415,6 +419,73 @@ impl FeishuConfig {
     }
 }
 
+/// An LDAP directory: people (with department and manager) under `base_dn` matching
+/// `user_filter`, read with a simple bind over plain `ldap://`; `group_roles` maps group DNs
+/// (as listed in a person's `memberOf`) to closeloop roles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://host:port` (`ldaps://` and StartTLS are not supported yet).
+    pub url: String,
+    /// The account the sync binds as; without it the sync binds anonymously.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    #[serde(default)]
+    pub bind_password: Option<Secret>,
+    pub base_dn: String,
+    #[serde(default = "LdapConfig::default_user_filter")]
+    pub user_filter: String,
+    /// The attribute holding a person's stable id (`uid`; `sAMAccountName` on AD).
+    #[serde(default = "LdapConfig::default_id_attribute")]
+    pub id_attribute: String,
+    /// The display name: the first of these a person has (`displayName`, then `cn`).
+    #[serde(default = "LdapConfig::default_name_attributes")]
+    pub name_attributes: Vec<String>,
+    /// The attribute naming the direct superior by DN.
+    #[serde(default = "LdapConfig::default_manager_attribute")]
+    pub manager_attribute: String,
+    /// The department (`departmentNumber`, `ou`, or AD's `department`).
+    #[serde(default = "LdapConfig::default_department_attribute")]
+    pub department_attribute: String,
+    /// The attribute listing the groups a person belongs to (OpenLDAP's memberof overlay
+    /// and Active Directory both use `memberOf`).
+    #[serde(default = "LdapConfig::default_groups_attribute")]
+    pub groups_attribute: String,
+    /// Group DN → the closeloop roles its members hold.
+    #[serde(default)]
+    pub group_roles: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(
+        default = "LdapConfig::default_timeout",
+        deserialize_with = "duration",
+        serialize_with = "show_duration"
+    )]
+    pub timeout: Duration,
+}
+
+impl LdapConfig {
+    fn default_user_filter() -> String {
+        "(objectClass=inetOrgPerson)".into()
+    }
+    fn default_id_attribute() -> String {
+        "uid".into()
+    }
+    fn default_name_attributes() -> Vec<String> {
+        vec!["displayName".into(), "cn".into()]
+    }
+    fn default_manager_attribute() -> String {
+        "manager".into()
+    }
+    fn default_department_attribute() -> String {
+        "departmentNumber".into()
+    }
+    fn default_groups_attribute() -> String {
+        "memberOf".into()
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
 /// One configuration problem, naming the key and what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration key `{key}`: {problem}")]
@@ -593,6 +664,20 @@ impl Config {
         self.webhooks
             .private_receivers()
             .map_err(|m| ConfigError::new("webhooks.allow_private", m))?;
+        if let Some(l) = &self.ldap {
+            if !l.url.starts_with("ldap://") {
+                return Err(ConfigError::new(
+                    "ldap.url",
+                    "must start with ldap:// (ldaps:// and StartTLS are not supported yet)",
+                ));
+            }
+            if l.bind_dn.is_some() != l.bind_password.is_some() {
+                return Err(ConfigError::new(
+                    "ldap.bind_password",
+                    "bind_dn and bind_password go together (neither: an anonymous bind)",
+                ));
+            }
+        }
         if self.storage.kind != "local" {
             return Err(ConfigError::new(
                 "storage.kind",

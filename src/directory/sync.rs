@@ -34,25 +34,45 @@ pub struct SyncOutcome {
     pub withheld_left: usize,
 }
 
-/// The closeloop user behind a platform member id. Feishu names a member by `open_id`
-/// where the app may not read `user_id` (card clicks, sign-in), so there an `open_id`
-/// identity is tried next.
+/// Where a directory's member ids live in `user_identities`: a chat platform's member ids,
+/// or another directory's (LDAP: `ldap`/`uid`). New members get an identity of the first
+/// kind; a look-up tries the kinds in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdSpace {
+    pub platform: &'static str,
+    pub kinds: &'static [&'static str],
+}
+
+impl From<Platform> for IdSpace {
+    /// Feishu names a member by `open_id` where the app may not read `user_id` (card
+    /// clicks, sign-in), so there an `open_id` identity is tried next.
+    fn from(p: Platform) -> IdSpace {
+        let kinds: &'static [&'static str] = match p {
+            Platform::Feishu => &["user_id", "open_id"],
+            Platform::Wecom | Platform::Dingtalk => &["userid"],
+        };
+        debug_assert_eq!(kinds[0], p.member_id_kind());
+        IdSpace {
+            platform: p.as_str(),
+            kinds,
+        }
+    }
+}
+
+/// The closeloop user behind a directory member id.
 pub async fn user_of(
     tx: &mut Tx,
     org_id: &str,
-    platform: Platform,
+    space: impl Into<IdSpace>,
     platform_id: &str,
 ) -> Result<Option<String>> {
-    let kinds: &[&str] = match platform {
-        Platform::Feishu => &[platform.member_id_kind(), "open_id"],
-        _ => &[platform.member_id_kind()],
-    };
-    for kind in kinds {
+    let space = space.into();
+    for kind in space.kinds {
         let found = sqlx::query(
             "SELECT user_id FROM user_identities WHERE org_id = $1 AND platform = $2 AND kind = $3 AND value = $4",
         )
         .bind(org_id)
-        .bind(platform.as_str())
+        .bind(space.platform)
         .bind(*kind)
         .bind(platform_id)
         .fetch_optional(&mut **tx)
@@ -70,9 +90,10 @@ pub async fn upsert_member(
     tx: &mut Tx,
     now_ms: i64,
     org_id: &str,
-    platform: Platform,
+    space: impl Into<IdSpace>,
     m: &Member,
 ) -> Result<(String, bool)> {
+    let space = space.into();
     let name: String = m
         .name
         .chars()
@@ -86,7 +107,7 @@ pub async fn upsert_member(
     };
     let department: Option<String> = m.department.as_ref().map(|d| d.chars().take(200).collect());
     let status = if m.active { "active" } else { "left" };
-    if let Some(id) = user_of(tx, org_id, platform, &m.platform_id).await? {
+    if let Some(id) = user_of(tx, org_id, space, &m.platform_id).await? {
         sqlx::query("UPDATE users SET name = $1, department = $2, status = $3, updated_at = $4 WHERE id = $5")
             .bind(&name)
             .bind(&department)
@@ -114,8 +135,8 @@ pub async fn upsert_member(
         "INSERT INTO user_identities (org_id, platform, kind, value, user_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(org_id)
-    .bind(platform.as_str())
-    .bind(platform.member_id_kind())
+    .bind(space.platform)
+    .bind(space.kinds[0])
     .bind(&m.platform_id)
     .bind(&id)
     .bind(now_ms)
@@ -130,10 +151,11 @@ pub async fn upsert_member(
 pub async fn set_leaders(
     tx: &mut Tx,
     org_id: &str,
-    platform: Platform,
+    space: impl Into<IdSpace>,
     user_id: &str,
     leaders: &[String],
 ) -> Result<()> {
+    let space = space.into();
     let manual = sqlx::query("SELECT 1 FROM users WHERE id = $1 AND superior_source = 'manual'")
         .bind(user_id)
         .fetch_optional(&mut **tx)
@@ -147,7 +169,7 @@ pub async fn set_leaders(
         .execute(&mut **tx)
         .await?;
     for l in leaders {
-        if let Some(sup) = user_of(tx, org_id, platform, l).await? {
+        if let Some(sup) = user_of(tx, org_id, space, l).await? {
             if sup != user_id {
                 sqlx::query("INSERT INTO user_superiors (user_id, superior_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(user_id)
@@ -187,14 +209,28 @@ pub async fn full_sync(
     db: &Db,
     now_ms: i64,
     org_id: &str,
-    platform: Platform,
+    space: impl Into<IdSpace>,
     members: &[Member],
 ) -> Result<SyncOutcome> {
-    let mut out = SyncOutcome::default();
     let mut tx = db.begin().await?;
+    let out = full_sync_in(&mut tx, now_ms, org_id, space, members).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`full_sync`] in the caller's transaction.
+pub async fn full_sync_in(
+    tx: &mut Tx,
+    now_ms: i64,
+    org_id: &str,
+    space: impl Into<IdSpace>,
+    members: &[Member],
+) -> Result<SyncOutcome> {
+    let space = space.into();
+    let mut out = SyncOutcome::default();
     let mut ids: HashMap<&str, String> = HashMap::new();
     for m in members {
-        let (id, created) = upsert_member(&mut tx, now_ms, org_id, platform, m).await?;
+        let (id, created) = upsert_member(tx, now_ms, org_id, space, m).await?;
         if created {
             out.created += 1;
         } else {
@@ -203,14 +239,7 @@ pub async fn full_sync(
         ids.insert(&m.platform_id, id);
     }
     for m in members {
-        set_leaders(
-            &mut tx,
-            org_id,
-            platform,
-            &ids[m.platform_id.as_str()],
-            &m.leaders,
-        )
-        .await?;
+        set_leaders(tx, org_id, space, &ids[m.platform_id.as_str()], &m.leaders).await?;
     }
     let listed: std::collections::HashSet<&str> =
         members.iter().map(|m| m.platform_id.as_str()).collect();
@@ -219,9 +248,9 @@ pub async fn full_sync(
          WHERE i.org_id = $1 AND i.platform = $2 AND i.kind = $3 AND u.status = 'active'",
     )
     .bind(org_id)
-    .bind(platform.as_str())
-    .bind(platform.member_id_kind())
-    .fetch_all(&mut *tx)
+    .bind(space.platform)
+    .bind(space.kinds[0])
+    .fetch_all(&mut **tx)
     .await?;
     let active = known.len();
     let missing: Vec<String> = known
@@ -233,7 +262,7 @@ pub async fn full_sync(
         missing.len() > MAX_QUIET_LEAVERS && missing.len() * 100 > active * MAX_LEFT_SHARE_PERCENT;
     if !missing.is_empty() && (members.is_empty() || too_many) {
         tracing::warn!(
-            platform = platform.as_str(),
+            platform = space.platform,
             org = org_id,
             unlisted = missing.len(),
             active,
@@ -245,14 +274,14 @@ pub async fn full_sync(
             sqlx::query("UPDATE users SET status = 'left', updated_at = $1 WHERE id = $2")
                 .bind(now_ms)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             // A departure found by reading the directory: closeloop's own finding about
             // the member, once (only active members are compared).
             let point = crate::tracking::NewPoint {
                 actor_kind: crate::tracking::ActorKind::Platform,
                 customer: None,
-                platform: Some(platform.as_str().into()),
+                platform: Some(space.platform.into()),
                 ..crate::tracking::NewPoint::new(
                     org_id,
                     id,
@@ -262,11 +291,10 @@ pub async fn full_sync(
                     serde_json::json!({"via": "directory_sync"}),
                 )
             };
-            crate::tracking::write_in(&mut tx, now_ms, &point, chrono_tz::UTC).await?;
+            crate::tracking::write_in(tx, now_ms, &point, chrono_tz::UTC).await?;
         }
         out.left = missing.len();
     }
-    tx.commit().await?;
     Ok(out)
 }
 

@@ -280,12 +280,24 @@ pub async fn exists_in(tx: &mut Tx, org_id: &str, id: &str) -> Result<bool> {
     )
 }
 
+/// Roles kept keep their source (one the LDAP sync granted stays LDAP-managed); roles
+/// added are the admin's (`source = 'admin'`, the column's default).
 async fn write_roles(tx: &mut Tx, user_id: &str, roles: &[String]) -> Result<()> {
-    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+    let held: Vec<String> = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1")
         .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
-    for r in roles {
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| r.get("role"))
+        .collect();
+    for r in held.iter().filter(|r| !roles.contains(r)) {
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(user_id)
+            .bind(r)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for r in roles.iter().filter(|r| !held.contains(r)) {
         sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
             .bind(user_id)
             .bind(r)
@@ -577,15 +589,20 @@ pub async fn all(db: &Db, org_id: &str) -> Result<Vec<User>> {
 }
 
 /// The user an operator names: an id, a platform member id as `wecom:USERID` (also
-/// `dingtalk:`, `feishu:`), or a name no one else has.
+/// `dingtalk:`, `feishu:`, and `ldap:UID`), or a name no one else has.
 pub async fn find(db: &Db, org_id: &str, who: &str) -> Result<User> {
     let who = who.trim();
     if let Some((platform, value)) = who.split_once(':') {
-        if let Some(p) = crate::chat::event::Platform::parse(platform) {
+        let space = match crate::chat::event::Platform::parse(platform) {
+            Some(p) => Some(super::sync::IdSpace::from(p)),
+            None if platform == super::ldap::ID_SPACE.platform => Some(super::ldap::ID_SPACE),
+            None => None,
+        };
+        if let Some(space) = space {
             let filter = UserFilter {
                 role: None,
-                platform: Some(p.as_str().into()),
-                identity_kind: Some(p.member_id_kind().into()),
+                platform: Some(space.platform.into()),
+                identity_kind: Some(space.kinds[0].into()),
                 identity_value: Some(value.into()),
             };
             let page = PageRequest {

@@ -36,6 +36,7 @@ mod hardening_signin;
 mod hardening_webhooks;
 mod inbound;
 mod jobs;
+mod ldap_directory;
 mod ledger;
 mod ledger_points;
 mod ledger_rules;
