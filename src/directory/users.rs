@@ -23,23 +23,31 @@ pub const STATUSES: [&str; 2] = ["active", "left"];
 /// (then the sync leaves them alone until they are handed back to the directory).
 pub const SUPERIOR_SOURCES: [&str; 2] = ["directory", "manual"];
 
-/// The id kinds each platform issues for a person.
+/// Where a person's identities come from: the three chat platforms and the LDAP directory.
+pub const IDENTITY_SOURCES: [&str; 4] = ["wecom", "dingtalk", "feishu", "ldap"];
+
+/// The id kinds each identity source issues for a person.
 pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
     match platform {
         "wecom" => Some(&["userid", "open_userid"]),
         "dingtalk" => Some(&["userid", "unionid"]),
         "feishu" => Some(&["user_id", "open_id", "union_id"]),
+        "ldap" => Some(super::ldap::ID_SPACE.kinds),
         _ => None,
     }
+}
+
+fn identity_source_schema() -> utoipa::openapi::Object {
+    crate::validate::one_of(&IDENTITY_SOURCES)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
-    /// `wecom`, `dingtalk` or `feishu`.
-    #[schema(schema_with = crate::chat::platform_schema)]
+    /// `wecom`, `dingtalk`, `feishu`, or `ldap` (a member synced from the LDAP directory).
+    #[schema(schema_with = identity_source_schema)]
     pub platform: String,
-    /// wecom: userid | open_userid; dingtalk: userid | unionid; feishu: user_id | open_id | union_id.
+    /// wecom: userid | open_userid; dingtalk: userid | unionid; feishu: user_id | open_id | union_id; ldap: uid.
     #[schema(schema_with = identity_kind_schema)]
     pub kind: String,
     #[schema(min_length = 1, max_length = 128)]
@@ -147,8 +155,8 @@ pub struct UserFilter {
     /// Only users holding this role.
     #[param(schema_with = role_schema)]
     pub role: Option<String>,
-    /// With `identity_kind` and `identity_value`: the user behind a platform id.
-    #[param(schema_with = crate::chat::platform_schema)]
+    /// With `identity_kind` and `identity_value`: the user behind a platform (or LDAP) id.
+    #[param(schema_with = identity_source_schema)]
     pub platform: Option<String>,
     #[param(schema_with = identity_kind_schema)]
     pub identity_kind: Option<String>,
@@ -173,9 +181,9 @@ fn superior_source_schema() -> utoipa::openapi::Object {
 
 /// Every kind some platform issues (which kinds go with which platform is checked too).
 fn identity_kind_schema() -> utoipa::openapi::Object {
-    let mut kinds: Vec<&str> = crate::chat::event::Platform::ALL
+    let mut kinds: Vec<&str> = IDENTITY_SOURCES
         .iter()
-        .flat_map(|p| identity_kinds(p.as_str()).unwrap_or_default())
+        .flat_map(|p| identity_kinds(p).unwrap_or_default())
         .copied()
         .collect();
     kinds.sort_unstable();
@@ -204,7 +212,7 @@ fn check_identities(ids: &[Identity]) -> Result<Vec<Identity>> {
     for i in ids {
         let kinds = identity_kinds(&i.platform).ok_or_else(|| {
             Error::invalid(format!(
-                "unknown platform `{}`; use wecom, dingtalk or feishu",
+                "unknown platform `{}`; use wecom, dingtalk, feishu or ldap",
                 i.platform
             ))
         })?;

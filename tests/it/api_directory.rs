@@ -394,6 +394,38 @@ async fn a_user_is_found_by_a_platform_identity() {
 
     let (status, code, _) = api_error(app.get("/api/v1/users?platform=wecom").await).await;
     assert_eq!((status, code.as_str()), (422, "invalid_input"));
+
+    // An LDAP uid (what `closeloop directory sync --source ldap` gives a member) is an
+    // identity like the platforms' ones, with its own kind.
+    let d = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "丁", "identities": [{"platform": "ldap", "kind": "uid", "value": "ding"}]}),
+        )
+        .await;
+    assert_eq!(
+        d["identities"],
+        json!([{"platform": "ldap", "kind": "uid", "value": "ding"}])
+    );
+    let found = ok_json(
+        app.get("/api/v1/users?platform=ldap&identity_kind=uid&identity_value=ding")
+            .await,
+    )
+    .await;
+    assert_eq!(ids(&found), vec![d["id"].as_str().unwrap().to_string()]);
+    let (status, _, message) = api_error(
+        send(
+            &app,
+            Some(&app.key),
+            Method::POST,
+            "/api/v1/users",
+            Some(&json!({"name": "戊", "identities": [{"platform": "ldap", "kind": "userid", "value": "wu"}]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(message.contains("uid"), "{message}");
 }
 
 // ---------------------------------------------------------------- customers
