@@ -684,7 +684,7 @@ async fn seed(app: &App, emulator: &Emulator) -> anyhow::Result<String> {
             )
             .await?;
         }
-        requests::assign(
+        crate::collab::assignments::assign(
             &s.db,
             added,
             org,

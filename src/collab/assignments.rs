@@ -42,9 +42,7 @@ pub async fn set(
 ) -> Result<()> {
     grant.require(&["assignments"])?;
     match user {
-        Some(user) => {
-            super::requests::assign(db, now_ms, org_id, actor, customer, role, user).await
-        }
+        Some(user) => assign(db, now_ms, org_id, actor, customer, role, user).await,
         None => unassign(db, now_ms, org_id, actor, customer, role).await,
     }
 }
@@ -203,4 +201,55 @@ pub async fn find_customer(db: &Db, org_id: &str, which: &str) -> Result<Custome
             ids.join(", ")
         ))),
     }
+}
+
+/// Assigns the customer's person for a role (routing for later requests), audited: the
+/// assignee receives the customer's requests for that role.
+pub async fn assign(
+    db: &Db,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    customer: &str,
+    role: &str,
+    user: &str,
+) -> Result<()> {
+    check_role(role)?;
+    let mut tx = db.begin().await?;
+    let ok = sqlx::query(
+        "SELECT (SELECT id FROM customers WHERE id = $1 AND org_id = $3) AS c, \
+                (SELECT id FROM users WHERE id = $2 AND org_id = $3) AS u",
+    )
+    .bind(customer)
+    .bind(user)
+    .bind(org_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if ok.get::<Option<String>, _>("c").is_none() || ok.get::<Option<String>, _>("u").is_none() {
+        return Err(Error::UnknownReference(
+            "customer or user does not exist".into(),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO customer_assignments (customer_id, role, user_id, assigned_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (customer_id, role) DO UPDATE SET user_id = excluded.user_id, assigned_at = excluded.assigned_at",
+    )
+    .bind(customer)
+    .bind(role)
+    .bind(user)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "customer.assign",
+            ("customer", customer),
+            json!({"role": role, "user": user}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -25,6 +25,8 @@ use crate::security::Cipher;
 
 /// Card purpose of a request's card to its assignee (or a queue member).
 pub const CARD_PURPOSE: &str = "collab.request";
+/// The purpose of the card an overdue request's assignee's superiors get ([`super::sla`]).
+pub const ESCALATION_PURPOSE: &str = "collab.escalation";
 /// Job kinds of the two clocks.
 pub const SLA_JOB: &str = "collab.sla";
 pub const ACK_JOB: &str = "collab.ack";
@@ -1091,9 +1093,7 @@ async fn apply_step(
             let hhmm = crate::text::clock(now_ms, tz);
             let status_text = format!("{name}{verb}{hhmm}");
             // So do the reminders and escalations its clocks sent.
-            for (c, _) in
-                request_cards(tx, id, &[CARD_PURPOSE, super::sla::ESCALATION_PURPOSE]).await?
-            {
+            for (c, _) in request_cards(tx, id, &[CARD_PURPOSE, ESCALATION_PURPOSE]).await? {
                 cards::refresh_status(tx, now_ms, org_id, &c, &status_text, cards::Moment::Last)
                     .await?;
             }
@@ -1188,57 +1188,6 @@ pub async fn step(
     step_in_from(&mut tx, cipher, now_ms, org_id, tz, id, user, s, origin).await?;
     tx.commit().await?;
     get(db, cipher, org_id, tz, id).await
-}
-
-/// Assigns the customer's person for a role (routing for later requests), audited: the
-/// assignee receives the customer's requests for that role.
-pub async fn assign(
-    db: &Db,
-    now_ms: i64,
-    org_id: &str,
-    actor: &Actor,
-    customer: &str,
-    role: &str,
-    user: &str,
-) -> Result<()> {
-    super::assignments::check_role(role)?;
-    let mut tx = db.begin().await?;
-    let ok = sqlx::query(
-        "SELECT (SELECT id FROM customers WHERE id = $1 AND org_id = $3) AS c, \
-                (SELECT id FROM users WHERE id = $2 AND org_id = $3) AS u",
-    )
-    .bind(customer)
-    .bind(user)
-    .bind(org_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if ok.get::<Option<String>, _>("c").is_none() || ok.get::<Option<String>, _>("u").is_none() {
-        return Err(Error::UnknownReference(
-            "customer or user does not exist".into(),
-        ));
-    }
-    sqlx::query(
-        "INSERT INTO customer_assignments (customer_id, role, user_id, assigned_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (customer_id, role) DO UPDATE SET user_id = excluded.user_id, assigned_at = excluded.assigned_at",
-    )
-    .bind(customer)
-    .bind(role)
-    .bind(user)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await?;
-    actor
-        .audit(
-            &mut tx,
-            now_ms,
-            org_id,
-            "customer.assign",
-            ("customer", customer),
-            json!({"role": role, "user": user}),
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Clicks on request cards: 确认收到并接受 (`accept`) takes the request on.

@@ -6,13 +6,12 @@
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::requests::CARD_PURPOSE;
+use super::requests::{CARD_PURPOSE, ESCALATION_PURPOSE};
 use crate::cards::{self, Card};
 use crate::clock::SharedClock;
 use crate::db::Tx;
 use crate::jobs::{BoxFuture, ClaimedJob, JobError, TxJob};
 
-pub const ESCALATION_PURPOSE: &str = "collab.escalation";
 /// The tracking point of an escalation (source and actor kind `system`).
 pub const ESCALATE_ACTION: &str = "collab.escalate";
 

@@ -19,10 +19,7 @@ use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 
 /// Where LDAP people's ids are kept in `user_identities`.
-pub const ID_SPACE: IdSpace = IdSpace {
-    platform: "ldap",
-    kinds: &["uid"],
-};
+pub const ID_SPACE: IdSpace = super::sync::LDAP_ID_SPACE;
 
 /// The source recorded on a role the LDAP sync granted.
 pub const ROLE_SOURCE: &str = "ldap";

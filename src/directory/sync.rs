@@ -43,6 +43,13 @@ pub struct IdSpace {
     pub kinds: &'static [&'static str],
 }
 
+/// Where LDAP people's ids are kept in `user_identities` (the LDAP directory,
+/// [`super::ldap`]; here so that users and the sync need not import it).
+pub const LDAP_ID_SPACE: IdSpace = IdSpace {
+    platform: "ldap",
+    kinds: &["uid"],
+};
+
 impl From<Platform> for IdSpace {
     /// Feishu names a member by `open_id` where the app may not read `user_id` (card
     /// clicks, sign-in), so there an `open_id` identity is tried next.

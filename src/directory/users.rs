@@ -32,7 +32,7 @@ pub fn identity_kinds(platform: &str) -> Option<&'static [&'static str]> {
         "wecom" => Some(&["userid", "open_userid"]),
         "dingtalk" => Some(&["userid", "unionid"]),
         "feishu" => Some(&["user_id", "open_id", "union_id"]),
-        "ldap" => Some(super::ldap::ID_SPACE.kinds),
+        "ldap" => Some(super::sync::LDAP_ID_SPACE.kinds),
         _ => None,
     }
 }
@@ -603,7 +603,9 @@ pub async fn find(db: &Db, org_id: &str, who: &str) -> Result<User> {
     if let Some((platform, value)) = who.split_once(':') {
         let space = match crate::chat::event::Platform::parse(platform) {
             Some(p) => Some(super::sync::IdSpace::from(p)),
-            None if platform == super::ldap::ID_SPACE.platform => Some(super::ldap::ID_SPACE),
+            None if platform == super::sync::LDAP_ID_SPACE.platform => {
+                Some(super::sync::LDAP_ID_SPACE)
+            }
             None => None,
         };
         if let Some(space) = space {

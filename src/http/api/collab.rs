@@ -150,7 +150,7 @@ pub async fn assign(
     Path((customer, role)): Path<(String, String)>,
     ApiJson(b): ApiJson<Assignment>,
 ) -> Result<StatusCode> {
-    requests::assign(
+    crate::collab::assignments::assign(
         &s.db,
         s.clock.now_ms(),
         &p.org_id,
