@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 pub const ID_SPACE: IdSpace = super::sync::LDAP_ID_SPACE;
 
 /// The source recorded on a role the LDAP sync granted.
-pub const ROLE_SOURCE: &str = "ldap";
+pub const ROLE_SOURCE: &str = super::users::LDAP_ROLE_SOURCE;
 
 /// Entries asked for per page (the paged-results control, RFC 2696); Active Directory
 /// answers at most 1000 entries per search without it.

@@ -23,6 +23,24 @@ pub const STATUSES: [&str; 2] = ["active", "left"];
 /// (then the sync leaves them alone until they are handed back to the directory).
 pub const SUPERIOR_SOURCES: [&str; 2] = ["directory", "manual"];
 
+/// The `user_roles.source` of a role the LDAP directory sync granted: it follows group
+/// membership, and the next sync grants it again if an admin removes it.
+pub const LDAP_ROLE_SOURCE: &str = "ldap";
+
+/// The user's roles granted by the LDAP directory sync (sorted).
+pub async fn directory_roles(db: &Db, user_id: &str) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 AND source = $2 ORDER BY role")
+            .bind(user_id)
+            .bind(LDAP_ROLE_SOURCE)
+            .fetch_all(&db.pool)
+            .await?
+            .iter()
+            .map(|r| r.get("role"))
+            .collect(),
+    )
+}
+
 /// Where a person's identities come from: the three chat platforms and the LDAP directory.
 pub const IDENTITY_SOURCES: [&str; 4] = ["wecom", "dingtalk", "feishu", "ldap"];
 

@@ -195,6 +195,30 @@ impl TestApp {
         body
     }
 
+    /// A page read as `user`, signed in by a fresh web session: (status, body).
+    pub async fn page_as(&self, user: &str, path: &str) -> (u16, String) {
+        let (cookie, _) = closeloop::http::pages::session::create(
+            &self.db,
+            chrono::Utc::now().timestamp_millis(),
+            &self.org_id,
+            user,
+            "dev",
+        )
+        .await
+        .unwrap();
+        let res = self
+            .client
+            .get(self.url(path))
+            .header(
+                "cookie",
+                format!("{}={cookie}", closeloop::http::pages::session::COOKIE),
+            )
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
     pub async fn user(&self, name: &str, roles: &[&str]) -> String {
         let u = self
             .create("/api/v1/users", json!({"name": name, "roles": roles}))

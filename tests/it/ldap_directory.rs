@@ -316,7 +316,26 @@ async fn ldap_people_managers_and_group_roles_sync_and_follow_the_directory() {
         (0, 0, 0, 0),
         "{again:?}"
     );
-    assert_eq!(roles(&user(&app, "liming").await), ["legal", "sales"]);
+    let liming = user(&app, "liming").await;
+    assert_eq!(roles(&liming), ["legal", "sales"]);
+
+    // The people page marks the role the directory grants (sales), not the admin's (legal).
+    let admin = app.user("管理员", &["admin"]).await;
+    let (status, page) = app
+        .page_as(
+            &admin,
+            &format!("/admin/people/members/{}", liming["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let line = |role: &str| {
+        page.lines()
+            .find(|l| l.contains(&format!("value=\"{role}\"")))
+            .unwrap_or_else(|| panic!("no {role} checkbox in {page}"))
+            .to_string()
+    };
+    assert!(line("sales").contains("目录同步"), "{}", line("sales"));
+    assert!(!line("legal").contains("目录同步"), "{}", line("legal"));
 
     // 李明 leaves the sales group, 张工 gets 赵六 as manager, 赵六 is deleted.
     dir.modify(

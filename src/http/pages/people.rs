@@ -346,10 +346,16 @@ async fn member_view(
         .find(|u| u.id == id)
         .ok_or(Error::NotFound { what: "user" })?;
     let path = member_path(&u.id);
+    let from_directory = users::directory_roles(&s.db, &u.id).await?;
     let mut roles = String::new();
     for r in ROLES {
+        let synced = if from_directory.iter().any(|d| d == r) {
+            " <span class=\"meta role-synced\">（目录同步：随所在组变化，在此取消后下次同步会恢复）</span>"
+        } else {
+            ""
+        };
         roles.push_str(&format!(
-            "<label class=\"check\"><input type=\"checkbox\" name=\"role\" value=\"{r}\"{}> {}</label><br>\n",
+            "<label class=\"check\"><input type=\"checkbox\" name=\"role\" value=\"{r}\"{}> {}</label>{synced}<br>\n",
             if u.roles.iter().any(|h| h == r) { " checked" } else { "" },
             role_label(r)
         ));
