@@ -541,33 +541,7 @@ async fn build_worker(
                 directories: directories.iter().map(|(p, d)| (*p, d.clone())).collect(),
             },
         );
-        schedule::upsert(
-            db,
-            clock.now_ms(),
-            &ScheduleSpec {
-                id: format!("{}:{}", sync::KIND, org.id),
-                org_id: Some(org.id.clone()),
-                kind: sync::KIND.into(),
-                payload: serde_json::json!({}),
-                every: Every::Cron("0 2 * * *".into()),
-                timezone: org.timezone,
-                misfire: Misfire::Once,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot register the directory sync: {e}"))?;
-        // A full sync at start too; replicas starting together (or restarts within the
-        // hour) share one.
-        let now = clock.now_ms();
-        crate::jobs::enqueue_now(
-            db,
-            now,
-            crate::jobs::NewJob::new(sync::KIND, serde_json::json!({}))
-                .org(org.id.clone())
-                .dedupe(format!("{}:start:{}", sync::KIND, now / 3_600_000)),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot queue the start-up directory sync: {e}"))?;
+        nightly_and_at_start(db, clock, org, sync::KIND, "directory sync").await?;
     }
     if let Some(ldap) = &config.ldap {
         use crate::directory::ldap;
@@ -580,31 +554,7 @@ async fn build_worker(
                 config: ldap.clone(),
             },
         );
-        schedule::upsert(
-            db,
-            clock.now_ms(),
-            &ScheduleSpec {
-                id: format!("{}:{}", ldap::KIND, org.id),
-                org_id: Some(org.id.clone()),
-                kind: ldap::KIND.into(),
-                payload: serde_json::json!({}),
-                every: Every::Cron("0 2 * * *".into()),
-                timezone: org.timezone,
-                misfire: Misfire::Once,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot register the LDAP directory sync: {e}"))?;
-        let now = clock.now_ms();
-        crate::jobs::enqueue_now(
-            db,
-            now,
-            crate::jobs::NewJob::new(ldap::KIND, serde_json::json!({}))
-                .org(org.id.clone())
-                .dedupe(format!("{}:start:{}", ldap::KIND, now / 3_600_000)),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot queue the start-up LDAP directory sync: {e}"))?;
+        nightly_and_at_start(db, clock, org, ldap::KIND, "LDAP directory sync").await?;
     }
     // Card purposes and inbox event kinds are registered by the capabilities that handle
     // them: neither cards nor the inbox knows a capability.
@@ -906,6 +856,43 @@ pub(crate) fn load_cipher(config: &Config) -> anyhow::Result<Cipher> {
 }
 
 /// `sqlite://dir/closeloop.db?mode=rwc` → `dir/closeloop.db.key`; None for in-memory.
+/// A directory sync job `kind` every night at 02:00 (organisation zone) and once at start:
+/// replicas starting together (or restarts within the hour) share that one.
+async fn nightly_and_at_start(
+    db: &Db,
+    clock: &SharedClock,
+    org: &orgs::Org,
+    kind: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    schedule::upsert(
+        db,
+        clock.now_ms(),
+        &ScheduleSpec {
+            id: format!("{kind}:{}", org.id),
+            org_id: Some(org.id.clone()),
+            kind: kind.into(),
+            payload: serde_json::json!({}),
+            every: Every::Cron("0 2 * * *".into()),
+            timezone: org.timezone,
+            misfire: Misfire::Once,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot register the {what}: {e}"))?;
+    let now = clock.now_ms();
+    crate::jobs::enqueue_now(
+        db,
+        now,
+        crate::jobs::NewJob::new(kind, serde_json::json!({}))
+            .org(org.id.clone())
+            .dedupe(format!("{kind}:start:{}", now / 3_600_000)),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot queue the start-up {what}: {e}"))?;
+    Ok(())
+}
+
 fn sqlite_key_file(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
