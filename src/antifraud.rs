@@ -19,12 +19,13 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::access::authority::{self, Managed};
-use crate::access::{Actor, Who};
+use crate::access::Actor;
 use crate::cards;
 use crate::db::{new_id, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
+use crate::policy::authority::{self, Managed};
+use crate::policy::Who;
 use crate::rules::RuleSet;
 use crate::security::fields::{self, LIFT_REASON};
 use crate::security::Cipher;
@@ -505,7 +506,7 @@ pub async fn list(
     Ok(Page::from_rows(items, page, |f| &f.id))
 }
 
-/// Someone with authority over the frozen rep (`access::authority`: never the rep) lifts
+/// Someone with authority over the frozen rep (`policy::authority`: never the rep) lifts
 /// the freeze; the reason is required and audited. `actor` is who the audit log names,
 /// `who` whose authority counts and who is recorded as lifting it.
 #[allow(clippy::too_many_arguments)]

@@ -8,13 +8,14 @@ use chrono::{NaiveDate, TimeZone};
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
 
-use crate::access::{apikeys, Actor, ApiKeyRole, Grant, NewApiKey};
+use crate::access::{apikeys, Actor, ApiKeyRole, NewApiKey};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::demo::DemoArgs;
 use crate::directory::orgs;
 use crate::directory::users::{self, UserPatch};
+use crate::policy::Grant;
 use crate::rules::store::Imported;
 use crate::rules::{candidate, RuleSet, Rules};
 use crate::telemetry::LogFormat;
@@ -183,6 +184,10 @@ pub enum ApikeyCommand {
         /// Organisation slug (default: this deployment's own organisation).
         #[arg(long, value_name = "ORG")]
         org: Option<String>,
+        /// Whom the key acts for: the organisation (its role decides), or the member each
+        /// request names in `X-Closeloop-Actor` / `actor` (that member's permissions apply).
+        #[arg(long, default_value = "organisation", value_parser = ["organisation", "actor"])]
+        acting: String,
     },
     /// Revoke a key by its id or by the prefix shown in `apikey list`.
     Revoke {
@@ -485,6 +490,7 @@ async fn apikey(config: Config, cmd: ApikeyCommand) -> anyhow::Result<()> {
             role,
             expires,
             org,
+            acting,
         } => {
             let org = org_of(org).await?;
             let expires_at_ms = expires
@@ -492,7 +498,9 @@ async fn apikey(config: Config, cmd: ApikeyCommand) -> anyhow::Result<()> {
                 .transpose()?;
             let role =
                 ApiKeyRole::parse(&role).context("role must be admin, integration or read-only")?;
-            let (id, key) = apikeys::create(
+            let acting = crate::access::Acting::parse(&acting)
+                .context("acting must be organisation or actor")?;
+            let (id, key) = apikeys::create_acting(
                 &db,
                 now,
                 NewApiKey {
@@ -501,6 +509,7 @@ async fn apikey(config: Config, cmd: ApikeyCommand) -> anyhow::Result<()> {
                     role,
                     expires_at_ms,
                 },
+                acting,
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;

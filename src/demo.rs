@@ -18,7 +18,7 @@ use chrono::TimeZone as _;
 use rand::distributions::{Alphanumeric, DistString as _};
 use serde_json::json;
 
-use crate::access::{apikeys, Actor, ApiKeyRole, Grant, NewApiKey};
+use crate::access::{apikeys, Actor, ApiKeyRole, NewApiKey};
 use crate::chat::event::Platform;
 use crate::chat::ExternalContact;
 use crate::clock::{Clock, SystemClock};
@@ -32,6 +32,7 @@ use crate::jobs::{self, NewJob};
 use crate::page::PageParams;
 use crate::pipeline::{self, NewDeal};
 use crate::platform::wecom::dial;
+use crate::policy::Grant;
 use crate::tracking::{self, NewPoint, Source};
 use crate::verification::attest::{self, NewAttestation};
 use crate::verification::{calls, claims};

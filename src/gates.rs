@@ -2,7 +2,7 @@
 //! stage's requirements (in the rule set) hold on evidence; a refusal lists exactly what
 //! is missing and is itself a tracking point. A manager can roll a deal back to an
 //! earlier stage (reason required, recorded) and reassign it; who counts as a manager is
-//! `access::authority`'s decision. A deal reaching the last stage is won; its owner (or a
+//! `policy::authority`'s decision. A deal reaching the last stage is won; its owner (or a
 //! manager) can end it lost (输单) from any open stage with a reason from the rule set, and
 //! a manager can reopen a lost deal in the stage it was lost in.
 
@@ -10,11 +10,12 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::{AnyConnection, Row};
 
-use crate::access::authority::{self, Managed};
-use crate::access::{Actor, ApiKeyRole, Who};
+use crate::access::{Actor, ApiKeyRole};
 use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Deal};
+use crate::policy::authority::{self, Managed};
+use crate::policy::Who;
 use crate::rules::{EvidenceKind, RuleSet};
 use crate::security::fields::{LOST_NOTE, REASSIGN_REASON, ROLLBACK_REASON};
 use crate::security::Cipher;
@@ -564,7 +565,7 @@ async fn move_stage(
 }
 
 /// Refuses a rollback or reassignment unless the mover may manage the deal's owner
-/// (`access::authority` decides, as for the web pages).
+/// (`policy::authority` decides, as for the web pages).
 async fn require_manager(tx: &mut Tx, org_id: &str, by: &Mover, owner: Option<&str>) -> Result<()> {
     require(tx, org_id, by, Managed::Deal { owner }).await
 }

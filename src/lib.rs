@@ -32,6 +32,7 @@ pub mod page;
 pub mod personal_data;
 pub mod pipeline;
 pub mod platform;
+pub mod policy;
 pub mod rules;
 pub mod security;
 pub mod simulate;

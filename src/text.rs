@@ -211,19 +211,13 @@ pub fn action(action: &str) -> &str {
     action_label(action).unwrap_or(action)
 }
 
-/// A role's Chinese name; an unknown role keeps its key.
+/// A built-in role's Chinese name; any other role keeps its key (a role the rule set
+/// adds is named by the rule set: `RuleSet::role_label`).
 pub fn role_label(role: &str) -> &str {
-    match role {
-        "sales" => "销售",
-        "presales" => "售前",
-        "delivery" => "交付",
-        "finance" => "财务",
-        "legal" => "法务",
-        "manager" => "主管",
-        "admin" => "管理员",
-        "security" => "安全管理员",
-        other => other,
-    }
+    crate::rules::access::BUILTIN_ROLE_LABELS
+        .iter()
+        .find(|(key, _)| *key == role)
+        .map_or(role, |(_, label)| label)
 }
 
 /// Whether `s` holds Chinese.

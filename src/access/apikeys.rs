@@ -51,12 +51,40 @@ pub enum Permission {
     Admin,
 }
 
+/// Whom a key acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acting {
+    /// The organisation: the key's role decides what it may do.
+    Organisation,
+    /// A member: every request names one (`X-Closeloop-Actor` or `actor`), and that
+    /// member's permissions apply — the key's role adds nothing.
+    Actor,
+}
+
+impl Acting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acting::Organisation => "organisation",
+            Acting::Actor => "actor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Acting> {
+        match s {
+            "organisation" => Some(Acting::Organisation),
+            "actor" => Some(Acting::Actor),
+            _ => None,
+        }
+    }
+}
+
 /// The authenticated caller of an API request.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub api_key_id: String,
     pub org_id: String,
     pub role: ApiKeyRole,
+    pub acting: Acting,
     /// The organisation's time zone, for showing times.
     pub tz: chrono_tz::Tz,
 }
@@ -106,8 +134,19 @@ fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// Creates a key and returns `(id, key)`; the key is not recoverable afterwards.
+/// Creates a key acting for the organisation and returns `(id, key)`; the key is not
+/// recoverable afterwards.
 pub async fn create(db: &Db, now_ms: i64, new: NewApiKey) -> Result<(String, String)> {
+    create_acting(db, now_ms, new, Acting::Organisation).await
+}
+
+/// [`create`] with whom the key acts for.
+pub async fn create_acting(
+    db: &Db,
+    now_ms: i64,
+    new: NewApiKey,
+    acting: Acting,
+) -> Result<(String, String)> {
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(Error::invalid("name must be 1 to 100 characters"));
@@ -126,8 +165,8 @@ pub async fn create(db: &Db, now_ms: i64, new: NewApiKey) -> Result<(String, Str
     let id = new_id();
     let mut tx = db.begin().await?;
     sqlx::query(
-        "INSERT INTO api_keys (id, org_id, name, role, prefix, key_hash, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO api_keys (id, org_id, name, role, prefix, key_hash, created_at, expires_at, acting) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&id)
     .bind(&new.org_id)
@@ -137,6 +176,7 @@ pub async fn create(db: &Db, now_ms: i64, new: NewApiKey) -> Result<(String, Str
     .bind(hash_key(&key))
     .bind(now_ms)
     .bind(new.expires_at_ms)
+    .bind(acting.as_str())
     .execute(&mut *tx)
     .await?;
     audit::record(
@@ -149,7 +189,7 @@ pub async fn create(db: &Db, now_ms: i64, new: NewApiKey) -> Result<(String, Str
             action: "api_key.create",
             target_kind: Some("api_key"),
             target_id: Some(&id),
-            detail: serde_json::json!({"name": name, "role": new.role.as_str()}),
+            detail: serde_json::json!({"name": name, "role": new.role.as_str(), "acting": acting.as_str()}),
         },
     )
     .await?;
@@ -229,7 +269,7 @@ pub async fn authenticate(db: &Db, now_ms: i64, key: &str) -> Result<Principal> 
         return Err(unauth());
     }
     let row = sqlx::query(
-        "SELECT k.id, k.org_id, k.role, k.expires_at, k.revoked_at, o.timezone \
+        "SELECT k.id, k.org_id, k.role, k.acting, k.expires_at, k.revoked_at, o.timezone \
          FROM api_keys k JOIN organisations o ON o.id = k.org_id WHERE k.key_hash = $1",
     )
     .bind(hash_key(key))
@@ -246,7 +286,9 @@ pub async fn authenticate(db: &Db, now_ms: i64, key: &str) -> Result<Principal> 
     }
     let role: String = row.get("role");
     let tz: String = row.get("timezone");
+    let acting: String = row.get("acting");
     Ok(Principal {
+        acting: Acting::parse(&acting).unwrap_or(Acting::Actor),
         tz: tz.parse().unwrap_or(chrono_tz::Asia::Shanghai),
         api_key_id: row.get("id"),
         org_id: row.get("org_id"),

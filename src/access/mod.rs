@@ -2,10 +2,8 @@
 
 pub mod apikeys;
 pub mod audit;
-pub mod authority;
 
-pub use apikeys::{ApiKeyRole, NewApiKey, Permission, Principal};
-pub use authority::{Grant, Who};
+pub use apikeys::{Acting, ApiKeyRole, NewApiKey, Permission, Principal};
 
 /// Where roles, superiors and per-customer assignments are set (the people page; the
 /// command line's `closeloop users`), for every message that names a role or a superior.

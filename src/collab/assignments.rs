@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::access::{Actor, Grant};
+use crate::access::Actor;
 use crate::db::Db;
 use crate::directory::users;
 use crate::error::{Error, Result};
+use crate::policy::Grant;
 
 /// The roles the people page assigns per customer.
 pub const ASSIGNED_ROLES: [&str; 4] = ["presales", "delivery", "finance", "legal"];

@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::{Actor, Grant};
+use crate::access::Actor;
 use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::directory::users::{self, bind_all, in_list};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
+use crate::policy::Grant;
 use crate::security::fields::CONTACT_NAME;
 use crate::security::{mask_phone, normalize_phone, Cipher};
 use crate::validate;
@@ -68,6 +69,9 @@ pub struct NewCustomer {
     pub tier: Option<String>,
     /// User id of the owning rep.
     pub owner: Option<String>,
+    /// The customer's region (区域); defaults to the owner's region.
+    #[schema(max_length = 100)]
+    pub region: Option<String>,
     #[serde(default)]
     pub contacts: Vec<NewContact>,
 }
@@ -84,6 +88,9 @@ pub struct CustomerPatch {
     /// Why the owner changed: `reassigned` (default) or `leaver_handover` (离职继承).
     #[schema(schema_with = owner_reason_schema)]
     pub owner_reason: Option<String>,
+    /// The customer's region; an empty string clears it. A new owner does not change it.
+    #[schema(max_length = 100)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -112,6 +119,8 @@ pub struct Customer {
     pub name: String,
     pub tier: Option<String>,
     pub owner: Option<String>,
+    /// The customer's region (区域): what a package's `region` scope matches.
+    pub region: Option<String>,
     pub contacts: Vec<Contact>,
     /// Where the customer came from: `api`, `platform_event` (added as an external contact)
     /// or `import` (`closeloop customers import`).
@@ -141,6 +150,7 @@ pub struct CustomerFilter {
     pub tier: Option<String>,
     /// Finds customers having a contact with this number (any spelling).
     pub phone: Option<String>,
+    pub region: Option<String>,
 }
 
 fn check_tier(t: Option<&str>) -> Result<Option<String>> {
@@ -251,6 +261,16 @@ async fn check_owner(tx: &mut Tx, org_id: &str, owner: Option<&str>) -> Result<O
     Ok(Some(o))
 }
 
+/// The region of `owner`, which a new customer of theirs starts in.
+async fn owner_region(tx: &mut Tx, owner: Option<&str>) -> Result<Option<String>> {
+    let Some(owner) = owner else { return Ok(None) };
+    Ok(sqlx::query("SELECT region FROM users WHERE id = $1")
+        .bind(owner)
+        .fetch_optional(&mut **tx)
+        .await?
+        .and_then(|r| r.get::<Option<String>, _>("region")))
+}
+
 pub async fn create(
     db: &Db,
     cipher: &Cipher,
@@ -272,15 +292,20 @@ pub async fn create(
     let id = new_id();
     let mut tx = db.begin().await?;
     let owner = check_owner(&mut tx, org_id, new.owner.as_deref()).await?;
+    let region = match validate::opt_text("region", new.region.as_deref(), 100)? {
+        Some(r) => Some(r),
+        None => owner_region(&mut tx, owner.as_deref()).await?,
+    };
     sqlx::query(
-        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, region, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
     .bind(&id)
     .bind(org_id)
     .bind(&name)
     .bind(&tier)
     .bind(&owner)
+    .bind(&region)
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
@@ -435,6 +460,15 @@ pub async fn update(
             .execute(&mut *tx)
             .await?;
         changed.push("tier");
+    }
+    if let Some(r) = &patch.region {
+        let r = validate::opt_text("region", Some(r), 100)?.filter(|r| !r.is_empty());
+        sqlx::query("UPDATE customers SET region = $1 WHERE id = $2")
+            .bind(r)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        changed.push("region");
     }
     let reason = patch.owner_reason.as_deref().unwrap_or("reassigned");
     if !OWNER_REASONS.contains(&reason) {
@@ -606,19 +640,28 @@ pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Cus
         .ok_or(Error::NotFound { what: "customer" })
 }
 
+/// A page of the organisation's customers, restricted to those `visible` may see when
+/// given (the asker's policy).
 pub async fn list(
     db: &Db,
     cipher: &Cipher,
     org_id: &str,
     filter: &CustomerFilter,
     page: &PageRequest,
+    visible: Option<(&crate::policy::Policy, i64)>,
 ) -> Result<Page<Customer>> {
     let mut sel = Select::org_page(org_id, page);
+    if let Some((policy, now_ms)) = visible {
+        policy.restrict_customers(&mut sel, now_ms);
+    }
     if let Some(o) = &filter.owner {
         sel.and("owner_user_id = {}", Arg::Text(o.clone()));
     }
     if let Some(t) = &filter.tier {
         sel.and("tier = {}", Arg::Text(t.clone()));
+    }
+    if let Some(r) = &filter.region {
+        sel.and("region = {}", Arg::Text(r.clone()));
     }
     if let Some(p) = &filter.phone {
         let e164 = normalize_phone(p, DEFAULT_REGION)
@@ -654,7 +697,7 @@ async fn load(
     limit: i64,
 ) -> Result<Vec<Customer>> {
     let sql = sel.sql(
-        "SELECT id, org_id, name, tier, owner_user_id, source, created_at, updated_at FROM customers",
+        "SELECT id, org_id, name, tier, owner_user_id, region, source, created_at, updated_at FROM customers",
         tail,
     );
     let rows = sel
@@ -670,6 +713,7 @@ async fn load(
             name: r.get("name"),
             tier: r.get("tier"),
             owner: r.get("owner_user_id"),
+            region: r.get("region"),
             contacts: Vec::new(),
             source: r.get("source"),
             created_at: crate::clock::rfc3339(r.get("created_at")),
@@ -803,14 +847,16 @@ pub(crate) async fn link_external_as(
         .take(10)
         .collect();
     let id = new_id();
+    let region = owner_region(tx, owner).await?;
     sqlx::query(
-        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, source, created_at, updated_at) \
-         VALUES ($1, $2, $3, NULL, $4, $5, $6, $6)",
+        "INSERT INTO customers (id, org_id, name, tier, owner_user_id, region, source, created_at, updated_at) \
+         VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $7)",
     )
     .bind(&id)
     .bind(org_id)
     .bind(&name)
     .bind(owner)
+    .bind(&region)
     .bind(source)
     .bind(now_ms)
     .execute(&mut **tx)

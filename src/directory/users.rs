@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::access::{Actor, Grant};
+use crate::access::Actor;
 use crate::db::{self, new_id, Arg, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
+use crate::policy::Grant;
 use crate::validate;
 
-pub const ROLES: [&str; 8] = [
-    "sales", "presales", "delivery", "finance", "legal", "manager", "admin", "security",
-];
+/// The built-in roles; an organisation's rule set may add more (`[[roles]]`).
+pub const ROLES: [&str; 9] = crate::rules::access::BUILTIN_ROLES;
 
 /// `left`: 离职, kept for history and hand-over.
 pub const STATUSES: [&str; 2] = ["active", "left"];
@@ -181,12 +181,22 @@ pub struct UserFilter {
     pub identity_value: Option<String>,
 }
 
+/// A role key: the built-in ones or any the organisation's rule set adds.
 fn role_schema() -> utoipa::openapi::Object {
-    crate::validate::one_of(&ROLES)
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some("^[a-z0-9_]{1,32}$"))
+        .description(Some(format!(
+            "a role of the rule set in force; built in: {}",
+            ROLES.join(", ")
+        )))
+        .build()
 }
 
 fn roles_schema() -> utoipa::openapi::schema::Array {
-    crate::validate::list_of(&ROLES)
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(role_schema())
+        .build()
 }
 
 fn status_schema() -> utoipa::openapi::Object {
@@ -209,13 +219,19 @@ fn identity_kind_schema() -> utoipa::openapi::Object {
     crate::validate::one_of(&kinds)
 }
 
-fn check_roles(roles: &[String]) -> Result<Vec<String>> {
+/// Roles must be in the organisation's rule set in force (`[[roles]]`).
+async fn check_roles(db: &Db, org_id: &str, roles: &[String]) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
+    if roles.is_empty() {
+        return Ok(out);
+    }
+    let rules = crate::rules::Rules::new(db.clone()).current(org_id).await?;
     for r in roles {
-        if !ROLES.contains(&r.as_str()) {
+        if !rules.has_role(r) {
+            let known: Vec<&str> = rules.roles.iter().map(|r| r.key.as_str()).collect();
             return Err(Error::invalid(format!(
-                "unknown role `{r}`; roles are {}",
-                ROLES.join(", ")
+                "unknown role `{r}`; roles are {} (roles are set in the rule set)",
+                known.join(", ")
             )));
         }
         if !out.contains(r) {
@@ -400,7 +416,7 @@ pub async fn create(
     let name = validate::text("name", &new.name, 100)?;
     let department = validate::opt_text("department", new.department.as_deref(), 200)?;
     let region = validate::opt_text("region", new.region.as_deref(), 100)?;
-    let roles = check_roles(&new.roles)?;
+    let roles = check_roles(db, org_id, &new.roles).await?;
     let identities = check_identities(&new.identities)?;
     let id = new_id();
     let mut tx = db.begin().await?;
@@ -446,6 +462,10 @@ pub async fn update(
     patch: UserPatch,
 ) -> Result<User> {
     grant.require(&patch.granting())?;
+    let new_roles = match &patch.roles {
+        Some(r) => Some(check_roles(db, org_id, r).await?),
+        None => None,
+    };
     let mut tx = db.begin().await?;
     if !exists_in(&mut tx, org_id, id).await? {
         return Err(Error::NotFound { what: "user" });
@@ -475,8 +495,7 @@ pub async fn update(
         set_column(&mut tx, "status", Some(s.clone()), id).await?;
         changed.push("status");
     }
-    if let Some(r) = &patch.roles {
-        let roles = check_roles(r)?;
+    if let Some(roles) = new_roles {
         write_roles(&mut tx, id, &roles).await?;
         changed.push("roles");
         detail.insert("roles".into(), serde_json::json!(roles));

@@ -7,6 +7,7 @@ pub(crate) mod documents;
 mod domain_verify;
 mod extract;
 mod failure;
+pub mod guard;
 mod ops;
 pub mod pages;
 pub mod serve;
@@ -114,13 +115,29 @@ pub fn router(state: AppState) -> Router {
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(ops::metrics));
     }
-    app.layer(middleware::from_fn(failure::catch_panic))
-        .layer(middleware::from_fn(failure::json_errors))
-        .layer(middleware::from_fn(crate::http::pages::chinese_errors))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn(observe))
-        .layer(middleware::from_fn_with_state(trusted, client_ip))
-        .with_state(state)
+    // No route runs unguarded: a route without an access rule stops the server here.
+    let routes = guard::routes_of(&app);
+    assert!(
+        routes.len() > 50,
+        "could not list the router's routes ({} found): the access guard cannot check them",
+        routes.len()
+    );
+    let missing = guard::unguarded(&app);
+    assert!(
+        missing.is_empty(),
+        "routes without an access rule: {missing:?}"
+    );
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        guard::enforce,
+    ))
+    .layer(middleware::from_fn(failure::catch_panic))
+    .layer(middleware::from_fn(failure::json_errors))
+    .layer(middleware::from_fn(crate::http::pages::chinese_errors))
+    .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    .layer(middleware::from_fn(observe))
+    .layer(middleware::from_fn_with_state(trusted, client_ip))
+    .with_state(state)
 }
 
 /// `GET /calendar/<token>.ics`: a person's dated entries for any calendar app. The token

@@ -4,6 +4,7 @@
 //! is checked before it is stored, and every import is audited. The running server picks a
 //! new version up on its next use, on every replica, without a restart.
 
+pub mod access;
 pub mod candidate;
 pub mod store;
 
@@ -41,6 +42,10 @@ pub struct RuleSet {
     pub lost_reasons: Vec<String>,
     /// Ad-hoc anchored actions (「发起协作」): subjects to pick from, and their clocks.
     pub adhoc: AdhocRules,
+    /// The roles people can hold (the built-in ones and any added here).
+    pub roles: Vec<access::RoleDef>,
+    /// Permission packages: what holders of which roles may do (权限包).
+    pub packages: Vec<access::Package>,
 }
 
 /// The roles a collaboration request can go to.
@@ -440,6 +445,8 @@ impl Default for RuleSet {
                 .map(String::from)
                 .to_vec(),
             adhoc: AdhocRules::default(),
+            roles: access::default_roles(),
+            packages: access::default_packages(),
         }
     }
 }
@@ -725,7 +732,21 @@ impl RuleSet {
                 return bad(format!("`lead_channels.{k}` must be between 0 and 10"));
             }
         }
+        access::check(&self.roles, &self.packages).or_else(bad)?;
         Ok(())
+    }
+
+    /// Whether `key` is one of the roles people can hold.
+    pub fn has_role(&self, key: &str) -> bool {
+        self.roles.iter().any(|r| r.key == key)
+    }
+
+    /// The role's label, or the key itself for a role no longer in the set.
+    pub fn role_label<'a>(&'a self, key: &'a str) -> &'a str {
+        self.roles
+            .iter()
+            .find(|r| r.key == key)
+            .map_or(key, |r| r.label.as_str())
     }
 
     pub fn collab(&self, key: &str) -> Option<&CollabType> {

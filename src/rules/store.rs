@@ -77,6 +77,22 @@ impl Rules {
     }
 }
 
+/// The rule set in force for `org_id`, read on `conn` without the cache: for code that
+/// holds a connection or a transaction and no [`Rules`] handle (card clicks, jobs).
+pub async fn in_force(conn: &mut sqlx::AnyConnection, org_id: &str) -> Result<RuleSet> {
+    let text: Option<String> = sqlx::query(
+        "SELECT content FROM rule_sets WHERE org_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(org_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| r.get("content"));
+    match text {
+        Some(text) => RuleSet::from_toml(&text),
+        None => Ok(RuleSet::default()),
+    }
+}
+
 async fn load(db: &Db, org_id: &str, version: i64) -> Result<RuleSet> {
     if version == 0 {
         return Ok(RuleSet::default());

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::access::authority::{self, Managed, Who};
 use crate::access::Actor;
 use crate::cards;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
+use crate::policy::authority::{self, Managed, Who};
 use crate::security::fields::{self, ATTESTATION_NOTE};
 use crate::security::Cipher;
 
@@ -232,7 +232,7 @@ pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<Att
 }
 
 /// The proof document attached to attestation `id`, for someone with authority over the
-/// rep who asked (`access::authority`: a manager, an admin, the rep's direct superior; the
+/// rep who asked (`policy::authority`: a manager, an admin, the rep's direct superior; the
 /// card asking the superior to decide links here). An attestation with a note only has
 /// no document to open.
 pub async fn proof(

@@ -500,7 +500,7 @@ async fn the_page_offers_lose_to_the_owner_and_its_routes_check_csrf_and_authori
     let res = post("lose", &other_cookie, Some(&other_csrf), reason.clone())
         .await
         .unwrap();
-    assert_eq!(res.status(), 403, "not theirs");
+    assert_eq!(res.status(), 404, "not theirs: they do not even see it");
     let res = post("lose", &rep_cookie, Some(&rep_csrf), json!({"note": "x"}))
         .await
         .unwrap();

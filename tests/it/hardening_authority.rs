@@ -400,7 +400,7 @@ async fn assignments_take_a_known_role_from_an_admin_key_and_are_audited() {
         None,
     )
     .await;
-    assert_eq!(res.status(), 422, "an unknown customer is a clear error");
+    assert_eq!(res.status(), 404, "an unknown customer is not found");
 }
 
 #[tokio::test]
@@ -439,7 +439,16 @@ struct Team {
 async fn team() -> Team {
     let app = spawn_app().await;
     let manager = app.user("王经理", &["manager"]).await;
-    let lead = app.user("周组长", &["sales"]).await;
+    // A manager's authority is their directory subtree: the lead reports to them.
+    let lead = app
+        .create(
+            "/api/v1/users",
+            json!({"name": "周组长", "roles": ["sales"], "superiors": [manager]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let rep = app
         .create(
             "/api/v1/users",
@@ -697,9 +706,11 @@ async fn the_web_pages_and_the_api_apply_the_same_rule() {
     let int = t.integration.clone();
     let rollback = format!("/web/deals/{}/rollback", t.deal);
     let body = json!({"to": "初步咨询", "reason": "虚假跟进"});
-    // The same people are refused on both sides...
-    for who in [&t.rep, &t.colleague] {
-        assert_eq!(web(&t.app, who, &rollback, body.clone()).await, 403);
+    // The same people are refused on both sides: on the page the colleague does not
+    // even see the rep's deal (404); the key sees every deal, and the named person's
+    // authority refuses (403).
+    for (who, page) in [(&t.rep, 403), (&t.colleague, 404)] {
+        assert_eq!(web(&t.app, who, &rollback, body.clone()).await, page);
         forbidden(t.rollback(&int, Some(who)).await).await;
     }
     // ...and allowed on both: the rep's lead.
@@ -710,8 +721,8 @@ async fn the_web_pages_and_the_api_apply_the_same_rule() {
     let freeze = t.freeze().await;
     let lift = format!("/web/freezes/{freeze}/lift");
     let reason = json!({"reason": "已核实"});
-    for who in [&t.rep, &t.colleague] {
-        assert_eq!(web(&t.app, who, &lift, reason.clone()).await, 403);
+    for (who, page) in [(&t.rep, 403), (&t.colleague, 404)] {
+        assert_eq!(web(&t.app, who, &lift, reason.clone()).await, page);
         forbidden(t.lift(&int, &freeze, Some(who)).await).await;
     }
     assert_eq!(web(&t.app, &t.lead, &lift, reason.clone()).await, 200);

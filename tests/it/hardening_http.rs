@@ -141,10 +141,25 @@ async fn framework_rejections_answer_the_json_error_shape() {
         assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
     }
 
-    // A query string the web page cannot read.
+    // A query string the web page cannot read (from someone who may open the page:
+    // a stranger is sent to sign in first).
+    let boss = app.user("王经理", &["manager"]).await;
+    let (cookie, _) = closeloop::http::pages::session::create(
+        &app.db,
+        chrono::Utc::now().timestamp_millis(),
+        &app.org_id,
+        &boss,
+        "dev",
+    )
+    .await
+    .unwrap();
     let res = app
         .client
         .get(app.url("/collab/health?week=a&week=b"))
+        .header(
+            "cookie",
+            format!("{}={cookie}", closeloop::http::pages::session::COOKIE),
+        )
         .send()
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod access_guard;
 mod api_directory;
 mod api_events;
 mod architecture;

@@ -25,7 +25,7 @@ pub struct SidebarApp {
     pub org_id: String,
     /// The data-key cipher the server loaded.
     pub cipher: closeloop::security::Cipher,
-    key: String,
+    pub key: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,

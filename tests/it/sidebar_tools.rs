@@ -307,9 +307,11 @@ async fn a_rep_attests_an_unbacked_claim_and_only_the_author_may() {
     let touch = c.touch(&cookie).await;
     assert!(touch.contains("补充证明"), "{touch}");
     assert!(touch.contains(&format!("data-point=\"{}\"", c.point)));
-    // Someone else sees the claim without the button.
+    // A colleague does not see the rep's customer at all.
     let (other_cookie, other_csrf) = app.session(&c.colleague, "dev").await;
-    assert!(!c.touch(&other_cookie).await.contains("补充证明"));
+    let (status, html) = app.page(&c.path(), &other_cookie).await;
+    assert_eq!(status, 404);
+    assert!(!html.contains("补充证明"));
 
     // The proof goes up as a `proof` document first, as the page's script does.
     let res = no_redirects()
@@ -334,7 +336,10 @@ async fn a_rep_attests_an_unbacked_claim_and_only_the_author_may() {
     let (status, _) = post(app, &attest, &cookie, None, body.clone()).await;
     assert_eq!(status, 403, "no CSRF token");
     let (status, err) = post(app, &attest, &other_cookie, Some(&other_csrf), body.clone()).await;
-    assert_eq!(status, 403, "not the claim's author: {err}");
+    assert_eq!(
+        status, 404,
+        "not the claim's author, not even visible: {err}"
+    );
     let (status, err) = post(app, &attest, &cookie, Some(&csrf), json!({})).await;
     assert_eq!(status, 422, "neither note nor proof: {err}");
     assert_eq!(
@@ -502,7 +507,8 @@ async fn a_dead_number_blocks_the_gate_until_it_is_restored() {
 async fn managers_roll_back_reassign_and_lift_and_reps_cannot() {
     let app = spawn_sidebar("", false).await;
     let manager = user(&app, json!({"name": "王经理", "roles": ["manager"]})).await;
-    let lead = user(&app, json!({"name": "周组长"})).await;
+    // A manager's authority is their directory subtree: the lead reports to them.
+    let lead = user(&app, json!({"name": "周组长", "superiors": [manager]})).await;
     let rep = user(&app, json!({"name": "李明", "superiors": [lead]})).await;
     let other = user(&app, json!({"name": "赵强"})).await;
     let customer = app.customer("华东医疗器械", &rep).await;
@@ -581,7 +587,7 @@ async fn managers_roll_back_reassign_and_lift_and_reps_cannot() {
     let (status, _) = post(&app, &reassign, &l_cookie, None, body.clone()).await;
     assert_eq!(status, 403);
     let (status, _) = post(&app, &reassign, &o_cookie, Some(&o_csrf), body.clone()).await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 404, "the colleague does not see the deal");
     let (status, _) = post(&app, &reassign, &r_cookie, Some(&r_csrf), body.clone()).await;
     assert_eq!(status, 403);
     let (status, _) = post(
@@ -596,6 +602,28 @@ async fn managers_roll_back_reassign_and_lift_and_reps_cannot() {
     let (status, moved) = post(&app, &reassign, &l_cookie, Some(&l_csrf), body).await;
     assert_eq!(status, 200, "{moved}");
     assert_eq!(moved["owner"], other.as_str());
+    // The customer went with the deal: the rep no longer works it, until it comes back.
+    let res = app
+        .tap(
+            &customer,
+            &r_cookie,
+            Some(&r_csrf),
+            json!({"action": "已电话沟通"}),
+        )
+        .await;
+    assert_eq!(res.status(), 404, "no longer the rep's customer");
+    // Nor does the lead see it now (赵强 is not in the lead's team): an admin moves it back.
+    let back = json!({"owner": rep, "reason": "客户要求换回原对接人"});
+    let (status, _) = post(&app, &reassign, &l_cookie, Some(&l_csrf), back.clone()).await;
+    assert_eq!(status, 404);
+    let res = reqwest::Client::new()
+        .post(app.url(&format!("/api/v1/deals/{deal}/reassign")))
+        .bearer_auth(&app.key)
+        .json(&back)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 
     // The rep's third call claim in 24 h is refused and freezes them on this customer.
     for _ in 0..3 {
@@ -634,7 +662,7 @@ async fn managers_roll_back_reassign_and_lift_and_reps_cannot() {
     let (status, _) = post(&app, &lift, &r_cookie, Some(&r_csrf), body.clone()).await;
     assert_eq!(status, 403, "the frozen rep");
     let (status, _) = post(&app, &lift, &o_cookie, Some(&o_csrf), body.clone()).await;
-    assert_eq!(status, 403, "a colleague");
+    assert_eq!(status, 404, "a colleague does not even see the rep's work");
     let (status, _) = post(&app, &lift, &m_cookie, Some(&m_csrf), json!({"reason": ""})).await;
     assert_eq!(status, 422);
     let (status, lifted) = post(&app, &lift, &m_cookie, Some(&m_csrf), body.clone()).await;

@@ -15,11 +15,20 @@ use crate::page::{Page, PageParams};
 pub async fn list(
     State(s): State<AppState>,
     Reader(p): Reader,
+    access: axum::Extension<crate::http::guard::Access>,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<CustomerFilter>,
 ) -> Result<Json<Page<Customer>>> {
     Ok(Json(
-        customers::list(&s.db, &s.cipher, &p.org_id, &filter, &page.validate()?).await?,
+        customers::list(
+            &s.db,
+            &s.cipher,
+            &p.org_id,
+            &filter,
+            &page.validate()?,
+            Some((&access.policy, s.clock.now_ms())),
+        )
+        .await?,
     ))
 }
 

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use sqlx::Row;
 
-use crate::access::{Principal, Who};
+use crate::access::Principal;
 use crate::antifraud::{self, Freeze, FreezeFilter};
 use crate::customers::{self, Phone};
 use crate::error::{Error, Result};
@@ -15,6 +15,7 @@ use crate::gates::{self, GateReport, Mover};
 use crate::http::{ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
 use crate::pipeline::Deal;
+use crate::policy::Who;
 use crate::tracking;
 use crate::verification::attest::{self, Attestation, NewAttestation};
 use crate::verification::claims::{self, Verification};

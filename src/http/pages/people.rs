@@ -16,15 +16,16 @@ use axum::Router;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::access::{Actor, Grant, WHERE_ROLES_ARE_SET};
+use crate::access::{Actor, WHERE_ROLES_ARE_SET};
 use crate::collab::assignments::{self, ASSIGNED_ROLES};
-use crate::directory::users::{self, User, UserPatch, ROLES};
+use crate::directory::users::{self, User, UserPatch};
 use crate::error::{Error, Result};
 use crate::http::pages::session::Session;
 use crate::http::pages::sidebar::{
     enc, escape, form_pairs, message_page, not_signed_in, redirect, Html, PageError, PageResult,
 };
 use crate::http::AppState;
+use crate::policy::Grant;
 use crate::text::role_label;
 
 const HOME: &str = "/admin/people";
@@ -347,8 +348,10 @@ async fn member_view(
         .ok_or(Error::NotFound { what: "user" })?;
     let path = member_path(&u.id);
     let from_directory = users::directory_roles(&s.db, &u.id).await?;
+    let rules = s.rules.current(&session.org_id).await?;
     let mut roles = String::new();
-    for r in ROLES {
+    for role in &rules.roles {
+        let r = role.key.as_str();
         let synced = if from_directory.iter().any(|d| d == r) {
             " <span class=\"meta role-synced\">（目录同步：随所在组变化，在此取消后下次同步会恢复）</span>"
         } else {
@@ -357,7 +360,7 @@ async fn member_view(
         roles.push_str(&format!(
             "<label class=\"check\"><input type=\"checkbox\" name=\"role\" value=\"{r}\"{}> {}</label>{synced}<br>\n",
             if u.roles.iter().any(|h| h == r) { " checked" } else { "" },
-            role_label(r)
+            escape(&role.label)
         ));
     }
     let own = if u.id == session.user_id {

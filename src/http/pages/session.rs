@@ -130,6 +130,10 @@ impl FromRequestParts<AppState> for Session {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Found once per request by the access guard.
+        if let Some(s) = parts.extensions.get::<Session>() {
+            return Ok(s.clone());
+        }
         let value = cookie_value(&parts.headers)
             .ok_or_else(|| Error::Unauthenticated("请先登录 (sign in first)".into()))?;
         let row = sqlx::query(

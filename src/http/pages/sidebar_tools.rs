@@ -6,7 +6,7 @@
 //! lifting a freeze.
 //!
 //! The rules stay in their modules (`documents`, `verification::attest`, `customers`,
-//! `gates`, `antifraud`, and `access::authority` for who manages whom); this module
+//! `gates`, `antifraud`, and `policy::authority` for who manages whom); this module
 //! renders the page's parts, reads what they show, and forwards what the script
 //! (assets/tools.js) posts with the signed-in person as the actor.
 
@@ -22,8 +22,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::Row;
 
-use crate::access::authority::{Authority, Managed};
-use crate::access::{Actor, Who};
+use crate::access::Actor;
 use crate::antifraud::{self, Freeze};
 use crate::customers::{self, Phone};
 use crate::error::{Error, Result};
@@ -33,6 +32,8 @@ use crate::http::pages::session::Session;
 use crate::http::pages::sidebar::{escape, message_page, not_signed_in, org_timezone, PageResult};
 use crate::http::{ApiJson, AppState};
 use crate::pipeline::Deal;
+use crate::policy::authority::{Authority, Managed};
+use crate::policy::Who;
 use crate::rules::RuleSet;
 use crate::verification::attest::{self, Attestation, NewAttestation};
 
@@ -758,7 +759,7 @@ async fn lift(
 
 /// `GET /web/attestations/{id}/proof`: the proof document the rep attached, which the
 /// card asking the superior to decide links to. After sign-in, for those with authority
-/// over the rep only (`attest::proof` asks `access::authority`); shown in the browser
+/// over the rep only (`attest::proof` asks `policy::authority`); shown in the browser
 /// under the same sandbox as every served document.
 async fn attestation_proof(
     State(s): State<AppState>,

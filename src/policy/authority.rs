@@ -1,20 +1,21 @@
 //! Authority, decided once for the API and the web pages alike.
 //!
 //! Two questions live here. Who may manage someone's work — roll a deal back, reassign
-//! it, lift a freeze on a rep, open the proof a rep attached to an attestation: an admin key acting for nobody; a person (signed in, or
-//! named as `actor` by any key) who holds the `manager` or `admin` role or is a direct
-//! superior of the deal's owner or the frozen rep; never someone lifting their own
-//! freeze. And who may change what grants authority — users' roles, platform identities,
+//! it, lift a freeze on a rep, open the proof a rep attached to an attestation: whoever
+//! the policy (`crate::policy`) gives the `manage` action on that person's customers —
+//! by default an admin key acting for nobody, and a person (signed in, or named as
+//! `actor` by any key) holding `admin`, a `manager` whose subtree holds the owner or
+//! rep, or their direct superior; never someone lifting their own freeze. And who may change what grants authority — users' roles, platform identities,
 //! superiors and status, customers' owners and assignments, calendar feeds: admin keys,
 //! the command line, the server itself and signed-in members holding the `admin` role,
 //! never an integration key (an identity it could set is a sign-in it could take over).
 
-use std::collections::HashSet;
+use sqlx::AnyConnection;
 
-use sqlx::{AnyConnection, Row};
-
-use super::{ApiKeyRole, Principal};
+use crate::access::{ApiKeyRole, Principal};
 use crate::error::{Error, Result};
+use crate::policy::{Policy, Subject};
+use crate::rules::access::{Action, Scope};
 
 /// Who asks to manage someone's work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,88 +49,66 @@ pub enum Managed<'a> {
     Proof { rep: &'a str },
 }
 
-/// What one asker may manage, loaded once so a page can ask about many deals.
+/// What one asker may manage, loaded once so a page can ask about many deals: the
+/// asker's policy (`crate::policy`), asked for the `manage` action on the person whose
+/// work it is.
 #[derive(Debug, Clone)]
 pub struct Authority {
-    person: Option<String>,
-    /// An admin key, or a person with the `manager` or `admin` role.
-    everyone: bool,
-    /// The person's direct reports.
-    reports: HashSet<String>,
+    policy: Policy,
 }
 
 impl Authority {
-    fn of_key(role: ApiKeyRole) -> Authority {
-        Authority {
-            person: None,
-            everyone: role == ApiKeyRole::Admin,
-            reports: HashSet::new(),
-        }
-    }
-
     /// A person who is not an active member of the organisation has no authority.
     pub async fn load(conn: &mut AnyConnection, org_id: &str, who: Who<'_>) -> Result<Authority> {
-        let user = match who {
-            Who::Key(role) => return Ok(Authority::of_key(role)),
-            Who::Person(user) => user,
+        let rules = crate::rules::store::in_force(conn, org_id).await?;
+        let subject = match who {
+            Who::Key(role) => Subject::Key(role),
+            Who::Person(p) => Subject::Person(p.to_string()),
         };
-        let member =
-            sqlx::query("SELECT 1 FROM users WHERE id = $1 AND org_id = $2 AND status = 'active'")
-                .bind(user)
-                .bind(org_id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .is_some();
-        let mut out = Authority {
-            person: Some(user.to_string()),
-            everyone: false,
-            reports: HashSet::new(),
-        };
-        if !member {
-            return Ok(out);
-        }
-        out.everyone = sqlx::query(
-            "SELECT 1 FROM user_roles WHERE user_id = $1 AND role IN ('manager', 'admin') LIMIT 1",
-        )
-        .bind(user)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_some();
-        out.reports = sqlx::query("SELECT user_id FROM user_superiors WHERE superior_id = $1")
-            .bind(user)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.get("user_id"))
-            .collect();
-        Ok(out)
+        Ok(Authority {
+            policy: Policy::load(conn, &rules, org_id, subject).await?,
+        })
+    }
+
+    /// The asker's whole policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn manages(&self, person: Option<&str>) -> bool {
+        // A person's work is matched by who they are, not by where they work.
+        let relations = self.policy.person_relations(person, None);
+        self.policy.decide(&relations, Action::Manage).allowed()
     }
 
     /// The one rule for rollbacks, reassignments and lifting freezes.
     pub fn allows(&self, what: Managed<'_>) -> bool {
-        let subject = match what {
-            Managed::Deal { owner } => owner,
-            Managed::Closing { owner } => {
-                if self.person.is_some() && self.person.as_deref() == owner {
-                    return true;
-                }
-                owner
-            }
-            Managed::Freeze { rep } => {
-                if self.person.as_deref() == Some(rep) {
-                    return false;
-                }
-                Some(rep)
-            }
-            Managed::Proof { rep } => Some(rep),
-        };
-        self.everyone || subject.is_some_and(|s| self.reports.contains(s))
+        let me = self.policy.person();
+        match what {
+            Managed::Deal { owner } => self.manages(owner),
+            Managed::Closing { owner } => (me.is_some() && me == owner) || self.manages(owner),
+            Managed::Freeze { rep } => me != Some(rep) && self.manages(Some(rep)),
+            Managed::Proof { rep } => self.manages(Some(rep)),
+        }
     }
 
     /// Whether any deal or freeze could be theirs to manage (the page then offers the
     /// organisation's members to reassign to).
     pub fn manages_anyone(&self) -> bool {
-        self.everyone || !self.reports.is_empty()
+        self.policy.held.iter().any(|h| {
+            h.grants.iter().any(|g| {
+                g.actions.contains(&Action::Manage)
+                    && match g.scope {
+                        Scope::All => true,
+                        Scope::Team | Scope::Subtree => self
+                            .policy
+                            .me
+                            .as_ref()
+                            .is_some_and(|m| !m.reports.is_empty()),
+                        _ => false,
+                    }
+            })
+        })
     }
 }
 
@@ -153,20 +132,20 @@ pub async fn require(
             "不能解除对自己的冻结，请联系主管 (nobody lifts their own freeze)".into()
         }
         (Who::Person(_), Managed::Freeze { .. }) => format!(
-            "只有主管、管理员或该销售的直属上级可以解除冻结（角色与上级在 {} 中设置）",
-            super::WHERE_ROLES_ARE_SET
+            "只有该销售的上级（直属或经理）或管理员可以解除冻结（角色与上级在 {} 中设置）",
+            crate::access::WHERE_ROLES_ARE_SET
         ),
         (Who::Person(_), Managed::Proof { .. }) => format!(
-            "只有主管、管理员或该销售的直属上级可以查看证明（角色与上级在 {} 中设置）",
-            super::WHERE_ROLES_ARE_SET
+            "只有该销售的上级（直属或经理）或管理员可以查看证明（角色与上级在 {} 中设置）",
+            crate::access::WHERE_ROLES_ARE_SET
         ),
         (Who::Person(_), Managed::Deal { .. }) => format!(
-            "只有主管、管理员或负责人的直属上级可以回退阶段、重新分配或重新打开商机（角色与上级在 {} 中设置）",
-            super::WHERE_ROLES_ARE_SET
+            "只有负责人的上级（直属或经理）或管理员可以回退阶段、重新分配或重新打开商机（角色与上级在 {} 中设置）",
+            crate::access::WHERE_ROLES_ARE_SET
         ),
         (Who::Person(_), Managed::Closing { .. }) => format!(
-            "只有商机负责人、主管、管理员或负责人的直属上级可以标记输单（角色与上级在 {} 中设置）",
-            super::WHERE_ROLES_ARE_SET
+            "只有商机负责人、负责人的上级（直属或经理）或管理员可以标记输单（角色与上级在 {} 中设置）",
+            crate::access::WHERE_ROLES_ARE_SET
         ),
     };
     Err(Error::Forbidden(message))
@@ -228,44 +207,74 @@ impl Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{packages_of, Me};
+    use crate::rules::RuleSet;
 
-    fn person(everyone: bool, reports: &[&str]) -> Authority {
-        Authority {
-            person: Some("me".into()),
-            everyone,
+    /// `me` holding `roles`, with these direct reports and subtree.
+    fn person(roles: &[&str], reports: &[&str], subtree: &[&str]) -> Authority {
+        let me = Me {
+            id: "me".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
             reports: reports.iter().map(|r| r.to_string()).collect(),
+            subtree: subtree.iter().map(|r| r.to_string()).collect(),
+            ..Me::default()
+        };
+        Authority {
+            policy: Policy {
+                org_id: "o".into(),
+                subject: Subject::Person("me".into()),
+                held: packages_of(&RuleSet::default(), &me),
+                me: Some(me),
+            },
+        }
+    }
+
+    fn key(role: ApiKeyRole) -> Authority {
+        Authority {
+            policy: Policy {
+                org_id: "o".into(),
+                subject: Subject::Key(role),
+                me: None,
+                held: crate::policy::tests_support::key_held(role),
+            },
         }
     }
 
     #[test]
-    fn managers_manage_everyone_superiors_their_reports() {
-        let manager = person(true, &[]);
+    fn admins_manage_everyone_managers_their_subtree_superiors_their_reports() {
+        let admin = person(&["admin"], &[], &[]);
+        assert!(admin.allows(Managed::Deal { owner: Some("u-1") }));
+        assert!(admin.allows(Managed::Deal { owner: None }));
+        assert!(admin.allows(Managed::Freeze { rep: "u-1" }));
+        let manager = person(&["manager"], &["lead"], &["lead", "u-1"]);
         assert!(manager.allows(Managed::Deal { owner: Some("u-1") }));
-        assert!(manager.allows(Managed::Deal { owner: None }));
-        assert!(manager.allows(Managed::Freeze { rep: "u-1" }));
-        let lead = person(false, &["u-1"]);
+        assert!(!manager.allows(Managed::Deal { owner: Some("u-2") }));
+        let lead = person(&["sales"], &["u-1"], &["u-1"]);
         assert!(lead.allows(Managed::Deal { owner: Some("u-1") }));
         assert!(lead.allows(Managed::Freeze { rep: "u-1" }));
         assert!(!lead.allows(Managed::Deal { owner: Some("u-2") }));
         assert!(!lead.allows(Managed::Deal { owner: None }));
         assert!(lead.allows(Managed::Proof { rep: "u-1" }));
         assert!(!lead.allows(Managed::Proof { rep: "u-2" }));
-        assert!(lead.manages_anyone() && !person(false, &[]).manages_anyone());
+        assert!(lead.manages_anyone() && !person(&["sales"], &[], &[]).manages_anyone());
     }
 
     #[test]
-    fn nobody_lifts_their_own_freeze_but_may_manage_their_own_deal() {
-        let manager = person(true, &[]);
-        assert!(!manager.allows(Managed::Freeze { rep: "me" }));
-        assert!(manager.allows(Managed::Deal { owner: Some("me") }));
+    fn nobody_lifts_their_own_freeze_but_may_close_their_own_deal() {
+        let admin = person(&["admin"], &[], &[]);
+        assert!(!admin.allows(Managed::Freeze { rep: "me" }));
+        assert!(admin.allows(Managed::Deal { owner: Some("me") }));
+        let rep = person(&["sales"], &[], &[]);
+        assert!(rep.allows(Managed::Closing { owner: Some("me") }));
+        assert!(!rep.allows(Managed::Deal { owner: Some("me") }));
     }
 
     #[test]
     fn a_key_acting_for_nobody_manages_only_when_it_is_an_admin_key() {
         let deal = Managed::Deal { owner: Some("u-1") };
-        assert!(Authority::of_key(ApiKeyRole::Admin).allows(deal));
-        assert!(!Authority::of_key(ApiKeyRole::Integration).allows(deal));
-        assert!(!Authority::of_key(ApiKeyRole::ReadOnly).allows(Managed::Freeze { rep: "u-1" }));
+        assert!(key(ApiKeyRole::Admin).allows(deal));
+        assert!(!key(ApiKeyRole::Integration).allows(deal));
+        assert!(!key(ApiKeyRole::ReadOnly).allows(Managed::Freeze { rep: "u-1" }));
     }
 
     #[test]
