@@ -34,8 +34,8 @@ const LISTED: i64 = 50;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/web/access-requests", get(overview).post(create)) // HOME, spelled out for the text guard
-        .route("/web/access-requests/{id}", get(detail))
         .route("/web/access-requests/{id}/decision", post(decide))
+        .route("/web/access-requests/{id}", get(detail))
 }
 
 /// The customer page's link to ask for more about that customer.
