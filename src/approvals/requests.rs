@@ -588,13 +588,7 @@ pub async fn decide_in(
     let status = by
         .as_deref()
         .map_or_else(|| format!("已{verb}"), |n| format!("已由{n}{verb}"));
-    for card in request_cards(tx, org_id, REQUEST_CARD, id).await? {
-        if Some(card.as_str()) == clicked {
-            cards::show_status(tx, now_ms, org_id, &card, &status).await?;
-        } else {
-            cards::refresh_status(tx, now_ms, org_id, &card, &status, Moment::Last).await?;
-        }
-    }
+    show_on_cards(tx, now_ms, org_id, REQUEST_CARD, id, &status, clicked).await?;
     let tz = zone_of(tx, org_id).await?;
     let customer = customer_name(tx, org_id, &kind, &target).await?;
     let card = cards::templates::compose(
@@ -647,13 +641,19 @@ pub async fn decide(
     get(db, cipher, org_id, id).await
 }
 
-async fn request_cards(
+/// `text` in place of the buttons on every card of `purpose` about `object` that its
+/// platform still lets closeloop change (`clicked`: the card tapped, whose fresh one-shot
+/// code the click left).
+async fn show_on_cards(
     tx: &mut Tx,
+    now_ms: i64,
     org_id: &str,
     purpose: &str,
     object: &str,
-) -> Result<Vec<String>> {
-    Ok(sqlx::query(
+    text: &str,
+    clicked: Option<&str>,
+) -> Result<()> {
+    let cards: Vec<String> = sqlx::query(
         "SELECT id FROM cards WHERE org_id = $1 AND purpose = $2 AND object_ref = $3 ORDER BY id",
     )
     .bind(org_id)
@@ -663,7 +663,15 @@ async fn request_cards(
     .await?
     .iter()
     .map(|r| r.get("id"))
-    .collect())
+    .collect();
+    for card in cards {
+        if Some(card.as_str()) == clicked {
+            cards::show_status(tx, now_ms, org_id, &card, text).await?;
+        } else {
+            cards::refresh_status(tx, now_ms, org_id, &card, text, Moment::Last).await?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<AccessRequest> {
@@ -841,14 +849,7 @@ async fn show_lifted(
     .await?
     .map(|r| r.get("name"));
     let text = by.map_or_else(|| "已恢复".to_string(), |n| format!("已由{n}恢复"));
-    for card in request_cards(tx, org_id, PAUSE_CARD, id).await? {
-        if Some(card.as_str()) == clicked {
-            cards::show_status(tx, now_ms, org_id, &card, &text).await?;
-        } else {
-            cards::refresh_status(tx, now_ms, org_id, &card, &text, Moment::Last).await?;
-        }
-    }
-    Ok(())
+    show_on_cards(tx, now_ms, org_id, PAUSE_CARD, id, &text, clicked).await
 }
 
 /// Lifts the pause in force on `user`'s requests.

@@ -53,6 +53,19 @@ async fn ask(app: &TestApp, actor: &str, kind: &str, target: &str) -> reqwest::R
     .await
 }
 
+/// A team on WeCom's emulator, synced into a server on a clock the test moves.
+async fn on_wecom(
+    members: &[(&str, &str, Option<&str>)],
+) -> (Chat, std::sync::Arc<ManualClock>, TestApp) {
+    let chat = Chat::start("wecom").await;
+    chat.set_members(members);
+    let clock = ManualClock::new(chrono::Utc::now().timestamp_millis());
+    let app = spawn_app_clocked(&chat.config(), clock.clone()).await;
+    chat.connect(&app);
+    app.worker.drain().await.unwrap();
+    (chat, clock, app)
+}
+
 /// The closeloop user of a chat member (from the start-up directory sync).
 async fn id_of(app: &TestApp, chat: &Chat, m: &str) -> String {
     let i = chat.identity(m);
@@ -137,15 +150,11 @@ async fn the_approver_is_the_first_active_superior_up_the_chain_else_the_securit
 /// card shows who approved, and the rep hears of it by a card. The grant ends on time.
 #[tokio::test]
 async fn a_request_reaches_the_approver_whose_tap_approves_it_and_the_grant_expires() {
-    let chat = Chat::start("wecom").await;
-    chat.set_members(&[
+    let (chat, clock, app) = on_wecom(&[
         ("wangjl", "王经理", None),
         ("liming", "李明", Some("wangjl")),
-    ]);
-    let clock = ManualClock::new(chrono::Utc::now().timestamp_millis());
-    let app = spawn_app_clocked(&chat.config(), clock.clone()).await;
-    chat.connect(&app);
-    app.worker.drain().await.unwrap();
+    ])
+    .await;
     let boss = id_of(&app, &chat, "wangjl").await;
     let rep = id_of(&app, &chat, "liming").await;
 
@@ -535,16 +544,12 @@ async fn the_sixth_request_within_the_hour_pauses_the_member_until_an_officer_li
 /// The officer's card lifts the pause with one tap on WeCom (audited as the officer).
 #[tokio::test]
 async fn the_officer_lifts_a_pause_with_one_tap() {
-    let chat = Chat::start("wecom").await;
-    chat.set_members(&[
+    let (chat, clock, app) = on_wecom(&[
         ("anquan", "安全官", None),
         ("wangjl", "王经理", None),
         ("liming", "李明", Some("wangjl")),
-    ]);
-    let clock = ManualClock::new(chrono::Utc::now().timestamp_millis());
-    let app = spawn_app_clocked(&chat.config(), clock.clone()).await;
-    chat.connect(&app);
-    app.worker.drain().await.unwrap();
+    ])
+    .await;
     let officer = id_of(&app, &chat, "anquan").await;
     let rep = id_of(&app, &chat, "liming").await;
     patch_user(&app, &officer, json!({"roles": ["security"]})).await;
