@@ -647,3 +647,103 @@ async fn a_request_names_its_person_and_a_known_target() {
     assert_eq!(res.status(), 201);
     app.stop().await;
 }
+
+/// The page: the customer page links to it naming the customer; the member's form post
+/// sends the request (to the approver's card) and lists it in Chinese; the request over
+/// the limit is refused on the page in Chinese, and the page then says the member is paused.
+#[tokio::test]
+async fn a_member_asks_from_the_page_opened_from_a_customer() {
+    let app = spawn_app().await;
+    let boss = member(&app, "王经理", &["manager"], &[]).await;
+    let rep = member(&app, "李明", &["sales"], &[&boss]).await;
+    let customer = app.customer("华南智造", Some(&boss)).await;
+    let (_, html) = app
+        .page_as(&rep, &format!("/sidebar/customers/{customer}"))
+        .await;
+    let link = format!("/web/access-requests?customer={customer}");
+    assert!(html.contains(&link), "{html}");
+    let (status, html) = app.page_as(&rep, &link).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("客户：华南智造"), "{html}");
+    assert!(
+        html.contains("申请查看字段") && html.contains("申请区域"),
+        "{html}"
+    );
+
+    let (cookie, csrf) = closeloop::http::pages::session::create(
+        &app.db,
+        chrono::Utc::now().timestamp_millis(),
+        &app.org_id,
+        &rep,
+        "dev",
+    )
+    .await
+    .unwrap();
+    let cookie = format!("{}={cookie}", closeloop::http::pages::session::COOKIE);
+    let send = |fields: Vec<(&'static str, String)>| {
+        let cookie = cookie.clone();
+        let url = app.url("/web/access-requests");
+        async move {
+            let res = crate::sidebar::no_redirects()
+                .post(url)
+                .header("cookie", cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    // Without the CSRF token: refused, nothing written.
+    let (status, _) = send(vec![
+        ("kind", "customer".into()),
+        ("target", customer.clone()),
+        ("reason", "协助跟进".into()),
+    ])
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(app.count("access_requests").await, 0);
+    let ask = |kind: &'static str, target: String| {
+        send(vec![
+            ("csrf_token", csrf.clone()),
+            ("kind", kind.into()),
+            ("target", target),
+            ("reason", "协助跟进".into()),
+        ])
+    };
+    let (status, _) = ask("customer", customer.clone()).await;
+    assert_eq!(status, 303);
+    let r: Value = app
+        .get(&format!("/api/v1/access-requests?requester={rep}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["items"][0]["kind"], "customer");
+    assert_eq!(r["items"][0]["target"], customer.as_str());
+    assert_eq!(r["items"][0]["approver"], boss.as_str());
+    assert_eq!(
+        app.count(&format!(
+            "cards WHERE purpose = 'access.request' AND recipient_user_id = '{boss}'"
+        ))
+        .await,
+        1
+    );
+    let (_, html) = app.page_as(&rep, "/web/access-requests").await;
+    assert!(
+        html.contains("客户：华南智造") && html.contains("待审批"),
+        "{html}"
+    );
+    let (_, html) = app.page_as(&boss, "/web/access-requests").await;
+    assert!(html.contains("待我审批") && html.contains("李明"), "{html}");
+
+    for _ in 0..4 {
+        assert_eq!(ask("field", "email".into()).await.0, 303);
+    }
+    let (status, html) = ask("region", "华南".into()).await;
+    assert_eq!(status, 403);
+    assert!(html.contains(PAUSED), "{html}");
+    let (_, html) = app.page_as(&rep, "/web/access-requests").await;
+    assert!(html.contains(PAUSED), "{html}");
+    app.stop().await;
+}
