@@ -12,7 +12,7 @@
 //! pause with one tap; while paused, every request is refused.
 //!
 //! Every step is audited (`access.request`, `access.approve`, `access.refuse`,
-//! `access.pause`, `access.lift`) with ids only, never the reason.
+//! `access.withdraw`, `access.pause`, `access.lift`) with ids only, never the reason.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -672,6 +672,70 @@ async fn show_on_cards(
         }
     }
     Ok(())
+}
+
+/// The requester (or an admin key acting for nobody) withdraws a pending request; the
+/// approver's cards then show 「已撤回」. Audited as `access.withdraw`.
+pub async fn withdraw(
+    db: &Db,
+    cipher: &Cipher,
+    now_ms: i64,
+    org_id: &str,
+    actor: &Actor,
+    who: Who<'_>,
+    id: &str,
+) -> Result<AccessRequest> {
+    let mut tx = db.begin().await?;
+    let requester: String =
+        sqlx::query("SELECT requester FROM access_requests WHERE id = $1 AND org_id = $2")
+            .bind(id)
+            .bind(org_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound {
+                what: "access request",
+            })?
+            .get("requester");
+    let allowed = match who {
+        Who::Key(role) => role == ApiKeyRole::Admin,
+        Who::Person(user) => user == requester,
+    };
+    if !allowed {
+        return Err(Error::Forbidden(
+            "只有申请人可以撤回此申请 (only the requester, or an admin key, may withdraw it)"
+                .into(),
+        ));
+    }
+    let by = recorded_as(actor, who);
+    let changed = sqlx::query(
+        "UPDATE access_requests SET status = 'withdrawn', decided_by = $1, decided_at = $2 \
+         WHERE id = $3 AND org_id = $4 AND status = 'pending'",
+    )
+    .bind(&by)
+    .bind(now_ms)
+    .bind(id)
+    .bind(org_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(Error::Conflict(
+            "该申请已处理 (the request was already decided)".into(),
+        ));
+    }
+    actor
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "access.withdraw",
+            ("access_request", id),
+            json!({"requester": requester, "withdrawn_by": by}),
+        )
+        .await?;
+    show_on_cards(&mut tx, now_ms, org_id, REQUEST_CARD, id, "已撤回", None).await?;
+    tx.commit().await?;
+    get(db, cipher, org_id, id).await
 }
 
 pub async fn get(db: &Db, cipher: &Cipher, org_id: &str, id: &str) -> Result<AccessRequest> {

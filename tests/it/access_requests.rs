@@ -398,6 +398,51 @@ async fn only_the_approver_decides_and_a_refusal_grants_nothing() {
         .unwrap();
     assert_eq!(grants.as_array().unwrap().len(), 1, "{grants}");
     assert_eq!(grants[0]["target"], "华南");
+
+    // The requester withdraws a pending request (the page's 撤回申请); nobody else may, and
+    // it is then not decided.
+    let r: Value = ask(&app, &rep, "field", "amount")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let res = with_key(
+        &app,
+        &integration,
+        &format!("/api/v1/access-requests/{id}/withdraw"),
+        json!({"actor": boss}),
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+    let path = format!("/web/access-requests/{id}");
+    let (_, html) = app.page_as(&rep, &path).await;
+    assert!(html.contains("撤回申请"), "{html}");
+    let (status, _) = post_form(&app, &rep, &format!("{path}/withdraw"), "").await;
+    assert_eq!(status, 303);
+    let got: Value = app
+        .get("/api/v1/access-requests?status=withdrawn")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["items"][0]["id"], id.as_str());
+    assert_eq!(got["items"][0]["decided_by"], rep.as_str());
+    let res = app
+        .post(
+            &format!("/api/v1/access-requests/{id}/decision"),
+            &json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(
+        app.count("audit_log WHERE action = 'access.withdraw'")
+            .await,
+        1
+    );
+    assert_eq!(app.count("access_grants").await, 1);
+    let (_, html) = app.page_as(&rep, "/web/access-requests").await;
+    assert!(html.contains("已撤回"), "{html}");
     app.stop().await;
 }
 

@@ -83,6 +83,36 @@ pub async fn decide(
     ))
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Withdrawal {
+    /// The person withdrawing: the requester. Without it, only an admin key may.
+    pub actor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/access-requests/{id}/withdraw", tag = "access requests", request_body = Withdrawal,
+    responses((status = 200, description = "Withdrawn (audited as `access.withdraw`); a decided request cannot be (409)", body = AccessRequest),
+        super::WriteErrors))]
+pub async fn withdraw(
+    State(s): State<AppState>,
+    Writer(p): Writer,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<Withdrawal>,
+) -> Result<Json<AccessRequest>> {
+    Ok(Json(
+        requests::withdraw(
+            &s.db,
+            &s.cipher,
+            s.clock.now_ms(),
+            &p.org_id,
+            &p.actor(),
+            Who::acting(&p, b.actor.as_deref()),
+            &id,
+        )
+        .await?,
+    ))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GrantQuery {

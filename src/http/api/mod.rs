@@ -117,6 +117,10 @@ pub fn router() -> Router<AppState> {
             "/access-requests/{id}/decision",
             axum::routing::post(access_requests::decide),
         )
+        .route(
+            "/access-requests/{id}/withdraw",
+            axum::routing::post(access_requests::withdraw),
+        )
         .route("/access-grants", get(access_requests::grants))
         .route(
             "/request-pauses/{user}/lift",
@@ -224,7 +228,7 @@ impl Modify for BearerAuth {
         admin::list_jobs, admin::retry_job, admin::run_job_now,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
         rules::get, rules::check,
-        access_requests::create, access_requests::list, access_requests::decide,
+        access_requests::create, access_requests::list, access_requests::decide, access_requests::withdraw,
         access_requests::grants, access_requests::lift,
     ),
     components(schemas(ErrorBody))

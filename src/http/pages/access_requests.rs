@@ -2,7 +2,8 @@
 //! or a customer (opened from a customer's page, which names the customer) with a reason,
 //! and sees their requests, what waits for their decision and the grants they hold.
 //! `/web/access-requests/{id}` is the request the approver's card links to: its requester
-//! and its approver may open it, and only the approver gets 同意 and 拒绝. The forms are
+//! and its approver may open it, only the approver gets 同意 and 拒绝, and the requester may
+//! withdraw it (撤回申请) while it is pending. The forms are
 //! plain HTML posts carrying the session's CSRF token; the rules are in
 //! `approvals::requests`.
 
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/web/access-requests", get(overview).post(create)) // HOME, spelled out for the text guard
         .route("/web/access-requests/{id}/decision", post(decide))
+        .route("/web/access-requests/{id}/withdraw", post(withdraw))
         .route("/web/access-requests/{id}", get(detail))
 }
 
@@ -431,7 +433,12 @@ async fn detail(
                 csrf_field(&session)
             ));
         } else {
-            body.push_str("<p class=\"meta readonly\">等待审批人处理。</p>\n");
+            body.push_str(&format!(
+                "<p class=\"meta readonly\">等待审批人处理。</p>\n\
+                 <form method=\"post\" action=\"{here}/withdraw\" class=\"access-withdraw\">\n{}\
+                 <button type=\"submit\" class=\"danger\">撤回申请</button>\n</form>\n",
+                csrf_field(&session)
+            ));
         }
     }
     Ok(page("权限申请详情", body, &session, StatusCode::OK))
@@ -496,4 +503,49 @@ async fn decide(
         Err(e) => Err(e.into()),
     }
     .map(IntoResponse::into_response)
+}
+
+/// `POST /web/access-requests/{id}/withdraw`: the requester withdraws a pending request.
+async fn withdraw(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    session: Result<Session>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> PageResult {
+    let here = format!("{HOME}/{}", enc(&id));
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => return Ok(not_signed_in(&s, &headers, e, &here)),
+    };
+    if !csrf_ok(&session, &headers, &form_pairs(&body)) {
+        return Ok(stale_form());
+    }
+    match requests::withdraw(
+        &s.db,
+        &s.cipher,
+        s.clock.now_ms(),
+        &session.org_id,
+        &Actor::user(&session.user_id),
+        Who::Person(&session.user_id),
+        &id,
+    )
+    .await
+    {
+        Ok(_) => Ok(redirect(&here)),
+        Err(Error::Forbidden(_)) => Ok(message_page(
+            StatusCode::FORBIDDEN,
+            "无权撤回",
+            "只有申请人可以撤回此申请。",
+        )),
+        Err(Error::Conflict(_)) => Ok(message_page(
+            StatusCode::CONFLICT,
+            "申请已处理",
+            "该申请已处理，请刷新页面查看结果。",
+        )),
+        Err(e @ Error::NotFound { .. }) => {
+            Ok(message_page(StatusCode::NOT_FOUND, "未找到", &chinese(&e)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
