@@ -577,6 +577,17 @@ async fn build_worker(
             cipher: cipher.clone(),
         }),
     );
+    purposes.register(
+        crate::approvals::requests::REQUEST_CARD,
+        Arc::new(crate::approvals::requests::RequestCardClicks {
+            cipher: cipher.clone(),
+            rules: rules.clone(),
+        }),
+    );
+    purposes.register(
+        crate::approvals::requests::PAUSE_CARD,
+        Arc::new(crate::approvals::requests::PauseCardClicks),
+    );
     let mut handlers = crate::inbox::Handlers::default();
     handlers.register(
         "card_action",

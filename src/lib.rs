@@ -8,6 +8,7 @@
 pub mod access;
 pub mod antifraud;
 pub mod app;
+pub mod approvals;
 pub mod audit_anchor;
 pub mod cards;
 pub mod chat;

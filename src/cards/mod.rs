@@ -145,6 +145,10 @@ pub fn link_path(purpose: &str, object_ref: Option<&str>) -> Option<String> {
     if purpose == "attestation" {
         return Some(format!("/web/attestations/{id}/proof"));
     }
+    // `approvals::REQUEST_CARD`: the approver opens the request to decide it.
+    if purpose == "access.request" {
+        return Some(format!("/web/access-requests/{id}"));
+    }
     purpose
         .starts_with(DEFERRED_UPDATE_PREFIX)
         .then(|| format!("/collab/requests/{id}"))

@@ -90,6 +90,24 @@ pub const SPECS: &[Spec] = &[
         actions: &[],
     },
     Spec {
+        name: "access.request",
+        vars: &["requester", "what", "reason", "why", "time"],
+        actions: &[
+            ("approve", ButtonStyle::Primary),
+            ("refuse", ButtonStyle::Danger),
+        ],
+    },
+    Spec {
+        name: "access.decision",
+        vars: &["what", "outcome", "approver", "expires"],
+        actions: &[],
+    },
+    Spec {
+        name: "access.pause",
+        vars: &["person", "rule", "time"],
+        actions: &[("lift", ButtonStyle::Primary)],
+    },
+    Spec {
         name: "collab.health",
         vars: &[
             "week", "requests", "mean", "overdue", "returns", "worst", "link",
@@ -129,6 +147,9 @@ embedded!(
     "credibility.alert",
     "credibility.review",
     "audit.anchor",
+    "access.request",
+    "access.decision",
+    "access.pause",
 );
 
 #[derive(Debug, Clone, Deserialize)]

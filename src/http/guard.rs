@@ -204,6 +204,15 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
             ("GET", "/rules") => Member,
             ("POST", "/rules/check") => Can(Ability::ManageRules),
             ("GET", "/permissions/{user}") => Member,
+            // Permission requests: the requester's own, decided by the approver the
+            // chain names (`approvals`), and checked there against the same identities.
+            ("GET", "/access-requests")
+            | ("POST", "/access-requests")
+            | ("POST", "/access-requests/{id}/decision")
+            | ("POST", "/access-requests/{id}/withdraw")
+            | ("GET", "/access-grants")
+            // Lifting a pause: a security officer, or the one a key names in `actor`.
+            | ("POST", "/request-pauses/{user}/lift") => Member,
             _ => return None,
         });
     }
@@ -266,6 +275,11 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
         | ("POST", "/admin/people/members/{id}/{what}")
         | ("POST", "/admin/people/customers/{id}/assignments/{role}") => Can(Ability::ManagePeople),
         ("GET", "/admin/permissions/{user}") => Member,
+        ("GET", "/web/access-requests")
+        | ("POST", "/web/access-requests")
+        | ("GET", "/web/access-requests/{id}")
+        | ("POST", "/web/access-requests/{id}/decision")
+        | ("POST", "/web/access-requests/{id}/withdraw") => Member,
         ("GET", "/admin/rules") | ("POST", "/admin/rules") => Can(Ability::ManageRules),
         _ => return None,
     })

@@ -46,6 +46,53 @@ pub struct RuleSet {
     pub roles: Vec<access::RoleDef>,
     /// Permission packages: what holders of which roles may do (权限包).
     pub packages: Vec<access::Package>,
+    /// Permission requests: the circuit breaker and how long an approval grants access.
+    pub access_requests: AccessRequestRules,
+}
+
+/// Permission requests (`src/approvals/`): more than `limit` requests by one person within
+/// `window` pause that person's requests until a security officer lifts the pause; an
+/// approved request grants access for the duration of its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessRequestRules {
+    /// Requests one person may make within `window` (0 turns the breaker off).
+    pub limit: u32,
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub window: Duration,
+    /// How long an approved field reveal lasts.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub field_grant: Duration,
+    /// How long an approved region lasts.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub region_grant: Duration,
+    /// How long an approved customer lasts.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub customer_grant: Duration,
+}
+
+impl Default for AccessRequestRules {
+    fn default() -> Self {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        AccessRequestRules {
+            limit: 5,
+            window: Duration::from_secs(3600),
+            field_grant: days(7),
+            region_grant: days(30),
+            customer_grant: days(30),
+        }
+    }
+}
+
+impl AccessRequestRules {
+    /// How long an approved request of `kind` (`field`, `region`, `customer`) grants access.
+    pub fn grant_duration(&self, kind: &str) -> Duration {
+        match kind {
+            "field" => self.field_grant,
+            "region" => self.region_grant,
+            _ => self.customer_grant,
+        }
+    }
 }
 
 /// The roles a collaboration request can go to.
@@ -447,6 +494,7 @@ impl Default for RuleSet {
             adhoc: AdhocRules::default(),
             roles: access::default_roles(),
             packages: access::default_packages(),
+            access_requests: AccessRequestRules::default(),
         }
     }
 }
@@ -733,6 +781,19 @@ impl RuleSet {
             }
         }
         access::check(&self.roles, &self.packages).or_else(bad)?;
+        let r = &self.access_requests;
+        if r.limit > 0 && r.window.is_zero() {
+            return bad("`access_requests.window` must be positive".into());
+        }
+        if [r.field_grant, r.region_grant, r.customer_grant]
+            .iter()
+            .any(Duration::is_zero)
+        {
+            return bad(
+                "`access_requests.field_grant`, `region_grant` and `customer_grant` must be positive"
+                    .into(),
+            );
+        }
         Ok(())
     }
 

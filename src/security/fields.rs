@@ -32,6 +32,8 @@ pub const ROLLBACK_REASON: &str = "deal_stage_history.reason";
 pub const LOST_NOTE: &str = "deals.lost_note";
 /// `customer_owners.note_enc`: why a deal (and its customer) was reassigned.
 pub const REASSIGN_REASON: &str = "customer_owners.note";
+/// `access_requests.reason_enc`: why a member asks for more access.
+pub const ACCESS_REASON: &str = "access_requests.reason";
 
 /// Decrypts a stored value of `context`; a value that does not decrypt is an internal error
 /// naming the context, never the value.

@@ -585,6 +585,17 @@ GET /admin/people/{kind}/{id} Can(ManagePeople)\n\
 GET /admin/rules Can(ManageRules)\n\
 POST /admin/rules Can(ManageRules)\n\
 POST /api/v1/attestations/{id}/decision Managed(Attestation)\n\
+GET /api/v1/access-grants Member\n\
+GET /api/v1/access-requests Member\n\
+POST /api/v1/access-requests Member\n\
+POST /api/v1/access-requests/{id}/decision Member\n\
+POST /api/v1/access-requests/{id}/withdraw Member\n\
+POST /api/v1/request-pauses/{user}/lift Member\n\
+GET /web/access-requests Member\n\
+POST /web/access-requests Member\n\
+GET /web/access-requests/{id} Member\n\
+POST /web/access-requests/{id}/decision Member\n\
+POST /web/access-requests/{id}/withdraw Member\n\
 GET /api/v1/audit Can(ReadAudit)\n\
 PUT /api/v1/chat-counts OnBody(\"customer\", Note)\n\
 POST /api/v1/collab/adhoc OnBody(\"customer\", Note)\n\

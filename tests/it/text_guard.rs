@@ -287,6 +287,13 @@ async fn sample(app: &SidebarApp) -> (Vec<Person>, Vec<String>) {
     )
     .await;
 
+    // A permission request, which the rep's and the manager's lists link to.
+    app.create(
+        "/api/v1/access-requests",
+        json!({"actor": rep, "kind": "customer", "target": customer, "reason": "协助跟进"}),
+    )
+    .await;
+
     let (rep_cookie, rep_csrf) = app.session(&rep, "dev").await;
     let web = |path: String, cookie: String, csrf: String, body: Value| async move {
         let res = no_redirects()

@@ -1,5 +1,6 @@
 //! REST API v1: bearer API keys, JSON in and out, cursor paging, OpenAPI document.
 
+mod access_requests;
 mod admin;
 mod audit;
 mod collab;
@@ -108,6 +109,23 @@ pub fn router() -> Router<AppState> {
             "/webhooks/{id}",
             axum::routing::delete(admin::delete_webhook),
         )
+        .route(
+            "/access-requests",
+            get(access_requests::list).post(access_requests::create),
+        )
+        .route(
+            "/access-requests/{id}/decision",
+            axum::routing::post(access_requests::decide),
+        )
+        .route(
+            "/access-requests/{id}/withdraw",
+            axum::routing::post(access_requests::withdraw),
+        )
+        .route("/access-grants", get(access_requests::grants))
+        .route(
+            "/request-pauses/{user}/lift",
+            axum::routing::post(access_requests::lift),
+        )
 }
 
 pub use crate::error::ErrorBody;
@@ -210,6 +228,8 @@ impl Modify for BearerAuth {
         admin::list_jobs, admin::retry_job, admin::run_job_now,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
         rules::get, rules::check,
+        access_requests::create, access_requests::list, access_requests::decide, access_requests::withdraw,
+        access_requests::grants, access_requests::lift,
     ),
     components(schemas(ErrorBody))
 )]

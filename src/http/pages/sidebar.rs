@@ -550,6 +550,7 @@ async fn customer_page(
     body.push_str(&actions_section(&rules, &warnings));
     let in_wecom = platform == Some(Platform::Wecom);
     body.push_str(&tools::proposals_section(&s, org, &id, tz, in_wecom).await?);
+    body.push_str(&crate::http::pages::access_requests::sidebar_link(&id));
     body.push_str(
         &crate::http::pages::collab::sidebar_sections(&s, &rules, org, &id, tz, now).await?,
     );
