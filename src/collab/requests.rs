@@ -394,6 +394,16 @@ pub async fn open(
         },
     )
     .await?;
+    Actor::user(&new.initiator)
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "collab.open",
+            ("collab_request", &id),
+            json!({"type": t.key, "customer": new.customer, "deal": new.deal}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, cipher, org_id, tz, &id).await
 }
@@ -918,6 +928,16 @@ pub async fn step_in_from(
             )
         };
         crate::tracking::write_in(tx, now_ms, &point, tz).await?;
+        Actor::user(user)
+            .audit(
+                tx,
+                now_ms,
+                org_id,
+                &format!("collab.{}", step.name()),
+                ("collab_request", id),
+                json!({"customer": point.customer}),
+            )
+            .await?;
     }
     Ok(changed)
 }

@@ -7,6 +7,7 @@ mod helpers;
 mod api_directory;
 mod api_events;
 mod architecture;
+mod audit_centre;
 mod audit_chain;
 mod browser;
 mod callbacks;

@@ -1,6 +1,7 @@
 //! The browser side: sessions after a platform sign-in, CSRF protection, and the
 //! endpoints the sidebar page's JavaScript calls.
 
+pub mod audit;
 pub mod collab;
 pub mod dingtalk;
 pub mod feishu;
