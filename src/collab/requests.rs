@@ -661,7 +661,8 @@ pub async fn open_adhoc(
             org_id,
             ADHOC_ACTION,
             ("collab_request", &id),
-            json!({"subject": subject, "role": new.role, "assignee": new.assignee, "customer": new.customer}),
+            // The subject is typed text: the request holds it, the entry names the request.
+            json!({"role": new.role, "assignee": new.assignee, "customer": new.customer}),
         )
         .await?;
     tx.commit().await?;

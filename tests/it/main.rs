@@ -9,6 +9,7 @@ mod api_events;
 mod architecture;
 mod audit_centre;
 mod audit_chain;
+mod audit_sweep;
 mod browser;
 mod callbacks;
 mod cards;
