@@ -318,3 +318,152 @@ async fn verify_checks_every_organisation_and_names_the_broken_one() {
     assert_ne!(code, 0);
     assert!(err.contains("no organisation"), "{err}");
 }
+
+/// What the anchor receiver saw: (event, timestamp, signature, body).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
+
+async fn anchor_receiver(failures: usize) -> (String, Seen) {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    let seen: Seen = Default::default();
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(failures));
+    let app = axum::Router::new()
+        .route(
+            "/anchor",
+            axum::routing::post(
+                |State((seen, left)): State<(
+                    Seen,
+                    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+                )>,
+                 headers: HeaderMap,
+                 body: String| async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    seen.lock().unwrap().push((
+                        h("x-closeloop-event"),
+                        h("x-closeloop-timestamp"),
+                        h("x-closeloop-signature"),
+                        body,
+                    ));
+                    let fail = left
+                        .fetch_update(
+                            std::sync::atomic::Ordering::SeqCst,
+                            std::sync::atomic::Ordering::SeqCst,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok();
+                    if fail {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state((seen.clone(), left));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/anchor", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+const ANCHOR_SECRET: &str = "anchor-secret-0123456789";
+
+#[tokio::test]
+async fn the_daily_anchor_is_posted_signed_to_the_configured_webhook_and_retried() {
+    let (url, seen) = anchor_receiver(1).await;
+    let at = reqwest::Url::parse(&url).unwrap();
+    let app = crate::helpers::spawn_app_with(&format!(
+        "[audit]\nanchor_webhook = \"{url}\"\nanchor_webhook_secret = \"{ANCHOR_SECRET}\"\n\
+         [webhooks]\nallow_private = [\"{}:{}\"]\n",
+        at.host_str().unwrap(),
+        at.port().unwrap()
+    ))
+    .await;
+    app.user("赵六", &["security"]).await;
+    app.customer("丙公司", None).await;
+    closeloop::jobs::schedule::run_now(
+        &app.db,
+        SystemClock.now_ms(),
+        Some(&app.org_id),
+        "audit.anchor",
+        &closeloop::access::Actor::cli(),
+    )
+    .await
+    .unwrap();
+    app.worker.drain().await.unwrap();
+    // The receiver answered 503 once: the delivery waits for its retry.
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let state: String =
+        sqlx::query_scalar("SELECT status FROM jobs WHERE kind = 'audit.anchor_deliver'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "queued", "waiting for its retry");
+    sqlx::query("UPDATE jobs SET run_at = 0 WHERE kind = 'audit.anchor_deliver'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    app.worker.drain().await.unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let (event, timestamp, signature, body) = &got[1];
+    assert_eq!(event, "audit.anchor");
+    assert_eq!(
+        signature,
+        &format!(
+            "sha256={}",
+            closeloop::webhooks::sign(ANCHOR_SECRET, timestamp, body)
+        )
+    );
+    let body: Value = serde_json::from_str(body).unwrap();
+    let head = audit::status(&app.db, &app.org_id).await.unwrap();
+    // The anchored head is the one the `audit.anchor` entry recorded.
+    let recorded: String = sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE org_id = $1 AND action = 'audit.anchor'",
+    )
+    .bind(&app.org_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let recorded: Value = serde_json::from_str(&recorded).unwrap();
+    assert_eq!(body["org"], json!(app.org_id));
+    assert_eq!(body["head_hash"], recorded["hash"]);
+    assert_eq!(body["sealed_through"], recorded["seq"]);
+    assert!(
+        body["at"].as_str().unwrap().ends_with('Z') || body["at"].as_str().unwrap().contains('+')
+    );
+    assert!(head.head.seq >= body["sealed_through"].as_i64().unwrap());
+    // And the hash anchors `audit verify`.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = cli(
+        &app,
+        dir.path(),
+        &["verify", "--anchor", body["head_hash"].as_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("anchor found in the chain"));
+}
+
+#[test]
+fn an_anchor_webhook_needs_a_secret() {
+    let e = closeloop::config::Config::from_toml_only(
+        "[audit]\nanchor_webhook = \"https://anchor.example.com/in\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "audit.anchor_webhook_secret");
+    let e = closeloop::config::Config::from_toml_only(
+        "[audit]\nanchor_webhook = \"ftp://anchor.example.com\"\nanchor_webhook_secret = \"0123456789abcdef\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "audit.anchor_webhook");
+    assert!(closeloop::config::Config::from_toml_only(
+        "[audit]\nanchor_webhook = \"https://anchor.example.com/in\"\nanchor_webhook_secret = \"0123456789abcdef\"\n",
+    )
+    .is_ok());
+}
