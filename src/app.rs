@@ -395,8 +395,26 @@ async fn build_worker(
                 cipher: cipher.clone(),
                 org_id: org.id.clone(),
                 tz: org.timezone,
+                webhook: config.audit.anchor_webhook.is_some(),
             },
         );
+        if let (Some(url), Some(secret)) = (
+            &config.audit.anchor_webhook,
+            &config.audit.anchor_webhook_secret,
+        ) {
+            registry.register(
+                anchor::DELIVER_KIND,
+                anchor::DeliverAnchor {
+                    clock: clock.clone(),
+                    url: reqwest::Url::parse(url)?,
+                    secret: secret.expose().to_string(),
+                    destinations: webhooks::destination::Destinations::new(
+                        &config.webhooks,
+                        delivery_timeout(config),
+                    )?,
+                },
+            );
+        }
         for (kind, every) in [
             (anchor::SEAL_KIND, Every::Interval(anchor::SEAL_EVERY)),
             (anchor::ANCHOR_KIND, Every::Cron(anchor::ANCHOR_CRON.into())),

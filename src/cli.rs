@@ -78,16 +78,25 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Seal the unsealed entries, then recompute the default organisation's chain; names
-    /// the first broken entry and exits 2 when an entry was changed, inserted or deleted.
+    /// Seal the unsealed entries, then recompute every organisation's chain (or one's,
+    /// with `--org`); names the first broken entry of each broken chain and exits 2 when
+    /// an entry was changed, inserted or deleted.
     Verify {
         /// A head hash anchored earlier (`audit head`, the daily anchor card): it must be
-        /// the hash of an entry of the intact chain.
+        /// the hash of an entry of the intact chain of the `--org` organisation (the
+        /// default one without `--org`).
         #[arg(long, value_name = "HASH")]
         anchor: Option<String>,
+        /// Only this organisation (its id or slug).
+        #[arg(long, value_name = "ID")]
+        org: Option<String>,
     },
     /// Seal the unsealed entries and print the chain head (seq and hash) to anchor.
-    Head,
+    Head {
+        /// The organisation (its id or slug); the default one without it.
+        #[arg(long, value_name = "ID")]
+        org: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,30 +327,68 @@ async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
 
 async fn audit_in(db: &Db, cmd: AuditCommand) -> anyhow::Result<()> {
     use crate::access::audit;
-    let org = existing_default_org(db).await?;
     let now = SystemClock.now_ms();
     match cmd {
-        AuditCommand::Head => {
+        AuditCommand::Head { org } => {
+            let org = audit_org(db, org.as_deref()).await?;
             let head = audit::head(db, &org.id, now).await?;
             println!("seq {}\nhash {}", head.seq, head.hash);
         }
-        AuditCommand::Verify { anchor } => {
+        AuditCommand::Verify { anchor, org } => {
             let anchor = anchor.map(|a| a.trim().to_ascii_lowercase());
-            match audit::verify(db, &org.id, now, anchor.as_deref()).await? {
-                Ok(v) => {
-                    println!(
-                        "audit chain intact: {} entries\nseq {}\nhash {}",
-                        v.entries, v.head.seq, v.head.hash
-                    );
-                    if anchor.is_some() {
-                        println!("anchor found in the chain");
+            let anchored = if anchor.is_some() || org.is_some() {
+                Some(audit_org(db, org.as_deref()).await?.id)
+            } else {
+                None
+            };
+            let orgs = match &org {
+                Some(_) => crate::directory::orgs::all(db)
+                    .await?
+                    .into_iter()
+                    .filter(|o| Some(&o.id) == anchored.as_ref())
+                    .collect(),
+                None => crate::directory::orgs::all(db).await?,
+            };
+            let mut broken = Vec::new();
+            for o in &orgs {
+                let a = anchor
+                    .as_deref()
+                    .filter(|_| Some(&o.id) == anchored.as_ref());
+                match audit::verify(db, &o.id, now, a).await? {
+                    Ok(v) => {
+                        println!(
+                            "organisation {} ({}): audit chain intact: {} entries\nseq {}\nhash {}",
+                            o.slug, o.id, v.entries, v.head.seq, v.head.hash
+                        );
+                        if a.is_some() {
+                            println!("anchor found in the chain");
+                        }
                     }
+                    Err(b) => broken.push(format!(
+                        "organisation {} ({}): audit chain broken at {b}",
+                        o.slug, o.id
+                    )),
                 }
-                Err(broken) => anyhow::bail!("audit chain broken at {broken}"),
+            }
+            if !broken.is_empty() {
+                anyhow::bail!("{}", broken.join("\n"));
             }
         }
     }
     Ok(())
+}
+
+/// The organisation `audit` works on: the one named by id or slug, else the default.
+async fn audit_org(db: &Db, named: Option<&str>) -> anyhow::Result<crate::directory::orgs::Org> {
+    let Some(n) = named.map(str::trim) else {
+        return existing_default_org(db).await;
+    };
+    if let Some(o) = crate::directory::orgs::by_id(db, n).await? {
+        return Ok(o);
+    }
+    crate::directory::orgs::by_slug(db, n)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no organisation with the id or slug `{n}`"))
 }
 
 /// `customers import --platform wecom|dingtalk`: progress on stderr, the totals on stdout.

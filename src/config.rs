@@ -92,6 +92,7 @@ pub struct Config {
     pub calendar: CalendarConfig,
     pub cards: CardsConfig,
     pub webhooks: WebhooksConfig,
+    pub audit: AuditConfig,
     pub wecom: Option<WecomConfig>,
     pub dingtalk: Option<DingtalkConfig>,
     pub feishu: Option<FeishuConfig>,
@@ -117,6 +118,7 @@ impl Default for Config {
             calendar: Default::default(),
             cards: CardsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            audit: AuditConfig::default(),
             wecom: None,
             dingtalk: None,
             feishu: None,
@@ -204,6 +206,19 @@ pub struct CardsConfig {
     /// A folder of `<card>.toml` files replacing the embedded templates of the same name
     /// (wording and layout; actions stay as code defines them).
     pub override_dir: Option<PathBuf>,
+}
+
+/// The audit log's daily anchor: besides the card, optionally a signed POST of the chain
+/// head to an address outside the database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `https://…` the daily anchor is POSTed to (as a durable job, with retries). A
+    /// loopback or private receiver must be listed in `webhooks.allow_private`.
+    pub anchor_webhook: Option<String>,
+    /// The HMAC-SHA256 key of the POST's `X-Closeloop-Signature` (at least 16 characters;
+    /// required with `anchor_webhook`).
+    pub anchor_webhook_secret: Option<Secret>,
 }
 
 /// Outbound webhook deliveries.
@@ -664,6 +679,24 @@ impl Config {
         self.webhooks
             .private_receivers()
             .map_err(|m| ConfigError::new("webhooks.allow_private", m))?;
+        if let Some(url) = &self.audit.anchor_webhook {
+            if reqwest::Url::parse(url).is_err() {
+                return Err(ConfigError::new(
+                    "audit.anchor_webhook",
+                    "must be an http:// or https:// address",
+                ));
+            }
+            base_url("audit.anchor_webhook", url)?;
+            match &self.audit.anchor_webhook_secret {
+                Some(secret) if secret.expose().trim().chars().count() >= 16 => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        "audit.anchor_webhook_secret",
+                        "required with audit.anchor_webhook: at least 16 characters to sign the anchor with",
+                    ))
+                }
+            }
+        }
         if let Some(l) = &self.ldap {
             if !l.url.starts_with("ldap://") {
                 return Err(ConfigError::new(

@@ -382,6 +382,48 @@ pub async fn verify(
     }))
 }
 
+/// Where an organisation's chain stands, read without sealing (the audit page's line).
+#[derive(Debug, Clone)]
+pub struct ChainStatus {
+    pub head: Head,
+    /// When the sealer last ran; `None` before its first run.
+    pub sealed_at: Option<i64>,
+    /// Entries waiting for the next sealing pass.
+    pub unsealed: i64,
+}
+
+pub async fn status(db: &Db, org_id: &str) -> Result<ChainStatus, sqlx::Error> {
+    let head = sqlx::query("SELECT seq, hash, sealed_at FROM audit_heads WHERE org_id = $1")
+        .bind(org_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    let unsealed = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM audit_log WHERE org_id = $1 AND seq IS NULL",
+    )
+    .bind(org_id)
+    .fetch_one(&db.pool)
+    .await?
+    .get("n");
+    Ok(match head {
+        Some(r) => ChainStatus {
+            head: Head {
+                seq: r.get("seq"),
+                hash: r.get("hash"),
+            },
+            sealed_at: Some(r.get("sealed_at")),
+            unsealed,
+        },
+        None => ChainStatus {
+            head: Head {
+                seq: 0,
+                hash: genesis(org_id),
+            },
+            sealed_at: None,
+            unsealed,
+        },
+    })
+}
+
 /// The organisation's head after sealing: what to anchor.
 pub async fn head(db: &Db, org_id: &str, now_ms: i64) -> Result<Head, sqlx::Error> {
     Ok(seal(db, org_id, now_ms).await?.head)

@@ -2,6 +2,7 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod audit_actions;
 
 pub use apikeys::{Acting, ApiKeyRole, NewApiKey, Permission, Principal};
 
@@ -36,6 +37,17 @@ impl Actor {
         Actor {
             kind: "user",
             id: Some(id.to_string()),
+        }
+    }
+
+    /// The API key a request came with, else the member it is by.
+    pub fn key_or_user(api_key: Option<&str>, user: &str) -> Actor {
+        match api_key {
+            Some(key) => Actor {
+                kind: "api_key",
+                id: Some(key.to_string()),
+            },
+            None => Actor::user(user),
         }
     }
 }

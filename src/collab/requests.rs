@@ -394,6 +394,16 @@ pub async fn open(
         },
     )
     .await?;
+    Actor::user(&new.initiator)
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "collab.open",
+            ("collab_request", &id),
+            json!({"type": t.key, "customer": new.customer, "deal": new.deal}),
+        )
+        .await?;
     tx.commit().await?;
     get(db, cipher, org_id, tz, &id).await
 }
@@ -651,7 +661,8 @@ pub async fn open_adhoc(
             org_id,
             ADHOC_ACTION,
             ("collab_request", &id),
-            json!({"subject": subject, "role": new.role, "assignee": new.assignee, "customer": new.customer}),
+            // The subject is typed text: the request holds it, the entry names the request.
+            json!({"role": new.role, "assignee": new.assignee, "customer": new.customer}),
         )
         .await?;
     tx.commit().await?;
@@ -918,6 +929,16 @@ pub async fn step_in_from(
             )
         };
         crate::tracking::write_in(tx, now_ms, &point, tz).await?;
+        Actor::user(user)
+            .audit(
+                tx,
+                now_ms,
+                org_id,
+                &format!("collab.{}", step.name()),
+                ("collab_request", id),
+                json!({"customer": point.customer}),
+            )
+            .await?;
     }
     Ok(changed)
 }

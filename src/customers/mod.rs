@@ -689,6 +689,44 @@ pub async fn list(
     Ok(Page::from_rows(rows, page, |c| &c.id))
 }
 
+/// Customers whose name contains `text` (at most `limit`, by name): `(id, name)`.
+pub async fn named(db: &Db, org_id: &str, text: &str, limit: i64) -> Result<Vec<(String, String)>> {
+    let escaped = text
+        .trim()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    let rows = sqlx::query(
+        "SELECT id, name FROM customers WHERE org_id = $1 AND name LIKE $2 ESCAPE '\\' ORDER BY name, id LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(format!("%{escaped}%"))
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get("id"), r.get("name"))).collect())
+}
+
+/// The names of the customers among `ids` that exist in the organisation.
+pub async fn names_of(db: &Db, org_id: &str, ids: &[String]) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(100) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT id, name FROM customers WHERE org_id = $1 AND id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(org_id);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(&db.pool).await? {
+            out.insert(r.get("id"), r.get("name"));
+        }
+    }
+    Ok(out)
+}
+
 async fn load(
     db: &Db,
     cipher: &Cipher,

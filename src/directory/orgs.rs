@@ -69,6 +69,16 @@ pub async fn by_id(db: &Db, id: &str) -> Result<Option<Org>> {
     row.as_ref().map(from_row).transpose()
 }
 
+/// Every organisation, the default one first.
+pub async fn all(db: &Db) -> Result<Vec<Org>> {
+    let rows = sqlx::query(
+        "SELECT id, slug, name, timezone FROM organisations ORDER BY is_default DESC, created_at, id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Creates another organisation (multi-organisation installations).
 pub async fn create(
     db: &Db,

@@ -211,7 +211,7 @@ pub async fn member_left(
 /// A full sync: every listed member upserted, then superiors (leaders may be listed
 /// after their reports), then everyone with this platform's id who is no longer listed
 /// marked `left` (unless too many would be: see [`MAX_LEFT_SHARE_PERCENT`]). One
-/// transaction.
+/// transaction, audited as `directory.sync` by the system with the counts.
 pub async fn full_sync(
     db: &Db,
     now_ms: i64,
@@ -219,8 +219,19 @@ pub async fn full_sync(
     space: impl Into<IdSpace>,
     members: &[Member],
 ) -> Result<SyncOutcome> {
+    let space = space.into();
     let mut tx = db.begin().await?;
     let out = full_sync_in(&mut tx, now_ms, org_id, space, members).await?;
+    crate::access::Actor::system()
+        .audit(
+            &mut tx,
+            now_ms,
+            org_id,
+            "directory.sync",
+            ("directory", space.platform),
+            serde_json::to_value(&out).unwrap_or_default(),
+        )
+        .await?;
     tx.commit().await?;
     Ok(out)
 }

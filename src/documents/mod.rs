@@ -19,6 +19,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::access::Actor;
 use crate::db::{new_id, Arg, Db, Select, Tx};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
@@ -456,7 +457,7 @@ pub async fn create_link(
             deal: None,
             client_ip: new.client_ip,
             user_agent: new.user_agent,
-            api_key_id: new.api_key_id,
+            api_key_id: new.api_key_id.clone(),
             platform: new.platform,
             ..NewPoint::new(
                 &new.org_id,
@@ -485,6 +486,19 @@ pub async fn create_link(
     .bind(expires_at)
     .execute(&mut *tx)
     .await?;
+    crate::access::audit::CLIENT_IP
+        .scope(
+            point.client_ip.clone(),
+            Actor::key_or_user(new.api_key_id.as_deref(), &new.actor).audit(
+                &mut tx,
+                now,
+                &new.org_id,
+                "document.link",
+                ("customer", &customer),
+                json!({"document": new.document, "link": id, "days": days}),
+            ),
+        )
+        .await?;
     tx.commit().await?;
     tracing::info!(link = %id, document = %new.document, "document link created");
     Ok(Link {

@@ -281,6 +281,7 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
         | ("POST", "/web/access-requests/{id}/decision")
         | ("POST", "/web/access-requests/{id}/withdraw") => Member,
         ("GET", "/admin/rules") | ("POST", "/admin/rules") => Can(Ability::ManageRules),
+        ("GET", "/admin/audit") => Can(Ability::ReadAudit),
         _ => return None,
     })
 }

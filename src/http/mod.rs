@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::http::pages::people::routes())
         .merge(crate::http::pages::rules::routes())
         .merge(crate::http::pages::access_requests::routes())
+        .merge(crate::http::pages::audit::routes())
         .merge(domain_verify::routes(&state.config))
         .fallback(|| async { Error::NotFound { what: "route" } });
     if state.config.metrics_listen.is_none() {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::hooks::{self, Deliveries, LedgerHooks, Refusal, IP_BURST};
 use super::{check, from_row, point_fields, ActorKind, NewPoint, Recorded, Source, TrackingPoint};
+use crate::access::{audit, Actor};
 use crate::clock::SharedClock;
 use crate::db::{new_id, Db, Tx};
 use crate::error::{Error, Result};
@@ -269,6 +270,7 @@ async fn write_one(
             if let Some(after) = &p.after {
                 after.0.apply(tx, &point).await?;
             }
+            audit_member_record(tx, at, p, &point).await?;
             written.push(point.clone());
             Ok(Recorded::Created(point))
         }
@@ -292,6 +294,43 @@ async fn write_one(
         deliveries.enqueue(tx, at, &p.org_id, point).await?;
     }
     Ok(result)
+}
+
+/// A member's own record (a tap in the sidebar, an upload, a record through the API on
+/// their behalf) is audited as `point.record` on its customer, with the request's client
+/// IP, in the point's transaction. closeloop's own points (rule hits, platform events,
+/// stage moves written with their audited change) are not.
+async fn audit_member_record(
+    tx: &mut Tx,
+    at: i64,
+    p: &NewPoint,
+    point: &TrackingPoint,
+) -> Result<()> {
+    if p.actor_kind != ActorKind::User || p.source == Source::System {
+        return Ok(());
+    }
+    let (Some(actor), Some(customer)) = (&p.actor, &p.customer) else {
+        return Ok(());
+    };
+    let who = Actor::key_or_user(p.api_key_id.as_deref(), actor);
+    let mut detail = serde_json::json!({"point": point.id, "user": actor});
+    if let Some(deal) = &p.deal {
+        detail["deal"] = serde_json::json!(deal);
+    }
+    audit::CLIENT_IP
+        .scope(
+            p.client_ip.clone(),
+            who.audit(
+                tx,
+                at,
+                &p.org_id,
+                "point.record",
+                ("customer", customer),
+                detail,
+            ),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Inserts one point at `at`; the unique key makes a concurrent duplicate an error that

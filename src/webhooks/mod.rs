@@ -361,56 +361,89 @@ impl Deliver {
         let url: String = row.get("url");
         let url = reqwest::Url::parse(&url)
             .map_err(|_| JobError::GiveUp("webhook url is not a URL".into()))?;
-        let client = self
-            .destinations
-            .client_for(&url)
-            .map_err(|refused| JobError::GiveUp(refused.to_string()))?;
         let body = job.payload["event"].to_string();
         // Jobs queued before subscriptions had versions carry none: they are version 1.
         let version = job.payload["payload_version"].as_i64().unwrap_or(1);
         let timestamp = (self.clock.now_ms() / 1000).to_string();
-        let signature = sign(&secret, &timestamp, &body);
-        let response = client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("x-closeloop-event", POINT_CREATED)
-            .header("x-closeloop-payload-version", version.to_string())
-            .header("x-closeloop-delivery", &job.id)
-            .header("x-closeloop-timestamp", &timestamp)
-            .header("x-closeloop-signature", format!("sha256={signature}"))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if destination::was_refused(&e) {
-                    JobError::GiveUp(destination::REFUSED.into())
-                } else {
-                    // Timeouts, resets and refusals alike: which one would tell a prober
-                    // what listens where.
-                    JobError::Retry("connection failed".into())
-                }
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(json!({"status": status.as_u16()}));
-        }
-        if status.as_u16() == 429 {
-            let hint = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(JobError::RateLimited {
-                retry_after: hint,
-                message: "webhook answered 429".into(),
-            });
-        }
-        if status.is_server_error() || status.as_u16() == 408 {
-            return Err(JobError::Retry(format!("webhook answered {status}")));
-        }
-        Err(JobError::GiveUp(format!("webhook answered {status}")))
+        post_signed(
+            &self.destinations,
+            url,
+            Signed {
+                secret: &secret,
+                timestamp: &timestamp,
+                event: POINT_CREATED,
+                delivery: &job.id,
+                payload_version: Some(version),
+            },
+            body,
+        )
+        .await
     }
+}
+
+/// The headers of a signed POST.
+pub struct Signed<'a> {
+    pub secret: &'a str,
+    pub timestamp: &'a str,
+    /// `X-Closeloop-Event`.
+    pub event: &'a str,
+    /// `X-Closeloop-Delivery`: the job's id, the same on every retry.
+    pub delivery: &'a str,
+    pub payload_version: Option<i64>,
+}
+
+/// POSTs `body` to `url`, signed (`X-Closeloop-Signature: sha256=`[`sign`]), through the
+/// destination rules; the answer as a job's outcome: 2xx done, 429 later, 5xx and 408 and
+/// connection failures retried, anything else given up.
+pub async fn post_signed(
+    destinations: &Destinations,
+    url: reqwest::Url,
+    h: Signed<'_>,
+    body: String,
+) -> Result<Value, JobError> {
+    let client = destinations
+        .client_for(&url)
+        .map_err(|refused| JobError::GiveUp(refused.to_string()))?;
+    let signature = sign(h.secret, h.timestamp, &body);
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-closeloop-event", h.event)
+        .header("x-closeloop-delivery", h.delivery)
+        .header("x-closeloop-timestamp", h.timestamp)
+        .header("x-closeloop-signature", format!("sha256={signature}"));
+    if let Some(v) = h.payload_version {
+        request = request.header("x-closeloop-payload-version", v.to_string());
+    }
+    let response = request.body(body).send().await.map_err(|e| {
+        if destination::was_refused(&e) {
+            JobError::GiveUp(destination::REFUSED.into())
+        } else {
+            // Timeouts, resets and refusals alike: which one would tell a prober what
+            // listens where.
+            JobError::Retry("connection failed".into())
+        }
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(json!({"status": status.as_u16()}));
+    }
+    if status.as_u16() == 429 {
+        let hint = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(JobError::RateLimited {
+            retry_after: hint,
+            message: "webhook answered 429".into(),
+        });
+    }
+    if status.is_server_error() || status.as_u16() == 408 {
+        return Err(JobError::Retry(format!("webhook answered {status}")));
+    }
+    Err(JobError::GiveUp(format!("webhook answered {status}")))
 }
 
 /// `hex(HMAC-SHA256(secret, timestamp + "." + body))`.

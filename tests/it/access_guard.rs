@@ -578,6 +578,7 @@ fn action_of(rule: Rule) -> Action {
 /// What every route needs, written down: a change to a route's rule must change this
 /// list too (the matrix test above derives its questions from the rules; this pins them).
 const SPEC: &str = "\
+GET /admin/audit Can(ReadAudit)\n\
 GET /admin/people Can(ManagePeople)\n\
 POST /admin/people/customers/{id}/assignments/{role} Can(ManagePeople)\n\
 POST /admin/people/members/{id}/{what} Can(ManagePeople)\n\

@@ -18,7 +18,7 @@ fn now() -> i64 {
 }
 
 /// `closeloop audit ARGS…` against the test app's database: (exit code, stdout, stderr).
-fn cli(app: &TestApp, dir: &Path, args: &[&str]) -> (i32, String, String) {
+pub fn cli(app: &TestApp, dir: &Path, args: &[&str]) -> (i32, String, String) {
     let mut cmd: Command = crate::cli::closeloop(dir);
     cmd.env("CLOSELOOP_DATABASE_URL", &app.database_url);
     if on_postgres() {

@@ -2,6 +2,7 @@
 //! endpoints the sidebar page's JavaScript calls.
 
 pub mod access_requests;
+pub mod audit;
 pub mod collab;
 pub mod dingtalk;
 pub mod feishu;
