@@ -85,6 +85,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Connection limits of the HTTP listeners.
     pub http: HttpConfig,
+    /// Record reads of customer-level objects in the access log.
+    pub access_log: bool,
+    /// How long access log entries are kept.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub access_log_retention: Duration,
     pub security: SecurityConfig,
     pub storage: StorageConfig,
     pub jobs: JobsConfig,
@@ -111,6 +116,8 @@ impl Default for Config {
             metrics_listen: None,
             max_body_bytes: 1024 * 1024,
             http: HttpConfig::default(),
+            access_log: true,
+            access_log_retention: Duration::from_secs(180 * 24 * 3600),
             security: SecurityConfig::default(),
             storage: StorageConfig::default(),
             jobs: JobsConfig::default(),
@@ -617,6 +624,12 @@ impl Config {
             return Err(ConfigError::new(
                 "http.max_connections",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if self.access_log_retention < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new(
+                "access_log_retention",
+                "must be at least 1d (e.g. \"180d\"; a bare number is seconds)",
             ));
         }
         if let Some(m) = self.metrics_listen {

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod access_log;
 mod api_directory;
 mod api_events;
 mod architecture;

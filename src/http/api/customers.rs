@@ -2,6 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
+use crate::access_log::{AccessEntry, Field, Object, Purpose};
 use crate::customers::{
     self, Customer, CustomerFilter, CustomerPatch, NewContact, NewCustomer, Ownership,
 };
@@ -18,9 +19,14 @@ pub async fn list(
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<CustomerFilter>,
 ) -> Result<Json<Page<Customer>>> {
-    Ok(Json(
-        customers::list(&s.db, &s.cipher, &p.org_id, &filter, &page.validate()?).await?,
-    ))
+    let listed = customers::list(&s.db, &s.cipher, &p.org_id, &filter, &page.validate()?).await?;
+    s.access_log.record_all(
+        listed
+            .items
+            .iter()
+            .map(|c| AccessEntry::by_key(&p, Object::Customer, &c.id, Purpose::List)),
+    );
+    Ok(Json(listed))
 }
 
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers", request_body = NewCustomer,
@@ -49,9 +55,10 @@ pub async fn get(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Customer>> {
-    Ok(Json(
-        customers::get(&s.db, &s.cipher, &p.org_id, &id).await?,
-    ))
+    let customer = customers::get(&s.db, &s.cipher, &p.org_id, &id).await?;
+    s.access_log
+        .key_read(&p, Object::Customer, &customer.id, Purpose::View);
+    Ok(Json(customer))
 }
 
 #[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers", request_body = CustomerPatch,
@@ -130,7 +137,9 @@ pub async fn timeline(
     Path(id): Path<String>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<crate::tracking::TrackingPoint>>> {
-    Ok(Json(
-        crate::tracking::timeline(&s.db, &p.org_id, p.tz, &id, &page.validate()?).await?,
-    ))
+    let points = crate::tracking::timeline(&s.db, &p.org_id, p.tz, &id, &page.validate()?).await?;
+    s.access_log.record(
+        AccessEntry::by_key(&p, Object::Customer, &id, Purpose::View).field(Field::Timeline),
+    );
+    Ok(Json(points))
 }
