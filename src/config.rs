@@ -88,7 +88,7 @@ pub struct Config {
     /// Record reads of customer-level objects in the access log.
     pub access_log: bool,
     /// How long access log entries are kept.
-    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_days")]
     pub access_log_retention: Duration,
     pub security: SecurityConfig,
     pub storage: StorageConfig,
@@ -202,6 +202,16 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duratio
 
 pub(crate) fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// A whole number of days as `"180d"` (humantime would say `"5months 27days 19h 12m"`).
+fn show_days<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    match d.as_secs() {
+        secs if secs % 86_400 == 0 && d.subsec_nanos() == 0 => {
+            s.serialize_str(&format!("{}d", secs / 86_400))
+        }
+        _ => show_duration(d, s),
+    }
 }
 
 /// Card templates.
