@@ -8,6 +8,8 @@
 //!
 //! It creates its own rep and customer through the API, so it needs an admin or
 //! integration key: `loadgen --url http://127.0.0.1:8080 --key clk_… --concurrency 64`.
+//! With `--read` it instead sends `GET /api/v1/customers/{id}` for that customer (the
+//! access log's bench, `benches/access_log.sh`).
 //!
 //! With `--wecom-corp`, `--wecom-token` and `--wecom-key` it instead POSTs WeCom
 //! callbacks to `/callback/wecom`: each a distinct text message, encrypted and signed as
@@ -54,6 +56,9 @@ struct Args {
     /// The server's `[feishu] verification_token`.
     #[arg(long, default_value = "")]
     feishu_token: String,
+    /// Read mode: `GET /api/v1/customers/{id}` of the customer it created.
+    #[arg(long)]
+    read: bool,
     /// Closed loop with this many concurrent workers.
     #[arg(long, conflicts_with = "rate")]
     concurrency: Option<usize>,
@@ -164,9 +169,10 @@ async fn main() -> anyhow::Result<()> {
         latencies[i] as f64 / 1000.0
     };
     println!(
-        "{mode}: {} ok in {elapsed:.1} s = {:.0} events/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors {}",
+        "{mode}: {} ok in {elapsed:.1} s = {:.0} {}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors {}",
         latencies.len(),
         latencies.len() as f64 / elapsed,
+        if args.read { "requests" } else { "events" },
         pct(0.50),
         pct(0.99),
         pct(1.0),
@@ -181,6 +187,10 @@ enum Target {
         url: String,
         key: String,
         body: String,
+    },
+    Read {
+        url: String,
+        key: String,
     },
     Wecom {
         url: String,
@@ -243,6 +253,12 @@ impl Target {
             });
         }
         let (actor, customer) = setup(client, args).await?;
+        if args.read {
+            return Ok(Target::Read {
+                url: format!("{}/api/v1/customers/{customer}", args.url),
+                key: format!("Bearer {}", args.key),
+            });
+        }
         Ok(Target::Events {
             url: format!("{}/api/v1/events", args.url),
             key: format!("Bearer {}", args.key),
@@ -258,6 +274,7 @@ impl Target {
                 .header("authorization", key)
                 .header("content-type", "application/json")
                 .body(body.clone()),
+            Target::Read { url, key } => client.get(url).header("authorization", key),
             Target::Wecom {
                 url,
                 corp,

@@ -9,6 +9,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::access_log::{self, AccessLog};
 use crate::chat::event::Platform;
 use crate::clock::SharedClock;
 use crate::config::{Backend, Config, ConfigError};
@@ -32,6 +33,7 @@ pub struct App {
     pub worker: Worker,
     ledger_task: JoinHandle<()>,
     inbox_task: JoinHandle<()>,
+    access_log_task: Option<JoinHandle<()>>,
 }
 
 impl App {
@@ -64,6 +66,12 @@ impl App {
             hooks,
         );
         let (inbox, inbox_task) = InboxWriter::start(db.clone(), clock.clone());
+        let (access_log, access_log_task) = if config.access_log {
+            let (log, task) = AccessLog::start(db.clone(), clock.clone(), Default::default());
+            (log, Some(task))
+        } else {
+            (AccessLog::disabled(), None)
+        };
         let client = http_client(&config)?;
         // One API client per platform: its token cache (and single-flight refresh) is
         // shared by every job kind and the sign-in endpoints.
@@ -153,6 +161,7 @@ impl App {
             cipher,
             ledger,
             inbox,
+            access_log,
             default_org: Arc::new(org),
             metrics: crate::telemetry::metrics_handle(),
             rules,
@@ -165,6 +174,7 @@ impl App {
             worker,
             ledger_task,
             inbox_task,
+            access_log_task,
         })
     }
 
@@ -173,7 +183,7 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish, drains the
-    /// ledger queue and closes the database.
+    /// ledger queue, writes the queued access log entries and closes the database.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -185,6 +195,7 @@ impl App {
             worker,
             ledger_task,
             inbox_task,
+            access_log_task,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let worker_task = state
@@ -205,6 +216,7 @@ impl App {
         });
         let router = http::router(state.clone());
         let db = state.db.clone();
+        let access_log = state.access_log.clone();
         let limits = state.config.http.clone();
         drop(state);
         tracing::info!(addr = %listener.local_addr()?, "closeloop listening");
@@ -228,6 +240,11 @@ impl App {
         // has written what was queued.
         let _ = ledger_task.await;
         let _ = inbox_task.await;
+        // Closed explicitly: a handle may outlive the router (a test's).
+        access_log.close().await;
+        if let Some(t) = access_log_task {
+            let _ = t.await;
+        }
         db.close().await;
         tracing::info!("closeloop stopped");
         Ok(())
@@ -810,6 +827,29 @@ async fn build_worker(
         .await
         .map_err(|e| anyhow::anyhow!("cannot register the weekly credibility job: {e}"))?;
     }
+    registry.register(
+        access_log::retention::KIND,
+        access_log::retention::Prune {
+            db: db.clone(),
+            clock: clock.clone(),
+            keep: config.access_log_retention,
+        },
+    );
+    schedule::upsert(
+        db,
+        clock.now_ms(),
+        &ScheduleSpec {
+            id: access_log::retention::KIND.into(),
+            org_id: None,
+            kind: access_log::retention::KIND.into(),
+            payload: serde_json::json!({}),
+            every: Every::Cron(access_log::retention::CRON.into()),
+            timezone: org.timezone,
+            misfire: Misfire::Once,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot register the access log retention: {e}"))?;
     schedule::upsert(
         db,
         clock.now_ms(),

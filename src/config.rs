@@ -85,6 +85,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Connection limits of the HTTP listeners.
     pub http: HttpConfig,
+    /// Record reads of customer-level objects in the access log.
+    pub access_log: bool,
+    /// How long access log entries are kept.
+    #[serde(deserialize_with = "duration", serialize_with = "show_days")]
+    pub access_log_retention: Duration,
     pub security: SecurityConfig,
     pub storage: StorageConfig,
     pub jobs: JobsConfig,
@@ -112,6 +117,8 @@ impl Default for Config {
             metrics_listen: None,
             max_body_bytes: 1024 * 1024,
             http: HttpConfig::default(),
+            access_log: true,
+            access_log_retention: Duration::from_secs(180 * 24 * 3600),
             security: SecurityConfig::default(),
             storage: StorageConfig::default(),
             jobs: JobsConfig::default(),
@@ -197,6 +204,16 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duratio
 
 pub(crate) fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// A whole number of days as `"180d"` (humantime would say `"5months 27days 19h 12m"`).
+fn show_days<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    match d.as_secs() {
+        secs if secs % 86_400 == 0 && d.subsec_nanos() == 0 => {
+            s.serialize_str(&format!("{}d", secs / 86_400))
+        }
+        _ => show_duration(d, s),
+    }
 }
 
 /// Card templates.
@@ -632,6 +649,12 @@ impl Config {
             return Err(ConfigError::new(
                 "http.max_connections",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if self.access_log_retention < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new(
+                "access_log_retention",
+                "must be at least 1d (e.g. \"180d\"; a bare number is seconds)",
             ));
         }
         if let Some(m) = self.metrics_listen {

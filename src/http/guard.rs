@@ -200,7 +200,7 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
             | ("GET", "/webhooks")
             | ("POST", "/webhooks")
             | ("DELETE", "/webhooks/{id}") => Can(Ability::Operate),
-            ("GET", "/audit") => Can(Ability::ReadAudit),
+            ("GET", "/audit") | ("GET", "/access-log") => Can(Ability::ReadAudit),
             ("GET", "/rules") => Member,
             ("POST", "/rules/check") => Can(Ability::ManageRules),
             ("GET", "/permissions/{user}") => Member,

@@ -45,6 +45,8 @@ pub struct AppState {
     pub cipher: Cipher,
     pub ledger: Ledger,
     pub inbox: crate::inbox::InboxWriter,
+    /// Reads of customer-level objects, written in batches off the request path.
+    pub access_log: crate::access_log::AccessLog,
     pub default_org: Arc<Org>,
     pub metrics: PrometheusHandle,
     /// Present when `[wecom]` is configured.

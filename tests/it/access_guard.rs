@@ -588,6 +588,7 @@ POST /admin/rules Can(ManageRules)\n\
 POST /api/v1/attestations/{id}/decision Managed(Attestation)\n\
 GET /api/v1/access-grants Member\n\
 GET /api/v1/access-requests Member\n\
+GET /api/v1/access-log Can(ReadAudit)\n\
 POST /api/v1/access-requests Member\n\
 POST /api/v1/access-requests/{id}/decision Member\n\
 POST /api/v1/access-requests/{id}/withdraw Member\n\

@@ -23,6 +23,8 @@ pub struct TestApp {
     pub worker: closeloop::jobs::Worker,
     /// The data-key cipher the server loaded.
     pub cipher: closeloop::security::Cipher,
+    /// The server's access log (tests flush it).
+    pub access_log: closeloop::access_log::AccessLog,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -103,6 +105,7 @@ pub async fn spawn_app_clocked(extra: &str, clock: closeloop::clock::SharedClock
     let db = app.state.db.clone();
     let worker = app.worker.clone();
     let cipher = app.state.cipher.clone();
+    let access_log = app.state.access_log.clone();
     let org_id = app.state.default_org.id.clone();
     let (_, key) = apikeys::create(
         &db,
@@ -129,6 +132,7 @@ pub async fn spawn_app_clocked(extra: &str, clock: closeloop::clock::SharedClock
         database_url,
         worker,
         cipher,
+        access_log,
         stop: Some(stop),
         server: Some(server),
         _dir: dir,

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod access_guard;
+mod access_log;
 mod access_requests;
 mod api_directory;
 mod api_events;

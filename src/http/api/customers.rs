@@ -2,6 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
+use crate::access_log::{AccessEntry, Field, Object, Purpose};
 use crate::customers::{
     self, Customer, CustomerFilter, CustomerPatch, NewContact, NewCustomer, Ownership,
 };
@@ -19,17 +20,22 @@ pub async fn list(
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<CustomerFilter>,
 ) -> Result<Json<Page<Customer>>> {
-    Ok(Json(
-        customers::list(
-            &s.db,
-            &s.cipher,
-            &p.org_id,
-            &filter,
-            &page.validate()?,
-            Some((&access.policy, s.clock.now_ms())),
-        )
-        .await?,
-    ))
+    let listed = customers::list(
+        &s.db,
+        &s.cipher,
+        &p.org_id,
+        &filter,
+        &page.validate()?,
+        Some((&access.policy, s.clock.now_ms())),
+    )
+    .await?;
+    s.access_log.record_all(
+        listed
+            .items
+            .iter()
+            .map(|c| AccessEntry::by_key(&p, Object::Customer, &c.id, Purpose::List)),
+    );
+    Ok(Json(listed))
 }
 
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers", request_body = NewCustomer,
@@ -58,9 +64,10 @@ pub async fn get(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Customer>> {
-    Ok(Json(
-        customers::get(&s.db, &s.cipher, &p.org_id, &id).await?,
-    ))
+    let customer = customers::get(&s.db, &s.cipher, &p.org_id, &id).await?;
+    s.access_log
+        .key_read(&p, Object::Customer, &customer.id, Purpose::View);
+    Ok(Json(customer))
 }
 
 #[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers", request_body = CustomerPatch,
@@ -139,7 +146,9 @@ pub async fn timeline(
     Path(id): Path<String>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<crate::tracking::TrackingPoint>>> {
-    Ok(Json(
-        crate::tracking::timeline(&s.db, &p.org_id, p.tz, &id, &page.validate()?).await?,
-    ))
+    let points = crate::tracking::timeline(&s.db, &p.org_id, p.tz, &id, &page.validate()?).await?;
+    s.access_log.record(
+        AccessEntry::by_key(&p, Object::Customer, &id, Purpose::View).field(Field::Timeline),
+    );
+    Ok(Json(points))
 }

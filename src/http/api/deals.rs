@@ -3,6 +3,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use crate::access_log::{Object, Purpose};
 use crate::error::Result;
 use crate::http::{ApiJson, ApiQuery, AppState, Reader, Writer};
 use crate::page::{Page, PageParams};
@@ -77,9 +78,10 @@ pub async fn get(
     Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Deal>> {
-    Ok(Json(
-        pipeline::get_deal(&s.db, &s.cipher, &p.org_id, &id).await?,
-    ))
+    let deal = pipeline::get_deal(&s.db, &s.cipher, &p.org_id, &id).await?;
+    s.access_log
+        .key_read(&p, Object::Deal, &deal.id, Purpose::View);
+    Ok(Json(deal))
 }
 
 #[utoipa::path(patch, path = "/api/v1/deals/{id}", tag = "pipeline", request_body = DealPatch,

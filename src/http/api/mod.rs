@@ -1,5 +1,6 @@
 //! REST API v1: bearer API keys, JSON in and out, cursor paging, OpenAPI document.
 
+mod access_log;
 mod access_requests;
 mod admin;
 mod audit;
@@ -96,6 +97,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/platform-events", get(admin::list_platform_events))
         .route("/audit", get(audit::list))
+        .route("/access-log", get(access_log::list))
         .route("/jobs", get(admin::list_jobs))
         .route("/jobs/{id}/retry", axum::routing::post(admin::retry_job))
         .route("/jobs/run-now", axum::routing::post(admin::run_job_now))
@@ -224,7 +226,7 @@ impl Modify for BearerAuth {
         collab::health,
         credibility::list, tasks::list,
         admin::list_platform_events,
-        audit::list,
+        audit::list, access_log::list,
         admin::list_jobs, admin::retry_job, admin::run_job_now,
         admin::list_webhooks, admin::create_webhook, admin::delete_webhook,
         rules::get, rules::check,

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::access::Actor;
+use crate::access_log::{AccessEntry, Object, Purpose};
 use crate::antifraud;
 use crate::chat::event::Platform;
 use crate::customers;
@@ -527,6 +528,13 @@ async fn customer_page(
     let org = &session.org_id;
     let tz = org_timezone(&s, org).await?;
     let customer = customers::get(&s.db, &s.cipher, org, &id).await?;
+    s.access_log.record(AccessEntry::by_member(
+        org,
+        &session.user_id,
+        Object::Customer,
+        &customer.id,
+        Purpose::View,
+    ));
     let rules = s.rules.current(org).await?;
     let freeze = antifraud::active_freeze(&s.db, org, &session.user_id, &id).await?;
     let now = s.clock.now_ms();
