@@ -118,6 +118,12 @@ pub enum UsersCommand {
         #[arg(long, value_parser = PossibleValuesParser::new(users::ROLES))]
         role: Option<String>,
     },
+    /// Explain a member's effective permissions: each permission package they hold, why
+    /// they hold it, and what it grants.
+    Explain {
+        /// The member, named as for set-roles.
+        user: String,
+    },
     /// Replace a member's closeloop roles (audited).
     SetRoles {
         /// The member: an id, wecom:USERID (dingtalk:, feishu:, ldap:), or a name no one else has.
@@ -731,6 +737,26 @@ async fn people_in(db: &Db, tz: chrono_tz::Tz, cmd: UsersCommand) -> anyhow::Res
                     ids.join(",")
                 );
             }
+        }
+        UsersCommand::Explain { user } => {
+            let user = users::find(db, org, &user).await.map_err(domain)?;
+            let rules = crate::rules::Rules::new(db.clone())
+                .current(org)
+                .await
+                .map_err(domain)?;
+            let mut conn = db.pool.acquire().await?;
+            let policy = crate::policy::Policy::load(
+                &mut conn,
+                &rules,
+                org,
+                crate::policy::Subject::Person(user.id.clone()),
+            )
+            .await
+            .map_err(domain)?;
+            print!(
+                "{}",
+                crate::policy::explain::explain(&rules, &policy).to_text()
+            );
         }
         UsersCommand::SetRoles { user, roles, .. } => {
             let user = users::find(db, org, &user).await.map_err(domain)?;

@@ -211,10 +211,24 @@ pub fn action(action: &str) -> &str {
     action_label(action).unwrap_or(action)
 }
 
+/// The built-in roles' names, in the order pages list them (the rule set's default
+/// `[[roles]]`).
+pub const BUILTIN_ROLE_LABELS: [(&str, &str); 9] = [
+    ("sales", "销售"),
+    ("team_lead", "销售组长"),
+    ("manager", "主管"),
+    ("presales", "售前"),
+    ("delivery", "交付"),
+    ("finance", "财务"),
+    ("legal", "法务"),
+    ("security", "安全管理员"),
+    ("admin", "管理员"),
+];
+
 /// A built-in role's Chinese name; any other role keeps its key (a role the rule set
 /// adds is named by the rule set: `RuleSet::role_label`).
 pub fn role_label(role: &str) -> &str {
-    crate::rules::access::BUILTIN_ROLE_LABELS
+    BUILTIN_ROLE_LABELS
         .iter()
         .find(|(key, _)| *key == role)
         .map_or(role, |(_, label)| label)

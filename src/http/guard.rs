@@ -162,9 +162,6 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
             ("PUT", "/customers/{id}/assignments/{role}")
             | ("DELETE", "/customers/{id}/assignments/{role}") => On(O::Customer, Assign),
             ("GET", "/leads") | ("GET", "/deals") | ("GET", "/events") => Org(View),
-            ("GET", "/leads/pool") => Can(Ability::ClaimLeads),
-            ("POST", "/leads/{id}/claim") => Can(Ability::ClaimLeads),
-            ("POST", "/leads/{id}/assign") => Can(Ability::AssignLeads),
             ("POST", "/leads") | ("POST", "/deals") => OnBody("customer", Edit),
             ("POST", "/events") | ("PUT", "/chat-counts") => OnBody("customer", Note),
             ("GET", "/deals/{id}") | ("GET", "/deals/{id}/gate") => On(O::Deal, View),
@@ -203,7 +200,6 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
             ("GET", "/audit") | ("GET", "/access-log") => Can(Ability::ReadAudit),
             ("GET", "/rules") => Member,
             ("POST", "/rules/check") => Can(Ability::ManageRules),
-            ("GET", "/permissions/{user}") => Member,
             // Permission requests: the requester's own, decided by the approver the
             // chain names (`approvals`), and checked there against the same identities.
             ("GET", "/access-requests")
@@ -245,8 +241,7 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
         | ("GET", "/web/feishu/js-config")
         | ("GET", "/web/wecom/customer")
         | ("GET", "/sidebar")
-        | ("GET", "/collab")
-        | ("GET", "/web/permissions") => Member,
+        | ("GET", "/collab") => Member,
         ("GET", "/sidebar/customers/{id}") => On(Object::Customer, View),
         ("POST", "/web/customers/{id}/actions") => On(Object::Customer, Note),
         ("POST", "/web/customers/{id}/documents") => On(Object::Customer, Edit),
@@ -267,14 +262,10 @@ pub fn rule(method: &Method, path: &str) -> Option<Rule> {
         ("POST", "/web/collab/requests/{id}/{step}") => On(Object::Request, Note),
         ("GET", "/collab/requests/{id}") => On(Object::Request, View),
         ("GET", "/collab/health") => Can(Ability::TeamReports),
-        ("GET", "/web/leads") => Can(Ability::ClaimLeads),
-        ("POST", "/web/leads/{id}/claim") => Can(Ability::ClaimLeads),
-        ("POST", "/web/leads/{id}/assign") => Can(Ability::AssignLeads),
         ("GET", "/admin/people")
         | ("GET", "/admin/people/{kind}/{id}")
         | ("POST", "/admin/people/members/{id}/{what}")
         | ("POST", "/admin/people/customers/{id}/assignments/{role}") => Can(Ability::ManagePeople),
-        ("GET", "/admin/permissions/{user}") => Member,
         ("GET", "/web/access-requests")
         | ("POST", "/web/access-requests")
         | ("GET", "/web/access-requests/{id}")

@@ -143,6 +143,17 @@ impl Policy {
             Subject::Person(id) => {
                 if let Some(me) = load_me(conn, org_id, id).await? {
                     policy.held = packages_of(rules, &me);
+                    // What approved permission requests grant, while they last.
+                    policy.held.push(Held {
+                        key: "granted".into(),
+                        label: "经批准的权限申请".into(),
+                        why: "权限申请获批（有期限）".into(),
+                        grants: vec![ScopeGrant {
+                            scope: Scope::Granted,
+                            actions: vec![Action::View, Action::Note],
+                        }],
+                        abilities: Vec::new(),
+                    });
                     policy.me = Some(me);
                 }
             }
@@ -225,6 +236,11 @@ impl Policy {
         if let Some(me) = &self.me {
             if self.uses(Scope::Assigned) && assigned(conn, me, &customer.id, now_ms).await? {
                 out.insert(Scope::Assigned);
+            }
+            if self.uses(Scope::Granted)
+                && granted(conn, &self.org_id, me, customer, now_ms).await?
+            {
+                out.insert(Scope::Granted);
             }
         }
         Ok(out)
@@ -354,6 +370,20 @@ impl Policy {
             }
             assigned.push(')');
             ors.push(assigned);
+        }
+        if scopes.contains(&Scope::Granted) {
+            ors.push(
+                "(id IN (SELECT target FROM access_grants WHERE org_id = {} AND user_id = {} \
+                 AND kind = 'customer' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > {})) \
+                 OR region IN (SELECT target FROM access_grants WHERE org_id = {} AND user_id = {} \
+                 AND kind = 'region' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > {})))"
+                    .into(),
+            );
+            for _ in 0..2 {
+                args.push(Arg::Text(self.org_id.clone()));
+                args.push(Arg::Text(me.id.clone()));
+                args.push(Arg::Int(now_ms));
+            }
         }
         if ors.is_empty() {
             sel.and_all("1 = 0", Vec::new());
@@ -491,6 +521,30 @@ pub async fn customer_facts(
                 region: r.get("region"),
             }),
     )
+}
+
+/// Whether an approved permission request still grants `me` the customer or its region.
+async fn granted(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    me: &Me,
+    customer: &CustomerFacts,
+    now_ms: i64,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM access_grants WHERE org_id = $1 AND user_id = $2 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $3) \
+         AND ((kind = 'customer' AND target = $4) OR (kind = 'region' AND target = $5)) LIMIT 1",
+    )
+    .bind(org_id)
+    .bind(&me.id)
+    .bind(now_ms)
+    .bind(&customer.id)
+    // No region: `target = NULL` matches nothing.
+    .bind(customer.region.as_deref())
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some())
 }
 
 /// Whether `me` is assigned to the customer, or answers a request about it that is open

@@ -51,16 +51,20 @@ pub enum Scope {
     Assigned,
     /// Every customer of the organisation.
     All,
+    /// A customer, or the customers of a region, an approved permission request grants
+    /// the person until the grant ends (`access_grants`).
+    Granted,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::Own,
         Scope::Region,
         Scope::Team,
         Scope::Subtree,
         Scope::Assigned,
         Scope::All,
+        Scope::Granted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Scope {
             Scope::Subtree => "subtree",
             Scope::Assigned => "assigned",
             Scope::All => "all",
+            Scope::Granted => "granted",
         }
     }
 
@@ -82,6 +87,7 @@ impl Scope {
             Scope::Subtree => "所有下属（含间接）负责的客户",
             Scope::Assigned => "分配给本人或本人处理中协作请求的客户",
             Scope::All => "全部客户",
+            Scope::Granted => "经批准的权限申请所涉客户或区域",
         }
     }
 }
@@ -267,21 +273,8 @@ pub const BUILTIN_ROLES: [&str; 9] = [
     "security",
 ];
 
-/// The built-in roles' names, in the order pages list them.
-pub const BUILTIN_ROLE_LABELS: [(&str, &str); 9] = [
-    ("sales", "销售"),
-    ("team_lead", "销售组长"),
-    ("manager", "主管"),
-    ("presales", "售前"),
-    ("delivery", "交付"),
-    ("finance", "财务"),
-    ("legal", "法务"),
-    ("security", "安全管理员"),
-    ("admin", "管理员"),
-];
-
 pub fn default_roles() -> Vec<RoleDef> {
-    BUILTIN_ROLE_LABELS
+    crate::text::BUILTIN_ROLE_LABELS
         .map(|(key, label)| RoleDef {
             key: key.into(),
             label: label.into(),

@@ -730,3 +730,128 @@ async fn every_routes_rule_is_the_one_written_down() {
     );
     app.stop().await;
 }
+
+/// An approved permission request opens what it names, for as long as it lasts: a
+/// customer of another region is hidden from the rep until their superior approves.
+#[tokio::test]
+async fn an_approved_request_opens_the_customer_it_names() {
+    let app = spawn_app().await;
+    let boss = user(&app, json!({"name": "王经理", "roles": ["manager"]})).await;
+    let rep = user(
+        &app,
+        json!({"name": "李明", "roles": ["sales"], "region": "华东", "superiors": [boss]}),
+    )
+    .await;
+    let far = user(
+        &app,
+        json!({"name": "孙丽", "roles": ["sales"], "region": "华北"}),
+    )
+    .await;
+    let customer = app.customer("北方重工", Some(&far)).await;
+    let page = format!("/sidebar/customers/{customer}");
+    assert_eq!(app.page_as(&rep, &page).await.0, 404);
+
+    let asked = app
+        .create(
+            "/api/v1/access-requests",
+            json!({"actor": rep, "kind": "customer", "target": customer, "reason": "客户转介绍"}),
+        )
+        .await;
+    let id = asked["id"].as_str().unwrap();
+    assert_eq!(
+        app.page_as(&rep, &page).await.0,
+        404,
+        "pending is not granted"
+    );
+    let res = app
+        .post(
+            &format!("/api/v1/access-requests/{id}/decision"),
+            &json!({"approve": true, "actor": boss}),
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let (status, html) = app.page_as(&rep, &page).await;
+    assert_eq!(status, 200, "{html}");
+    // Read and follow up, not change: the grant gives 查看 and 记录跟进.
+    let key = {
+        let (_, key) = closeloop::access::apikeys::create_acting(
+            &app.db,
+            chrono::Utc::now().timestamp_millis(),
+            closeloop::access::NewApiKey {
+                org_id: app.org_id.clone(),
+                name: "acting".into(),
+                role: closeloop::access::ApiKeyRole::Integration,
+                expires_at_ms: None,
+            },
+            closeloop::access::Acting::Actor,
+        )
+        .await
+        .unwrap();
+        key
+    };
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/customers/{customer}")))
+        .bearer_auth(&key)
+        .header(guard::ACTOR_HEADER, rep.as_str())
+        .json(&json!({"name": "改名"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let listed: Value = app
+        .client
+        .get(app.url("/api/v1/customers"))
+        .bearer_auth(&key)
+        .header(guard::ACTOR_HEADER, rep.as_str())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    app.stop().await;
+}
+
+/// `closeloop users explain`: which package grants what, and why the member holds it.
+#[tokio::test]
+async fn the_command_line_explains_a_members_permissions() {
+    let app = spawn_app().await;
+    let boss = user(&app, json!({"name": "王经理", "roles": ["manager"]})).await;
+    user(
+        &app,
+        json!({"name": "李明", "roles": ["sales"], "region": "华东", "superiors": [boss]}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |who: &str| {
+        let mut cmd = crate::cli::closeloop(dir.path());
+        cmd.env("CLOSELOOP_DATABASE_URL", &app.database_url);
+        if on_postgres() {
+            cmd.env("CLOSELOOP_SECURITY__DATA_KEY", TEST_DATA_KEY);
+        }
+        let out = cmd.args(["users", "explain", who]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let rep = run("李明");
+    assert!(rep.contains("权限包「销售代表」（角色：销售）"), "{rep}");
+    assert!(rep.contains("本区域的客户：查看"), "{rep}");
+    assert!(rep.contains("区域：华东"), "{rep}");
+    assert!(!rep.contains("销售组长"), "no reports: {rep}");
+    let lead = run("王经理");
+    assert!(lead.contains("权限包「销售组长」（有直属下属）"), "{lead}");
+    assert!(
+        lead.contains(
+            "所有下属（含间接）负责的客户：查看、记录跟进、编辑、管理（回退、改派、解冻）、分配"
+        ),
+        "{lead}"
+    );
+    assert!(lead.contains("直属下属 1 人"), "{lead}");
+    app.stop().await;
+}
